@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+// Deflect: a KVM virtual machine monitor in which user space owns the
+// model-specific vCPU state (MSRs, hypercalls, registers).
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "Deflect",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "deflect", targets: ["deflect"]),
+    ],
+    dependencies: [
+        // Command-line parsing with subcommands, validation and help text.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
+        .target(name: "CKVM"),
+        // Safe Swift API over /dev/kvm. The only target with unsafe pointer code.
+        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: strict),
+        // Pure device state machines (UART, debug exit, i8042) and the port bus.
+        .target(name: "Devices", swiftSettings: strict),
+        // Pure image loaders and boot CPU state (real mode, long mode, ELF64).
+        .target(name: "Loader", swiftSettings: strict),
+        // Machine assembly, vCPU threads, exit dispatch, exit statistics.
+        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader"], swiftSettings: strict),
+        // The command-line tool.
+        .executableTarget(
+            name: "deflect",
+            dependencies: [
+                "VMM", "KVM",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Shared by the test targets: KVM availability and the built guest images.
+        .target(name: "DeflectTestSupport", path: "Tests/Support", swiftSettings: strict),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
+        .testTarget(name: "LoaderTests", dependencies: ["Loader"], swiftSettings: strict),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
+    ]
+)

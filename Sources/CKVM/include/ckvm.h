@@ -1,0 +1,197 @@
+// CKVM: the C shim between Swift and <linux/kvm.h>.
+//
+// Why it exists: the _IO*/_IOW* request macros do not import into Swift, the
+// kvm_run union is awkward to read from Swift, glibc's ioctl wants a full
+// `unsigned long` argument, and the installed uapi headers (Linux 6.1) are
+// older than the kernel we run on. Everything here is a constant, a struct
+// layout or a `static inline` helper; no state.
+#ifndef DEFLECT_CKVM_H
+#define DEFLECT_CKVM_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/kvm.h>
+
+// ---- uapi definitions newer than the installed 6.1 headers -----------------
+
+// x86 ONE_REG encoding (Linux 6.18): KVM_REG_X86 | type << 32 | size | index.
+#ifndef KVM_X86_REG_TYPE_MSR
+#define KVM_X86_REG_TYPE_MSR 2
+#endif
+#ifndef KVM_X86_REG_TYPE_KVM
+#define KVM_X86_REG_TYPE_KVM 3
+#endif
+#ifndef KVM_REG_GUEST_SSP
+#define KVM_REG_GUEST_SSP 0
+#endif
+// run->hypercall.flags bit 0 (the 6.1 header calls the low word `longmode`).
+#ifndef KVM_EXIT_HYPERCALL_LONG_MODE
+#define KVM_EXIT_HYPERCALL_LONG_MODE (1ULL << 0)
+#endif
+
+// ---- request numbers, exported because the macros do not import ------------
+// (`static const`, not `static`: Swift 6 rejects mutable globals.)
+
+// System fd (/dev/kvm)
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long CKVM_GET_MSR_FEATURE_INDEX_LIST = KVM_GET_MSR_FEATURE_INDEX_LIST;
+// VM fd
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
+static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
+static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+// vCPU fd
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long CKVM_GET_CPUID2 = KVM_GET_CPUID2;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_ONE_REG = KVM_GET_ONE_REG;
+static const unsigned long CKVM_SET_ONE_REG = KVM_SET_ONE_REG;
+static const unsigned long CKVM_GET_REG_LIST = KVM_GET_REG_LIST;
+static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+
+static const uint64_t CKVM_REG_X86 = KVM_REG_X86;
+static const uint64_t CKVM_REG_SIZE_U64 = KVM_REG_SIZE_U64;
+static const uint64_t CKVM_REG_SIZE_MASK = KVM_REG_SIZE_MASK;
+static const uint64_t CKVM_REG_ARCH_MASK = KVM_REG_ARCH_MASK;
+
+// ---- ioctl helpers: return the result, or -errno ---------------------------
+// Why: glibc's ioctl is variadic and Swift's overloads take CInt or a pointer;
+// returning -errno keeps the error with the call instead of a thread-local.
+
+static inline int ckvm_ioctl_none(int fd, unsigned long request) {
+    int r = ioctl(fd, request, 0UL);
+    return r < 0 ? -errno : r;
+}
+static inline int ckvm_ioctl_value(int fd, unsigned long request, unsigned long value) {
+    int r = ioctl(fd, request, value);
+    return r < 0 ? -errno : r;
+}
+static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *argument) {
+    int r = ioctl(fd, request, argument);
+    return r < 0 ? -errno : r;
+}
+
+// ---- flexible array members (dropped by the Swift importer) -----------------
+
+static inline struct kvm_msr_entry *ckvm_msrs_entries(struct kvm_msrs *m) { return m->entries; }
+static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entries(struct kvm_cpuid2 *c) { return c->entries; }
+static inline __u32 *ckvm_msr_list_indices(struct kvm_msr_list *l) { return l->indices; }
+static inline __u64 *ckvm_reg_list_regs(struct kvm_reg_list *l) { return l->reg; }
+
+// ---- kvm_run: the exit union, read in one place -----------------------------
+// Small by-value snapshots so Swift never copies (or names) the whole union.
+
+static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r->exit_reason; }
+
+struct ckvm_io_exit { uint8_t direction; uint8_t size; uint16_t port; uint32_t count; uint64_t data_offset; };
+static inline struct ckvm_io_exit ckvm_run_io(const struct kvm_run *r) {
+    struct ckvm_io_exit e = { r->io.direction, r->io.size, r->io.port, r->io.count, r->io.data_offset };
+    return e;
+}
+
+struct ckvm_mmio_exit { uint64_t phys_addr; uint64_t data; uint32_t len; uint8_t is_write; };
+static inline struct ckvm_mmio_exit ckvm_run_mmio(const struct kvm_run *r) {
+    struct ckvm_mmio_exit e = { r->mmio.phys_addr, 0, r->mmio.len, r->mmio.is_write };
+    memcpy(&e.data, r->mmio.data, sizeof(e.data));
+    return e;
+}
+static inline void ckvm_run_mmio_set_data(struct kvm_run *r, uint64_t data) {
+    memcpy(r->mmio.data, &data, sizeof(data));
+}
+
+struct ckvm_msr_exit { uint32_t reason; uint32_t index; uint64_t data; };
+static inline struct ckvm_msr_exit ckvm_run_msr(const struct kvm_run *r) {
+    struct ckvm_msr_exit e = { r->msr.reason, r->msr.index, r->msr.data };
+    return e;
+}
+static inline void ckvm_run_msr_complete(struct kvm_run *r, uint64_t data, uint8_t error) {
+    r->msr.data = data;
+    r->msr.error = error;
+}
+
+struct ckvm_hypercall_exit { uint64_t nr; uint64_t args[6]; uint64_t flags; };
+static inline struct ckvm_hypercall_exit ckvm_run_hypercall(const struct kvm_run *r) {
+    struct ckvm_hypercall_exit e;
+    e.nr = r->hypercall.nr;
+    memcpy(e.args, r->hypercall.args, sizeof(e.args));
+    e.flags = r->hypercall.longmode; // low word of `flags` in newer headers
+    return e;
+}
+static inline void ckvm_run_hypercall_set_ret(struct kvm_run *r, uint64_t ret) { r->hypercall.ret = ret; }
+
+struct ckvm_internal_exit { uint32_t suberror; uint32_t ndata; uint64_t data[16]; };
+static inline struct ckvm_internal_exit ckvm_run_internal(const struct kvm_run *r) {
+    struct ckvm_internal_exit e;
+    memset(&e, 0, sizeof(e));
+    e.suberror = r->internal.suberror;
+    e.ndata = r->internal.ndata > 16 ? 16 : r->internal.ndata;
+    memcpy(e.data, r->internal.data, e.ndata * sizeof(uint64_t));
+    return e;
+}
+
+static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *r) {
+    return r->fail_entry.hardware_entry_failure_reason;
+}
+struct ckvm_system_event_exit { uint32_t type; uint32_t ndata; uint64_t data0; };
+static inline struct ckvm_system_event_exit ckvm_run_system_event(const struct kvm_run *r) {
+    struct ckvm_system_event_exit e = { r->system_event.type, r->system_event.ndata, r->system_event.data[0] };
+    return e;
+}
+static inline struct kvm_debug_exit_arch ckvm_run_debug(const struct kvm_run *r) { return r->debug.arch; }
+
+// ---- kicking a vCPU out of KVM_RUN -------------------------------------------
+// A no-op handler installed without SA_RESTART: the signal's only job is to
+// make a blocking KVM_RUN return -EINTR. `immediate_exit` covers the window
+// before the thread enters KVM_RUN.
+static void ckvm_kick_handler(int signo) { (void)signo; }
+static inline int ckvm_kick_signal(void) { return SIGRTMIN + 1; }
+static inline int ckvm_install_kick_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ckvm_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    return sigaction(ckvm_kick_signal(), &sa, NULL) < 0 ? -errno : 0;
+}
+// Threads inherit their creator's signal mask, and libdispatch worker threads
+// block nearly everything: a vCPU thread must unblock the kick signal itself.
+static inline int ckvm_unblock_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, ckvm_kick_signal());
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -errno;
+}
+static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
+    __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
+}
+
+#endif

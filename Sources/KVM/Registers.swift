@@ -1,0 +1,160 @@
+// KVM: vCPU register files as Swift values: general registers (kvm_regs),
+// special registers (kvm_sregs), FPU (kvm_fpu), XSAVE area and XCRs.
+internal import CKVM
+
+/// General-purpose registers, RIP and RFLAGS (KVM_GET_REGS / KVM_SET_REGS).
+public struct Registers: Sendable, Equatable {
+    public var rax: UInt64 = 0, rbx: UInt64 = 0, rcx: UInt64 = 0, rdx: UInt64 = 0
+    public var rsi: UInt64 = 0, rdi: UInt64 = 0, rsp: UInt64 = 0, rbp: UInt64 = 0
+    public var r8: UInt64 = 0, r9: UInt64 = 0, r10: UInt64 = 0, r11: UInt64 = 0
+    public var r12: UInt64 = 0, r13: UInt64 = 0, r14: UInt64 = 0, r15: UInt64 = 0
+    public var rip: UInt64 = 0, rflags: UInt64 = 0x2
+
+    public init() {}
+
+    init(_ r: kvm_regs) {
+        rax = r.rax; rbx = r.rbx; rcx = r.rcx; rdx = r.rdx
+        rsi = r.rsi; rdi = r.rdi; rsp = r.rsp; rbp = r.rbp
+        r8 = r.r8; r9 = r.r9; r10 = r.r10; r11 = r.r11
+        r12 = r.r12; r13 = r.r13; r14 = r.r14; r15 = r.r15
+        rip = r.rip; rflags = r.rflags
+    }
+
+    var raw: kvm_regs {
+        var r = kvm_regs()
+        r.rax = rax; r.rbx = rbx; r.rcx = rcx; r.rdx = rdx
+        r.rsi = rsi; r.rdi = rdi; r.rsp = rsp; r.rbp = rbp
+        r.r8 = r8; r.r9 = r9; r.r10 = r10; r.r11 = r11
+        r.r12 = r12; r.r13 = r13; r.r14 = r14; r.r15 = r15
+        r.rip = rip; r.rflags = rflags
+        return r
+    }
+}
+
+/// A segment register as KVM describes it (kvm_segment).
+public struct Segment: Sendable, Equatable {
+    public var base: UInt64 = 0
+    public var limit: UInt32 = 0
+    public var selector: UInt16 = 0
+    public var type: UInt8 = 0
+    public var present: Bool = false
+    public var dpl: UInt8 = 0
+    public var db: Bool = false
+    public var s: Bool = false
+    public var l: Bool = false
+    public var g: Bool = false
+    public var avl: Bool = false
+    public var unusable: Bool = false
+
+    public init() {}
+
+    init(_ r: kvm_segment) {
+        base = r.base; limit = r.limit; selector = r.selector; type = r.type
+        present = r.present != 0; dpl = r.dpl; db = r.db != 0; s = r.s != 0
+        l = r.l != 0; g = r.g != 0; avl = r.avl != 0; unusable = r.unusable != 0
+    }
+
+    var raw: kvm_segment {
+        var r = kvm_segment()
+        r.base = base; r.limit = limit; r.selector = selector; r.type = type
+        r.present = present ? 1 : 0; r.dpl = dpl; r.db = db ? 1 : 0; r.s = s ? 1 : 0
+        r.l = l ? 1 : 0; r.g = g ? 1 : 0; r.avl = avl ? 1 : 0; r.unusable = unusable ? 1 : 0
+        return r
+    }
+}
+
+/// GDTR / IDTR (kvm_dtable).
+public struct DescriptorTableRegister: Sendable, Equatable {
+    public var base: UInt64 = 0
+    public var limit: UInt16 = 0
+    public init(base: UInt64 = 0, limit: UInt16 = 0) { self.base = base; self.limit = limit }
+}
+
+/// Segment, control and descriptor-table registers (KVM_GET_SREGS / KVM_SET_SREGS).
+public struct SpecialRegisters: Sendable, Equatable {
+    public var cs = Segment(), ds = Segment(), es = Segment(), fs = Segment()
+    public var gs = Segment(), ss = Segment(), tr = Segment(), ldt = Segment()
+    public var gdt = DescriptorTableRegister(), idt = DescriptorTableRegister()
+    public var cr0: UInt64 = 0, cr2: UInt64 = 0, cr3: UInt64 = 0, cr4: UInt64 = 0, cr8: UInt64 = 0
+    public var efer: UInt64 = 0
+    public var apicBase: UInt64 = 0
+    /// Pending external interrupt bitmap (256 bits); restored as read.
+    public var interruptBitmap: [UInt64] = [0, 0, 0, 0]
+
+    public init() {}
+
+    init(_ r: kvm_sregs) {
+        cs = Segment(r.cs); ds = Segment(r.ds); es = Segment(r.es); fs = Segment(r.fs)
+        gs = Segment(r.gs); ss = Segment(r.ss); tr = Segment(r.tr); ldt = Segment(r.ldt)
+        gdt = DescriptorTableRegister(base: r.gdt.base, limit: r.gdt.limit)
+        idt = DescriptorTableRegister(base: r.idt.base, limit: r.idt.limit)
+        cr0 = r.cr0; cr2 = r.cr2; cr3 = r.cr3; cr4 = r.cr4; cr8 = r.cr8
+        efer = r.efer; apicBase = r.apic_base
+        let b = r.interrupt_bitmap
+        interruptBitmap = [b.0, b.1, b.2, b.3]
+    }
+
+    var raw: kvm_sregs {
+        var r = kvm_sregs()
+        r.cs = cs.raw; r.ds = ds.raw; r.es = es.raw; r.fs = fs.raw
+        r.gs = gs.raw; r.ss = ss.raw; r.tr = tr.raw; r.ldt = ldt.raw
+        r.gdt.base = gdt.base; r.gdt.limit = gdt.limit
+        r.idt.base = idt.base; r.idt.limit = idt.limit
+        r.cr0 = cr0; r.cr2 = cr2; r.cr3 = cr3; r.cr4 = cr4; r.cr8 = cr8
+        r.efer = efer; r.apic_base = apicBase
+        let b = interruptBitmap + [0, 0, 0, 0]
+        r.interrupt_bitmap = (b[0], b[1], b[2], b[3])
+        return r
+    }
+}
+
+/// Legacy FPU/SSE state (KVM_GET_FPU / KVM_SET_FPU), kept whole so a round
+/// trip is exact; the fields below are the ones people read.
+public struct FPUState: Sendable, Equatable {
+    /// The 416-byte kvm_fpu image.
+    public var bytes: [UInt8]
+
+    init(_ raw: kvm_fpu) {
+        var copy = raw
+        bytes = withUnsafeBytes(of: &copy) { Array($0) }
+    }
+
+    var raw: kvm_fpu {
+        var r = kvm_fpu()
+        withUnsafeMutableBytes(of: &r) { target in
+            let n = min(target.count, bytes.count)
+            for i in 0..<n { target[i] = bytes[i] }
+        }
+        return r
+    }
+
+    private static let fcwOffset = MemoryLayout<kvm_fpu>.offset(of: \kvm_fpu.fcw) ?? 0x80
+    private static let mxcsrOffset = MemoryLayout<kvm_fpu>.offset(of: \kvm_fpu.mxcsr) ?? 0x18
+    private func word16(_ o: Int) -> UInt16 { UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8 }
+    private func word32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * $1) } }
+
+    /// x87 control word.
+    public var fcw: UInt16 {
+        get { word16(Self.fcwOffset) }
+        set { bytes[Self.fcwOffset] = UInt8(newValue & 0xFF); bytes[Self.fcwOffset + 1] = UInt8(newValue >> 8) }
+    }
+    /// SSE control/status register.
+    public var mxcsr: UInt32 { word32(Self.mxcsrOffset) }
+}
+
+/// The XSAVE area (KVM_GET_XSAVE / KVM_SET_XSAVE), 4096 bytes.
+public struct XSAVEState: Sendable, Equatable {
+    public var bytes: [UInt8]
+}
+
+/// One extended control register (XCR0 ...) as KVM_GET_XCRS reports it.
+public struct ExtendedControlRegister: Sendable, Equatable {
+    public var index: UInt32
+    public var value: UInt64
+    public init(index: UInt32, value: UInt64) { self.index = index; self.value = value }
+}
+
+/// vCPU multiprocessing state (KVM_GET_MP_STATE).
+public enum MPState: UInt32, Sendable {
+    case runnable = 0, uninitialized = 1, initReceived = 2, halted = 3, sipiReceived = 4
+}

@@ -1,0 +1,58 @@
+// KVM: every libc call of the KVM layer goes through this file, so that each
+// failure is turned into a KVMError naming the request in exactly one way.
+internal import CKVM
+import Glibc
+
+enum Syscall {
+    /// An ioctl without argument. Returns the non-negative result.
+    @inline(__always)
+    static func ioctl(_ fd: CInt, _ request: UInt, _ name: String) throws(KVMError) -> CInt {
+        let result = ckvm_ioctl_none(fd, request)
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
+        return result
+    }
+
+    /// An ioctl whose argument is an integer (KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, ...).
+    @inline(__always)
+    static func ioctl(_ fd: CInt, _ request: UInt, value: UInt, _ name: String) throws(KVMError) -> CInt {
+        let result = ckvm_ioctl_value(fd, request, value)
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
+        return result
+    }
+
+    /// An ioctl whose argument points at a structure.
+    @inline(__always)
+    static func ioctl<T>(_ fd: CInt, _ request: UInt, _ argument: inout T, _ name: String) throws(KVMError) -> CInt {
+        // SAFETY: `argument` is a live inout of the struct type the request expects.
+        let result = withUnsafeMutablePointer(to: &argument) { ckvm_ioctl_ptr(fd, request, $0) }
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
+        return result
+    }
+
+    /// An ioctl on a raw buffer (structures with flexible array members).
+    @inline(__always)
+    static func ioctl(_ fd: CInt, _ request: UInt, buffer: UnsafeMutableRawPointer, _ name: String) -> CInt {
+        ckvm_ioctl_ptr(fd, request, buffer)
+    }
+
+    static func open(_ path: String, flags: CInt) throws(KVMError) -> CInt {
+        let fd = Glibc.open(path, flags | O_CLOEXEC)
+        guard fd >= 0 else { throw .open(path: path, errno: Glibc.errno) }
+        return fd
+    }
+
+    static func close(_ fd: CInt) {
+        _ = Glibc.close(fd)
+    }
+
+    static func mmap(length: Int, fd: CInt, shared: Bool, what: String) throws(KVMError) -> UnsafeMutableRawPointer {
+        let flags = fd < 0 ? (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE) : MAP_SHARED
+        let pointer = Glibc.mmap(nil, length, PROT_READ | PROT_WRITE, flags, fd, 0)
+        guard let pointer, pointer != MAP_FAILED else { throw .mmap(what: what, errno: Glibc.errno) }
+        return pointer
+    }
+
+    static func munmap(_ pointer: UnsafeMutableRawPointer, length: Int) {
+        _ = Glibc.munmap(pointer, length)
+    }
+}

@@ -1,0 +1,362 @@
+// KVM: the vCPU handle: KVM_RUN (decoded into VCPUExit here and only here),
+// exit completion, register files, CPUID, MSRs, ONE_REG and MP state.
+internal import CKVM
+import Glibc
+
+/// One virtual CPU. A vCPU is driven by one thread at a time; the only part
+/// meant for other threads is `kicker`.
+public final class VCPU: @unchecked Sendable {
+    let fd: CInt
+    public let id: UInt32
+    private let runPage: UnsafeMutablePointer<kvm_run>
+    private let runSize: Int
+    /// Kicks this vCPU out of KVM_RUN from any thread.
+    public let kicker: VCPUKicker
+
+    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int) {
+        self.fd = fd
+        self.id = id
+        // SAFETY: the mapping is runSize (>= sizeof(kvm_run)) bytes from KVM_GET_VCPU_MMAP_SIZE.
+        self.runPage = run.bindMemory(to: kvm_run.self, capacity: 1)
+        self.runSize = runSize
+        self.kicker = VCPUKicker(run: self.runPage)
+    }
+
+    deinit {
+        Syscall.munmap(UnsafeMutableRawPointer(runPage), length: runSize)
+        Syscall.close(fd)
+    }
+
+    // MARK: running
+
+    /// KVM_RUN, and the exit decoded. EINTR (a signal, a kick) is `.interrupted`.
+    public func run() throws(KVMError) -> VCPUExit {
+        let result = ckvm_ioctl_none(fd, CKVM_RUN)
+        if result == -EINTR || result == -EAGAIN { return .interrupted }
+        guard result >= 0 else { throw .ioctl(request: "KVM_RUN", errno: -result) }
+        let reason = ckvm_run_exit_reason(runPage)
+        switch Int32(reason) {
+        case KVM_EXIT_IO:
+            let io = ckvm_run_io(runPage)
+            let size = Int(io.size), count = Int(io.count), offset = Int(io.data_offset)
+            guard size == 1 || size == 2 || size == 4, count >= 1,
+                  offset >= 0, offset <= runSize, count <= (runSize - offset) / size else {
+                throw .malformedExit("I/O exit port 0x\(String(io.port, radix: 16)) size \(size) count \(count) offset \(offset)")
+            }
+            return .io(IOExit(direction: io.direction == 0 ? .input : .output, port: io.port,
+                              size: size, count: count, dataOffset: offset))
+        case KVM_EXIT_MMIO:
+            let m = ckvm_run_mmio(runPage)
+            let length = Int(min(m.len, 8))
+            // Only the low `length` bytes of the data field belong to this access.
+            let mask: UInt64 = length >= 8 ? .max : (1 << (8 * UInt64(length))) - 1
+            return .mmio(MMIOExit(address: m.phys_addr, length: length, isWrite: m.is_write != 0,
+                                  data: m.is_write != 0 ? m.data & mask : 0))
+        case KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR:
+            let m = ckvm_run_msr(runPage)
+            let exit = MSRExit(index: m.index, reason: MSRExit.Reason(rawValue: m.reason), data: m.data)
+            return Int32(reason) == KVM_EXIT_X86_RDMSR ? .readMSR(exit) : .writeMSR(exit)
+        case KVM_EXIT_HYPERCALL:
+            let h = ckvm_run_hypercall(runPage)
+            let a = h.args
+            return .hypercall(HypercallExit(number: h.nr, arguments: [a.0, a.1, a.2, a.3, a.4, a.5],
+                                            longMode: h.flags & 1 != 0))
+        case KVM_EXIT_HLT: return .halt
+        case KVM_EXIT_SHUTDOWN: return .shutdown
+        case KVM_EXIT_FAIL_ENTRY: return .failEntry(reason: ckvm_run_fail_entry_reason(runPage))
+        case KVM_EXIT_INTERNAL_ERROR:
+            let e = ckvm_run_internal(runPage)
+            let data = withUnsafeBytes(of: e.data) { raw in (0..<Int(e.ndata)).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } }
+            return .internalError(InternalErrorExit(suberror: e.suberror, data: data))
+        case KVM_EXIT_SYSTEM_EVENT:
+            let s = ckvm_run_system_event(runPage)
+            return .systemEvent(type: s.type, data: s.ndata > 0 ? s.data0 : 0)
+        case KVM_EXIT_DEBUG: return .debug
+        case KVM_EXIT_INTR: return .interrupted
+        case KVM_EXIT_IRQ_WINDOW_OPEN: return .irqWindowOpen
+        default: return .unhandled(reason: reason)
+        }
+    }
+
+    /// Element `element` of an OUT exit's data (zero-extended).
+    public func ioValue(_ exit: IOExit, element: Int = 0) -> UInt32 {
+        guard element >= 0, element < exit.count else { return 0 }
+        // SAFETY: run() checked dataOffset + count*size <= runSize.
+        let p = UnsafeRawPointer(runPage) + exit.dataOffset + element * exit.size
+        switch exit.size {
+        case 1: return UInt32(p.load(as: UInt8.self))
+        case 2: return UInt32(p.loadUnaligned(as: UInt16.self))
+        default: return p.loadUnaligned(as: UInt32.self)
+        }
+    }
+
+    /// Sets element `element` of an IN exit's data, truncated to the access size.
+    public func setIOValue(_ exit: IOExit, element: Int = 0, value: UInt32) {
+        guard element >= 0, element < exit.count else { return }
+        // SAFETY: run() checked dataOffset + count*size <= runSize.
+        let p = UnsafeMutableRawPointer(runPage) + exit.dataOffset + element * exit.size
+        switch exit.size {
+        case 1: p.storeBytes(of: UInt8(truncatingIfNeeded: value), as: UInt8.self)
+        case 2: p.storeBytes(of: UInt16(truncatingIfNeeded: value), as: UInt16.self)
+        default: p.storeBytes(of: value, as: UInt32.self)
+        }
+    }
+
+    /// Completes an MMIO read with `value` (low `length` bytes are used).
+    public func completeMMIORead(value: UInt64) {
+        ckvm_run_mmio_set_data(runPage, value)
+    }
+
+    /// Completes a RDMSR/WRMSR exit: `data` for reads, `injectGP` raises #GP in the guest.
+    @inline(__always)
+    public func completeMSR(data: UInt64 = 0, injectGP: Bool) {
+        ckvm_run_msr_complete(runPage, data, injectGP ? 1 : 0)
+    }
+
+    /// Writes the hypercall's return value (must be written on every hypercall exit).
+    public func completeHypercall(returnValue: UInt64) {
+        ckvm_run_hypercall_set_ret(runPage, returnValue)
+    }
+
+    /// Clears a pending kick so that the next KVM_RUN enters the guest.
+    public func clearImmediateExit() {
+        ckvm_run_set_immediate_exit(runPage, 0)
+    }
+
+    // MARK: capabilities
+
+    /// KVM_ENABLE_CAP on the vCPU fd.
+    public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
+        var request = kvm_enable_cap()
+        request.cap = capability.rawValue
+        withUnsafeMutableBytes(of: &request.args) { raw in
+            for (i, value) in arguments.prefix(4).enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
+    }
+
+    // MARK: register files
+
+    /// KVM_GET_REGS.
+    public func registers() throws(KVMError) -> Registers {
+        var raw = kvm_regs()
+        _ = try Syscall.ioctl(fd, CKVM_GET_REGS, &raw, "KVM_GET_REGS")
+        return Registers(raw)
+    }
+
+    /// KVM_SET_REGS.
+    public func setRegisters(_ registers: Registers) throws(KVMError) {
+        var raw = registers.raw
+        _ = try Syscall.ioctl(fd, CKVM_SET_REGS, &raw, "KVM_SET_REGS")
+    }
+
+    /// KVM_GET_SREGS.
+    public func specialRegisters() throws(KVMError) -> SpecialRegisters {
+        var raw = kvm_sregs()
+        _ = try Syscall.ioctl(fd, CKVM_GET_SREGS, &raw, "KVM_GET_SREGS")
+        return SpecialRegisters(raw)
+    }
+
+    /// KVM_SET_SREGS.
+    public func setSpecialRegisters(_ sregs: SpecialRegisters) throws(KVMError) {
+        var raw = sregs.raw
+        _ = try Syscall.ioctl(fd, CKVM_SET_SREGS, &raw, "KVM_SET_SREGS")
+    }
+
+    /// KVM_GET_FPU.
+    public func fpu() throws(KVMError) -> FPUState {
+        var raw = kvm_fpu()
+        _ = try Syscall.ioctl(fd, CKVM_GET_FPU, &raw, "KVM_GET_FPU")
+        return FPUState(raw)
+    }
+
+    /// KVM_SET_FPU.
+    public func setFPU(_ state: FPUState) throws(KVMError) {
+        var raw = state.raw
+        _ = try Syscall.ioctl(fd, CKVM_SET_FPU, &raw, "KVM_SET_FPU")
+    }
+
+    /// KVM_GET_XSAVE (the legacy 4 KiB area).
+    public func xsave() throws(KVMError) -> XSAVEState {
+        var raw = kvm_xsave()
+        _ = try Syscall.ioctl(fd, CKVM_GET_XSAVE, &raw, "KVM_GET_XSAVE")
+        return XSAVEState(bytes: withUnsafeBytes(of: &raw) { Array($0) })
+    }
+
+    /// KVM_SET_XSAVE.
+    public func setXSAVE(_ state: XSAVEState) throws(KVMError) {
+        var raw = kvm_xsave()
+        guard state.bytes.count == MemoryLayout<kvm_xsave>.size else {
+            throw .invalidArgument(request: "KVM_SET_XSAVE", reason: "area must be \(MemoryLayout<kvm_xsave>.size) bytes, got \(state.bytes.count)")
+        }
+        withUnsafeMutableBytes(of: &raw) { target in target.copyBytes(from: state.bytes) }
+        _ = try Syscall.ioctl(fd, CKVM_SET_XSAVE, &raw, "KVM_SET_XSAVE")
+    }
+
+    /// KVM_GET_XCRS.
+    public func extendedControlRegisters() throws(KVMError) -> [ExtendedControlRegister] {
+        var raw = kvm_xcrs()
+        _ = try Syscall.ioctl(fd, CKVM_GET_XCRS, &raw, "KVM_GET_XCRS")
+        let count = Int(min(raw.nr_xcrs, 16))
+        return withUnsafeBytes(of: raw.xcrs) { bytes in
+            let xcrs = bytes.bindMemory(to: kvm_xcr.self)
+            return (0..<count).map { ExtendedControlRegister(index: xcrs[$0].xcr, value: xcrs[$0].value) }
+        }
+    }
+
+    /// KVM_SET_XCRS.
+    public func setExtendedControlRegisters(_ registers: [ExtendedControlRegister]) throws(KVMError) {
+        var raw = kvm_xcrs()
+        guard registers.count <= 16 else {
+            throw .invalidArgument(request: "KVM_SET_XCRS", reason: "at most 16 XCRs")
+        }
+        raw.nr_xcrs = UInt32(registers.count)
+        withUnsafeMutableBytes(of: &raw.xcrs) { bytes in
+            let xcrs = bytes.bindMemory(to: kvm_xcr.self)
+            for (i, r) in registers.enumerated() { xcrs[i].xcr = r.index; xcrs[i].value = r.value }
+        }
+        _ = try Syscall.ioctl(fd, CKVM_SET_XCRS, &raw, "KVM_SET_XCRS")
+    }
+
+    /// KVM_GET_MP_STATE.
+    public func mpState() throws(KVMError) -> UInt32 {
+        var raw = kvm_mp_state()
+        _ = try Syscall.ioctl(fd, CKVM_GET_MP_STATE, &raw, "KVM_GET_MP_STATE")
+        return raw.mp_state
+    }
+
+    /// KVM_SET_MP_STATE.
+    public func setMPState(_ state: UInt32) throws(KVMError) {
+        var raw = kvm_mp_state(mp_state: state)
+        _ = try Syscall.ioctl(fd, CKVM_SET_MP_STATE, &raw, "KVM_SET_MP_STATE")
+    }
+
+    // MARK: CPUID
+
+    /// KVM_SET_CPUID2.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        try withCPUIDBuffer(capacity: entries.count) { header, list throws(KVMError) in
+            header.pointee.nent = UInt32(entries.count)
+            for (i, entry) in entries.enumerated() { list[i] = entry.raw }
+            let result = Syscall.ioctl(fd, CKVM_SET_CPUID2, buffer: UnsafeMutableRawPointer(header), "KVM_SET_CPUID2")
+            guard result >= 0 else { throw .ioctl(request: "KVM_SET_CPUID2", errno: -result) }
+        }
+    }
+
+    /// KVM_GET_CPUID2: the CPUID table this vCPU presents.
+    public func cpuid() throws(KVMError) -> [CPUIDEntry] {
+        var capacity = 64
+        while true {
+            let entries: [CPUIDEntry]? = try withCPUIDBuffer(capacity: capacity) { header, list throws(KVMError) in
+                header.pointee.nent = UInt32(capacity)
+                let result = Syscall.ioctl(fd, CKVM_GET_CPUID2, buffer: UnsafeMutableRawPointer(header), "KVM_GET_CPUID2")
+                if result == -E2BIG, capacity < 4096 { return nil }
+                guard result >= 0 else { throw .ioctl(request: "KVM_GET_CPUID2", errno: -result) }
+                return (0..<Int(header.pointee.nent)).map { CPUIDEntry(list[$0]) }
+            }
+            if let entries { return entries }
+            capacity *= 2
+        }
+    }
+
+    private func withCPUIDBuffer<R>(capacity: Int, _ body: (UnsafeMutablePointer<kvm_cpuid2>, UnsafeMutablePointer<kvm_cpuid_entry2>) throws(KVMError) -> R) throws(KVMError) -> R {
+        let byteCount = MemoryLayout<kvm_cpuid2>.size + max(capacity, 1) * MemoryLayout<kvm_cpuid_entry2>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        // SAFETY: buffer holds a kvm_cpuid2 header followed by `capacity` entries.
+        let header = buffer.assumingMemoryBound(to: kvm_cpuid2.self)
+        return try body(header, ckvm_cpuid2_entries(header)!)
+    }
+
+    // MARK: MSRs
+
+    /// KVM_GET_MSRS. Throws `.partialMSRAccess` when KVM stops early (an MSR it does not know).
+    public func readMSRs(_ indices: [UInt32]) throws(KVMError) -> [UInt64] {
+        var values = [UInt64](repeating: 0, count: indices.count)
+        try withMSRBuffer(count: indices.count) { header, entries throws(KVMError) in
+            for (i, index) in indices.enumerated() { entries[i].index = index; entries[i].data = 0 }
+            let done = try msrTransfer(CKVM_GET_MSRS, "KVM_GET_MSRS", header, indices)
+            for i in 0..<done { values[i] = entries[i].data }
+        }
+        return values
+    }
+
+    /// KVM_SET_MSRS. Throws `.partialMSRAccess` when KVM refuses an entry (unknown MSR, reserved bits).
+    public func writeMSRs(_ writes: [(index: UInt32, value: UInt64)]) throws(KVMError) {
+        try withMSRBuffer(count: writes.count) { header, entries throws(KVMError) in
+            for (i, w) in writes.enumerated() { entries[i].index = w.index; entries[i].data = w.value }
+            _ = try msrTransfer(CKVM_SET_MSRS, "KVM_SET_MSRS", header, writes.map(\.index))
+        }
+    }
+
+    /// One MSR through KVM_GET_MSRS.
+    public func readMSR(_ index: UInt32) throws(KVMError) -> UInt64 { try readMSRs([index])[0] }
+
+    /// One MSR through KVM_SET_MSRS.
+    public func writeMSR(_ index: UInt32, value: UInt64) throws(KVMError) { try writeMSRs([(index, value)]) }
+
+    private func msrTransfer(_ request: UInt, _ name: String, _ header: UnsafeMutablePointer<kvm_msrs>, _ indices: [UInt32]) throws(KVMError) -> Int {
+        header.pointee.nmsrs = UInt32(indices.count)
+        let result = Syscall.ioctl(fd, request, buffer: UnsafeMutableRawPointer(header), name)
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
+        let done = Int(result)
+        guard done == indices.count else {
+            throw .partialMSRAccess(request: name, processed: done, requested: indices.count, failedIndex: indices[done])
+        }
+        return done
+    }
+
+    private func withMSRBuffer(count: Int, _ body: (UnsafeMutablePointer<kvm_msrs>, UnsafeMutablePointer<kvm_msr_entry>) throws(KVMError) -> Void) throws(KVMError) {
+        let byteCount = MemoryLayout<kvm_msrs>.size + max(count, 1) * MemoryLayout<kvm_msr_entry>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        // SAFETY: buffer holds a kvm_msrs header followed by `count` entries.
+        let header = buffer.assumingMemoryBound(to: kvm_msrs.self)
+        try body(header, ckvm_msrs_entries(header)!)
+    }
+
+    // MARK: ONE_REG
+
+    /// KVM_GET_ONE_REG for a 64-bit register.
+    public func readRegister(_ id: X86RegisterID) throws(KVMError) -> UInt64 {
+        var value: UInt64 = 0
+        try withUnsafeMutablePointer(to: &value) { pointer throws(KVMError) in
+            var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
+            _ = try Syscall.ioctl(fd, CKVM_GET_ONE_REG, &request, "KVM_GET_ONE_REG(\(id))")
+        }
+        return value
+    }
+
+    /// KVM_SET_ONE_REG for a 64-bit register.
+    public func writeRegister(_ id: X86RegisterID, value: UInt64) throws(KVMError) {
+        var copy = value
+        try withUnsafeMutablePointer(to: &copy) { pointer throws(KVMError) in
+            var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
+            _ = try Syscall.ioctl(fd, CKVM_SET_ONE_REG, &request, "KVM_SET_ONE_REG(\(id))")
+        }
+    }
+
+    /// KVM_GET_REG_LIST: the KVM-defined registers of this vCPU (MSRs are
+    /// listed by KVM_GET_MSR_INDEX_LIST instead).
+    public func registerList() throws(KVMError) -> [X86RegisterID] {
+        var capacity = 0
+        while true {
+            let byteCount = MemoryLayout<kvm_reg_list>.size + capacity * 8
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
+            defer { buffer.deallocate() }
+            // SAFETY: buffer holds a kvm_reg_list header followed by `capacity` ids.
+            let header = buffer.assumingMemoryBound(to: kvm_reg_list.self)
+            header.pointee.n = UInt64(capacity)
+            let result = Syscall.ioctl(fd, CKVM_GET_REG_LIST, buffer: buffer, "KVM_GET_REG_LIST")
+            if result == -E2BIG, Int(header.pointee.n) > capacity, header.pointee.n < 1 << 16 {
+                capacity = Int(header.pointee.n)
+                continue
+            }
+            guard result >= 0 else { throw .ioctl(request: "KVM_GET_REG_LIST", errno: -result) }
+            let regs = ckvm_reg_list_regs(header)!
+            return (0..<min(Int(header.pointee.n), capacity)).map { X86RegisterID(rawValue: regs[$0]) }
+        }
+    }
+}

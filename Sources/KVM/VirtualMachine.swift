@@ -1,0 +1,170 @@
+// KVM: the VM handle: memory slots, vCPUs, VM-wide capabilities, MSR filter,
+// in-kernel irqchip/PIT and the x86 real-mode helper addresses.
+internal import CKVM
+import Glibc
+import Synchronization
+
+/// A KVM virtual machine (the fd KVM_CREATE_VM returns). Owns its fd; guest
+/// memory regions live as long as the VM.
+public final class VirtualMachine: Sendable {
+    let fd: CInt
+    public let system: KVMSystem
+    private let regions = Mutex<[GuestMemory]>([])
+
+    init(fd: CInt, system: KVMSystem) {
+        self.fd = fd
+        self.system = system
+    }
+
+    deinit { Syscall.close(fd) }
+
+    /// KVM_CHECK_EXTENSION on the VM fd (some answers are per VM).
+    public func check(_ capability: Capability) throws(KVMError) -> Int32 {
+        try Syscall.ioctl(fd, CKVM_CHECK_EXTENSION, value: UInt(capability.rawValue), "KVM_CHECK_EXTENSION(\(capability.name))")
+    }
+
+    /// KVM_ENABLE_CAP on the VM fd.
+    public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
+        guard arguments.count <= 4 else {
+            throw .invalidArgument(request: "KVM_ENABLE_CAP(\(capability.name))", reason: "at most 4 arguments")
+        }
+        var request = kvm_enable_cap()
+        request.cap = capability.rawValue
+        withUnsafeMutableBytes(of: &request.args) { raw in
+            for (i, value) in arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
+    }
+
+    /// Maps `size` bytes of anonymous memory and registers them as slot `slot`
+    /// at `start` (KVM_SET_USER_MEMORY_REGION).
+    public func addMemory(slot: UInt32, at start: GuestPhysicalAddress, size: UInt64) throws(KVMError) -> GuestMemory {
+        let request = "KVM_SET_USER_MEMORY_REGION"
+        guard size > 0, size % 4096 == 0, start.rawValue % 4096 == 0, size <= UInt64(Int.max) else {
+            throw .invalidArgument(request: request, reason: "region must be non-empty and 4 KiB aligned")
+        }
+        let host = try Syscall.mmap(length: Int(size), fd: -1, shared: false, what: "\(size >> 20) MiB of guest RAM")
+        let memory = GuestMemory(slot: slot, start: start, size: size, host: host)
+        var region = kvm_userspace_memory_region()
+        region.slot = slot
+        region.flags = 0
+        region.guest_phys_addr = start.rawValue
+        region.memory_size = size
+        region.userspace_addr = UInt64(UInt(bitPattern: host))
+        _ = try Syscall.ioctl(fd, CKVM_SET_USER_MEMORY_REGION, &region, request)
+        regions.withLock { $0.append(memory) }
+        return memory
+    }
+
+    /// KVM_CREATE_VCPU with the given vCPU id (also its initial APIC id).
+    public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
+        let vcpufd = try Syscall.ioctl(fd, CKVM_CREATE_VCPU, value: UInt(id), "KVM_CREATE_VCPU")
+        do throws(KVMError) {
+            let run = try Syscall.mmap(length: system.vcpuMapSize, fd: vcpufd, shared: true, what: "kvm_run of vCPU \(id)")
+            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize)
+        } catch {
+            Syscall.close(vcpufd)
+            throw error
+        }
+    }
+
+    /// KVM_SET_TSS_ADDR: three pages KVM uses for real-mode emulation on Intel.
+    public func setTSSAddress(_ address: UInt64) throws(KVMError) {
+        _ = try Syscall.ioctl(fd, CKVM_SET_TSS_ADDR, value: UInt(address), "KVM_SET_TSS_ADDR")
+    }
+
+    /// KVM_SET_IDENTITY_MAP_ADDR: one page for the real-mode identity map on Intel.
+    public func setIdentityMapAddress(_ address: UInt64) throws(KVMError) {
+        var value = address
+        _ = try Syscall.ioctl(fd, CKVM_SET_IDENTITY_MAP_ADDR, &value, "KVM_SET_IDENTITY_MAP_ADDR")
+    }
+
+    /// KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs.
+    public func createIRQChip() throws(KVMError) {
+        _ = try Syscall.ioctl(fd, CKVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP")
+    }
+
+    /// KVM_CREATE_PIT2: in-kernel i8254.
+    public func createPIT2() throws(KVMError) {
+        var config = kvm_pit_config()
+        _ = try Syscall.ioctl(fd, CKVM_CREATE_PIT2, &config, "KVM_CREATE_PIT2")
+    }
+
+    /// KVM_IRQ_LINE: sets the level of a GSI on the in-kernel irqchip.
+    public func setIRQLine(_ irq: UInt32, high: Bool) throws(KVMError) {
+        var level = kvm_irq_level()
+        level.irq = irq
+        level.level = high ? 1 : 0
+        _ = try Syscall.ioctl(fd, CKVM_IRQ_LINE, &level, "KVM_IRQ_LINE")
+    }
+
+    /// KVM_X86_SET_MSR_FILTER: installs `filter` (may be called while vCPUs run).
+    public func setMSRFilter(_ filter: MSRFilter) throws(KVMError) {
+        let request = "KVM_X86_SET_MSR_FILTER"
+        var raw = kvm_msr_filter()
+        raw.flags = filter.flags
+        // Bitmaps must stay alive across the ioctl; hold them in one buffer.
+        let total = filter.ranges.reduce(0) { $0 + $1.bitmap.count }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(total, 1), alignment: 8)
+        defer { storage.deallocate() }
+        guard filter.ranges.count <= MSRFilter.maxRanges else {
+            throw .invalidArgument(request: request, reason: "\(filter.ranges.count) ranges, at most \(MSRFilter.maxRanges)")
+        }
+        var offset = 0
+        try withUnsafeMutableBytes(of: &raw.ranges) { (rangesRaw) throws(KVMError) in
+            let ranges = rangesRaw.bindMemory(to: kvm_msr_filter_range.self)
+            for (i, range) in filter.ranges.enumerated() {
+                guard range.bitmap.count * 8 >= Int(range.count) else {
+                    throw .invalidArgument(request: request, reason: "range \(i): bitmap of \(range.bitmap.count) bytes cannot cover \(range.count) MSRs")
+                }
+                // SAFETY: storage has `total` bytes; each bitmap is copied to its own slice.
+                range.bitmap.withUnsafeBytes { bytes in
+                    if let base = bytes.baseAddress { (storage + offset).copyMemory(from: base, byteCount: bytes.count) }
+                }
+                ranges[i].flags = range.flags
+                ranges[i].nmsrs = range.count
+                ranges[i].base = range.base
+                ranges[i].bitmap = (storage + offset).assumingMemoryBound(to: UInt8.self)
+                offset += range.bitmap.count
+            }
+        }
+        _ = try Syscall.ioctl(fd, CKVM_X86_SET_MSR_FILTER, &raw, request)
+    }
+}
+
+/// The argument of KVM_X86_SET_MSR_FILTER as Swift values.
+public struct MSRFilter: Sendable, Equatable {
+    public static let maxRanges = 16
+    /// Most MSRs one range's bitmap may cover (0x600 bytes).
+    public static let maxMSRsPerRange: UInt32 = 0x600 * 8
+
+    public enum DefaultAction: UInt32, Sendable { case allow = 0, deny = 1 }
+
+    public struct Range: Sendable, Equatable {
+        public static let read: UInt32 = 1
+        public static let write: UInt32 = 2
+        /// KVM_MSR_FILTER_READ (1) | KVM_MSR_FILTER_WRITE (2); other bits are rejected by KVM.
+        public var flags: UInt32
+        public var base: UInt32
+        public var count: UInt32
+        /// Bit n (LSB first) = 1 allows MSR base+n.
+        public var bitmap: [UInt8]
+        public init(flags: UInt32, base: UInt32, count: UInt32, bitmap: [UInt8]) {
+            self.flags = flags; self.base = base; self.count = count; self.bitmap = bitmap
+        }
+    }
+
+    /// The raw `flags` word (DEFAULT_ALLOW 0 / DEFAULT_DENY 1; other bits exist for tests of EINVAL).
+    public var flags: UInt32
+    public var ranges: [Range]
+
+    public init(default action: DefaultAction, ranges: [Range]) {
+        self.flags = action.rawValue
+        self.ranges = ranges
+    }
+
+    public init(rawFlags: UInt32, ranges: [Range]) {
+        self.flags = rawFlags
+        self.ranges = ranges
+    }
+}

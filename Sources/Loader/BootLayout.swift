@@ -1,0 +1,71 @@
+// Loader: the fixed guest-physical layout every Deflect boot uses. The VMM
+// and the guest test programs rely on these numbers; change them only together.
+//
+// Guest RAM is one region at guest-physical 0 of `memorySize` bytes.
+//
+//   Real mode (flat binary)
+//     0x0000_3000 ..< 0x0000_7000   stacks: SP of vCPU i = 0x7000 - i*0x100
+//     0x0000_7C00 ..< 0x000A_0000   image (must end at or below 640 KiB)
+//
+//   Long mode (flat binary or ELF64)
+//     0x0000_1000 ..< 0x0000_2000   GDT: null, 0x08 = 64-bit code, 0x10 = data
+//     0x0000_2000 ..< 0x0000_3000   PML4 (entry 0 -> PDPT)
+//     0x0000_3000 ..< 0x0000_4000   PDPT (entries 0..3 -> the four PDs)
+//     0x0000_4000 ..< 0x0000_8000   four page directories: 2 MiB pages that
+//                                   identity-map the first 4 GiB
+//     0x0004_0000 ..< 0x0008_0000   stacks: RSP of vCPU i = 0x80000 - i*0x1000
+//     0x0010_0000 ...               flat image (ELF segments go at p_paddr,
+//                                   anywhere outside the two regions above)
+//
+//   The IDT is empty (base 0, limit 0). Small guests need no handlers, and an
+//   exception then escalates to a triple fault, which KVM reports as a
+//   shutdown exit: a clean, reportable end instead of a guest wandering off.
+//
+// Deflect flat boot convention: every vCPU starts at the same entry point with
+// RDI = its vCPU index and RSI = the vCPU count, RFLAGS = 0x2, and its own stack.
+
+/// Addresses and sizes of the boot layout described at the top of this file.
+public enum BootLayout {
+    /// The layout has stack slots for this many vCPUs (both modes).
+    public static let maxVCPUs = 64
+
+    // MARK: Real mode
+
+    /// Where a real-mode flat binary is loaded and entered (CS:IP = 0:0x7C00).
+    public static let realModeLoadAddress: UInt64 = 0x7C00
+    /// End of conventional memory (640 KiB); a real-mode image must end here or below.
+    public static let conventionalMemoryEnd: UInt64 = 0xA_0000
+    /// SP of vCPU 0; vCPU i gets `realModeStackTop - i * realModeStackStride`.
+    public static let realModeStackTop: UInt64 = 0x7000
+    public static let realModeStackStride: UInt64 = 0x100
+
+    // MARK: Long mode
+
+    /// The boot structures (GDT and page tables) occupy [start, end).
+    public static let bootStructuresStart: UInt64 = 0x1000
+    public static let bootStructuresEnd: UInt64 = 0x8000
+    public static let gdtAddress: UInt64 = 0x1000
+    public static let pml4Address: UInt64 = 0x2000
+    public static let pdptAddress: UInt64 = 0x3000
+    /// First of `pageDirectoryCount` consecutive 4 KiB page directories.
+    public static let pageDirectoryAddress: UInt64 = 0x4000
+    public static let pageDirectoryCount = 4
+    /// The page tables identity-map [0, identityMapLimit) with 2 MiB pages.
+    public static let identityMapLimit: UInt64 = 4 << 30
+
+    /// GDT selectors.
+    public static let codeSelector: UInt16 = 0x08
+    public static let dataSelector: UInt16 = 0x10
+
+    /// The per-vCPU stacks occupy [longModeStacksStart, longModeStackTop).
+    public static let longModeStacksStart: UInt64 = 0x4_0000
+    /// RSP of vCPU 0; vCPU i gets `longModeStackTop - i * longModeStackStride`.
+    public static let longModeStackTop: UInt64 = 0x8_0000
+    public static let longModeStackStride: UInt64 = 0x1000
+
+    /// Where a long-mode flat binary is loaded and entered (1 MiB).
+    public static let longModeLoadAddress: UInt64 = 0x10_0000
+    /// Long-mode boots (flat and ELF) need at least this much RAM: the flat
+    /// image at 1 MiB must have room, and one rule for both keeps it simple.
+    public static let minimumLongModeMemory: UInt64 = 2 << 20
+}

@@ -1,0 +1,130 @@
+// Loader: the pure result types of loading an image — memory segments, the
+// boot mode, segment and descriptor-table registers, and per-vCPU CPU state.
+// They mirror KVM's kvm_segment / kvm_dtable / kvm_regs fields so the VMM can
+// convert them one field at a time, without this target knowing KVM.
+
+/// How an image is started.
+public enum BootMode: String, Sendable, CaseIterable {
+    /// Flat binary at 0x7C00, 16-bit real mode.
+    case real
+    /// Flat binary at 1 MiB, 64-bit long mode.
+    case long
+    /// ELF64 executable, 64-bit long mode.
+    case elf
+}
+
+/// Bytes to copy into guest-physical memory at `guestPhysicalAddress`.
+public struct MemorySegment: Sendable, Equatable {
+    public var guestPhysicalAddress: UInt64
+    public var bytes: [UInt8]
+
+    public init(guestPhysicalAddress: UInt64, bytes: [UInt8]) {
+        self.guestPhysicalAddress = guestPhysicalAddress
+        self.bytes = bytes
+    }
+
+    /// One past the last byte (cannot overflow for segments the loader makes).
+    public var endAddress: UInt64 { guestPhysicalAddress &+ UInt64(bytes.count) }
+}
+
+/// A segment register's visible selector and hidden descriptor cache (kvm_segment).
+public struct SegmentRegister: Sendable, Equatable {
+    public var base: UInt64
+    public var limit: UInt32
+    public var selector: UInt16
+    public var type: UInt8
+    public var present: Bool
+    public var dpl: UInt8
+    public var db: Bool
+    public var s: Bool
+    public var l: Bool
+    public var g: Bool
+    public var avl: Bool
+    public var unusable: Bool
+
+    public init(base: UInt64 = 0, limit: UInt32 = 0, selector: UInt16 = 0, type: UInt8 = 0,
+                present: Bool = false, dpl: UInt8 = 0, db: Bool = false, s: Bool = false,
+                l: Bool = false, g: Bool = false, avl: Bool = false, unusable: Bool = false) {
+        self.base = base; self.limit = limit; self.selector = selector; self.type = type
+        self.present = present; self.dpl = dpl; self.db = db; self.s = s
+        self.l = l; self.g = g; self.avl = avl; self.unusable = unusable
+    }
+}
+
+/// GDTR / IDTR (kvm_dtable).
+public struct DescriptorTable: Sendable, Equatable {
+    public var base: UInt64
+    public var limit: UInt16
+
+    public init(base: UInt64 = 0, limit: UInt16 = 0) {
+        self.base = base
+        self.limit = limit
+    }
+}
+
+/// The registers a vCPU starts with. Everything not listed is zero (general
+/// registers) or left as KVM reset it (APIC base, interrupt bitmap, CR2, CR8).
+public struct BootCPUState: Sendable, Equatable {
+    public var rip: UInt64, rsp: UInt64, rflags: UInt64, rdi: UInt64, rsi: UInt64
+    public var cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64
+    public var cs: SegmentRegister, ds: SegmentRegister, es: SegmentRegister, fs: SegmentRegister
+    public var gs: SegmentRegister, ss: SegmentRegister, tr: SegmentRegister, ldt: SegmentRegister
+    public var gdt: DescriptorTable, idt: DescriptorTable
+
+    public init(rip: UInt64 = 0, rsp: UInt64 = 0, rflags: UInt64 = BootCPUState.resetRFLAGS,
+                rdi: UInt64 = 0, rsi: UInt64 = 0,
+                cr0: UInt64 = 0, cr3: UInt64 = 0, cr4: UInt64 = 0, efer: UInt64 = 0,
+                cs: SegmentRegister = .init(), ds: SegmentRegister = .init(),
+                es: SegmentRegister = .init(), fs: SegmentRegister = .init(),
+                gs: SegmentRegister = .init(), ss: SegmentRegister = .init(),
+                tr: SegmentRegister = .init(), ldt: SegmentRegister = .init(),
+                gdt: DescriptorTable = .init(), idt: DescriptorTable = .init()) {
+        self.rip = rip; self.rsp = rsp; self.rflags = rflags; self.rdi = rdi; self.rsi = rsi
+        self.cr0 = cr0; self.cr3 = cr3; self.cr4 = cr4; self.efer = efer
+        self.cs = cs; self.ds = ds; self.es = es; self.fs = fs
+        self.gs = gs; self.ss = ss; self.tr = tr; self.ldt = ldt
+        self.gdt = gdt; self.idt = idt
+    }
+
+    /// Bit 1 of RFLAGS is reserved and always set; interrupts start disabled.
+    public static let resetRFLAGS: UInt64 = 0x2
+}
+
+/// A validated image laid out for one boot mode: what to copy into RAM and
+/// where every vCPU starts.
+public struct BootImage: Sendable {
+    public var mode: BootMode
+    /// Boot structures first (long mode: GDT page, then the page tables), then
+    /// the image's own segments in program-header order. They never overlap.
+    public var segments: [MemorySegment]
+    public var entry: UInt64
+
+    public init(mode: BootMode, segments: [MemorySegment], entry: UInt64) {
+        self.mode = mode
+        self.segments = segments
+        self.entry = entry
+    }
+
+    /// CPU state for vCPU `index` of `count` (index < count <= BootLayout.maxVCPUs).
+    ///
+    /// `load` has already checked the count. An index outside the stack slots
+    /// is a VMM bug, not an image problem; it is clamped to the nearest slot
+    /// (two vCPUs then share a stack) rather than trapping.
+    public func cpuState(vcpu index: Int, of count: Int) -> BootCPUState {
+        let slot = UInt64(min(max(index, 0), BootLayout.maxVCPUs - 1))
+        let rdi = UInt64(max(index, 0))
+        let rsi = UInt64(max(count, 0))
+        switch mode {
+        case .real:
+            return BootCPUState.realMode(
+                entry: entry,
+                stack: BootLayout.realModeStackTop - slot * BootLayout.realModeStackStride,
+                rdi: rdi, rsi: rsi)
+        case .long, .elf:
+            return BootCPUState.longMode(
+                entry: entry,
+                stack: BootLayout.longModeStackTop - slot * BootLayout.longModeStackStride,
+                rdi: rdi, rsi: rsi)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+// VMM: assembling a machine from a configuration (KVM VM, RAM, image, vCPUs,
+// devices) and running it to an outcome: one thread per vCPU, a timeout,
+// clean stop of every vCPU.
+import Devices
+import Dispatch
+import Foundation
+import KVM
+import Loader
+
+/// What a finished run reports.
+public struct RunReport: Sendable {
+    public var outcome: RunOutcome
+    /// Exit statistics of all vCPUs merged.
+    public var statistics: ExitStatistics
+    /// Per-vCPU statistics, by vCPU index.
+    public var perVCPU: [ExitStatistics]
+    /// vCPUs whose thread did not leave KVM_RUN after being kicked.
+    public var stuckVCPUs: [Int]
+    public var wallSeconds: Double
+}
+
+/// A built machine, ready to run once.
+public final class Machine: @unchecked Sendable {
+    // Mutated only before run() starts the vCPU threads.
+    /// KVM_SET_TSS_ADDR / identity map: below 4 GiB, above the 3 GiB RAM limit.
+    static let tssAddress: UInt64 = 0xFFFB_D000
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+
+    public let configuration: MachineConfiguration
+    public let system: KVMSystem
+    public let vm: VirtualMachine
+    public let memory: GuestMemory
+    public let vcpus: [VCPU]
+    public let devices: DeviceHub
+    public let events: EventLog
+    public let boot: BootImage
+    private let controller: RunController
+    private var started = false
+
+    /// Builds the machine. Every failure is a one-line `MachineError`.
+    public init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
+                events: EventLog = EventLog()) throws(MachineError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.events = events
+
+        do {
+            system = try KVMSystem(path: configuration.kvmDevicePath)
+        } catch {
+            throw .kvmUnavailable(error)
+        }
+        do {
+            boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
+                                        memorySize: configuration.memoryBytes, vcpuCount: configuration.vcpuCount)
+        } catch {
+            throw .image(error)
+        }
+        devices = try DeviceHub(serialOutput: serialOutput)
+
+        do throws(KVMError) {
+            vm = try system.createVM()
+            if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
+            if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
+            memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: configuration.memoryBytes)
+            for segment in boot.segments {
+                do {
+                    try memory.write(segment.bytes, at: GuestPhysicalAddress(segment.guestPhysicalAddress))
+                } catch {
+                    throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
+                }
+            }
+            let supported = try system.supportedCPUID()
+            var created: [VCPU] = []
+            for i in 0..<configuration.vcpuCount {
+                let vcpu = try vm.createVCPU(id: UInt32(i))
+                try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount))
+                try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
+                created.append(vcpu)
+            }
+            vcpus = created
+        } catch {
+            throw .kvm(error)
+        }
+        controller = RunController(kickers: vcpus.map(\.kicker))
+    }
+
+    /// Asks a running machine to stop (SIGINT, embedding code).
+    public func requestStop() {
+        controller.finish(.interruptedByUser)
+    }
+
+    /// Runs every vCPU on its own thread until the run is decided or the timeout passes.
+    public func run() -> RunReport {
+        guard !started else {
+            return RunReport(outcome: .hostError("a machine runs once"), statistics: ExitStatistics(),
+                             perVCPU: [], stuckVCPUs: [], wallSeconds: 0)
+        }
+        started = true
+        let begin = DispatchTime.now()
+        let runners = vcpus.enumerated().map { i, vcpu in
+            VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller)
+        }
+        for runner in runners {
+            let thread = Thread { runner.loop() }
+            thread.name = "vcpu\(runner.index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+
+        let timeout = configuration.timeoutSeconds
+        if !controller.waitForOutcome(seconds: timeout) {
+            controller.finish(.timeout(seconds: timeout ?? 0, []))
+        }
+        // Every vCPU has been kicked; give them a moment to leave KVM_RUN.
+        _ = controller.waitForThreads(runners.count, seconds: 3)
+        let stuck = runners.filter { !$0.hasEnded }.map(\.index)
+
+        controller.amend { outcome in
+            guard case let .timeout(seconds, _) = outcome else { return outcome }
+            let dumps = runners.map { runner -> VCPURegisterDump in
+                // A vCPU still inside KVM_RUN holds its mutex: reading its registers would block.
+                guard runner.hasEnded else {
+                    return VCPURegisterDump(vcpu: runner.index, registers: nil, special: nil,
+                                            unavailableReason: "vCPU did not leave KVM_RUN after the kick")
+                }
+                return runner.dump()
+            }
+            return .timeout(seconds: seconds, dumps)
+        }
+        devices.flushOutput()
+
+        var total = ExitStatistics()
+        let perVCPU = runners.map { $0.hasEnded ? $0.stats : ExitStatistics() }
+        for s in perVCPU { total.merge(s) }
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin.uptimeNanoseconds) / 1e9
+        return RunReport(outcome: controller.outcome ?? .hostError("run ended without an outcome"),
+                         statistics: total, perVCPU: perVCPU, stuckVCPUs: stuck, wallSeconds: elapsed)
+    }
+}

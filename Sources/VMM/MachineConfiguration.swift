@@ -1,0 +1,46 @@
+// VMM: what a user asks for when starting a machine, validated before
+// anything touches KVM.
+import Devices
+import Loader
+
+/// Everything needed to build and run one machine.
+public struct MachineConfiguration: Sendable {
+    /// Guest RAM limits. 3 GiB keeps RAM below the PC's 32-bit MMIO hole and
+    /// below KVM's real-mode TSS pages (0xfffbd000).
+    public static let memoryRangeMiB: ClosedRange<Int> = 1...3072
+    public static var vcpuRange: ClosedRange<Int> { 1...BootLayout.maxVCPUs }
+
+    public var image: [UInt8]
+    public var mode: BootMode
+    public var memoryMiB: Int
+    public var vcpuCount: Int
+    /// nil: no limit.
+    public var timeoutSeconds: Double?
+    /// Path of the KVM device (tests point it elsewhere to check the error path).
+    public var kvmDevicePath: String
+
+    public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
+                timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {
+        self.image = image
+        self.mode = mode
+        self.memoryMiB = memoryMiB
+        self.vcpuCount = vcpuCount
+        self.timeoutSeconds = timeoutSeconds
+        self.kvmDevicePath = kvmDevicePath
+    }
+
+    public var memoryBytes: UInt64 { UInt64(memoryMiB) << 20 }
+
+    /// Checks the numbers a user typed; the image itself is checked by the loader.
+    public func validate() throws(MachineError) {
+        guard Self.memoryRangeMiB.contains(memoryMiB) else {
+            throw .configuration("memory size \(memoryMiB) MiB is out of range \(Self.memoryRangeMiB.lowerBound)–\(Self.memoryRangeMiB.upperBound) MiB")
+        }
+        guard Self.vcpuRange.contains(vcpuCount) else {
+            throw .configuration("vCPU count \(vcpuCount) is out of range \(Self.vcpuRange.lowerBound)–\(Self.vcpuRange.upperBound)")
+        }
+        if let timeoutSeconds, !(timeoutSeconds > 0 && timeoutSeconds <= 86_400) {
+            throw .configuration("timeout \(timeoutSeconds) s is out of range (0, 86400]")
+        }
+    }
+}

@@ -1,0 +1,27 @@
+// VMM: errors that stop a machine from being built or started.
+import KVM
+import Loader
+
+/// Why a machine could not be built or run. Each case prints as one line.
+public enum MachineError: Error, CustomStringConvertible {
+    /// A number or option out of range.
+    case configuration(String)
+    /// The image is not valid for the requested mode or does not fit.
+    case image(LoaderError)
+    /// `/dev/kvm` is missing or not accessible.
+    case kvmUnavailable(KVMError)
+    /// A KVM request failed while building or running the machine.
+    case kvm(KVMError)
+    /// The host refused something the machine needs.
+    case host(String)
+
+    public var description: String {
+        switch self {
+        case let .configuration(message): return message
+        case let .image(error): return "invalid image: \(error)"
+        case let .kvmUnavailable(error): return "KVM is not usable: \(error)"
+        case let .kvm(error): return "KVM error: \(error)"
+        case let .host(message): return message
+        }
+    }
+}

@@ -1,0 +1,137 @@
+// VMM: the event stream: things a guest did that the user should hear about
+// (an access nobody owns, an exit Deflect does not handle), rate-limited so a
+// guest cannot flood the host.
+import Synchronization
+
+/// Something worth a line in the event stream.
+public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
+    case unownedPortRead(vcpu: Int, port: UInt16, size: Int)
+    case unownedPortWrite(vcpu: Int, port: UInt16, size: Int, value: UInt32)
+    case unownedMMIORead(vcpu: Int, address: UInt64, length: Int)
+    case unownedMMIOWrite(vcpu: Int, address: UInt64, length: Int, value: UInt64)
+    /// An MSR exit with no MSR engine configured: answered with #GP.
+    case unhandledMSR(vcpu: Int, index: UInt32, isWrite: Bool, value: UInt64)
+    /// A hypercall exit nobody handles: answered with -KVM_ENOSYS.
+    case unhandledHypercall(vcpu: Int, number: UInt64)
+    /// An exit reason Deflect does not handle (the vCPU continues).
+    case unexpectedExit(vcpu: Int, description: String)
+
+    /// The rate-limiting key: the same kind of event at the same place.
+    var key: EventKey {
+        switch self {
+        case let .unownedPortRead(_, port, _): return EventKey(kind: 0, location: UInt64(port))
+        case let .unownedPortWrite(_, port, _, _): return EventKey(kind: 1, location: UInt64(port))
+        case let .unownedMMIORead(_, address, _): return EventKey(kind: 2, location: address)
+        case let .unownedMMIOWrite(_, address, _, _): return EventKey(kind: 3, location: address)
+        case let .unhandledMSR(_, index, isWrite, _): return EventKey(kind: isWrite ? 5 : 4, location: UInt64(index))
+        case let .unhandledHypercall(_, number): return EventKey(kind: 6, location: number)
+        case .unexpectedExit: return EventKey(kind: 7, location: 0)
+        }
+    }
+
+    public var description: String {
+        func h<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }
+        switch self {
+        case let .unownedPortRead(vcpu, port, size):
+            return "vcpu=\(vcpu) unowned port read port=\(h(port)) size=\(size) -> all ones"
+        case let .unownedPortWrite(vcpu, port, size, value):
+            return "vcpu=\(vcpu) unowned port write port=\(h(port)) size=\(size) value=\(h(value)) dropped"
+        case let .unownedMMIORead(vcpu, address, length):
+            return "vcpu=\(vcpu) unowned MMIO read address=\(h(address)) length=\(length) -> all ones"
+        case let .unownedMMIOWrite(vcpu, address, length, value):
+            return "vcpu=\(vcpu) unowned MMIO write address=\(h(address)) length=\(length) value=\(h(value)) dropped"
+        case let .unhandledMSR(vcpu, index, isWrite, value):
+            return "vcpu=\(vcpu) \(isWrite ? "wrmsr" : "rdmsr") msr=\(h(index))\(isWrite ? " value=\(h(value))" : "") not handled -> #GP"
+        case let .unhandledHypercall(vcpu, number):
+            return "vcpu=\(vcpu) hypercall nr=\(number) not handled -> -KVM_ENOSYS"
+        case let .unexpectedExit(vcpu, description):
+            return "vcpu=\(vcpu) unexpected exit: \(description)"
+        }
+    }
+}
+
+struct EventKey: Hashable, Sendable {
+    var kind: UInt8
+    var location: UInt64
+}
+
+/// Where events go.
+public protocol EventSink: Sendable {
+    func emit(_ line: String)
+}
+
+/// Writes event lines to standard error.
+public struct StandardErrorEventSink: EventSink {
+    public init() {}
+    public func emit(_ line: String) { StandardStreams.writeError("deflect: event: " + line + "\n") }
+}
+
+/// Keeps event lines in memory (tests, embedding).
+public final class CollectingEventSink: EventSink {
+    private let lines = Mutex<[String]>([])
+    public init() {}
+    public func emit(_ line: String) { lines.withLock { $0.append(line) } }
+    public var collected: [String] { lines.withLock { $0 } }
+}
+
+/// Rate limiter in front of a sink: the first `burst` events per key pass,
+/// then one in every `sampleEvery`; at most `maxKeys` keys are tracked (later
+/// keys share one overflow counter), so memory stays bounded whatever the guest does.
+public final class EventLog: Sendable {
+    public struct Limits: Sendable {
+        public var burst: Int = 10
+        public var sampleEvery: Int = 1000
+        public var maxKeys: Int = 4096
+        public init() {}
+    }
+
+    private struct State {
+        var perKey: [EventKey: Int] = [:]
+        var overflowCount = 0
+        var suppressed = 0
+        var total = 0
+    }
+
+    private let sink: any EventSink
+    private let limits: Limits
+    private let state = Mutex(State())
+
+    public init(sink: any EventSink = StandardErrorEventSink(), limits: Limits = Limits()) {
+        self.sink = sink
+        self.limits = limits
+    }
+
+    public func record(_ event: MachineEvent) {
+        let key = event.key
+        let seen: Int? = state.withLock { s in
+            s.total += 1
+            let n: Int
+            if let existing = s.perKey[key] {
+                n = existing + 1
+                s.perKey[key] = n
+            } else if s.perKey.count < limits.maxKeys {
+                n = 1
+                s.perKey[key] = n
+            } else {
+                s.overflowCount += 1
+                n = s.overflowCount
+            }
+            let pass = n <= limits.burst || n % limits.sampleEvery == 0
+            if !pass { s.suppressed += 1 }
+            return pass ? n : nil
+        }
+        guard let seen else { return }
+        sink.emit(seen > limits.burst ? "\(event) (occurrence \(seen))" : event.description)
+    }
+
+    /// Events seen, and how many of them were not printed.
+    public var counts: (total: Int, suppressed: Int) {
+        state.withLock { ($0.total, $0.suppressed) }
+    }
+
+    /// A closing line when events were suppressed.
+    public func summary() -> String? {
+        let (total, suppressed) = counts
+        return suppressed > 0 ? "\(total) events, \(suppressed) not shown (rate limit)" : nil
+    }
+}

@@ -1,0 +1,80 @@
+// VMM: the process's standard streams and file output for the serial port.
+// Unbuffered writes to fds go through here, once.
+import Devices
+import Glibc
+
+public enum StandardStreams {
+    /// Writes all of `text` to standard error.
+    public static func writeError(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = writeAll(fd: 2, &bytes)
+    }
+
+    /// Writes all of `text` to standard output.
+    public static func writeOutput(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = writeAll(fd: 1, &bytes)
+    }
+
+    /// Loops over short writes and EINTR. Returns false on a write error.
+    @discardableResult
+    static func writeAll(fd: CInt, _ bytes: inout [UInt8]) -> Bool {
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.write(fd, base + written, raw.count - written)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            written += n
+        }
+        return true
+    }
+}
+
+/// A byte sink writing to a file descriptor, buffered: flushed at a newline,
+/// when 4 KiB accumulate, and when the machine asks (end of run).
+public final class FileDescriptorSink: ByteSink, @unchecked Sendable {
+    // Used under the machine's device lock only.
+    private let fd: CInt
+    private let ownsDescriptor: Bool
+    private var buffer: [UInt8] = []
+    public private(set) var writeFailed = false
+
+    /// Standard output.
+    public static func standardOutput() -> FileDescriptorSink { FileDescriptorSink(fd: 1, owns: false) }
+
+    /// Creates or truncates `path`.
+    public static func file(_ path: String) throws(MachineError) -> FileDescriptorSink {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw .configuration("cannot open serial output \(path): \(String(cString: strerror(errno)))")
+        }
+        return FileDescriptorSink(fd: fd, owns: true)
+    }
+
+    private init(fd: CInt, owns: Bool) {
+        self.fd = fd
+        self.ownsDescriptor = owns
+        buffer.reserveCapacity(4096)
+    }
+
+    deinit {
+        flush()
+        if ownsDescriptor { _ = Glibc.close(fd) }
+    }
+
+    public func write(_ byte: UInt8) {
+        buffer.append(byte)
+        if byte == 0x0A || buffer.count >= 4096 { flush() }
+    }
+
+    public func flush() {
+        guard !buffer.isEmpty else { return }
+        if !StandardStreams.writeAll(fd: fd, &buffer) { writeFailed = true }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}

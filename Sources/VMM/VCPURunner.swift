@@ -1,0 +1,165 @@
+// VMM: one vCPU's thread: the KVM_RUN loop and the exit dispatch, written as
+// one switch so a reader finds every exit's handler in one place.
+import Devices
+import Dispatch
+import KVM
+import Synchronization
+
+final class VCPURunner: @unchecked Sendable {
+    // `stats` is written only by the vCPU's thread and read after it ended
+    // (ordered by the controller's semaphore): hence @unchecked.
+    let index: Int
+    let vcpu: VCPU
+    private let devices: DeviceHub
+    private let events: EventLog
+    private let controller: RunController
+    private(set) var stats = ExitStatistics()
+    private let ended = Atomic<Bool>(false)
+
+    /// `-KVM_ENOSYS`, the answer to a hypercall nobody handles.
+    static let kvmENOSYS = UInt64(bitPattern: -1000)
+
+    init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController) {
+        self.index = index
+        self.vcpu = vcpu
+        self.devices = devices
+        self.events = events
+        self.controller = controller
+    }
+
+    var hasEnded: Bool { ended.load(ordering: .acquiring) }
+
+    /// The thread body: runs until the run is decided or this vCPU halts.
+    func loop() {
+        vcpu.kicker.bindCurrentThread()
+        defer {
+            vcpu.kicker.unbind()
+            ended.store(true, ordering: .releasing)
+            controller.threadDidEnd()
+        }
+        let clock = ContinuousClock()
+        while !controller.isFinished {
+            let entered = clock.now
+            let exit: VCPUExit
+            do {
+                exit = try vcpu.run()
+            } catch {
+                controller.finish(.hostError("vCPU \(index): \(error)"))
+                return
+            }
+            let returned = clock.now
+            let keepRunning = handle(exit)
+            let handled = clock.now
+            stats.record(exit.kind, runNanoseconds: nanoseconds(returned - entered),
+                         handlingNanoseconds: nanoseconds(handled - returned))
+            if !keepRunning { return }
+        }
+    }
+
+    private func nanoseconds(_ d: Duration) -> UInt64 {
+        let (seconds, attoseconds) = d.components
+        guard seconds >= 0 else { return 0 }
+        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+    }
+
+    /// Handles one exit; false when this vCPU's loop should end.
+    private func handle(_ exit: VCPUExit) -> Bool {
+        switch exit {
+        case let .io(io):
+            return handlePortIO(io)
+        case let .mmio(mmio):
+            if mmio.isWrite {
+                events.record(.unownedMMIOWrite(vcpu: index, address: mmio.address, length: mmio.length, value: mmio.data))
+            } else {
+                events.record(.unownedMMIORead(vcpu: index, address: mmio.address, length: mmio.length))
+                vcpu.completeMMIORead(value: UInt64.max)
+            }
+            return true
+        case let .readMSR(msr):
+            events.record(.unhandledMSR(vcpu: index, index: msr.index, isWrite: false, value: 0))
+            vcpu.completeMSR(injectGP: true)
+            return true
+        case let .writeMSR(msr):
+            events.record(.unhandledMSR(vcpu: index, index: msr.index, isWrite: true, value: msr.data))
+            vcpu.completeMSR(injectGP: true)
+            return true
+        case let .hypercall(call):
+            events.record(.unhandledHypercall(vcpu: index, number: call.number))
+            vcpu.completeHypercall(returnValue: Self.kvmENOSYS)
+            return true
+        case .halt:
+            // No in-kernel APIC: nothing can wake this vCPU again.
+            controller.vcpuHalted()
+            return false
+        case .shutdown:
+            controller.finish(.tripleFault(dump()))
+            return false
+        case let .internalError(error):
+            let data = error.data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+            controller.finish(.guestFailure(description: "KVM internal error: \(error.suberrorName)\(data.isEmpty ? "" : " [\(data)]")", dump()))
+            return false
+        case let .failEntry(reason):
+            controller.finish(.guestFailure(description: "VM entry failed, hardware reason 0x\(String(reason, radix: 16))", dump()))
+            return false
+        case let .systemEvent(type, data):
+            // 1 = SHUTDOWN, 2 = RESET, 3 = CRASH (KVM_SYSTEM_EVENT_*)
+            switch type {
+            case 2: controller.finish(.resetRequested(vcpu: index))
+            case 1: controller.finish(.allHalted)
+            default: controller.finish(.guestFailure(description: "system event \(type) data 0x\(String(data, radix: 16))", dump()))
+            }
+            return false
+        case .interrupted:
+            // A kick: either the run is decided (the loop condition ends it)
+            // or a stray signal, after which the guest simply continues.
+            if !controller.isFinished { vcpu.clearImmediateExit() }
+            return true
+        case .debug, .irqWindowOpen:
+            events.record(.unexpectedExit(vcpu: index, description: "\(exit.kind)"))
+            return true
+        case let .unhandled(reason):
+            controller.finish(.guestFailure(description: "unhandled KVM exit reason \(reason)", dump()))
+            return false
+        }
+    }
+
+    private func handlePortIO(_ io: IOExit) -> Bool {
+        for element in 0..<io.count {
+            switch io.direction {
+            case .output:
+                let value = vcpu.ioValue(io, element: element)
+                guard let effect = devices.write(port: io.port, size: io.size, value: value) else {
+                    events.record(.unownedPortWrite(vcpu: index, port: io.port, size: io.size, value: value))
+                    continue
+                }
+                switch effect {
+                case .none:
+                    continue
+                case let .exitGuest(status):
+                    controller.finish(.guestExit(value: value, status: status))
+                    return false
+                case .resetRequested:
+                    controller.finish(.resetRequested(vcpu: index))
+                    return false
+                }
+            case .input:
+                if let value = devices.read(port: io.port, size: io.size) {
+                    vcpu.setIOValue(io, element: element, value: value)
+                } else {
+                    events.record(.unownedPortRead(vcpu: index, port: io.port, size: io.size))
+                    vcpu.setIOValue(io, element: element, value: UInt32.max)
+                }
+            }
+        }
+        return true
+    }
+
+    /// Registers of this vCPU, read on its own thread.
+    func dump() -> VCPURegisterDump {
+        do {
+            return VCPURegisterDump(vcpu: index, registers: try vcpu.registers(), special: try vcpu.specialRegisters())
+        } catch {
+            return VCPURegisterDump(vcpu: index, registers: nil, special: nil, unavailableReason: "\(error)")
+        }
+    }
+}

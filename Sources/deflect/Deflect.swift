@@ -1,0 +1,18 @@
+// deflect: the command-line tool. One ParsableCommand per subcommand.
+import ArgumentParser
+import VMM
+
+@main
+struct Deflect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deflect",
+        abstract: "A KVM virtual machine monitor in which user space owns MSRs, hypercalls and vCPU state.",
+        subcommands: [RunCommand.self, DoctorCommand.self]
+    )
+}
+
+/// Prints `deflect: error: message` and ends the process with `status`.
+func fail(_ message: String, status: Int32) -> ExitCode {
+    StandardStreams.writeError("deflect: error: \(message)\n")
+    return ExitCode(status)
+}

@@ -1,0 +1,176 @@
+// CLITests: the `deflect` executable as a user runs it: exit statuses and
+// one-line errors for every bad input, and real runs when KVM is usable.
+import DeflectTestSupport
+import Foundation
+import Testing
+import VMM
+
+/// The `deflect` binary built next to this test bundle.
+private let deflectBinary: String = {
+    let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deflect").path
+    if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+    return GuestImages.repositoryRoot.appendingPathComponent(".build/debug/deflect").path
+}()
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs deflect with `arguments`; kills it after `limit` seconds (a hang is a failure).
+private func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: deflectBinary)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let killer = DispatchWorkItem { process.terminate() }
+    DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: killer)
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    return CommandResult(status: process.terminationStatus,
+                         stdout: String(decoding: stdout, as: UTF8.self),
+                         stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+private func temporaryFile(_ bytes: [UInt8]) throws -> String {
+    let path = NSTemporaryDirectory() + "deflect-cli-\(UUID().uuidString).bin"
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+    return path
+}
+
+/// One line on stderr, starting with "deflect: error:".
+private func expectOneLineError(_ r: CommandResult, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let lines = r.stderr.split(separator: "\n")
+    #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    #expect(r.stderr.contains(fragment), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    #expect(!r.stderr.contains("Fatal error"), sourceLocation: sourceLocation)
+}
+
+@Suite("deflect: bad input")
+struct CLIBadInputTests {
+    @Test func missingImage() throws {
+        let r = try deflect(["run", "/nonexistent/image.bin", "--mode", "real"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "does not exist")
+    }
+
+    @Test func emptyImage() throws {
+        let r = try deflect(["run", try temporaryFile([]), "--mode", "real"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "is empty")
+    }
+
+    @Test func flatImageWithoutMode() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4])])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "not an ELF file")
+    }
+
+    @Test func notAnELFForElfMode() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4, 0xF4, 0xF4, 0xF4]), "--mode", "elf"])
+        #expect(r.status == ExitStatus.badInput || r.status == ExitStatus.kvmUnavailable)
+        if r.status == ExitStatus.badInput { expectOneLineError(r, "invalid image") }
+    }
+
+    @Test func imageTooLargeForMemory() throws {
+        let r = try deflect(["run", try temporaryFile([UInt8](repeating: 0x90, count: 2 << 20)), "--mode", "long", "--memory", "2"])
+        #expect(r.status == ExitStatus.badInput || r.status == ExitStatus.kvmUnavailable)
+        if r.status == ExitStatus.badInput { expectOneLineError(r, "invalid image") }
+    }
+
+    @Test(arguments: [["--memory", "0"], ["--memory", "5000"], ["--vcpus", "0"], ["--vcpus", "65"], ["--timeout", "0"], ["--memory", "lots"]])
+    func outOfRangeNumbers(arguments: [String]) throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real"] + arguments)
+        #expect(r.status == ExitStatus.usage)
+        #expect(r.stderr.contains("Error:"))
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test func unknownMode() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "protected"])
+        #expect(r.status == ExitStatus.usage)
+    }
+
+    @Test func kvmDeviceMissing() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--kvm-device", "/nonexistent/kvm"])
+        #expect(r.status == ExitStatus.kvmUnavailable)
+        expectOneLineError(r, "KVM is not usable: cannot open /nonexistent/kvm: ENOENT")
+    }
+
+    @Test func doctorWithoutKVM() throws {
+        let r = try deflect(["doctor", "--kvm-device", "/nonexistent/kvm"])
+        #expect(r.status == ExitStatus.kvmUnavailable)
+        expectOneLineError(r, "KVM is not usable")
+    }
+
+    @Test func serialFileThatCannotBeCreated() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--serial", "/nonexistent/dir/out.txt"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "cannot open serial output")
+    }
+}
+
+@Suite("deflect: runs under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct CLIRunTests {
+    @Test func demoGuest() throws {
+        let r = try deflect(["run", try GuestImages.path("elf/demo.elf"), "--stats", "--timeout", "20"])
+        #expect(r.status == 33)
+        #expect(r.stdout.hasPrefix("Hello from a Deflect guest"))
+        #expect(r.stderr.contains("guest exited through the debug-exit port with value 0x10"))
+        #expect(r.stderr.contains("io-out"))
+        #expect(r.stderr.contains("total"))
+    }
+
+    @Test func serialToFile() throws {
+        let path = NSTemporaryDirectory() + "deflect-serial-\(UUID().uuidString).txt"
+        let r = try deflect(["run", try GuestImages.path("real/hello.bin"), "--mode", "real", "--serial", path, "--quiet", "--timeout", "20"])
+        #expect(r.status == 85)
+        #expect(r.stdout.isEmpty)
+        #expect(r.stderr.isEmpty)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "hello from real mode\n")
+    }
+
+    @Test func multipleVCPUs() throws {
+        let r = try deflect(["run", try GuestImages.path("long/smp.bin"), "--mode", "long", "--vcpus", "3", "--timeout", "20"])
+        #expect(r.status == 7)
+    }
+
+    @Test func tripleFaultReportsRegisters() throws {
+        let r = try deflect(["run", try GuestImages.path("long/triple_fault.bin"), "--mode", "long", "--timeout", "20"])
+        #expect(r.status == ExitStatus.tripleFault)
+        #expect(r.stderr.contains("triple-faulted"))
+        #expect(r.stderr.contains("RAX=000000001234abcd"))
+    }
+
+    @Test func timeoutEndsANeverEndingGuest() throws {
+        let r = try deflect(["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--timeout", "1"], limit: 15)
+        #expect(r.status == ExitStatus.timeout)
+        #expect(r.stderr.contains("did not finish within 1.0 s"))
+        #expect(r.stderr.contains("RIP=0000000000007c00"))
+    }
+
+    @Test func instructionTheHostNeverCompletesIsEndedByTheTimeout() throws {
+        let r = try deflect(["run", try GuestImages.path("real/vmcall.bin"), "--mode", "real", "--timeout", "2"], limit: 15)
+        #expect(r.status == ExitStatus.timeout || r.status == 15)
+        #expect(!r.stderr.contains("did not leave KVM_RUN"))
+    }
+
+    @Test func doctorReportsThisHost() throws {
+        let r = try deflect(["doctor", "--probe-timeout", "2"], limit: 30)
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("KVM API version"))
+        #expect(r.stdout.contains("12 (Deflect speaks 12)"))
+        #expect(r.stdout.contains("KVM_CAP_X86_USER_SPACE_MSR (188)"))
+        #expect(r.stdout.contains("MSR index list"))
+        #expect(r.stdout.contains("guest hypercall reaches user space"))
+        let probeLine = r.stdout.split(separator: "\n").first { $0.hasPrefix("guest hypercall reaches user space") } ?? ""
+        #expect(probeLine.contains("yes:") || probeLine.contains("no:"))
+    }
+}

@@ -1,0 +1,274 @@
+// KVMTests: every wrapper of the KVM layer against the real /dev/kvm.
+// Each test runs when /dev/kvm is usable and is reported as skipped otherwise.
+import DeflectTestSupport
+import Foundation
+import Glibc
+import Testing
+@testable import KVM
+
+private let kvmUsable = KVMAvailability.usable
+
+/// A small VM with 2 MiB of RAM at 0 and one vCPU.
+private func makeVM() throws -> (KVMSystem, VirtualMachine, GuestMemory, VCPU) {
+    let system = try KVMSystem()
+    let vm = try system.createVM()
+    let memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: 2 << 20)
+    let vcpu = try vm.createVCPU(id: 0)
+    return (system, vm, memory, vcpu)
+}
+
+/// Puts `code` at 0x1000 and points a real-mode vCPU at it.
+private func startRealMode(_ vcpu: VCPU, _ memory: GuestMemory, code: [UInt8]) throws {
+    try memory.write(code, at: GuestPhysicalAddress(0x1000))
+    var sregs = try vcpu.specialRegisters()
+    for keyPath in [\SpecialRegisters.cs, \.ds, \.es, \.fs, \.gs, \.ss] {
+        sregs[keyPath: keyPath].base = 0
+        sregs[keyPath: keyPath].selector = 0
+    }
+    try vcpu.setSpecialRegisters(sregs)
+    var regs = Registers()
+    regs.rip = 0x1000
+    regs.rflags = 2
+    try vcpu.setRegisters(regs)
+}
+
+@Suite("KVM system", .enabled(if: kvmUsable, Comment(rawValue: KVMAvailability.skipComment)))
+struct KVMSystemTests {
+    @Test func apiVersionAndMapSize() throws {
+        let system = try KVMSystem()
+        #expect(try system.apiVersion() == 12)
+        #expect(system.vcpuMapSize >= 4096)
+    }
+
+    @Test func capabilitiesAnswer() throws {
+        let system = try KVMSystem()
+        #expect(try system.check(.userMemory) > 0)
+        #expect(try system.check(.immediateExit) > 0)
+        #expect(try system.check(.maxVCPUs) >= 1)
+        // An unknown capability number answers 0, not an error.
+        #expect(try system.check(Capability(rawValue: 100_000)) == 0)
+    }
+
+    @Test func supportedCPUIDHasVendorLeaf() throws {
+        let entries = try KVMSystem().supportedCPUID()
+        #expect(entries.contains { $0.function == 0 && $0.eax >= 1 })
+        #expect(entries.contains { $0.function == 1 })
+    }
+
+    @Test func msrIndexListsAreNonEmpty() throws {
+        let system = try KVMSystem()
+        let msrs = try system.msrIndexList()
+        #expect(msrs.contains(0x174))   // MSR_IA32_SYSENTER_CS is always saved
+        #expect(Set(msrs).count == msrs.count)
+        _ = try system.featureMSRIndexList()
+    }
+
+    @Test func missingDeviceIsANamedError() {
+        #expect(throws: KVMError.open(path: "/nonexistent/kvm", errno: ENOENT)) {
+            _ = try KVMSystem(path: "/nonexistent/kvm")
+        }
+        let error = KVMError.open(path: "/dev/kvm", errno: EACCES)
+        #expect(error.description.contains("EACCES"))
+    }
+}
+
+@Suite("KVM VM and vCPU", .enabled(if: kvmUsable, Comment(rawValue: KVMAvailability.skipComment)))
+struct KVMVCPUTests {
+    @Test func guestMemoryIsBoundsChecked() throws {
+        let (_, _, memory, _) = try makeVM()
+        try memory.store(UInt32(0xDEADBEEF), at: GuestPhysicalAddress(0x1FF_FFC))
+        #expect(try memory.load(UInt32.self, at: GuestPhysicalAddress(0x1FF_FFC)) == 0xDEADBEEF)
+        #expect(throws: GuestMemoryError.self) { try memory.store(UInt64(1), at: GuestPhysicalAddress(0x1FF_FFC)) }
+        #expect(throws: GuestMemoryError.self) { _ = try memory.read(at: GuestPhysicalAddress(UInt64.max - 1), count: 4) }
+        #expect(!memory.contains(GuestPhysicalAddress(2 << 20)))
+    }
+
+    @Test func memoryRegionMustBeAligned() throws {
+        let vm = try KVMSystem().createVM()
+        #expect(throws: KVMError.self) { _ = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0x10), size: 4096) }
+        #expect(throws: KVMError.self) { _ = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: 100) }
+    }
+
+    @Test func duplicateVCPUIdIsRefused() throws {
+        let (_, vm, _, _) = try makeVM()
+        #expect(throws: KVMError.self) { _ = try vm.createVCPU(id: 0) }
+    }
+
+    @Test func registersRoundTrip() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        var regs = try vcpu.registers()
+        regs.rax = 0x1122_3344_5566_7788; regs.r15 = 42; regs.rip = 0x1234; regs.rflags = 0x202
+        try vcpu.setRegisters(regs)
+        #expect(try vcpu.registers() == regs)
+    }
+
+    @Test func specialRegistersRoundTrip() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        var sregs = try vcpu.specialRegisters()
+        sregs.cs.base = 0x10000; sregs.cs.selector = 0x1000
+        sregs.gdt = DescriptorTableRegister(base: 0x500, limit: 0x17)
+        try vcpu.setSpecialRegisters(sregs)
+        let back = try vcpu.specialRegisters()
+        #expect(back.cs.base == 0x10000)
+        #expect(back.cs.selector == 0x1000)
+        #expect(back.gdt == DescriptorTableRegister(base: 0x500, limit: 0x17))
+    }
+
+    @Test func fpuXsaveAndXcrsRoundTrip() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        var fpu = try vcpu.fpu()
+        #expect(fpu.fcw == 0x37F)       // x87 reset value
+        fpu.fcw = 0x27F                 // 53-bit precision
+        try vcpu.setFPU(fpu)
+        #expect(try vcpu.fpu().fcw == 0x27F)
+        #expect(try vcpu.fpu() == fpu)
+
+        let xsave = try vcpu.xsave()
+        #expect(xsave.bytes.count == 4096)
+        try vcpu.setXSAVE(xsave)
+        #expect(try vcpu.xsave() == xsave)
+        #expect(throws: KVMError.self) { try vcpu.setXSAVE(XSAVEState(bytes: [1, 2, 3])) }
+
+        let xcrs = try vcpu.extendedControlRegisters()
+        #expect(xcrs.first { $0.index == 0 }.map { $0.value & 1 } == 1)  // XCR0.x87 is always set
+        try vcpu.setExtendedControlRegisters(xcrs)
+        #expect(try vcpu.extendedControlRegisters() == xcrs)
+    }
+
+    @Test func cpuidRoundTrip() throws {
+        let (system, _, _, vcpu) = try makeVM()
+        var entries = try system.supportedCPUID()
+        if let i = entries.firstIndex(where: { $0.function == 1 }) { entries[i].ebx = (entries[i].ebx & 0x00FF_FFFF) | (7 << 24) }
+        try vcpu.setCPUID(entries)
+        let back = try vcpu.cpuid()
+        #expect(back.count == entries.count)
+        #expect(back.first { $0.function == 1 }.map { $0.ebx >> 24 } == 7)
+    }
+
+    @Test func msrsRoundTripAndPartialAccessIsAnError() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        try vcpu.writeMSR(0x174, value: 0x10)          // MSR_IA32_SYSENTER_CS
+        #expect(try vcpu.readMSR(0x174) == 0x10)
+        try vcpu.writeMSRs([(0x175, 0xFFFF_8000_0000_1000), (0x176, 0xFFFF_8000_0000_2000)])
+        #expect(try vcpu.readMSRs([0x174, 0x175, 0x176]) == [0x10, 0xFFFF_8000_0000_1000, 0xFFFF_8000_0000_2000])
+        #expect(throws: KVMError.partialMSRAccess(request: "KVM_GET_MSRS", processed: 1, requested: 2, failedIndex: 0xDEAD_BEEF)) {
+            _ = try vcpu.readMSRs([0x174, 0xDEAD_BEEF])
+        }
+    }
+
+    @Test func oneRegMatchesGetMSRsOrNamesTheFailure() throws {
+        let (system, _, _, vcpu) = try makeVM()
+        try vcpu.writeMSR(0x174, value: 0x23)
+        let oneRegWorks = try system.check(.oneReg) > 0
+        let read = Result { () throws(KVMError) in try vcpu.readRegister(.msr(0x174)) }
+        switch read {
+        case let .success(value):
+            #expect(value == 0x23)
+            try vcpu.writeRegister(.msr(0x174), value: 0x33)
+            #expect(try vcpu.readMSR(0x174) == 0x33)
+        case let .failure(error):
+            // Kernels without x86 ONE_REG: the error must name the request precisely.
+            #expect(!oneRegWorks || error.errno == EINVAL || error.errno == ENOENT)
+            #expect(error.description.contains("KVM_GET_ONE_REG"))
+        }
+        // Reserved bits or a wrong size must be refused, never silently accepted.
+        let reserved = X86RegisterID(rawValue: X86RegisterID.msr(0x174).rawValue | (1 << 40))
+        #expect(reserved.kind == nil)
+        #expect(throws: KVMError.self) { _ = try vcpu.readRegister(reserved) }
+        let wrongSize = X86RegisterID(rawValue: (X86RegisterID.msr(0x174).rawValue & ~0x00F0_0000_0000_0000) | 0x0020_0000_0000_0000)
+        #expect(throws: KVMError.self) { _ = try vcpu.readRegister(wrongSize) }
+    }
+
+    @Test func guestSSPIsRefusedWithoutCET() throws {
+        let (system, _, _, vcpu) = try makeVM()
+        let cet = try system.supportedCPUID().first { $0.function == 7 && $0.index == 0 }.map { $0.ecx & (1 << 7) != 0 } ?? false
+        #expect(X86RegisterID.guestSSP.kind == .kvmDefined(0))
+        #expect(X86RegisterID.guestSSP.rawValue == 0x2030_0003_0000_0000)
+        if !cet {
+            #expect(throws: KVMError.self) { _ = try vcpu.readRegister(.guestSSP) }
+            #expect(!(try vcpu.registerList()).contains(.guestSSP))
+        }
+    }
+
+    @Test func registerListAnswers() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        let list = try vcpu.registerList()
+        for id in list { #expect(id.kind != nil) }
+    }
+
+    @Test func mpStateRoundTrip() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        #expect(try vcpu.mpState() == MPState.runnable.rawValue)
+        try vcpu.setMPState(MPState.runnable.rawValue)
+    }
+
+    @Test func msrFilterRejectsUndefinedFlags() throws {
+        let (system, vm, _, _) = try makeVM()
+        guard try system.check(.x86MSRFilter) > 0 else { return }
+        let range = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0x10, count: 8, bitmap: [0xFF])
+        try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [range]))
+        #expect(throws: KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL)) {
+            try vm.setMSRFilter(MSRFilter(rawFlags: 1 << 5, ranges: [range]))
+        }
+        var badRange = range
+        badRange.flags = 1 << 4
+        #expect(throws: KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL)) {
+            try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [badRange]))
+        }
+        #expect(throws: KVMError.self) {
+            try vm.setMSRFilter(MSRFilter(default: .allow, ranges: Array(repeating: range, count: 17)))
+        }
+    }
+
+    @Test func enableCapabilityOnVM() throws {
+        let (system, vm, _, _) = try makeVM()
+        guard try system.check(.x86UserSpaceMSR) > 0 else { return }
+        try vm.enable(.x86UserSpaceMSR, arguments: [7])
+        #expect(throws: KVMError.self) { try vm.enable(Capability(rawValue: 100_000)) }
+    }
+
+    @Test func runDecodesPortIOAndHalt() throws {
+        let (_, _, memory, vcpu) = try makeVM()
+        // mov al, 0x5a; out 0x80, al; in al, 0x71; hlt
+        try startRealMode(vcpu, memory, code: [0xB0, 0x5A, 0xE6, 0x80, 0xE4, 0x71, 0xF4])
+        guard case let .io(out) = try vcpu.run() else { Issue.record("expected an I/O exit"); return }
+        #expect(out.direction == .output && out.port == 0x80 && out.size == 1 && out.count == 1)
+        #expect(vcpu.ioValue(out) == 0x5A)
+        guard case let .io(input) = try vcpu.run() else { Issue.record("expected an I/O exit"); return }
+        #expect(input.direction == .input && input.port == 0x71)
+        vcpu.setIOValue(input, value: 0x33)
+        #expect(try vcpu.run() == .halt)
+        #expect(try vcpu.registers().rax & 0xFF == 0x33)
+    }
+
+    @Test func kickInterruptsARunningGuest() throws {
+        let (_, _, memory, vcpu) = try makeVM()
+        try startRealMode(vcpu, memory, code: [0xEB, 0xFE])   // jmp $
+        let box = ExitBox()
+        let thread = Thread {
+            vcpu.kicker.bindCurrentThread()
+            defer { vcpu.kicker.unbind() }
+            box.set(Result { try vcpu.run() })
+        }
+        thread.start()
+        usleep(200_000)
+        let kickedAt = ContinuousClock.now
+        vcpu.kicker.kick()
+        var waited = 0
+        while box.get() == nil && waited < 500 { usleep(10_000); waited += 1 }
+        #expect(try box.get()?.get() == .interrupted)
+        #expect(ContinuousClock.now - kickedAt < .seconds(5))
+        // A kick before KVM_RUN (immediate_exit) returns at once too.
+        vcpu.kicker.kick()
+        #expect(try vcpu.run() == .interrupted)
+        vcpu.clearImmediateExit()
+    }
+}
+
+/// Hands a result from a vCPU thread to the test.
+private final class ExitBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<VCPUExit, any Error>?
+    func set(_ v: Result<VCPUExit, any Error>) { lock.withLock { value = v } }
+    func get() -> Result<VCPUExit, any Error>? { lock.withLock { value } }
+}

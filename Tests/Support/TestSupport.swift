@@ -1,0 +1,73 @@
+// DeflectTestSupport: what the test targets share: whether /dev/kvm is usable
+// here (and why not), and the guest images, built once by the project's own
+// Makefile with the GNU toolchain.
+import Foundation
+
+/// Whether KVM-backed tests can run on this machine.
+public enum KVMAvailability {
+    /// nil when /dev/kvm can be opened read-write; otherwise why not.
+    public static let unusableReason: String? = {
+        let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            return "/dev/kvm is not usable here (\(String(cString: strerror(errno)))): KVM test skipped"
+        }
+        close(fd)
+        return nil
+    }()
+
+    public static var usable: Bool { unusableReason == nil }
+
+    /// The comment Swift Testing prints for each skipped test.
+    public static var skipComment: String { unusableReason ?? "" }
+}
+
+public struct GuestBuildError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The repository's guest programs, built on first use.
+public enum GuestImages {
+    /// Repository root, from this file's location (Tests/Support/TestSupport.swift).
+    public static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    private static let build: Result<URL, GuestBuildError> = {
+        let guests = repositoryRoot.appendingPathComponent("Guests")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["make", "-s", "-C", guests.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        do {
+            try process.run()
+        } catch {
+            return .failure(GuestBuildError(description: "cannot run make for the guests: \(error)"))
+        }
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            return .failure(GuestBuildError(description: "building the guests failed:\n" + String(decoding: output, as: UTF8.self)))
+        }
+        return .success(guests.appendingPathComponent("build"))
+    }()
+
+    /// Path of a built guest, e.g. `path("real/hello.bin")`.
+    public static func path(_ name: String) throws -> String {
+        let directory = try build.get()
+        let url = directory.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw GuestBuildError(description: "guest \(name) was not built (is its source in Guests/?)")
+        }
+        return url.path
+    }
+
+    /// Bytes of a built guest.
+    public static func bytes(_ name: String) throws -> [UInt8] {
+        let path = try path(name)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw GuestBuildError(description: "cannot read \(path)")
+        }
+        return [UInt8](data)
+    }
+}
