@@ -38,7 +38,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // Shared by the test targets: KVM availability and the built guest images.
-        .target(name: "DeflectTestSupport", path: "Tests/Support", swiftSettings: strict),
+        .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),

@@ -21,6 +21,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let xcrs = Capability(rawValue: 56)            // KVM_CAP_XCRS
     public static let maxVCPUs = Capability(rawValue: 66)        // KVM_CAP_MAX_VCPUS
     public static let oneReg = Capability(rawValue: 70)          // KVM_CAP_ONE_REG
+    public static let syncRegisters = Capability(rawValue: 74)   // KVM_CAP_SYNC_REGS
     public static let immediateExit = Capability(rawValue: 136)  // KVM_CAP_IMMEDIATE_EXIT
     public static let getMSRFeatures = Capability(rawValue: 153) // KVM_CAP_GET_MSR_FEATURES
     public static let x86UserSpaceMSR = Capability(rawValue: 188) // KVM_CAP_X86_USER_SPACE_MSR
@@ -30,7 +31,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
         .userMemory, .setTSSAddress, .setIdentityMapAddress, .extCPUID, .nrVCPUs, .maxVCPUs,
-        .nrMemorySlots, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg,
+        .nrMemorySlots, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg, .syncRegisters,
         .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall,
     ]
 
@@ -51,6 +52,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 56: return "KVM_CAP_XCRS"
         case 66: return "KVM_CAP_MAX_VCPUS"
         case 70: return "KVM_CAP_ONE_REG"
+        case 74: return "KVM_CAP_SYNC_REGS"
         case 136: return "KVM_CAP_IMMEDIATE_EXIT"
         case 153: return "KVM_CAP_GET_MSR_FEATURES"
         case 188: return "KVM_CAP_X86_USER_SPACE_MSR"

@@ -118,6 +118,15 @@ public final class VCPU: @unchecked Sendable {
         ckvm_run_hypercall_set_ret(runPage, returnValue)
     }
 
+    /// Asks KVM to copy the general registers into the run page on every exit
+    /// (KVM_CAP_SYNC_REGS), so `exitRIP` costs no ioctl. Check the capability first.
+    public func enableRegisterSync() {
+        ckvm_run_set_valid_regs(runPage, CKVM_SYNC_X86_REGS)
+    }
+
+    /// RIP at the last exit, valid after `enableRegisterSync()`.
+    public var exitRIP: UInt64 { ckvm_run_sync_rip(runPage) }
+
     /// Clears a pending kick so that the next KVM_RUN enters the guest.
     public func clearImmediateExit() {
         ckvm_run_set_immediate_exit(runPage, 0)

@@ -44,16 +44,18 @@ public final class Machine: @unchecked Sendable {
         self.configuration = configuration
         self.events = events
 
-        do {
-            system = try KVMSystem(path: configuration.kvmDevicePath)
-        } catch {
-            throw .kvmUnavailable(error)
-        }
+        // The image is checked before KVM is opened: a bad image is the
+        // user's first problem to hear about, on any host.
         do {
             boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
                                         memorySize: configuration.memoryBytes, vcpuCount: configuration.vcpuCount)
         } catch {
             throw .image(error)
+        }
+        do {
+            system = try KVMSystem(path: configuration.kvmDevicePath)
+        } catch {
+            throw .kvmUnavailable(error)
         }
         devices = try DeviceHub(serialOutput: serialOutput)
 

@@ -15,6 +15,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case unhandledHypercall(vcpu: Int, number: UInt64)
     /// An exit reason Deflect does not handle (the vCPU continues).
     case unexpectedExit(vcpu: Int, description: String)
+    /// An MSR access the policy says to report: default action, denied, or a rule marked `log`.
+    case msrAccess(MSRAccessEvent)
 
     /// The rate-limiting key: the same kind of event at the same place.
     var key: EventKey {
@@ -26,6 +28,9 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .unhandledMSR(_, index, isWrite, _): return EventKey(kind: isWrite ? 5 : 4, location: UInt64(index))
         case let .unhandledHypercall(_, number): return EventKey(kind: 6, location: number)
         case .unexpectedExit: return EventKey(kind: 7, location: 0)
+        case let .msrAccess(e):
+            // Rate-limited per (MSR, RIP): a storm from one place is one line.
+            return EventKey(kind: e.isWrite ? 9 : 8, location: UInt64(e.index) << 32 ^ e.rip)
         }
     }
 
@@ -46,6 +51,31 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return "vcpu=\(vcpu) hypercall nr=\(number) not handled -> -KVM_ENOSYS"
         case let .unexpectedExit(vcpu, description):
             return "vcpu=\(vcpu) unexpected exit: \(description)"
+        case let .msrAccess(e):
+            return e.description
+        }
+    }
+
+    /// The event as one JSON object (for JSON-lines output).
+    public var json: String {
+        func h<T: BinaryInteger>(_ v: T) -> String { "\"0x" + String(v, radix: 16) + "\"" }
+        switch self {
+        case let .unownedPortRead(vcpu, port, size):
+            return #"{"event":"unowned-port-read","vcpu":\#(vcpu),"port":\#(h(port)),"size":\#(size)}"#
+        case let .unownedPortWrite(vcpu, port, size, value):
+            return #"{"event":"unowned-port-write","vcpu":\#(vcpu),"port":\#(h(port)),"size":\#(size),"value":\#(h(value))}"#
+        case let .unownedMMIORead(vcpu, address, length):
+            return #"{"event":"unowned-mmio-read","vcpu":\#(vcpu),"address":\#(h(address)),"length":\#(length)}"#
+        case let .unownedMMIOWrite(vcpu, address, length, value):
+            return #"{"event":"unowned-mmio-write","vcpu":\#(vcpu),"address":\#(h(address)),"length":\#(length),"value":\#(h(value))}"#
+        case let .unhandledMSR(vcpu, index, isWrite, value):
+            return #"{"event":"unhandled-msr","vcpu":\#(vcpu),"msr":\#(h(index)),"access":"\#(isWrite ? "write" : "read")","value":\#(h(value))}"#
+        case let .unhandledHypercall(vcpu, number):
+            return #"{"event":"unhandled-hypercall","vcpu":\#(vcpu),"nr":\#(number)}"#
+        case let .unexpectedExit(vcpu, description):
+            return #"{"event":"unexpected-exit","vcpu":\#(vcpu),"exit":\#(JSONText.quote(description))}"#
+        case let .msrAccess(e):
+            return e.json
         }
     }
 }
@@ -55,23 +85,51 @@ struct EventKey: Hashable, Sendable {
     var location: UInt64
 }
 
-/// Where events go.
+/// Where events go. `occurrence` counts events at the same place; it is
+/// above the burst only for sampled repeats.
 public protocol EventSink: Sendable {
-    func emit(_ line: String)
+    func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool)
 }
 
-/// Writes event lines to standard error.
+/// Writes readable event lines to standard error.
 public struct StandardErrorEventSink: EventSink {
     public init() {}
-    public func emit(_ line: String) { StandardStreams.writeError("deflect: event: " + line + "\n") }
+    public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
+        StandardStreams.writeError("deflect: event: \(event)\(sampled ? " (occurrence \(occurrence))" : "")\n")
+    }
+}
+
+/// Writes one JSON object per line to a file (`--events FILE`).
+public final class JSONLinesEventSink: EventSink {
+    private let file: Mutex<FileDescriptorSink>
+
+    public init(path: String) throws(MachineError) {
+        file = Mutex(try FileDescriptorSink.file(path))
+    }
+
+    public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
+        var line = event.json
+        line.removeLast()  // the closing brace: append the occurrence count
+        line += #","occurrence":\#(occurrence)}"# + "\n"
+        file.withLock { sink in
+            for byte in line.utf8 { sink.write(byte) }
+        }
+    }
+
+    public func flush() { file.withLock { $0.flush() } }
 }
 
 /// Keeps event lines in memory (tests, embedding).
 public final class CollectingEventSink: EventSink {
     private let lines = Mutex<[String]>([])
+    private let stored = Mutex<[MachineEvent]>([])
     public init() {}
-    public func emit(_ line: String) { lines.withLock { $0.append(line) } }
+    public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
+        lines.withLock { $0.append(sampled ? "\(event) (occurrence \(occurrence))" : event.description) }
+        stored.withLock { $0.append(event) }
+    }
     public var collected: [String] { lines.withLock { $0 } }
+    public var events: [MachineEvent] { stored.withLock { $0 } }
 }
 
 /// Rate limiter in front of a sink: the first `burst` events per key pass,
@@ -121,7 +179,7 @@ public final class EventLog: Sendable {
             return pass ? n : nil
         }
         guard let seen else { return }
-        sink.emit(seen > limits.burst ? "\(event) (occurrence \(seen))" : event.description)
+        sink.emit(event, occurrence: seen, sampled: seen > limits.burst)
     }
 
     /// Events seen, and how many of them were not printed.

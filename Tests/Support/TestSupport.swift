@@ -2,17 +2,18 @@
 // here (and why not), and the guest images, built once by the project's own
 // Makefile with the GNU toolchain.
 import Foundation
+import KVM
 
 /// Whether KVM-backed tests can run on this machine.
 public enum KVMAvailability {
-    /// nil when /dev/kvm can be opened read-write; otherwise why not.
+    /// nil when /dev/kvm opens and answers KVM_GET_API_VERSION with 12; otherwise why not.
     public static let unusableReason: String? = {
-        let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            return "/dev/kvm is not usable here (\(String(cString: strerror(errno)))): KVM test skipped"
+        do {
+            _ = try KVMSystem()
+            return nil
+        } catch {
+            return "/dev/kvm is not usable here (\(error)): KVM test skipped"
         }
-        close(fd)
-        return nil
     }()
 
     public static var usable: Bool { unusableReason == nil }

@@ -135,16 +135,6 @@ struct MachineGuestTests {
         // A machine runs once.
         guard case .hostError = machine.run().outcome else { Issue.record("second run must be refused"); return }
     }
-
-    @Test func imageThatDoesNotFitIsRefusedBeforeRunning() throws {
-        let config = MachineConfiguration(image: [UInt8](repeating: 0x90, count: 3 << 20), mode: .long, memoryMiB: 2)
-        #expect(throws: MachineError.self) { _ = try Machine(configuration: config, serialOutput: BufferSink()) }
-        do {
-            _ = try Machine(configuration: config, serialOutput: BufferSink())
-        } catch {
-            guard case .image = error else { Issue.record("expected an image error, got \(error)"); return }
-        }
-    }
 }
 
 @Suite("Machine configuration")
@@ -165,6 +155,16 @@ struct MachineConfigurationTests {
         for t in [0.0, -1, .nan, 100_000] {
             let config = MachineConfiguration(image: [0xF4], mode: .real, timeoutSeconds: t)
             #expect(throws: MachineError.self) { try config.validate() }
+        }
+    }
+
+    @Test func imageThatDoesNotFitIsRefusedBeforeRunning() throws {
+        let config = MachineConfiguration(image: [UInt8](repeating: 0x90, count: 3 << 20), mode: .long, memoryMiB: 2)
+        #expect(throws: MachineError.self) { _ = try Machine(configuration: config, serialOutput: BufferSink()) }
+        do {
+            _ = try Machine(configuration: config, serialOutput: BufferSink())
+        } catch {
+            guard case .image = error else { Issue.record("expected an image error, got \(error)"); return }
         }
     }
 

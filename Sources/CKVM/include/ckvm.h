@@ -168,6 +168,13 @@ static inline struct ckvm_system_event_exit ckvm_run_system_event(const struct k
 }
 static inline struct kvm_debug_exit_arch ckvm_run_debug(const struct kvm_run *r) { return r->debug.arch; }
 
+// ---- synced registers (KVM_CAP_SYNC_REGS) --------------------------------
+// With KVM_SYNC_X86_REGS in kvm_valid_regs, KVM copies the general registers
+// into the run page on every exit: RIP for events and traces without an ioctl.
+static inline void ckvm_run_set_valid_regs(struct kvm_run *r, uint64_t mask) { r->kvm_valid_regs = mask; }
+static inline uint64_t ckvm_run_sync_rip(const struct kvm_run *r) { return r->s.regs.regs.rip; }
+static const uint64_t CKVM_SYNC_X86_REGS = KVM_SYNC_X86_REGS;
+
 // ---- kicking a vCPU out of KVM_RUN -------------------------------------------
 // A no-op handler installed without SA_RESTART: the signal's only job is to
 // make a blocking KVM_RUN return -EINTR. `immediate_exit` covers the window
