@@ -1,6 +1,7 @@
 # Deflect: the two commands a newcomer needs, plus the pieces they are made of.
 #   make demo   build everything and run the demo guest
 #   make test   build the guests and run the whole test suite
+#   make bench  run the benchmarks and write BENCHMARKS.md
 SWIFT ?= swift
 
 all: build
@@ -17,8 +18,14 @@ demo: build
 test: guests
 	@scripts/test
 
+# Benchmarks (not tests): release build, C reference, results into BENCHMARKS.md.
+bench: guests
+	$(SWIFT) build -c release --product deflect-bench
+	$(MAKE) -s -C Benchmarks/reference
+	LD_PRELOAD=$(CURDIR)/Benchmarks/reference/malloc_count.so $$($(SWIFT) build -c release --show-bin-path)/deflect-bench $(BENCH_ARGS)
+
 clean:
 	$(MAKE) -s -C Guests clean
 	$(SWIFT) package clean
 
-.PHONY: all guests build demo test clean
+.PHONY: all guests build demo test bench clean

@@ -12,10 +12,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "deflect", targets: ["deflect"]),
+        .executable(name: "deflect-bench", targets: ["deflect-bench"]),
     ],
     dependencies: [
         // Command-line parsing with subcommands, validation and help text.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // TOML parsing for MSR policy files (syntax errors with line and column).
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
@@ -26,23 +29,30 @@ let package = Package(
         .target(name: "Devices", swiftSettings: strict),
         // Pure image loaders and boot CPU state (real mode, long mode, ELF64).
         .target(name: "Loader", swiftSettings: strict),
+        // Pure MSR knowledge and policy: catalogue, policy model and file format,
+        // filter compiler, CPU-model profiles, value providers, runtime decisions.
+        .target(name: "MSRPolicy", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM",
+                "VMM", "KVM", "MSRPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
+        // The exit-path benchmark (`make bench`), not part of the product.
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader"],
+                          path: "Sources/DeflectBench", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader"], swiftSettings: strict),
+        .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "MSRPolicy", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

@@ -10,6 +10,9 @@ public enum DeviceEffect: Equatable, Sendable {
     case exitGuest(status: Int32)
     /// The guest asked for a system reset.
     case resetRequested
+    /// The guest announced that it reached phase `value` (guest sync port);
+    /// the machine lets a test or an embedder act before the guest goes on.
+    case guestPhase(UInt32)
 }
 
 /// A device on the x86 I/O port bus. `offset` is relative to the device's

@@ -11,6 +11,7 @@ public final class DeviceHub: Sendable {
         public static let debugExit: UInt16 = 0xF4
         public static let i8042: UInt16 = 0x60
         public static let postCode: UInt16 = 0x80
+        public static let guestSync: UInt16 = 0x500
     }
 
     struct State {
@@ -30,6 +31,7 @@ public final class DeviceHub: Sendable {
             try bus.register(DebugExitPort(), base: Ports.debugExit, count: 1)
             try bus.register(I8042Controller(), base: Ports.i8042, count: 5)
             try bus.register(PostCodePort(), base: Ports.postCode, count: 1)
+            try bus.register(GuestSyncPort(), base: Ports.guestSync, count: 1)
         } catch {
             throw .host("device wiring: \(error)")
         }

@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import KVM
 import Loader
+import MSRPolicy
 
 /// What a finished run reports.
 public struct RunReport: Sendable {
@@ -16,6 +17,8 @@ public struct RunReport: Sendable {
     public var perVCPU: [ExitStatistics]
     /// vCPUs whose thread did not leave KVM_RUN after being kicked.
     public var stuckVCPUs: [Int]
+    /// Per-MSR accounting of the accesses that reached user space.
+    public var msrStatistics: MSRStatistics
     public var wallSeconds: Double
 }
 
@@ -34,8 +37,15 @@ public final class Machine: @unchecked Sendable {
     public let devices: DeviceHub
     public let events: EventLog
     public let boot: BootImage
+    /// The policy engine, when the machine runs with an MSR policy.
+    public let msrRuntime: MSRRuntime?
+    private let msrService: MSRService
+    private let registerSync: Bool
     private let controller: RunController
     private var started = false
+    /// Called on the vCPU's thread when the guest writes a phase to the sync
+    /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
+    public var phaseHandler: (@Sendable (UInt32, Int) -> Void)?
 
     /// Builds the machine. Every failure is a one-line `MachineError`.
     public init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
@@ -59,11 +69,12 @@ public final class Machine: @unchecked Sendable {
         }
         devices = try DeviceHub(serialOutput: serialOutput)
 
-        do throws(KVMError) {
+        do {
             vm = try system.createVM()
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
             memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: configuration.memoryBytes)
+            (msrService, msrRuntime) = try Self.setUpMSRs(configuration, system: system, vm: vm)
             for segment in boot.segments {
                 do {
                     try memory.write(segment.bytes, at: GuestPhysicalAddress(segment.guestPhysicalAddress))
@@ -72,18 +83,78 @@ public final class Machine: @unchecked Sendable {
                 }
             }
             let supported = try system.supportedCPUID()
+            registerSync = try system.check(.syncRegisters) & 1 != 0
             var created: [VCPU] = []
             for i in 0..<configuration.vcpuCount {
                 let vcpu = try vm.createVCPU(id: UInt32(i))
+                if registerSync { vcpu.enableRegisterSync() }
                 try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount))
                 try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
                 created.append(vcpu)
             }
             vcpus = created
+        } catch let error as MachineError {
+            throw error
+        } catch let error as KVMError {
+            throw .kvm(error)
+        } catch {
+            throw .host("\(error)")
+        }
+        controller = RunController(kickers: vcpus.map(\.kicker))
+    }
+
+    /// Turns on user-space MSR exits and installs the filter the policy compiles to.
+    private static func setUpMSRs(_ configuration: MachineConfiguration, system: KVMSystem,
+                                  vm: VirtualMachine) throws -> (MSRService, MSRRuntime?) {
+        let filter: CompiledFilter
+        var runtime: MSRRuntime?
+        switch configuration.msr {
+        case .kernelOnly:
+            return (.none, nil)
+        case let .policy(policy):
+            do {
+                filter = try FilterCompiler.compile(policy)
+            } catch {
+                throw MachineError.policy("\(error)")
+            }
+            do {
+                runtime = try MSRRuntime(policy: policy, vcpuCount: configuration.vcpuCount,
+                                         hostReader: policy.rules.contains { $0.action == .host } ? DevCPUMSRReader() : nil,
+                                         clock: MonotonicClock.sinceStart())
+            } catch {
+                throw MachineError.policy("\(error)")
+            }
+        case .trace:
+            // Default deny with no ranges: every filterable MSR exits.
+            filter = CompiledFilter.everythingExits
+        }
+        guard try system.check(.x86UserSpaceMSR) != 0, try system.check(.x86MSRFilter) != 0 else {
+            throw MachineError.host("this host's KVM cannot send MSR accesses to user space (KVM_CAP_X86_USER_SPACE_MSR / KVM_CAP_X86_MSR_FILTER missing)")
+        }
+        try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
+        try vm.setMSRFilter(MSRFilter(filter))
+        if let runtime { return (.policy(runtime), runtime) }
+        return (.trace, nil)
+    }
+
+    /// Replaces the MSR policy while the guest runs: the runtime first (so a
+    /// stale filter's exits are answered by the new rules), then the filter.
+    /// Emulated values carry over where the new policy keeps the MSR.
+    public func replacePolicy(_ policy: MSRPolicy) throws(MachineError) {
+        guard let msrRuntime else { throw .configuration("this machine was not started with an MSR policy") }
+        let filter: CompiledFilter
+        do {
+            filter = try FilterCompiler.compile(policy)
+            try msrRuntime.replacePolicy(policy)
+        } catch {
+            throw .policy("\(error)")
+        }
+        do throws(KVMError) {
+            try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
+            try vm.setMSRFilter(MSRFilter(filter))
         } catch {
             throw .kvm(error)
         }
-        controller = RunController(kickers: vcpus.map(\.kicker))
     }
 
     /// Asks a running machine to stop (SIGINT, embedding code).
@@ -95,12 +166,13 @@ public final class Machine: @unchecked Sendable {
     public func run() -> RunReport {
         guard !started else {
             return RunReport(outcome: .hostError("a machine runs once"), statistics: ExitStatistics(),
-                             perVCPU: [], stuckVCPUs: [], wallSeconds: 0)
+                             perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
         }
         started = true
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
-            VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller)
+            VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
+                       msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler)
         }
         for runner in runners {
             let thread = Thread { runner.loop() }
@@ -132,10 +204,13 @@ public final class Machine: @unchecked Sendable {
         devices.flushOutput()
 
         var total = ExitStatistics()
+        var msrTotal = MSRStatistics()
         let perVCPU = runners.map { $0.hasEnded ? $0.stats : ExitStatistics() }
         for s in perVCPU { total.merge(s) }
+        for runner in runners where runner.hasEnded { msrTotal.merge(runner.msrStats) }
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin.uptimeNanoseconds) / 1e9
         return RunReport(outcome: controller.outcome ?? .hostError("run ended without an outcome"),
-                         statistics: total, perVCPU: perVCPU, stuckVCPUs: stuck, wallSeconds: elapsed)
+                         statistics: total, perVCPU: perVCPU, stuckVCPUs: stuck, msrStatistics: msrTotal,
+                         wallSeconds: elapsed)
     }
 }

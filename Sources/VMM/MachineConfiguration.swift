@@ -18,6 +18,8 @@ public struct MachineConfiguration: Sendable {
     public var timeoutSeconds: Double?
     /// Path of the KVM device (tests point it elsewhere to check the error path).
     public var kvmDevicePath: String
+    /// How MSR accesses are decided.
+    public var msr: MSRSetup = .kernelOnly
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {

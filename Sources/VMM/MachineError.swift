@@ -14,6 +14,8 @@ public enum MachineError: Error, CustomStringConvertible {
     case kvm(KVMError)
     /// The host refused something the machine needs.
     case host(String)
+    /// The MSR policy cannot be used (does not compile to a filter, needs what the host lacks).
+    case policy(String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .kvmUnavailable(error): return "KVM is not usable: \(error)"
         case let .kvm(error): return "KVM error: \(error)"
         case let .host(message): return message
+        case let .policy(message): return "MSR policy: \(message)"
         }
     }
 }

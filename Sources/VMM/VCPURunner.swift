@@ -3,6 +3,7 @@
 import Devices
 import Dispatch
 import KVM
+import MSRPolicy
 import Synchronization
 
 final class VCPURunner: @unchecked Sendable {
@@ -11,20 +12,30 @@ final class VCPURunner: @unchecked Sendable {
     let index: Int
     let vcpu: VCPU
     private let devices: DeviceHub
-    private let events: EventLog
+    let events: EventLog
     private let controller: RunController
+    let msrService: MSRService
+    /// Called when the guest writes the sync port (tests, embedders).
+    let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
+    /// KVM copies the registers into the run page on each exit (RIP for free).
+    let registerSync: Bool
     private(set) var stats = ExitStatistics()
+    var msrStats = MSRStatistics()
     private let ended = Atomic<Bool>(false)
 
     /// `-KVM_ENOSYS`, the answer to a hypercall nobody handles.
     static let kvmENOSYS = UInt64(bitPattern: -1000)
 
-    init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController) {
+    init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
+         msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?) {
         self.index = index
         self.vcpu = vcpu
         self.devices = devices
         self.events = events
         self.controller = controller
+        self.msrService = msrService
+        self.registerSync = registerSync
+        self.phaseHandler = phaseHandler
     }
 
     var hasEnded: Bool { ended.load(ordering: .acquiring) }
@@ -76,12 +87,10 @@ final class VCPURunner: @unchecked Sendable {
             }
             return true
         case let .readMSR(msr):
-            events.record(.unhandledMSR(vcpu: index, index: msr.index, isWrite: false, value: 0))
-            vcpu.completeMSR(injectGP: true)
+            handleMSR(msr, written: nil)
             return true
         case let .writeMSR(msr):
-            events.record(.unhandledMSR(vcpu: index, index: msr.index, isWrite: true, value: msr.data))
-            vcpu.completeMSR(injectGP: true)
+            handleMSR(msr, written: msr.data)
             return true
         case let .hypercall(call):
             events.record(.unhandledHypercall(vcpu: index, number: call.number))
@@ -141,6 +150,10 @@ final class VCPURunner: @unchecked Sendable {
                 case .resetRequested:
                     controller.finish(.resetRequested(vcpu: index))
                     return false
+                case let .guestPhase(phase):
+                    // Runs on this vCPU's thread, outside the device lock: the
+                    // guest continues only when the handler returns.
+                    phaseHandler?(phase, index)
                 }
             case .input:
                 if let value = devices.read(port: io.port, size: io.size) {

@@ -7,7 +7,7 @@ struct Deflect: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deflect",
         abstract: "A KVM virtual machine monitor in which user space owns MSRs, hypercalls and vCPU state.",
-        subcommands: [RunCommand.self, DoctorCommand.self]
+        subcommands: [RunCommand.self, TraceCommand.self, PolicyCommand.self, DoctorCommand.self]
     )
 }
 

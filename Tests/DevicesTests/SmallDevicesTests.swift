@@ -143,3 +143,14 @@ import Devices
         #expect(sink.bytes.isEmpty)
     }
 }
+
+@Suite("Guest sync port")
+struct GuestSyncPortTests {
+    @Test func writesBecomePhaseEffects() {
+        let port = GuestSyncPort()
+        #expect(port.write(offset: 0, size: 1, value: 0x1_03) == .guestPhase(3))
+        #expect(port.read(offset: 0, size: 1) == 3)
+        #expect(port.write(offset: 0, size: 4, value: 0x1234_5678) == .guestPhase(0x1234_5678))
+        #expect(port.lastPhase == 0x1234_5678)
+    }
+}

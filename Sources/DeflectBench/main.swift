@@ -1,0 +1,161 @@
+// deflect-bench: the exit-path benchmark. A guest loops on RDMSR/WRMSR of an
+// MSR the policy emulates in user space; the same guest runs under a minimal
+// C KVM_RUN loop (Benchmarks/reference/msr_loop) in the same run, and the
+// result is reported as a ratio, plus the `kernel`-rule path and the heap
+// allocations per exit. Results are written to BENCHMARKS.md.
+//
+// Run it through `make bench` (release build, the C reference built, the
+// allocation-counting shim preloaded).
+import Foundation
+import Loader
+import MSRPolicy
+import VMM
+
+struct BenchError: Error, CustomStringConvertible { let description: String }
+
+/// Parameter block of Guests/real/msr_loop.S: little-endian words at image
+/// offsets 4 (iterations), 8 (MSR index), 12 (0 = rdmsr, 1 = wrmsr).
+func patchedGuest(_ image: [UInt8], iterations: UInt32, msr: UInt32, write: Bool) -> [UInt8] {
+    var bytes = image
+    for (offset, value) in [(4, iterations), (8, msr), (12, write ? 1 : 0)] {
+        for i in 0..<4 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+    }
+    return bytes
+}
+
+enum Mode: String, CaseIterable { case rdmsr, wrmsr, kernel }
+
+/// The policy Deflect runs under: 0x175 emulated in user space (the C
+/// reference denies the same MSR in its filter), everything else KVM's.
+let benchPolicy = MSRPolicy(rules: [MSRRule(0x175, .emulate(Emulation(initialValue: 0x0123_4567_89AB_CDEF)))])
+
+struct DeflectResult { var nanosecondsPerIteration: Double; var exits: UInt64; var allocations: UInt64? }
+
+/// The allocation counter of the preloaded malloc_count.so, if present.
+let mallocCalls: (@convention(c) () -> UInt64)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "deflect_malloc_calls") else { return nil }
+    // SAFETY: the shim defines `unsigned long long deflect_malloc_calls(void)`.
+    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt64).self)
+}()
+
+func runDeflect(_ image: [UInt8], mode: Mode, iterations: UInt32) throws -> DeflectResult {
+    let msr: UInt32 = mode == .kernel ? 0x174 : 0x175
+    var config = MachineConfiguration(image: patchedGuest(image, iterations: iterations, msr: msr, write: mode == .wrmsr),
+                                      mode: .real, memoryMiB: 2, timeoutSeconds: 600)
+    config.msr = .policy(benchPolicy)
+    let machine = try Machine(configuration: config, serialOutput: CaptureSink(), events: EventLog())
+    let before = mallocCalls?()
+    let report = machine.run()
+    let after = mallocCalls?()
+    guard case .guestExit(value: 0x4D, status: _) = report.outcome else {
+        throw BenchError(description: "guest did not finish: \(report.outcome.report)")
+    }
+    let allocations = before.flatMap { b in after.map { $0 &- b } }
+    return DeflectResult(nanosecondsPerIteration: report.wallSeconds * 1e9 / Double(iterations),
+                         exits: report.statistics.totalExits, allocations: allocations)
+}
+
+func runReference(_ binary: String, guest: String, mode: Mode, iterations: UInt32) throws -> Double {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = ["\(iterations)", mode.rawValue, guest]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0,
+          let field = output.split(separator: " ").first(where: { $0.hasPrefix("ns_per_iteration=") }),
+          let value = Double(field.dropFirst("ns_per_iteration=".count).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        throw BenchError(description: "reference \(binary) failed: \(output)")
+    }
+    return value
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
+}
+
+func main() throws {
+    var iterations: UInt32 = 20_000
+    var rounds = 5
+    var output = "BENCHMARKS.md"
+    var arguments = CommandLine.arguments.dropFirst()
+    while let flag = arguments.popFirst() {
+        guard let value = arguments.popFirst() else { throw BenchError(description: "\(flag) needs a value") }
+        switch flag {
+        case "--iterations": iterations = UInt32(value) ?? iterations
+        case "--rounds": rounds = max(1, Int(value) ?? rounds)
+        case "--output": output = value
+        default: throw BenchError(description: "unknown option \(flag)")
+        }
+    }
+    let guestPath = "Guests/build/real/msr_loop.bin"
+    let reference = "Benchmarks/reference/msr_loop"
+    guard let data = FileManager.default.contents(atPath: guestPath) else {
+        throw BenchError(description: "\(guestPath) missing: run `make bench` from the repository root")
+    }
+    let image = [UInt8](data)
+
+    var lines: [String] = []
+    var ratioRdmsr = 0.0
+    for mode in Mode.allCases {
+        var ours: [Double] = [], theirs: [Double] = []
+        var last = DeflectResult(nanosecondsPerIteration: 0, exits: 0, allocations: nil)
+        for _ in 0..<rounds {
+            // Alternate so that drift on the host hits both sides alike.
+            theirs.append(try runReference(reference, guest: guestPath, mode: mode, iterations: iterations))
+            last = try runDeflect(image, mode: mode, iterations: iterations)
+            ours.append(last.nanosecondsPerIteration)
+        }
+        let ratio = median(ours) / median(theirs)
+        if mode == .rdmsr { ratioRdmsr = ratio }
+        let perExit = last.allocations.map { String(format: "%.3f", Double($0) / Double(max(last.exits, 1))) } ?? "n/a (run without malloc_count.so)"
+        let line = String(format: "| %@ | %.0f | %.0f | **%.3f** | %llu | %@ |", mode.rawValue, median(ours), median(theirs), ratio, last.exits, perExit)
+        lines.append(line)
+        print(line)
+    }
+
+    let date = ISO8601DateFormatter().string(from: Date())
+    let host = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+    let section = """
+    ## MSR exit path (`make bench`, \(date))
+
+    Command: `make bench` (= `LD_PRELOAD=Benchmarks/reference/malloc_count.so .build/release/deflect-bench --iterations \(iterations) --rounds \(rounds)`).
+    Host kernel \(host). Guest: `Guests/real/msr_loop.S`, \(iterations) iterations, the same image for both sides.
+    Reference: `Benchmarks/reference/msr_loop.c`, a minimal C `KVM_RUN` loop with the same filter (0x175 denied).
+    Deflect: policy with 0x175 `emulate`d in user space (`kernel` line: RDMSR of 0x174, allowed by the filter, no exit).
+    Median of \(rounds) alternating rounds; ns per guest iteration; ratio = Deflect / C (target ≤ 1.05).
+    Allocations per exit: heap allocations of the whole Deflect process during the run divided by the exits (target 0).
+
+    | path | Deflect ns/iter | C ns/iter | ratio | exits (last run) | allocations per exit |
+    |---|---|---|---|---|---|
+    \(lines.joined(separator: "\n"))
+
+    """
+    try BenchmarkFile.replaceSection(in: output, heading: "## MSR exit path", with: section)
+    print(String(format: "rdmsr ratio %.3f; results written to %@", ratioRdmsr, output))
+}
+
+enum BenchmarkFile {
+    /// Replaces the section starting with `heading` (up to the next "## ") or appends it.
+    static func replaceSection(in path: String, heading: String, with section: String) throws {
+        var text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? "# Deflect benchmarks\n\nEach section says the command that produced it and when. Ratios are measured against a reference run in the same process run, on the same host.\n\n"
+        if let start = text.range(of: heading) {
+            let rest = text[start.upperBound...]
+            let end = rest.range(of: "\n## ")?.lowerBound ?? text.endIndex
+            text.replaceSubrange(start.lowerBound..<(end == text.endIndex ? end : text.index(after: end)), with: section)
+        } else {
+            text += section
+        }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+}
+
+do {
+    try main()
+} catch {
+    FileHandle.standardError.write(Data("deflect-bench: error: \(error)\n".utf8))
+    exit(1)
+}

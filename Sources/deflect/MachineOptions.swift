@@ -1,0 +1,104 @@
+// deflect: the options every command that starts a guest shares (run, trace),
+// and turning them into a MachineConfiguration with one-line errors.
+import ArgumentParser
+import Foundation
+import Loader
+import VMM
+
+extension BootMode: ExpressibleByArgument {}
+
+struct MachineOptions: ParsableArguments {
+    @Argument(help: "The guest image: an ELF64 executable or a flat binary (give --mode).")
+    var image: String
+
+    @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000) or elf. Default: elf when the file is ELF.")
+    var mode: BootMode?
+
+    @Option(help: "Guest RAM in MiB (\(MachineConfiguration.memoryRangeMiB.lowerBound)–\(MachineConfiguration.memoryRangeMiB.upperBound)).")
+    var memory: Int = 64
+
+    @Option(help: "Number of vCPUs, one host thread each.")
+    var vcpus: Int = 1
+
+    @Option(help: "Where the COM1 UART's output goes: stdio, or a file path.")
+    var serial: String = "stdio"
+
+    @Option(help: "Stop the guest after this many seconds (exit status 8).")
+    var timeout: Double?
+
+    @Option(help: .hidden)
+    var kvmDevice: String = "/dev/kvm"
+
+    func validate() throws {
+        guard MachineConfiguration.memoryRangeMiB.contains(memory) else {
+            throw ValidationError("--memory \(memory) is out of range \(MachineConfiguration.memoryRangeMiB.lowerBound)–\(MachineConfiguration.memoryRangeMiB.upperBound) MiB")
+        }
+        guard MachineConfiguration.vcpuRange.contains(vcpus) else {
+            throw ValidationError("--vcpus \(vcpus) is out of range \(MachineConfiguration.vcpuRange.lowerBound)–\(MachineConfiguration.vcpuRange.upperBound)")
+        }
+        if let timeout, !(timeout > 0 && timeout <= 86_400) {
+            throw ValidationError("--timeout must be more than 0 and at most 86400 seconds")
+        }
+        guard !serial.isEmpty else { throw ValidationError("--serial needs stdio or a file path") }
+    }
+
+    /// Reads the image and builds the configuration; every failure is a one-line error.
+    func configuration(msr: MSRSetup) throws -> MachineConfiguration {
+        guard let bytes = FileManager.default.contents(atPath: image) else {
+            let reason = FileManager.default.fileExists(atPath: image) ? "cannot be read" : "does not exist"
+            throw fail("image \(image) \(reason)", status: ExitStatus.badInput)
+        }
+        let imageBytes = [UInt8](bytes)
+        guard !imageBytes.isEmpty else { throw fail("image \(image) is empty", status: ExitStatus.badInput) }
+        guard let bootMode = mode ?? ImageLoader.detectMode(imageBytes) else {
+            throw fail("image \(image) is not an ELF file; give --mode real or --mode long for a flat binary", status: ExitStatus.badInput)
+        }
+        var configuration = MachineConfiguration(image: imageBytes, mode: bootMode, memoryMiB: memory,
+                                                 vcpuCount: vcpus, timeoutSeconds: timeout, kvmDevicePath: kvmDevice)
+        configuration.msr = msr
+        return configuration
+    }
+
+    /// The serial sink the options ask for.
+    func serialSink() throws -> FileDescriptorSink {
+        do {
+            return serial == "stdio" ? FileDescriptorSink.standardOutput() : try FileDescriptorSink.file(serial)
+        } catch {
+            throw fail("\(error)", status: ExitStatus.badInput)
+        }
+    }
+
+    /// Builds the machine, mapping each failure to its exit status.
+    func buildMachine(_ configuration: MachineConfiguration, events: EventLog) throws -> Machine {
+        let sink = try serialSink()
+        do {
+            return try Machine(configuration: configuration, serialOutput: sink, events: events)
+        } catch {
+            throw fail("\(error)", status: error.exitStatus)
+        }
+    }
+}
+
+extension MachineError {
+    /// The process status for a machine that could not be built.
+    var exitStatus: Int32 {
+        switch self {
+        case .configuration: return ExitStatus.usage
+        case .image, .policy: return ExitStatus.badInput
+        case .kvmUnavailable: return ExitStatus.kvmUnavailable
+        case .kvm, .host: return ExitStatus.hostError
+        }
+    }
+}
+
+/// Prints how the run ended (and its warnings) the same way for every command.
+func reportRun(_ report: RunReport, machine: Machine, quiet: Bool) {
+    if !quiet || !report.outcome.isGuestRequested {
+        StandardStreams.writeError(report.outcome.report.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { "deflect: \($0)" }.joined(separator: "\n") + "\n")
+    }
+    if !report.stuckVCPUs.isEmpty {
+        StandardStreams.writeError("deflect: vCPUs \(report.stuckVCPUs) did not leave KVM_RUN after being kicked\n")
+    }
+    if let summary = machine.events.summary() { StandardStreams.writeError("deflect: \(summary)\n") }
+}

@@ -1,0 +1,57 @@
+// deflect trace: run a guest with every filterable MSR exiting to user space,
+// serve each access the way KVM would, and report every MSR it touched.
+import ArgumentParser
+import Foundation
+import MSRPolicy
+import VMM
+
+struct TraceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Run a guest and report every MSR it touches.",
+        discussion: """
+        Every MSR outside the x2APIC range (which KVM never filters) exits to Deflect, which serves it \
+        through KVM_GET_MSRS / KVM_SET_MSRS on the vCPU and raises #GP where KVM refuses. The table goes to \
+        stderr; --json writes the same as JSON; --write-policy writes a policy that reproduces what the \
+        guest saw (reads answered with the last value seen, refused MSRs denied).
+        """
+    )
+
+    @OptionGroup var machine: MachineOptions
+
+    @Option(help: "Write the trace as JSON to this file.")
+    var json: String?
+
+    @Option(help: "Write a policy (TOML) reproducing what the guest saw to this file.")
+    var writePolicy: String?
+
+    @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
+    var quiet = false
+
+    func run() throws {
+        let configuration = try machine.configuration(msr: .trace)
+        let vm = try machine.buildMachine(configuration, events: EventLog())
+        let signals = SignalForwarder(machine: vm, policyPath: nil)
+        let report = vm.run()
+        signals.cancel()
+
+        reportRun(report, machine: vm, quiet: quiet)
+        let trace = report.msrStatistics
+        StandardStreams.writeError(trace.table(name: MSRCatalogue.name) + "\n")
+        if let json {
+            try write(trace.json(name: MSRCatalogue.name), to: json)
+        }
+        if let writePolicy {
+            try write(PolicyWriter.toml(TracePolicy.reproducing(trace)), to: writePolicy)
+        }
+        throw ExitCode(report.outcome.exitStatus)
+    }
+
+    private func write(_ text: String, to path: String) throws {
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw fail("cannot write \(path): \(error.localizedDescription)", status: ExitStatus.badInput)
+        }
+    }
+}
