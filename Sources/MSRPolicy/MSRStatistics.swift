@@ -127,12 +127,24 @@ public struct MSRStatistics: Sendable, Equatable {
     // MARK: - Rendering
 
     /// An aligned text table: MSR, name, reads, writes, first, last, outcome;
-    /// a final "other" row when MSRs went untracked.
-    public func table(name: (UInt32) -> String?) -> String {
+    /// a final "other" row when MSRs went untracked. With `limit`, only the
+    /// `limit` most-accessed MSRs are listed (in index order) and one line
+    /// says how many were left out.
+    public func table(name: (UInt32) -> String?, limit: Int? = nil) -> String {
         let header = ["MSR", "NAME", "READS", "WRITES", "FIRST", "LAST", "OUTCOME"]
-        var rows: [[String]] = entries.map { e in
+        var shown = entries
+        var omitted = 0
+        if let limit, shown.count > limit {
+            omitted = shown.count - limit
+            shown = Array(shown.sorted { ($0.reads + $0.writes, $1.index) > ($1.reads + $1.writes, $0.index) }
+                .prefix(max(0, limit))).sorted { $0.index < $1.index }
+        }
+        var rows: [[String]] = shown.map { e in
             [hex(e.index), name(e.index) ?? "-", String(e.reads), String(e.writes),
              hex(e.firstValue), hex(e.lastValue), e.outcomeSummary]
+        }
+        if omitted > 0 {
+            rows.append(["…", "\(omitted) less-accessed MSRs not shown", "", "", "", "", ""])
         }
         if !other.isEmpty {
             var summary = Entry(index: 0)

@@ -1,6 +1,7 @@
 // VMM: the event stream: things a guest did that the user should hear about
 // (an access nobody owns, an exit Deflect does not handle), rate-limited so a
 // guest cannot flood the host.
+import Dispatch
 import Synchronization
 
 /// Something worth a line in the event stream.
@@ -140,6 +141,10 @@ public final class EventLog: Sendable {
         public var burst: Int = 10
         public var sampleEvery: Int = 1000
         public var maxKeys: Int = 4096
+        /// Across all places: at most `globalBurst` lines at once, refilled at
+        /// `globalPerSecond`, so a guest touching ever new places is throttled too.
+        public var globalBurst: Double = 200
+        public var globalPerSecond: Double = 50
         public init() {}
     }
 
@@ -148,15 +153,18 @@ public final class EventLog: Sendable {
         var overflowCount = 0
         var suppressed = 0
         var total = 0
+        var tokens: Double
+        var lastRefill: UInt64
     }
 
     private let sink: any EventSink
     private let limits: Limits
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     public init(sink: any EventSink = StandardErrorEventSink(), limits: Limits = Limits()) {
         self.sink = sink
         self.limits = limits
+        state = Mutex(State(tokens: limits.globalBurst, lastRefill: DispatchTime.now().uptimeNanoseconds))
     }
 
     public func record(_ event: MachineEvent) {
@@ -174,7 +182,13 @@ public final class EventLog: Sendable {
                 s.overflowCount += 1
                 n = s.overflowCount
             }
-            let pass = n <= limits.burst || n % limits.sampleEvery == 0
+            var pass = n <= limits.burst || n % limits.sampleEvery == 0
+            if pass {
+                let now = DispatchTime.now().uptimeNanoseconds
+                s.tokens = min(limits.globalBurst, s.tokens + Double(now &- s.lastRefill) / 1e9 * limits.globalPerSecond)
+                s.lastRefill = now
+                if s.tokens >= 1 { s.tokens -= 1 } else { pass = false }
+            }
             if !pass { s.suppressed += 1 }
             return pass ? n : nil
         }

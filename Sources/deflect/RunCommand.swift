@@ -46,7 +46,7 @@ struct RunCommand: ParsableCommand {
         if stats {
             StandardStreams.writeError(report.statistics.table() + "\n")
             if !report.msrStatistics.entries.isEmpty {
-                StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name) + "\n")
+                StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name, limit: 40) + "\n")
             }
             StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
         }

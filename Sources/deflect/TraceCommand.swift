@@ -42,7 +42,10 @@ struct TraceCommand: ParsableCommand {
             try write(trace.json(name: MSRCatalogue.name), to: json)
         }
         if let writePolicy {
-            try write(PolicyWriter.toml(TracePolicy.reproducing(trace)), to: writePolicy)
+            // MSRs KVM saves and restores stay KVM's: emulating EFER or the
+            // TSC in user space would change what the guest runs on.
+            let kernelHandled = Set((try? vm.system.msrIndexList()) ?? [])
+            try write(PolicyWriter.toml(TracePolicy.reproducing(trace, kernelHandled: kernelHandled)), to: writePolicy)
         }
         throw ExitCode(report.outcome.exitStatus)
     }

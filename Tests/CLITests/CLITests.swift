@@ -174,3 +174,74 @@ struct CLIRunTests {
         #expect(probeLine.contains("yes:") || probeLine.contains("no:"))
     }
 }
+
+@Suite("deflect policy and trace")
+struct CLIPolicyTests {
+    @Test func policyCheckShowsTheCompiledFilter() throws {
+        let path = GuestImages.repositoryRoot.appendingPathComponent("examples/policies/production-strict.toml").path
+        let r = try deflect(["policy", "check", path])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("valid:"))
+        #expect(r.stdout.contains("KVM_X86_SET_MSR_FILTER: default deny"))
+    }
+
+    @Test func malformedPolicyGetsLocatedErrors() throws {
+        let path = try temporaryFile(Array("[default]\naction = \"maybe\"\n\n[[rule]]\nmsr = \"MSR_PLATFORM_INFOO\"\naction = \"emulate\"\n".utf8))
+        let r = try deflect(["policy", "check", path])
+        #expect(r.status == ExitStatus.badInput)
+        #expect(r.stderr.contains("\(path):2:10: error: unknown default action \"maybe\""))
+        #expect(r.stderr.contains("\(path):5:7: error: unknown MSR name"))
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test func runRefusesAMalformedPolicyBeforeStarting() throws {
+        let policy = try temporaryFile(Array("[[rule]]\nrange = [0x20, 0x10]\naction = \"deny\"\n".utf8))
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--policy", policy])
+        #expect(r.status == ExitStatus.badInput)
+        #expect(r.stderr.contains(":2:"))
+        let missing = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--policy", "/nonexistent/policy.toml"])
+        #expect(missing.status == ExitStatus.badInput)
+        expectOneLineError(missing, "does not exist")
+    }
+
+    @Test func profilesAreListedWithSources() throws {
+        let r = try deflect(["policy", "profiles"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("intel-skylake-server"))
+        #expect(r.stdout.contains("SDM"))
+    }
+}
+
+@Suite("deflect: MSR policies under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct CLIMSRRunTests {
+    @Test func runWithPolicyWritesJSONEventsAndMSRStats() throws {
+        let policy = GuestImages.repositoryRoot.appendingPathComponent("examples/policies/production-strict.toml").path
+        let events = NSTemporaryDirectory() + "deflect-events-\(UUID().uuidString).jsonl"
+        let r = try deflect(["run", try GuestImages.path("long/msr_probe.bin"), "--mode", "long", "--policy", policy,
+                             "--events", events, "--stats", "--timeout", "30"])
+        #expect(r.status % 2 == 1)
+        #expect(r.stderr.contains("MSR_PLATFORM_INFO") || r.stderr.contains("0x2474"))
+        let lines = try String(contentsOfFile: events, encoding: .utf8).split(separator: "\n")
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["event"] != nil)
+        }
+        #expect(lines.contains { $0.contains(#""msr":"0x2474""#) && $0.contains(#""gp":true"#) })
+    }
+
+    @Test func traceWritesJSONAndAReproducingPolicy() throws {
+        let json = NSTemporaryDirectory() + "deflect-trace-\(UUID().uuidString).json"
+        let policy = NSTemporaryDirectory() + "deflect-trace-\(UUID().uuidString).toml"
+        let r = try deflect(["trace", try GuestImages.path("long/msr_probe.bin"), "--mode", "long", "--timeout", "30",
+                             "--json", json, "--write-policy", policy])
+        #expect(r.status % 2 == 1)
+        #expect(r.stderr.contains("MSR_EFER"))
+        let document = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        #expect((document?["msrs"] as? [Any])?.isEmpty == false)
+        let check = try deflect(["policy", "check", policy])
+        #expect(check.status == 0, "\(check.stderr)")
+        let written = try String(contentsOfFile: policy, encoding: .utf8)
+        #expect(!written.contains("msr = \"MSR_EFER\"\naction = \"emulate\""))
+    }
+}

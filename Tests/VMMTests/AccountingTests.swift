@@ -111,3 +111,17 @@ struct CPUIDSetupTests {
         #expect(mine[3] == supported[3])
     }
 }
+
+@Suite("Event log, global limit")
+struct EventLogGlobalLimitTests {
+    @Test func aStormOfNewPlacesIsThrottledAsAWhole() {
+        let sink = CollectingEventSink()
+        var limits = EventLog.Limits()
+        limits.globalBurst = 50
+        limits.globalPerSecond = 0.001
+        let log = EventLog(sink: sink, limits: limits)
+        for port in 0..<1000 as Range<UInt16> { log.record(.unownedPortRead(vcpu: 0, port: port, size: 1)) }
+        #expect(sink.collected.count == 50)
+        #expect(log.counts.suppressed == 950)
+    }
+}
