@@ -10,6 +10,7 @@
  *
  * Machine: 2 MiB of RAM at guest-physical 0, one vCPU in real mode (CS:IP =
  * 0:0x7c00, flat 64 KiB segments at base 0, SP 0x7000), the image at 0x7c00.
+ * The vCPU gets KVM's supported CPUID (KVM_SET_CPUID2), as Deflect's do.
  * KVM_CAP_X86_USER_SPACE_MSR is enabled with KVM_MSR_EXIT_REASON_FILTER only,
  * and one MSR filter is installed in every mode: default allow, one range
  * denying reads and writes of MSR_IA32_SYSENTER_ESP (0x175). 0x175 is an MSR
@@ -176,6 +177,21 @@ int main(int argc, char **argv)
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
     if (vcpu < 0)
         die("KVM_CREATE_VCPU");
+    /* The vCPU presents KVM's supported CPUID, as Deflect's vCPUs do: the
+     * features it enables change what KVM does on every entry and exit, so
+     * both sides of the comparison must have the same. */
+    {
+        int nent = 256;
+        struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + nent * sizeof(struct kvm_cpuid_entry2));
+        if (!cpuid)
+            die("calloc");
+        cpuid->nent = nent;
+        if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
+            die("KVM_GET_SUPPORTED_CPUID");
+        if (ioctl(vcpu, KVM_SET_CPUID2, cpuid) < 0)
+            die("KVM_SET_CPUID2");
+        free(cpuid);
+    }
     int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (run_size < (int)sizeof(struct kvm_run))
         die("KVM_GET_VCPU_MMAP_SIZE");

@@ -11,6 +11,9 @@ final class RunController: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Mirrors `state.outcome != nil` for the vCPU loops' per-exit check
+    /// without taking the lock.
+    private let finished = Atomic<Bool>(false)
     private let decided = DispatchSemaphore(value: 0)
     private let threadEnded = DispatchSemaphore(value: 0)
     private let kickers: [VCPUKicker]
@@ -27,11 +30,12 @@ final class RunController: Sendable {
             return true
         }
         guard first else { return }
+        finished.store(true, ordering: .releasing)
         for kicker in kickers { kicker.kick() }
         decided.signal()
     }
 
-    var isFinished: Bool { state.withLock { $0.outcome != nil } }
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
     var outcome: RunOutcome? { state.withLock { $0.outcome } }
 
     /// Replaces the outcome after the run (to attach register dumps).

@@ -48,9 +48,10 @@ final class VCPURunner: @unchecked Sendable {
             ended.store(true, ordering: .releasing)
             controller.threadDidEnd()
         }
-        let clock = ContinuousClock()
+        // The time the previous exit's handling ended is the next entry's
+        // start: two clock reads per exit, not three.
+        var entered = DispatchTime.now().uptimeNanoseconds
         while !controller.isFinished {
-            let entered = clock.now
             let exit: VCPUExit
             do {
                 exit = try vcpu.run()
@@ -58,19 +59,13 @@ final class VCPURunner: @unchecked Sendable {
                 controller.finish(.hostError("vCPU \(index): \(error)"))
                 return
             }
-            let returned = clock.now
+            let returned = DispatchTime.now().uptimeNanoseconds
             let keepRunning = handle(exit)
-            let handled = clock.now
-            stats.record(exit.kind, runNanoseconds: nanoseconds(returned - entered),
-                         handlingNanoseconds: nanoseconds(handled - returned))
+            let handled = DispatchTime.now().uptimeNanoseconds
+            stats.record(exit.kind, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned)
+            entered = handled
             if !keepRunning { return }
         }
-    }
-
-    private func nanoseconds(_ d: Duration) -> UInt64 {
-        let (seconds, attoseconds) = d.components
-        guard seconds >= 0 else { return 0 }
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
     }
 
     /// Handles one exit; false when this vCPU's loop should end.
