@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "deflect", targets: ["deflect"]),
         .executable(name: "deflect-bench", targets: ["deflect-bench"]),
+        .executable(name: "hypercall-bench", targets: ["hypercall-bench"]),
     ],
     dependencies: [
         // Command-line parsing with subcommands, validation and help text.
@@ -32,13 +33,16 @@ let package = Package(
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
         .target(name: "MSRPolicy", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
+        // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
+        // map, migration-control negotiation.
+        .target(name: "Hypercalls", swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy", "Hypercalls"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "MSRPolicy",
+                "VMM", "KVM", "MSRPolicy", "Hypercalls",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -46,13 +50,17 @@ let package = Package(
         // The exit-path benchmark (`make bench`), not part of the product.
         .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
+        // The page-map benchmark (`make bench`), not part of the product.
+        .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls"],
+                          path: "Sources/HypercallBench", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader"], swiftSettings: strict),
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy"], swiftSettings: strict),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "MSRPolicy", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

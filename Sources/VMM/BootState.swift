@@ -33,7 +33,10 @@ enum BootState {
     /// KVM's supported CPUID, with the APIC ids of vCPU `id` filled in
     /// (leaf 1 EBX[31:24], leaves 0xB/0x1F EDX) and the topology count in
     /// leaf 1 EBX[23:16].
-    static func cpuid(from supported: [CPUIDEntry], vcpu id: UInt32, count: Int) -> [CPUIDEntry] {
+    /// `kvmFeatures`: the bits of CPUID 0x40000001 EAX among `managedKVMFeatures`
+    /// that the VM really handles; the others of those are cleared.
+    static func cpuid(from supported: [CPUIDEntry], vcpu id: UInt32, count: Int,
+                      kvmFeatures: UInt32 = 0, managedKVMFeatures: UInt32 = 0) -> [CPUIDEntry] {
         supported.map { entry in
             var e = entry
             switch e.function {
@@ -42,6 +45,8 @@ enum BootState {
                 if count > 1 { e.edx |= 1 << 28 } // HTT: logical processor count is valid
             case 0xB, 0x1F:
                 e.edx = id
+            case 0x4000_0001:
+                e.eax = (e.eax & ~managedKVMFeatures) | (kvmFeatures & managedKVMFeatures)
             default:
                 break
             }

@@ -58,3 +58,26 @@ enum JSONText {
         return out + "\""
     }
 }
+
+/// One hypercall the guest made: number, arguments and the result it got.
+public struct HypercallEvent: Sendable, Equatable, CustomStringConvertible {
+    public var vcpu: Int
+    public var number: UInt64
+    public var arguments: [UInt64]
+    public var returnValue: UInt64
+    /// Why the call was refused, if it was.
+    public var error: String?
+
+    public var description: String {
+        let args = arguments.prefix(4).map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+        let ret = Int64(bitPattern: returnValue)
+        return "vcpu=\(vcpu) hypercall nr=\(number) args=[\(args)] ret=\(ret)\(error.map { " (\($0))" } ?? "")"
+    }
+
+    public var json: String {
+        let args = arguments.map { "\"0x" + String($0, radix: 16) + "\"" }.joined(separator: ",")
+        var s = #"{"event":"hypercall","vcpu":\#(vcpu),"nr":\#(number),"args":[\#(args)],"ret":\#(Int64(bitPattern: returnValue))"#
+        if let error { s += #","error":\#(JSONText.quote(error))"# }
+        return s + "}"
+    }
+}

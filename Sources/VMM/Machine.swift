@@ -4,6 +4,7 @@
 import Devices
 import Dispatch
 import Foundation
+import Hypercalls
 import KVM
 import Loader
 import MSRPolicy
@@ -39,6 +40,10 @@ public final class Machine: @unchecked Sendable {
     public let boot: BootImage
     /// The policy engine, when the machine runs with an MSR policy.
     public let msrRuntime: MSRRuntime?
+    /// The KVM_HC_MAP_GPA_RANGE handler and its page map, when enabled.
+    public let hypercallHandler: HypercallHandler?
+    /// The migration-control negotiation, when offered.
+    public let migrationGate: MigrationGate?
     private let msrService: MSRService
     private let registerSync: Bool
     private let controller: RunController
@@ -74,6 +79,7 @@ public final class Machine: @unchecked Sendable {
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
             memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: configuration.memoryBytes)
+            (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
             (msrService, msrRuntime) = try Self.setUpMSRs(configuration, system: system, vm: vm)
             for segment in boot.segments {
                 do {
@@ -88,7 +94,9 @@ public final class Machine: @unchecked Sendable {
             for i in 0..<configuration.vcpuCount {
                 let vcpu = try vm.createVCPU(id: UInt32(i))
                 if registerSync { vcpu.enableRegisterSync() }
-                try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount))
+                try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount,
+                                                  kvmFeatures: configuration.hypercalls.advertisedFeatures,
+                                                  managedKVMFeatures: HypercallSetup.mapGPARangeFeature | HypercallSetup.migrationControlFeature))
                 try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
                 created.append(vcpu)
             }
@@ -103,12 +111,53 @@ public final class Machine: @unchecked Sendable {
         controller = RunController(kickers: vcpus.map(\.kicker))
     }
 
+    /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
+    /// page map and the migration gate the configuration asks for.
+    private static func setUpHypercalls(_ configuration: MachineConfiguration, system: KVMSystem,
+                                        vm: VirtualMachine) throws -> (HypercallHandler?, MigrationGate?) {
+        let setup = configuration.hypercalls
+        var handler: HypercallHandler?
+        if setup.mapGPARange {
+            let mask = UInt64(max(0, try system.check(.exitHypercall)))
+            guard mask & (1 << HypercallNumber.mapGPARange) != 0 else {
+                throw MachineError.host("this host's KVM cannot send KVM_HC_MAP_GPA_RANGE to user space (KVM_CAP_EXIT_HYPERCALL mask 0x\(String(mask, radix: 16)))")
+            }
+            try vm.enable(.exitHypercall, arguments: [1 << HypercallNumber.mapGPARange])
+            handler = HypercallHandler(memorySize: configuration.memoryBytes)
+        }
+        return (handler, setup.migrationControl ? MigrationGate(offered: true) : nil)
+    }
+
+    /// The MSR setup with MSR_KVM_MIGRATION_CONTROL routed to user space when
+    /// the VM offers migration control (the vCPU loop answers it before the policy).
+    static func effectiveMSRSetup(_ configuration: MachineConfiguration) throws -> MSRSetup {
+        guard configuration.hypercalls.migrationControl else { return configuration.msr }
+        let index = MigrationControl.msrIndex
+        let route = MSRRule(index, .deny, origin: "migration control (handled by the VMM)")
+        switch configuration.msr {
+        case .kernelOnly:
+            return .policy(MSRPolicy(rules: [route]))
+        case let .policy(policy):
+            if let clash = policy.rule(for: index) {
+                throw MachineError.policy("the policy has a rule for MSR_KVM_MIGRATION_CONTROL (0x\(String(index, radix: 16)))\(clash.location.map { " at \($0)" } ?? ""), which migration control owns; remove it")
+            }
+            var rules = policy.rules
+            rules.append(route)
+            var combined = MSRPolicy(rules: rules, defaultAction: policy.defaultAction, defaultScope: policy.defaultScope,
+                                     logDefault: policy.logDefault, profile: policy.profile)
+            combined.profile = policy.profile
+            return .policy(combined)
+        case .trace:
+            return .trace
+        }
+    }
+
     /// Turns on user-space MSR exits and installs the filter the policy compiles to.
     private static func setUpMSRs(_ configuration: MachineConfiguration, system: KVMSystem,
                                   vm: VirtualMachine) throws -> (MSRService, MSRRuntime?) {
         let filter: CompiledFilter
         var runtime: MSRRuntime?
-        switch configuration.msr {
+        switch try effectiveMSRSetup(configuration) {
         case .kernelOnly:
             return (.none, nil)
         case let .policy(policy):
@@ -144,8 +193,15 @@ public final class Machine: @unchecked Sendable {
         guard let msrRuntime else { throw .configuration("this machine was not started with an MSR policy") }
         let filter: CompiledFilter
         do {
-            filter = try FilterCompiler.compile(policy)
-            try msrRuntime.replacePolicy(policy)
+            var wanted = configuration
+            wanted.msr = .policy(policy)
+            guard case let .policy(effective) = try Self.effectiveMSRSetup(wanted) else {
+                throw MachineError.policy("internal: a policy setup turned into another kind")
+            }
+            filter = try FilterCompiler.compile(effective)
+            try msrRuntime.replacePolicy(effective)
+        } catch let error as MachineError {
+            throw error
         } catch {
             throw .policy("\(error)")
         }
@@ -172,7 +228,8 @@ public final class Machine: @unchecked Sendable {
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
-                       msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler)
+                       msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler,
+                       hypercalls: hypercallHandler, migrationGate: migrationGate)
         }
         for runner in runners {
             let thread = Thread { runner.loop() }

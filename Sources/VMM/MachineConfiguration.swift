@@ -20,6 +20,8 @@ public struct MachineConfiguration: Sendable {
     public var kvmDevicePath: String
     /// How MSR accesses are decided.
     public var msr: MSRSetup = .kernelOnly
+    /// Which paravirtual hypercall features the VM offers and handles.
+    public var hypercalls: HypercallSetup = .none
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {

@@ -18,6 +18,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case unexpectedExit(vcpu: Int, description: String)
     /// An MSR access the policy says to report: default action, denied, or a rule marked `log`.
     case msrAccess(MSRAccessEvent)
+    /// A hypercall handled in user space (KVM_HC_MAP_GPA_RANGE).
+    case hypercall(HypercallEvent)
 
     /// The rate-limiting key: the same kind of event at the same place.
     var key: EventKey {
@@ -32,6 +34,9 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .msrAccess(e):
             // Rate-limited per (MSR, RIP): a storm from one place is one line.
             return EventKey(kind: e.isWrite ? 9 : 8, location: UInt64(e.index) << 32 ^ e.rip)
+        case let .hypercall(e):
+            // Per hypercall number and first argument (the GPA for MAP_GPA_RANGE).
+            return EventKey(kind: 10, location: e.number << 48 ^ (e.arguments.first ?? 0))
         }
     }
 
@@ -53,6 +58,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .unexpectedExit(vcpu, description):
             return "vcpu=\(vcpu) unexpected exit: \(description)"
         case let .msrAccess(e):
+            return e.description
+        case let .hypercall(e):
             return e.description
         }
     }
@@ -76,6 +83,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .unexpectedExit(vcpu, description):
             return #"{"event":"unexpected-exit","vcpu":\#(vcpu),"exit":\#(JSONText.quote(description))}"#
         case let .msrAccess(e):
+            return e.json
+        case let .hypercall(e):
             return e.json
         }
     }

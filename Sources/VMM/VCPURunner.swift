@@ -2,6 +2,7 @@
 // one switch so a reader finds every exit's handler in one place.
 import Devices
 import Dispatch
+import Hypercalls
 import KVM
 import MSRPolicy
 import Synchronization
@@ -15,6 +16,10 @@ final class VCPURunner: @unchecked Sendable {
     let events: EventLog
     private let controller: RunController
     let msrService: MSRService
+    /// KVM_HC_MAP_GPA_RANGE and friends, when the machine handles hypercalls.
+    let hypercalls: HypercallHandler?
+    /// MSR_KVM_MIGRATION_CONTROL, when the machine offers migration control.
+    let migrationGate: MigrationGate?
     /// Called when the guest writes the sync port (tests, embedders).
     let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
     /// KVM copies the registers into the run page on each exit (RIP for free).
@@ -27,7 +32,8 @@ final class VCPURunner: @unchecked Sendable {
     static let kvmENOSYS = UInt64(bitPattern: -1000)
 
     init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
-         msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?) {
+         msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,
+         hypercalls: HypercallHandler?, migrationGate: MigrationGate?) {
         self.index = index
         self.vcpu = vcpu
         self.devices = devices
@@ -36,6 +42,8 @@ final class VCPURunner: @unchecked Sendable {
         self.msrService = msrService
         self.registerSync = registerSync
         self.phaseHandler = phaseHandler
+        self.hypercalls = hypercalls
+        self.migrationGate = migrationGate
     }
 
     var hasEnded: Bool { ended.load(ordering: .acquiring) }
@@ -82,14 +90,13 @@ final class VCPURunner: @unchecked Sendable {
             }
             return true
         case let .readMSR(msr):
-            handleMSR(msr, written: nil)
+            if !handleMigrationControl(msr, written: nil) { handleMSR(msr, written: nil) }
             return true
         case let .writeMSR(msr):
-            handleMSR(msr, written: msr.data)
+            if !handleMigrationControl(msr, written: msr.data) { handleMSR(msr, written: msr.data) }
             return true
         case let .hypercall(call):
-            events.record(.unhandledHypercall(vcpu: index, number: call.number))
-            vcpu.completeHypercall(returnValue: Self.kvmENOSYS)
+            handleHypercall(call)
             return true
         case .halt:
             // No in-kernel APIC: nothing can wake this vCPU again.

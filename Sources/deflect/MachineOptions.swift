@@ -26,6 +26,12 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Stop the guest after this many seconds (exit status 8).")
     var timeout: Double?
 
+    @Flag(help: "Send KVM_HC_MAP_GPA_RANGE hypercalls to Deflect, keep the guest's shared/private page map, and advertise KVM_FEATURE_HC_MAP_GPA_RANGE.")
+    var mapGPARange = false
+
+    @Flag(help: "Offer KVM_FEATURE_MIGRATION_CONTROL and handle MSR_KVM_MIGRATION_CONTROL (0x4b564d08) in Deflect.")
+    var migrationControl = false
+
     @Option(help: .hidden)
     var kvmDevice: String = "/dev/kvm"
 
@@ -56,6 +62,7 @@ struct MachineOptions: ParsableArguments {
         var configuration = MachineConfiguration(image: imageBytes, mode: bootMode, memoryMiB: memory,
                                                  vcpuCount: vcpus, timeoutSeconds: timeout, kvmDevicePath: kvmDevice)
         configuration.msr = msr
+        configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         return configuration
     }
 

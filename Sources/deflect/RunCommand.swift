@@ -2,6 +2,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Hypercalls
 import MSRPolicy
 import VMM
 
@@ -28,6 +29,18 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Print per-exit-kind and per-MSR counts and times when the run ends.")
     var stats = false
 
+    @Flag(help: "With --map-gpa-range: print the guest's shared regions as a table when the run ends.")
+    var sharedRegions = false
+
+    @Option(help: "With --map-gpa-range: write the guest's page map (shared regions) as JSON to this file.")
+    var sharedRegionsJSON: String?
+
+    func validate() throws {
+        if (sharedRegions || sharedRegionsJSON != nil) && !machine.mapGPARange {
+            throw ValidationError("--shared-regions and --shared-regions-json need --map-gpa-range")
+        }
+    }
+
     @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
     var quiet = false
 
@@ -48,7 +61,26 @@ struct RunCommand: ParsableCommand {
             if !report.msrStatistics.entries.isEmpty {
                 StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name, limit: 40) + "\n")
             }
+            if let hypercalls = vm.hypercallHandler {
+                let counts = hypercalls.callCounts.sorted { $0.key < $1.key }
+                    .map { "  nr \($0.key)\($0.key == HypercallNumber.mapGPARange ? " (KVM_HC_MAP_GPA_RANGE)" : ""): \($0.value)" }
+                StandardStreams.writeError((["hypercalls:"] + (counts.isEmpty ? ["  none"] : counts)).joined(separator: "\n") + "\n")
+            }
+            if let gate = vm.migrationGate {
+                StandardStreams.writeError("migration control: \(gate.state.rawValue) (migration \(gate.migrationAllowed ? "allowed" : "refused"))\n")
+            }
             StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
+        }
+        if let hypercalls = vm.hypercallHandler {
+            let map = hypercalls.snapshot()
+            if sharedRegions { StandardStreams.writeError(SharedRegionsReport.table(map) + "\n") }
+            if let sharedRegionsJSON {
+                do {
+                    try Data(SharedRegionsReport.json(map).utf8).write(to: URL(fileURLWithPath: sharedRegionsJSON))
+                } catch {
+                    throw fail("cannot write \(sharedRegionsJSON): \(error.localizedDescription)", status: ExitStatus.badInput)
+                }
+            }
         }
         throw ExitCode(report.outcome.exitStatus)
     }
