@@ -20,6 +20,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let xsave = Capability(rawValue: 55)           // KVM_CAP_XSAVE
     public static let xcrs = Capability(rawValue: 56)            // KVM_CAP_XCRS
     public static let maxVCPUs = Capability(rawValue: 66)        // KVM_CAP_MAX_VCPUS
+    public static let readonlyMemory = Capability(rawValue: 81)  // KVM_CAP_READONLY_MEM
     public static let oneReg = Capability(rawValue: 70)          // KVM_CAP_ONE_REG
     public static let syncRegisters = Capability(rawValue: 74)   // KVM_CAP_SYNC_REGS
     public static let immediateExit = Capability(rawValue: 136)  // KVM_CAP_IMMEDIATE_EXIT
@@ -31,7 +32,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
         .userMemory, .setTSSAddress, .setIdentityMapAddress, .extCPUID, .nrVCPUs, .maxVCPUs,
-        .nrMemorySlots, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg, .syncRegisters,
+        .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg, .syncRegisters,
         .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall,
     ]
 
@@ -51,6 +52,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 55: return "KVM_CAP_XSAVE"
         case 56: return "KVM_CAP_XCRS"
         case 66: return "KVM_CAP_MAX_VCPUS"
+        case 81: return "KVM_CAP_READONLY_MEM"
         case 70: return "KVM_CAP_ONE_REG"
         case 74: return "KVM_CAP_SYNC_REGS"
         case 136: return "KVM_CAP_IMMEDIATE_EXIT"

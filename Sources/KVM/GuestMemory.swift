@@ -18,6 +18,11 @@ public struct GuestMemoryError: Error, Equatable, CustomStringConvertible {
     public let length: Int
     public let regionStart: GuestPhysicalAddress
     public let regionSize: UInt64
+
+    public init(address: GuestPhysicalAddress, length: Int, regionStart: GuestPhysicalAddress, regionSize: UInt64) {
+        self.address = address; self.length = length; self.regionStart = regionStart; self.regionSize = regionSize
+    }
+
     public var description: String {
         "guest access at \(address) of \(length) bytes is outside RAM [\(regionStart), +0x\(String(regionSize, radix: 16)))"
     }

@@ -37,8 +37,11 @@ public final class VirtualMachine: Sendable {
     }
 
     /// Maps `size` bytes of anonymous memory and registers them as slot `slot`
-    /// at `start` (KVM_SET_USER_MEMORY_REGION).
-    public func addMemory(slot: UInt32, at start: GuestPhysicalAddress, size: UInt64) throws(KVMError) -> GuestMemory {
+    /// at `start` (KVM_SET_USER_MEMORY_REGION). A `readOnly` slot
+    /// (KVM_MEM_READONLY) turns guest writes into MMIO exits; the host side
+    /// stays writable so the VMM can fill it.
+    public func addMemory(slot: UInt32, at start: GuestPhysicalAddress, size: UInt64,
+                          readOnly: Bool = false) throws(KVMError) -> GuestMemory {
         let request = "KVM_SET_USER_MEMORY_REGION"
         guard size > 0, size % 4096 == 0, start.rawValue % 4096 == 0, size <= UInt64(Int.max) else {
             throw .invalidArgument(request: request, reason: "region must be non-empty and 4 KiB aligned")
@@ -47,7 +50,7 @@ public final class VirtualMachine: Sendable {
         let memory = GuestMemory(slot: slot, start: start, size: size, host: host)
         var region = kvm_userspace_memory_region()
         region.slot = slot
-        region.flags = 0
+        region.flags = readOnly ? 1 << 1 : 0   // KVM_MEM_READONLY
         region.guest_phys_addr = start.rawValue
         region.memory_size = size
         region.userspace_addr = UInt64(UInt(bitPattern: host))

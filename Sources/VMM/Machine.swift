@@ -33,7 +33,8 @@ public final class Machine: @unchecked Sendable {
     public let configuration: MachineConfiguration
     public let system: KVMSystem
     public let vm: VirtualMachine
-    public let memory: GuestMemory
+    /// Guest RAM (one slot, or three around the read-only BIOS area on the PC platform).
+    public let ram: GuestRAM
     public let vcpus: [VCPU]
     public let devices: DeviceHub
     public let events: EventLog
@@ -78,12 +79,12 @@ public final class Machine: @unchecked Sendable {
             vm = try system.createVM()
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
-            memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: configuration.memoryBytes)
+            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: .flat)
             (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
             (msrService, msrRuntime) = try Self.setUpMSRs(configuration, system: system, vm: vm)
             for segment in boot.segments {
                 do {
-                    try memory.write(segment.bytes, at: GuestPhysicalAddress(segment.guestPhysicalAddress))
+                    try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
                 } catch {
                     throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
                 }

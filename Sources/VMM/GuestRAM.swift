@@ -1,0 +1,68 @@
+// VMM: guest RAM as one or more KVM memory slots, and writing boot segments
+// across them. The PC platform splits RAM around the BIOS area
+// (0xE0000–0xFFFFF), which it maps read-only so that guest writes to the ACPI
+// tables there become MMIO exits (an event, the write dropped).
+import KVM
+
+public struct GuestRAM: Sendable {
+    public enum Layout: Sendable {
+        /// One read-write slot from 0.
+        case flat
+        /// [0, 0xE0000) rw, [0xE0000, 0x100000) read-only, [0x100000, end) rw.
+        case pcWithReadOnlyBIOSArea
+    }
+
+    public static let biosAreaStart: UInt64 = 0xE_0000
+    public static let biosAreaEnd: UInt64 = 0x10_0000
+
+    public let regions: [GuestMemory]
+
+    init(vm: VirtualMachine, size: UInt64, layout: Layout) throws(KVMError) {
+        switch layout {
+        case .flat:
+            regions = [try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: size)]
+        case .pcWithReadOnlyBIOSArea:
+            guard size > Self.biosAreaEnd else {
+                throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the PC layout needs more than 1 MiB of RAM")
+            }
+            regions = [
+                try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: Self.biosAreaStart),
+                try vm.addMemory(slot: 1, at: GuestPhysicalAddress(Self.biosAreaStart), size: Self.biosAreaEnd - Self.biosAreaStart, readOnly: true),
+                try vm.addMemory(slot: 2, at: GuestPhysicalAddress(Self.biosAreaEnd), size: size - Self.biosAreaEnd),
+            ]
+        }
+    }
+
+    /// Writes `bytes` at `address`, split across the slots it spans.
+    public func write(_ bytes: [UInt8], at address: UInt64) throws(GuestMemoryError) {
+        try forEachPiece(address: address, count: bytes.count) { region, here, offset, length throws(GuestMemoryError) in
+            try region.write(Array(bytes[offset..<offset + length]), at: GuestPhysicalAddress(here))
+        }
+    }
+
+    /// Reads `count` bytes at `address` across slots.
+    public func read(at address: UInt64, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        try forEachPiece(address: address, count: count) { region, here, _, length throws(GuestMemoryError) in
+            out += try region.read(at: GuestPhysicalAddress(here), count: length)
+        }
+        return out
+    }
+
+    /// Calls `body` for each slot-contained piece of [address, address+count).
+    private func forEachPiece(address: UInt64, count: Int,
+                              _ body: (GuestMemory, UInt64, Int, Int) throws(GuestMemoryError) -> Void) throws(GuestMemoryError) {
+        var offset = 0
+        while offset < count {
+            let here = address &+ UInt64(offset)
+            guard let region = regions.first(where: { $0.contains(GuestPhysicalAddress(here)) }) else {
+                throw GuestMemoryError(address: GuestPhysicalAddress(here), length: count - offset,
+                                       regionStart: GuestPhysicalAddress(0), regionSize: 0)
+            }
+            let length = Int(min(UInt64(count - offset), region.start.rawValue + region.size - here))
+            try body(region, here, offset, length)
+            offset += length
+        }
+    }
+}
