@@ -23,6 +23,29 @@
 //
 // Deflect flat boot convention: every vCPU starts at the same entry point with
 // RDI = its vCPU index and RSI = the vCPU count, RFLAGS = 0x2, and its own stack.
+//
+//   Multiboot v1 (ELF32, or any image whose header sets the address fields)
+//     0x0000_0500 ..< 0x0000_9000   free; ESP = 0x9000 in case the kernel
+//                                   pushes before it sets up its own stack
+//     0x0000_9000 ..< 0x0000_9018   GDT: null, 0x08 = flat 32-bit code, 0x10 = flat data
+//     0x0000_9020 ..< 0x0000_90A0   multiboot information structure (EBX)
+//     0x0000_90A0 ..< 0x0000_9100   memory map (4 entries of 24 bytes)
+//     0x0000_9100 ..< 0x0000_9110   boot loader name "Deflect"
+//     0x0000_9110 ..< 0x0000_9510   module table (up to 64 entries of 16 bytes)
+//     0x0000_9510 ...               command lines, NUL-terminated: the kernel's,
+//                                   then each module's (at most 65 × 4097 bytes,
+//                                   so the area ends below 0x4_B000)
+//     0x0009_FC00 ..< 0x0010_0000   reserved (EBDA, VGA, BIOS): no kernel bytes
+//     kernel                        where its header or ELF program headers say
+//                                   (usually 1 MiB); must miss the area in use above
+//     modules                       page-aligned, from max(kernel end, 1 MiB) up
+//
+//   QEMU puts the memory map and the information structure at 0x9000 too,
+//   but the strings and module table after the modules; keeping everything
+//   low means the kernel and modules can be anywhere above 1 MiB. The area
+//   is not marked reserved in the memory map: as with GRUB and QEMU, the
+//   kernel must copy what it needs before reusing that memory. Only one
+//   processor starts at the entry; the others wait for INIT/SIPI.
 
 /// Addresses and sizes of the boot layout described at the top of this file.
 public enum BootLayout {
@@ -68,4 +91,35 @@ public enum BootLayout {
     /// Long-mode boots (flat and ELF) need at least this much RAM: the flat
     /// image at 1 MiB must have room, and one rule for both keeps it simple.
     public static let minimumLongModeMemory: UInt64 = 2 << 20
+
+    // MARK: Multiboot
+
+    /// Start of the multiboot area: GDT, information structure, memory map,
+    /// loader name, module table and command lines, in that order.
+    public static let multibootAreaStart: UInt64 = 0x9000
+    /// The area must end at or below this (the caps on modules and command
+    /// lines keep it far lower; the check is a backstop).
+    public static let multibootAreaLimit: UInt64 = 0x8_0000
+    public static let multibootGDTAddress: UInt64 = 0x9000
+    /// EBX on entry.
+    public static let multibootInfoAddress: UInt64 = 0x9020
+    public static let multibootMemoryMapAddress: UInt64 = 0x90A0
+    public static let multibootLoaderNameAddress: UInt64 = 0x9100
+    public static let multibootModuleTableAddress: UInt64 = 0x9110
+    public static let multibootStringsAddress: UInt64 = 0x9510
+    /// ESP on entry (the spec leaves it undefined); grows down into free memory, away from the area.
+    public static let multibootStackTop: UInt64 = 0x9000
+    /// At most this many modules, and this many bytes per command line (without the NUL).
+    public static let multibootMaxModules = 64
+    public static let multibootMaxCommandLineBytes = 4096
+    /// No kernel byte may land in [reservedStart, reservedEnd): EBDA, VGA
+    /// memory and the BIOS area, which the memory map reports as reserved or absent.
+    public static let multibootReservedStart: UInt64 = 0x9_FC00
+    public static let multibootReservedEnd: UInt64 = 0x10_0000
+    /// Modules are placed no lower than this.
+    public static let multibootModulesStart: UInt64 = 0x10_0000
+    /// Multiboot boots need at least this much RAM (kernel at 1 MiB with room).
+    public static let minimumMultibootMemory: UInt64 = 2 << 20
+    /// Every multiboot address is 32 bits: kernel and modules end at or below 4 GiB.
+    public static let multibootAddressLimit: UInt64 = 1 << 32
 }

@@ -11,6 +11,9 @@ public enum BootMode: String, Sendable, CaseIterable {
     case long
     /// ELF64 executable, 64-bit long mode.
     case elf
+    /// Multiboot v1 kernel (ELF32, or the header's own load addresses),
+    /// 32-bit protected mode without paging; see `MultibootLoader`.
+    case multiboot
 }
 
 /// Bytes to copy into guest-physical memory at `guestPhysicalAddress`.
@@ -66,6 +69,8 @@ public struct DescriptorTable: Sendable, Equatable {
 /// registers) or left as KVM reset it (APIC base, interrupt bitmap, CR2, CR8).
 public struct BootCPUState: Sendable, Equatable {
     public var rip: UInt64, rsp: UInt64, rflags: UInt64, rdi: UInt64, rsi: UInt64
+    /// Multiboot passes its magic in EAX and the information address in EBX.
+    public var rax: UInt64, rbx: UInt64
     public var cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64
     public var cs: SegmentRegister, ds: SegmentRegister, es: SegmentRegister, fs: SegmentRegister
     public var gs: SegmentRegister, ss: SegmentRegister, tr: SegmentRegister, ldt: SegmentRegister
@@ -78,8 +83,10 @@ public struct BootCPUState: Sendable, Equatable {
                 es: SegmentRegister = .init(), fs: SegmentRegister = .init(),
                 gs: SegmentRegister = .init(), ss: SegmentRegister = .init(),
                 tr: SegmentRegister = .init(), ldt: SegmentRegister = .init(),
-                gdt: DescriptorTable = .init(), idt: DescriptorTable = .init()) {
+                gdt: DescriptorTable = .init(), idt: DescriptorTable = .init(),
+                rax: UInt64 = 0, rbx: UInt64 = 0) {
         self.rip = rip; self.rsp = rsp; self.rflags = rflags; self.rdi = rdi; self.rsi = rsi
+        self.rax = rax; self.rbx = rbx
         self.cr0 = cr0; self.cr3 = cr3; self.cr4 = cr4; self.efer = efer
         self.cs = cs; self.ds = ds; self.es = es; self.fs = fs
         self.gs = gs; self.ss = ss; self.tr = tr; self.ldt = ldt
@@ -94,10 +101,19 @@ public struct BootCPUState: Sendable, Equatable {
 /// where every vCPU starts.
 public struct BootImage: Sendable {
     public var mode: BootMode
-    /// Boot structures first (long mode: GDT page, then the page tables), then
-    /// the image's own segments in program-header order. They never overlap.
+    /// Boot structures first (long mode: GDT page, then the page tables;
+    /// multiboot: the multiboot area), then the image's own segments in
+    /// program-header order, then multiboot modules. They never overlap.
     public var segments: [MemorySegment]
     public var entry: UInt64
+    /// When set, `cpuState` returns exactly this for every vCPU (multiboot
+    /// sets it: one processor, registers the spec defines).
+    public var bootstrapProcessorState: BootCPUState? = nil
+    /// True when only vCPU 0 may start at the entry: the others must stay in
+    /// KVM's wait-for-SIPI state (in-kernel LAPIC) until the guest wakes them
+    /// with INIT/SIPI. The VMM must not apply `cpuState` to them then.
+    /// False for the flat and ELF64 modes, where every vCPU starts at the entry.
+    public var applicationProcessorsWaitForSIPI = false
 
     public init(mode: BootMode, segments: [MemorySegment], entry: UInt64) {
         self.mode = mode
@@ -111,6 +127,7 @@ public struct BootImage: Sendable {
     /// is a VMM bug, not an image problem; it is clamped to the nearest slot
     /// (two vCPUs then share a stack) rather than trapping.
     public func cpuState(vcpu index: Int, of count: Int) -> BootCPUState {
+        if let bootstrapProcessorState { return bootstrapProcessorState }
         let slot = UInt64(min(max(index, 0), BootLayout.maxVCPUs - 1))
         let rdi = UInt64(max(index, 0))
         let rsi = UInt64(max(count, 0))
@@ -125,6 +142,12 @@ public struct BootImage: Sendable {
                 entry: entry,
                 stack: BootLayout.longModeStackTop - slot * BootLayout.longModeStackStride,
                 rdi: rdi, rsi: rsi)
+        case .multiboot:
+            // Only reached for a hand-built BootImage; `MultibootLoader` sets
+            // `bootstrapProcessorState`.
+            return BootCPUState.protectedMode(
+                entry: entry, stack: BootLayout.multibootStackTop,
+                eax: MultibootConstants.bootloaderMagic, ebx: BootLayout.multibootInfoAddress)
         }
     }
 }

@@ -26,6 +26,8 @@ public enum ControlBits {
     public static let longModeCR4: UInt64 = cr4PAE | cr4OSFXSR | cr4OSXMMEXCPT
     /// 0x500: LMA is set directly because KVM loads the final state, no mode switch runs.
     public static let longModeEFER: UInt64 = eferLME | eferLMA
+    /// 0x11: multiboot's 32-bit protected mode, paging off (ET as in real mode).
+    public static let protectedModeCR0: UInt64 = cr0PE | cr0ET
 }
 
 /// Segment descriptor types (the 4-bit type field).
@@ -76,5 +78,31 @@ extension BootCPUState {
                                  limit: UInt16(LongModeBootStructures.gdtEntries.count * 8 - 1)),
             // Empty IDT on purpose: see BootLayout.swift.
             idt: DescriptorTable(base: 0, limit: 0))
+    }
+}
+
+extension BootCPUState {
+    /// 32-bit protected mode, paging off, as the multiboot spec demands:
+    /// flat 4 GiB code and data segments whose selectors match the multiboot
+    /// GDT (so the guest can reload them), interrupts off, EAX/EBX as given.
+    static func protectedMode(entry: UInt64, stack: UInt64, eax: UInt64, ebx: UInt64) -> BootCPUState {
+        let code = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
+                                   type: SegmentType.codeExecuteReadAccessed, present: true,
+                                   db: true, s: true, l: false, g: true)
+        let data = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.dataSelector,
+                                   type: SegmentType.dataReadWriteAccessed, present: true,
+                                   db: true, s: true, l: false, g: true)
+        // Reset values: VM entry checks TR and LDTR in protected mode too.
+        let tr = SegmentRegister(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
+        let ldt = SegmentRegister(limit: 0xFFFF, type: SegmentType.ldt, present: true)
+        return BootCPUState(
+            rip: entry, rsp: stack, rflags: resetRFLAGS, rdi: 0, rsi: 0,
+            cr0: ControlBits.protectedModeCR0, cr3: 0, cr4: 0, efer: 0,
+            cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: tr, ldt: ldt,
+            gdt: DescriptorTable(base: BootLayout.multibootGDTAddress,
+                                 limit: UInt16(MultibootConstants.gdtEntries.count * 8 - 1)),
+            // Empty IDT on purpose, as in long mode: see BootLayout.swift.
+            idt: DescriptorTable(base: 0, limit: 0),
+            rax: eax, rbx: ebx)
     }
 }

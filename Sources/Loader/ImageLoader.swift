@@ -13,12 +13,22 @@ public enum ImageLoader {
         case .real: return try loadRealMode(image, memorySize: memorySize)
         case .long: return try loadLongModeFlat(image, memorySize: memorySize)
         case .elf: return try loadELF64(image, memorySize: memorySize)
+        case .multiboot:
+            // No command line or modules through this entry; see MultibootLoader.load for those.
+            return try MultibootLoader.load(image, commandLine: "", modules: [], memorySize: memorySize,
+                                            vcpuCount: vcpuCount)
         }
     }
 
-    /// Best guess for a file: `.elf` if it starts with the ELF magic, otherwise nil (flat binaries carry no mark).
+    /// Best guess for a file: `.multiboot` if it carries a multiboot header
+    /// and is not ELF64 (an ELF64 file keeps Deflect's own `.elf` boot; give
+    /// `--mode multiboot` to override), `.elf` if it starts with the ELF magic,
+    /// otherwise nil (flat binaries carry no mark).
     public static func detectMode(_ image: [UInt8]) -> BootMode? {
-        image.starts(with: ELFConstants.magic) ? .elf : nil
+        let isELF = image.starts(with: ELFConstants.magic)
+        let isELF64 = isELF && image.count > 4 && image[4] == ELFConstants.class64
+        if !isELF64, MultibootHeader.isPresent(in: image) { return .multiboot }
+        return isELF ? .elf : nil
     }
 
     // MARK: Flat images

@@ -38,6 +38,39 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case elfSegmentsOverlap(first: Int, second: Int)
     case elfEntryNotExecutable(entry: UInt64)
 
+    // Multiboot header (offsets are file offsets of the header's magic)
+    case multibootHeaderNotFound(searchedBytes: Int)
+    case multibootHeaderTruncated(offset: Int, required: Int, fileSize: Int)
+    case multibootBadChecksum(offset: Int, flags: UInt32, checksum: UInt32)
+    case multibootUnsupportedRequiredFlags(flags: UInt32, unsupported: UInt32)
+
+    // Multiboot address fields (header flag bit 16)
+    case multibootHeaderAddressBeforeLoadAddress(headerAddress: UInt32, loadAddress: UInt32)
+    case multibootHeaderAddressBeyondFileStart(headerAddress: UInt32, loadAddress: UInt32, headerOffset: Int)
+    case multibootLoadEndBeforeLoadAddress(loadAddress: UInt32, loadEndAddress: UInt32)
+    case multibootLoadRangeOutsideFile(offset: UInt64, size: UInt64, fileSize: UInt64)
+    case multibootHeaderOutsideLoadedPart(headerAddress: UInt32, loadStart: UInt64, loadEnd: UInt64)
+    case multibootBSSEndBeforeLoadEnd(bssEndAddress: UInt32, loadEnd: UInt64)
+    case multibootEntryOutsideKernel(entry: UInt32, start: UInt64, end: UInt64)
+
+    // Multiboot ELF32 images (header flag bit 16 clear); the other ELF cases apply too
+    case multibootImageNotELF(found: [UInt8])
+    case multibootELFUnsupportedClass(UInt8)
+    case multibootELFUnsupportedMachine(UInt16)
+
+    // Multiboot placement
+    case multibootKernelOutsideMemory(start: UInt64, end: UInt64, limit: UInt64)
+    case multibootKernelOverlapsInfoArea(start: UInt64, end: UInt64, areaStart: UInt64, areaEnd: UInt64)
+    case multibootKernelOverlapsReservedMemory(start: UInt64, end: UInt64)
+    case multibootTooManyModules(count: Int, maximum: Int)
+    case multibootModuleExceedsMemory(index: Int, start: UInt64, size: UInt64, limit: UInt64)
+    case multibootRegionsOverlap(firstStart: UInt64, firstEnd: UInt64, secondStart: UInt64, secondEnd: UInt64)
+    case multibootCommandLineTooLong(length: Int, maximum: Int)
+    case multibootCommandLineContainsNUL
+    case multibootModuleCommandLineTooLong(index: Int, length: Int, maximum: Int)
+    case multibootModuleCommandLineContainsNUL(index: Int)
+    case multibootInfoAreaTooLarge(end: UInt64, limit: UInt64)
+
     public var description: String {
         switch self {
         case let .vcpuCountOutOfRange(count, maximum):
@@ -92,6 +125,56 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "ELF segments \(first) and \(second) overlap in guest-physical memory"
         case let .elfEntryNotExecutable(entry):
             return "ELF entry point \(hex(entry)) is not inside an executable PT_LOAD segment"
+        case let .multibootHeaderNotFound(searchedBytes):
+            return "no multiboot header (magic 0x1badb002 with a valid checksum at a 4-byte aligned offset) in the first \(searchedBytes) bytes"
+        case let .multibootHeaderTruncated(offset, required, fileSize):
+            return "multiboot header at offset \(hex(offset)) needs \(required) bytes, but the \(fileSize)-byte image ends first"
+        case let .multibootBadChecksum(offset, flags, checksum):
+            return "multiboot header at offset \(hex(offset)): checksum \(hex(checksum)) is wrong for flags \(hex(flags)) (magic + flags + checksum must be 0)"
+        case let .multibootUnsupportedRequiredFlags(flags, unsupported):
+            return "multiboot header flags \(hex(flags)) require features Deflect does not know (bits \(hex(unsupported)))"
+        case let .multibootHeaderAddressBeforeLoadAddress(headerAddress, loadAddress):
+            return "multiboot header_addr \(hex(headerAddress)) is below load_addr \(hex(loadAddress))"
+        case let .multibootHeaderAddressBeyondFileStart(headerAddress, loadAddress, headerOffset):
+            return "multiboot header_addr \(hex(headerAddress)) − load_addr \(hex(loadAddress)) exceeds the header's file offset \(hex(headerOffset)): load_addr would lie before the file"
+        case let .multibootLoadEndBeforeLoadAddress(loadAddress, loadEndAddress):
+            return "multiboot load_end_addr \(hex(loadEndAddress)) is below load_addr \(hex(loadAddress))"
+        case let .multibootLoadRangeOutsideFile(offset, size, fileSize):
+            return "multiboot load range (\(hex(size)) bytes from file offset \(hex(offset))) extends past the end of the \(fileSize)-byte image"
+        case let .multibootHeaderOutsideLoadedPart(headerAddress, loadStart, loadEnd):
+            return "multiboot header_addr \(hex(headerAddress)) does not lie inside the loaded part [\(hex(loadStart)), \(hex(loadEnd)))"
+        case let .multibootBSSEndBeforeLoadEnd(bssEndAddress, loadEnd):
+            return "multiboot bss_end_addr \(hex(bssEndAddress)) is below the end of the loaded part \(hex(loadEnd))"
+        case let .multibootEntryOutsideKernel(entry, start, end):
+            return "multiboot entry_addr \(hex(entry)) is outside the loaded kernel [\(hex(start)), \(hex(end)))"
+        case let .multibootImageNotELF(found):
+            return "multiboot header has no address fields (flag bit 16), so the image must be ELF32, but its magic is \(found.map { hex($0) }.joined(separator: " "))"
+        case let .multibootELFUnsupportedClass(value):
+            return "unsupported ELF class \(value) for multiboot (only ELFCLASS32 = 1; a 64-bit image needs the header's address fields, flag bit 16)"
+        case let .multibootELFUnsupportedMachine(value):
+            return "unsupported ELF machine \(value) for multiboot (only i386, EM_386 = 3)"
+        case let .multibootKernelOutsideMemory(start, end, limit):
+            return "multiboot kernel [\(hex(start)), \(hex(end))) lies outside guest RAM below 4 GiB [0, \(hex(limit)))"
+        case let .multibootKernelOverlapsInfoArea(start, end, areaStart, areaEnd):
+            return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap the multiboot information area [\(hex(areaStart)), \(hex(areaEnd)))"
+        case let .multibootKernelOverlapsReservedMemory(start, end):
+            return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap reserved memory [\(hex(BootLayout.multibootReservedStart)), \(hex(BootLayout.multibootReservedEnd)))"
+        case let .multibootTooManyModules(count, maximum):
+            return "\(count) multiboot modules given, at most \(maximum) are supported"
+        case let .multibootModuleExceedsMemory(index, start, size, limit):
+            return "multiboot module \(index) (\(size) bytes at \(hex(start))) does not fit below \(hex(limit)) (guest RAM, at most 4 GiB)"
+        case let .multibootRegionsOverlap(firstStart, firstEnd, secondStart, secondEnd):
+            return "multiboot memory regions [\(hex(firstStart)), \(hex(firstEnd))) and [\(hex(secondStart)), \(hex(secondEnd))) overlap"
+        case let .multibootCommandLineTooLong(length, maximum):
+            return "kernel command line is \(length) bytes, at most \(maximum) are supported"
+        case .multibootCommandLineContainsNUL:
+            return "kernel command line contains a NUL byte"
+        case let .multibootModuleCommandLineTooLong(index, length, maximum):
+            return "command line of multiboot module \(index) is \(length) bytes, at most \(maximum) are supported"
+        case let .multibootModuleCommandLineContainsNUL(index):
+            return "command line of multiboot module \(index) contains a NUL byte"
+        case let .multibootInfoAreaTooLarge(end, limit):
+            return "multiboot information area would end at \(hex(end)), past its limit \(hex(limit))"
         }
     }
 }

@@ -27,6 +27,7 @@ enum BootState {
         var regs = Registers()
         regs.rip = state.rip; regs.rsp = state.rsp; regs.rflags = state.rflags
         regs.rdi = state.rdi; regs.rsi = state.rsi
+        regs.rax = state.rax; regs.rbx = state.rbx
         try vcpu.setRegisters(regs)
     }
 

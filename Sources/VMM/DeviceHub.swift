@@ -22,9 +22,21 @@ public final class DeviceHub: Sendable {
 
     private let state: Mutex<State>
 
-    /// Builds the standard device set: COM1 UART, debug-exit port, i8042, POST port.
-    public init(serialOutput: sending any ByteSink) throws(MachineError) {
-        let serial = Serial16550(output: serialOutput)
+    /// A device the machine adds to the standard set (the PC platform's).
+    public struct Extra {
+        public var device: any PortDevice
+        public var base: UInt16
+        public var count: UInt16
+        public init(_ device: any PortDevice, base: UInt16, count: UInt16) {
+            self.device = device; self.base = base; self.count = count
+        }
+    }
+
+    /// Builds the standard device set (COM1 UART, debug-exit port, i8042,
+    /// POST port, guest sync port) plus `extras`; the UART's interrupt goes to `serialInterrupt`.
+    public init(serialOutput: sending any ByteSink, serialInterrupt: sending any InterruptLine = NoInterruptLine(),
+                extras: sending [Extra] = []) throws(MachineError) {
+        let serial = Serial16550(output: serialOutput, interrupt: serialInterrupt)
         var bus = PortBus()
         do throws(PortBusError) {
             try bus.register(serial, base: Ports.com1, count: 8)
@@ -32,20 +44,36 @@ public final class DeviceHub: Sendable {
             try bus.register(I8042Controller(), base: Ports.i8042, count: 5)
             try bus.register(PostCodePort(), base: Ports.postCode, count: 1)
             try bus.register(GuestSyncPort(), base: Ports.guestSync, count: 1)
+            for extra in extras { try bus.register(extra.device, base: extra.base, count: extra.count) }
         } catch {
             throw .host("device wiring: \(error)")
         }
         state = Mutex(State(bus: bus, serial: serial, serialSink: serialOutput))
     }
 
-    /// A port read; nil when nobody owns the port.
-    func read(port: UInt16, size: Int) -> UInt32? {
-        state.withLock { $0.bus.read(port: port, size: size) }
+    /// A port read; nil when nobody owns the port. `anomalies` gets what the
+    /// device found odd about the access (reported as events by the caller).
+    func read(port: UInt16, size: Int, anomalies: inout [DeviceAnomaly]) -> UInt32? {
+        state.withLock { s in
+            let value = s.bus.read(port: port, size: size)
+            Self.drain(s.bus, port, into: &anomalies)
+            return value
+        }
     }
 
     /// A port write; nil when nobody owns the port.
-    func write(port: UInt16, size: Int, value: UInt32) -> DeviceEffect? {
-        state.withLock { $0.bus.write(port: port, size: size, value: value) }
+    func write(port: UInt16, size: Int, value: UInt32, anomalies: inout [DeviceAnomaly]) -> DeviceEffect? {
+        state.withLock { s in
+            let effect = s.bus.write(port: port, size: size, value: value)
+            Self.drain(s.bus, port, into: &anomalies)
+            return effect
+        }
+    }
+
+    private static func drain(_ bus: PortBus, _ port: UInt16, into anomalies: inout [DeviceAnomaly]) {
+        guard let reporter = bus.owner(of: port) as? any AnomalyReporting else { return }
+        let drained = reporter.drainAnomalies()
+        anomalies += drained.anomalies
     }
 
     /// Feeds host input (stdin) to the UART's receive FIFO.

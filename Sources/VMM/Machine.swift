@@ -63,8 +63,14 @@ public final class Machine: @unchecked Sendable {
         // The image is checked before KVM is opened: a bad image is the
         // user's first problem to hear about, on any host.
         do {
-            boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
-                                        memorySize: configuration.memoryBytes, vcpuCount: configuration.vcpuCount)
+            if configuration.mode == .multiboot {
+                boot = try MultibootLoader.load(configuration.image, commandLine: configuration.commandLine,
+                                                modules: configuration.modules, memorySize: configuration.memoryBytes,
+                                                vcpuCount: configuration.vcpuCount)
+            } else {
+                boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
+                                            memorySize: configuration.memoryBytes, vcpuCount: configuration.vcpuCount)
+            }
         } catch {
             throw .image(error)
         }
@@ -73,13 +79,26 @@ public final class Machine: @unchecked Sendable {
         } catch {
             throw .kvmUnavailable(error)
         }
-        devices = try DeviceHub(serialOutput: serialOutput)
 
+        let pc = configuration.platform == .pc
         do {
             vm = try system.createVM()
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
-            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: .flat)
+            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: pc ? .pcWithReadOnlyBIOSArea : .flat)
+            if pc {
+                try PCPlatform.createInKernelDevices(vm)
+                do {
+                    try PCPlatform.writeACPITables(ram, vcpuCount: configuration.vcpuCount)
+                } catch {
+                    throw MachineError.host("ACPI tables: \(error)")
+                }
+                devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
+                                        extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
+                                                                   vcpuCount: configuration.vcpuCount))
+            } else {
+                devices = try DeviceHub(serialOutput: serialOutput)
+            }
             (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
             (msrService, msrRuntime) = try Self.setUpMSRs(configuration, system: system, vm: vm)
             for segment in boot.segments {
@@ -98,7 +117,12 @@ public final class Machine: @unchecked Sendable {
                 try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount,
                                                   kvmFeatures: configuration.hypercalls.advertisedFeatures,
                                                   managedKVMFeatures: HypercallSetup.mapGPARangeFeature | HypercallSetup.migrationControlFeature))
-                try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
+                if i == 0 || !boot.applicationProcessorsWaitForSIPI {
+                    try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
+                    // With an in-kernel LAPIC, KVM parks APs until INIT/SIPI;
+                    // the flat boot convention starts every vCPU at the entry.
+                    if i > 0 && pc { try vcpu.setMPState(MPState.runnable.rawValue) }
+                }
                 created.append(vcpu)
             }
             vcpus = created

@@ -22,6 +22,13 @@ public struct MachineConfiguration: Sendable {
     public var msr: MSRSetup = .kernelOnly
     /// Which paravirtual hypercall features the VM offers and handles.
     public var hypercalls: HypercallSetup = .none
+    /// The devices and interrupt controllers the guest sees.
+    public var platform: Platform = .minimal
+    /// Multiboot: the kernel command line (QEMU's -append).
+    public var commandLine: String = ""
+    /// Multiboot: modules in order (QEMU's -initrd "a,b"); the first is
+    /// commonly read as a KEY=VALUE environment file.
+    public var modules: [MultibootModule] = []
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {

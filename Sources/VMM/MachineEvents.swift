@@ -1,6 +1,7 @@
 // VMM: the event stream: things a guest did that the user should hear about
 // (an access nobody owns, an exit Deflect does not handle), rate-limited so a
 // guest cannot flood the host.
+import Devices
 import Dispatch
 import Synchronization
 
@@ -20,6 +21,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case msrAccess(MSRAccessEvent)
     /// A hypercall handled in user space (KVM_HC_MAP_GPA_RANGE).
     case hypercall(HypercallEvent)
+    /// A device got an access it answers but finds odd (unknown fw_cfg selector, odd width ...).
+    case deviceAnomaly(vcpu: Int, DeviceAnomaly)
 
     /// The rate-limiting key: the same kind of event at the same place.
     var key: EventKey {
@@ -37,6 +40,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .hypercall(e):
             // Per hypercall number and first argument (the GPA for MAP_GPA_RANGE).
             return EventKey(kind: 10, location: e.number << 48 ^ (e.arguments.first ?? 0))
+        case let .deviceAnomaly(_, a):
+            return EventKey(kind: 11, location: UInt64(a.offset) << 32 ^ UInt64(UInt(bitPattern: a.device.hashValue) & 0xFFFF_FFFF))
         }
     }
 
@@ -61,6 +66,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return e.description
         case let .hypercall(e):
             return e.description
+        case let .deviceAnomaly(vcpu, a):
+            return "vcpu=\(vcpu) device \(a)"
         }
     }
 
@@ -86,6 +93,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return e.json
         case let .hypercall(e):
             return e.json
+        case let .deviceAnomaly(vcpu, a):
+            return #"{"event":"device","vcpu":\#(vcpu),"device":\#(JSONText.quote(a.device)),"detail":\#(JSONText.quote(a.description))}"#
         }
     }
 }

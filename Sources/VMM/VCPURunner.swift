@@ -135,11 +135,15 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     private func handlePortIO(_ io: IOExit) -> Bool {
+        var anomalies: [DeviceAnomaly] = []
+        defer {
+            for anomaly in anomalies { events.record(.deviceAnomaly(vcpu: index, anomaly)) }
+        }
         for element in 0..<io.count {
             switch io.direction {
             case .output:
                 let value = vcpu.ioValue(io, element: element)
-                guard let effect = devices.write(port: io.port, size: io.size, value: value) else {
+                guard let effect = devices.write(port: io.port, size: io.size, value: value, anomalies: &anomalies) else {
                     events.record(.unownedPortWrite(vcpu: index, port: io.port, size: io.size, value: value))
                     continue
                 }
@@ -158,7 +162,7 @@ final class VCPURunner: @unchecked Sendable {
                     phaseHandler?(phase, index)
                 }
             case .input:
-                if let value = devices.read(port: io.port, size: io.size) {
+                if let value = devices.read(port: io.port, size: io.size, anomalies: &anomalies) {
                     vcpu.setIOValue(io, element: element, value: value)
                 } else {
                     events.record(.unownedPortRead(vcpu: index, port: io.port, size: io.size))

@@ -6,13 +6,23 @@ import Loader
 import VMM
 
 extension BootMode: ExpressibleByArgument {}
+extension Platform: ExpressibleByArgument {}
 
 struct MachineOptions: ParsableArguments {
     @Argument(help: "The guest image: an ELF64 executable or a flat binary (give --mode).")
     var image: String
 
-    @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000) or elf. Default: elf when the file is ELF.")
+    @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000), elf (ELF64) or multiboot (Multiboot v1, as QEMU's -kernel). Default: multiboot when the file has a multiboot header, else elf when it is ELF.")
     var mode: BootMode?
+
+    @Option(help: "Multiboot: the kernel command line (QEMU's -append).")
+    var append: String = ""
+
+    @Option(name: .customLong("module"), help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string.")
+    var modules: [String] = []
+
+    @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, minimal otherwise.")
+    var platform: Platform?
 
     @Option(help: "Guest RAM in MiB (\(MachineConfiguration.memoryRangeMiB.lowerBound)–\(MachineConfiguration.memoryRangeMiB.upperBound)).")
     var memory: Int = 64
@@ -57,10 +67,22 @@ struct MachineOptions: ParsableArguments {
         let imageBytes = [UInt8](bytes)
         guard !imageBytes.isEmpty else { throw fail("image \(image) is empty", status: ExitStatus.badInput) }
         guard let bootMode = mode ?? ImageLoader.detectMode(imageBytes) else {
-            throw fail("image \(image) is not an ELF file; give --mode real or --mode long for a flat binary", status: ExitStatus.badInput)
+            throw fail("image \(image) is not an ELF file and has no multiboot header; give --mode real or --mode long for a flat binary", status: ExitStatus.badInput)
+        }
+        if bootMode != .multiboot, !append.isEmpty || !modules.isEmpty {
+            throw fail("--append and --module need a multiboot kernel (--mode multiboot)", status: ExitStatus.usage)
         }
         var configuration = MachineConfiguration(image: imageBytes, mode: bootMode, memoryMiB: memory,
                                                  vcpuCount: vcpus, timeoutSeconds: timeout, kvmDevicePath: kvmDevice)
+        configuration.platform = platform ?? (bootMode == .multiboot ? .pc : .minimal)
+        configuration.commandLine = append
+        configuration.modules = try modules.map { spec in
+            let path = String(spec.split(separator: " ", maxSplits: 1).first ?? "")
+            guard !path.isEmpty, let data = FileManager.default.contents(atPath: path) else {
+                throw fail("module \(path.isEmpty ? "\"\"" : path) \(FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist")", status: ExitStatus.badInput)
+            }
+            return MultibootModule(bytes: [UInt8](data), commandLine: spec)
+        }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         return configuration
