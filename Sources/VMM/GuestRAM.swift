@@ -16,11 +16,14 @@ public struct GuestRAM: Sendable {
     public static let biosAreaEnd: UInt64 = 0x10_0000
 
     public let regions: [GuestMemory]
+    /// The ranges guest writes cannot change.
+    public let readOnlyRanges: [Range<UInt64>]
 
     init(vm: VirtualMachine, size: UInt64, layout: Layout) throws(KVMError) {
         switch layout {
         case .flat:
             regions = [try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: size)]
+            readOnlyRanges = []
         case .pcWithReadOnlyBIOSArea:
             guard size > Self.biosAreaEnd else {
                 throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the PC layout needs more than 1 MiB of RAM")
@@ -30,6 +33,7 @@ public struct GuestRAM: Sendable {
                 try vm.addMemory(slot: 1, at: GuestPhysicalAddress(Self.biosAreaStart), size: Self.biosAreaEnd - Self.biosAreaStart, readOnly: true),
                 try vm.addMemory(slot: 2, at: GuestPhysicalAddress(Self.biosAreaEnd), size: size - Self.biosAreaEnd),
             ]
+            readOnlyRanges = [Self.biosAreaStart..<Self.biosAreaEnd]
         }
     }
 

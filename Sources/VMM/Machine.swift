@@ -254,7 +254,8 @@ public final class Machine: @unchecked Sendable {
         let runners = vcpus.enumerated().map { i, vcpu in
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
                        msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler,
-                       hypercalls: hypercallHandler, migrationGate: migrationGate)
+                       hypercalls: hypercallHandler, migrationGate: migrationGate,
+                       readOnlyMemory: ram.readOnlyRanges)
         }
         for runner in runners {
             let thread = Thread { runner.loop() }

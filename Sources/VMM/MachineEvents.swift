@@ -11,6 +11,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case unownedPortWrite(vcpu: Int, port: UInt16, size: Int, value: UInt32)
     case unownedMMIORead(vcpu: Int, address: UInt64, length: Int)
     case unownedMMIOWrite(vcpu: Int, address: UInt64, length: Int, value: UInt64)
+    /// A guest write to read-only memory (the PC platform's BIOS area with the ACPI tables).
+    case readOnlyMemoryWrite(vcpu: Int, address: UInt64, length: Int, value: UInt64)
     /// An MSR exit with no MSR engine configured: answered with #GP.
     case unhandledMSR(vcpu: Int, index: UInt32, isWrite: Bool, value: UInt64)
     /// A hypercall exit nobody handles: answered with -KVM_ENOSYS.
@@ -31,6 +33,7 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .unownedPortWrite(_, port, _, _): return EventKey(kind: 1, location: UInt64(port))
         case let .unownedMMIORead(_, address, _): return EventKey(kind: 2, location: address)
         case let .unownedMMIOWrite(_, address, _, _): return EventKey(kind: 3, location: address)
+        case let .readOnlyMemoryWrite(_, address, _, _): return EventKey(kind: 12, location: address)
         case let .unhandledMSR(_, index, isWrite, _): return EventKey(kind: isWrite ? 5 : 4, location: UInt64(index))
         case let .unhandledHypercall(_, number): return EventKey(kind: 6, location: number)
         case .unexpectedExit: return EventKey(kind: 7, location: 0)
@@ -56,6 +59,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return "vcpu=\(vcpu) unowned MMIO read address=\(h(address)) length=\(length) -> all ones"
         case let .unownedMMIOWrite(vcpu, address, length, value):
             return "vcpu=\(vcpu) unowned MMIO write address=\(h(address)) length=\(length) value=\(h(value)) dropped"
+        case let .readOnlyMemoryWrite(vcpu, address, length, value):
+            return "vcpu=\(vcpu) write to read-only memory address=\(h(address)) length=\(length) value=\(h(value)) dropped"
         case let .unhandledMSR(vcpu, index, isWrite, value):
             return "vcpu=\(vcpu) \(isWrite ? "wrmsr" : "rdmsr") msr=\(h(index))\(isWrite ? " value=\(h(value))" : "") not handled -> #GP"
         case let .unhandledHypercall(vcpu, number):
@@ -83,6 +88,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return #"{"event":"unowned-mmio-read","vcpu":\#(vcpu),"address":\#(h(address)),"length":\#(length)}"#
         case let .unownedMMIOWrite(vcpu, address, length, value):
             return #"{"event":"unowned-mmio-write","vcpu":\#(vcpu),"address":\#(h(address)),"length":\#(length),"value":\#(h(value))}"#
+        case let .readOnlyMemoryWrite(vcpu, address, length, value):
+            return #"{"event":"read-only-memory-write","vcpu":\#(vcpu),"address":\#(h(address)),"length":\#(length),"value":\#(h(value))}"#
         case let .unhandledMSR(vcpu, index, isWrite, value):
             return #"{"event":"unhandled-msr","vcpu":\#(vcpu),"msr":\#(h(index)),"access":"\#(isWrite ? "write" : "read")","value":\#(h(value))}"#
         case let .unhandledHypercall(vcpu, number):

@@ -20,6 +20,8 @@ final class VCPURunner: @unchecked Sendable {
     let hypercalls: HypercallHandler?
     /// MSR_KVM_MIGRATION_CONTROL, when the machine offers migration control.
     let migrationGate: MigrationGate?
+    /// Guest-physical ranges mapped read-only: a write exit there is a refused write, not unowned MMIO.
+    let readOnlyMemory: [Range<UInt64>]
     /// Called when the guest writes the sync port (tests, embedders).
     let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
     /// KVM copies the registers into the run page on each exit (RIP for free).
@@ -33,7 +35,7 @@ final class VCPURunner: @unchecked Sendable {
 
     init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
          msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,
-         hypercalls: HypercallHandler?, migrationGate: MigrationGate?) {
+         hypercalls: HypercallHandler?, migrationGate: MigrationGate?, readOnlyMemory: [Range<UInt64>]) {
         self.index = index
         self.vcpu = vcpu
         self.devices = devices
@@ -44,6 +46,7 @@ final class VCPURunner: @unchecked Sendable {
         self.phaseHandler = phaseHandler
         self.hypercalls = hypercalls
         self.migrationGate = migrationGate
+        self.readOnlyMemory = readOnlyMemory
     }
 
     var hasEnded: Bool { ended.load(ordering: .acquiring) }
@@ -83,7 +86,11 @@ final class VCPURunner: @unchecked Sendable {
             return handlePortIO(io)
         case let .mmio(mmio):
             if mmio.isWrite {
-                events.record(.unownedMMIOWrite(vcpu: index, address: mmio.address, length: mmio.length, value: mmio.data))
+                if readOnlyMemory.contains(where: { $0.contains(mmio.address) }) {
+                    events.record(.readOnlyMemoryWrite(vcpu: index, address: mmio.address, length: mmio.length, value: mmio.data))
+                } else {
+                    events.record(.unownedMMIOWrite(vcpu: index, address: mmio.address, length: mmio.length, value: mmio.data))
+                }
             } else {
                 events.record(.unownedMMIORead(vcpu: index, address: mmio.address, length: mmio.length))
                 vcpu.completeMMIORead(value: UInt64.max)

@@ -245,3 +245,38 @@ struct CLIMSRRunTests {
         #expect(!written.contains("msr = \"MSR_EFER\"\naction = \"emulate\""))
     }
 }
+
+@Suite("deflect: multiboot input")
+struct CLIMultibootInputTests {
+    /// A 32-byte image with a multiboot header whose checksum is wrong.
+    private var badChecksumImage: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        for (i, word) in [UInt32(0x1BAD_B002), 0, 0x1234].enumerated() {
+            for b in 0..<4 { bytes[i * 4 + b] = UInt8(truncatingIfNeeded: word >> (8 * UInt32(b))) }
+        }
+        return bytes
+    }
+
+    @Test func appendWithoutMultiboot() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--append", "x=1"])
+        #expect(r.status == ExitStatus.usage)
+        expectOneLineError(r, "need a multiboot kernel")
+    }
+
+    @Test func badMultibootHeader() throws {
+        let r = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "invalid image")
+    }
+
+    @Test func missingModule() throws {
+        let r = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot", "--module", "/nonexistent/env.txt"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "module /nonexistent/env.txt does not exist")
+    }
+
+    @Test func unknownPlatform() throws {
+        let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--platform", "amiga"])
+        #expect(r.status == ExitStatus.usage)
+    }
+}
