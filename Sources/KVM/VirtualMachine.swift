@@ -87,9 +87,13 @@ public final class VirtualMachine: Sendable {
         _ = try Syscall.ioctl(fd, CKVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP")
     }
 
-    /// KVM_CREATE_PIT2: in-kernel i8254.
-    public func createPIT2() throws(KVMError) {
+    /// KVM_CREATE_PIT2: in-kernel i8254. With `speakerPort`
+    /// (KVM_PIT_SPEAKER_DUMMY) KVM also answers port 0x61, whose bit 5 is
+    /// channel 2's output: without it that port would have to be emulated in
+    /// user space from state KVM keeps.
+    public func createPIT2(speakerPort: Bool = true) throws(KVMError) {
         var config = kvm_pit_config()
+        config.flags = speakerPort ? 1 : 0   // KVM_PIT_SPEAKER_DUMMY
         _ = try Syscall.ioctl(fd, CKVM_CREATE_PIT2, &config, "KVM_CREATE_PIT2")
     }
 

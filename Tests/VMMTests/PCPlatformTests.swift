@@ -4,15 +4,18 @@
 import DeflectTestSupport
 import Foundation
 import Loader
+import MSRPolicy
 import Testing
 @testable import VMM
 
 private func runPC(_ guest: String, mode: BootMode, vcpus: Int = 1, memoryMiB: Int = 64,
-                   commandLine: String = "", modules: [MultibootModule] = [], timeout: Double = 60)
+                   commandLine: String = "", modules: [MultibootModule] = [], timeout: Double = 60,
+                   msr: MSRSetup = .kernelOnly)
     throws -> (RunReport, String, [String]) {
     var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: mode, memoryMiB: memoryMiB,
                                       vcpuCount: vcpus, timeoutSeconds: timeout)
     config.platform = .pc
+    config.msr = msr
     config.commandLine = commandLine
     config.modules = modules
     let sink = CaptureSink()
@@ -40,5 +43,59 @@ struct PCPlatformTests {
         var config = MachineConfiguration(image: try GuestImages.bytes("long/hello.bin"), mode: .long, memoryMiB: 1)
         config.platform = .pc
         #expect(throws: MachineError.self) { _ = try Machine(configuration: config, serialOutput: CaptureSink()) }
+    }
+
+    // The multiboot test kernels (Guests/multiboot): each prints PASS/FAIL per
+    // check and ends with status 3 (pass) or 5 (fail).
+
+    private static let environment = MultibootModule(bytes: Array("MAGIC=deflect-env-v1\n".utf8), commandLine: "env.txt")
+
+    private func expectPass(_ report: RunReport, _ output: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        #expect(output.contains("RESULT pass"), "\(output)", sourceLocation: sourceLocation)
+        #expect(!output.contains("FAIL "), "\(output)", sourceLocation: sourceLocation)
+        #expect(report.outcome == .guestExit(value: 1, status: 3), sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: [1, 3])
+    func multibootInformation(vcpus: Int) throws {
+        let (report, output, _) = try runPC("multiboot/mbinfo.elf", mode: .multiboot, vcpus: vcpus,
+                                            commandLine: "expect-module=deflect-env-v1", modules: [Self.environment])
+        expectPass(report, output)
+        #expect(output.contains("Deflect"))
+    }
+
+    @Test func multibootModuleMismatchFails() throws {
+        let (report, output, _) = try runPC("multiboot/mbinfo.elf", mode: .multiboot,
+                                            commandLine: "expect-module=something-else", modules: [Self.environment])
+        #expect(output.contains("RESULT fail"))
+        #expect(report.outcome == .guestExit(value: 2, status: 5))
+    }
+
+    @Test(arguments: [1, 4])
+    func platformDevicesAndACPI(vcpus: Int) throws {
+        let (report, output, _) = try runPC("multiboot/platform.elf", mode: .multiboot, vcpus: vcpus)
+        expectPass(report, output)
+        #expect(output.contains("PASS pm-timer-rate"))
+        #expect(output.contains("enabled_cpus=\(vcpus) (fw_cfg \(vcpus))"))
+    }
+
+    @Test(arguments: [2, 4])
+    func everyVCPUComesUpThroughINITAndSIPI(vcpus: Int) throws {
+        let (report, output, _) = try runPC("multiboot/smp.elf", mode: .multiboot, vcpus: vcpus)
+        expectPass(report, output)
+        #expect(output.contains("PASS ap-startup count=\(vcpus - 1) expected=\(vcpus - 1)"))
+    }
+
+    @Test func msrAccessesOfAKernelStyleGuestUnderAPolicy() throws {
+        let policy = CPUProfiles.apply(try #require(CPUProfiles.named("intel-skylake-server")),
+                                       under: MSRPolicy(rules: [], defaultAction: .ignore, defaultScope: .unknown))
+        let (report, output, _) = try runPC("multiboot/msr.elf", mode: .multiboot, msr: .policy(policy))
+        expectPass(report, output)
+        let accesses = ReportedAccess.parse(output)
+        // The profile answers MSR_CORE_THREAD_COUNT from the topology (1 core, 1 thread);
+        // the default ignores the unknown MSR instead of #GP.
+        #expect(accesses.contains(ReportedAccess(write: false, index: 0x35, faulted: false, value: 0x0001_0001)))
+        #expect(accesses.contains(ReportedAccess(write: false, index: 0x2474, faulted: false, value: 0)))
+        #expect(report.msrStatistics.entry(for: 0x35)?.reads == 1)
     }
 }

@@ -9,7 +9,7 @@
 
    Reporting (COM1 0x3f8, polled, 8N1): one line per check,
        "PASS <name> <details>"   or   "FAIL <name> <details>"
-   plus free-form info lines ("INFO ..."), then the last line
+   plus free-form info lines ("INFO ..."), then "CHECKS total=N failed=F" and
        "RESULT pass"   or   "RESULT fail"
    and a write to the debug-exit port 0xf4:
        0x01 on pass (QEMU isa-debug-exit / Deflect status (1 << 1) | 1 = 3)
@@ -25,7 +25,7 @@
 
    Instruction choice: integer code only (-mgeneral-regs-only, -march=i686),
    IN/OUT, LGDT/LIDT, RDMSR/WRMSR, RDTSC, LOCK XADD/OR/XCHG, PAUSE, HLT,
-   IRET; none of the instructions nested KVM's emulator fails on here
+   POPF/RET to leave handlers (no IRET: see start.S); none of the instructions nested KVM's emulator fails on here
    (XGETBV, MOVBE, CLWB, INVPCID, CLAC, INT3/INT n). */
 #ifndef MBRT_H
 #define MBRT_H
@@ -134,11 +134,21 @@ size_t strlen(const char *s);
 /* u64 / u32 without libgcc; *rem may be NULL. */
 u64 udiv64(u64 n, u32 d, u32 *rem);
 
-/* ---- timing: PIT channel 2 one-shot, polled on port 0x61 bit 5 ---- */
+/* ---- timing: PIT channel 2 (1.193182 MHz), mode 0, polled ----
+   Elapsed time is measured by latching and reading the channel-2 counter
+   (port 0x43 command 0x80, two reads of 0x42) and summing the decrements;
+   mode 0 keeps counting past 0 (wrapping to 0xffff), so any duration works
+   as long as the caller polls at least every ~50 ms. Port 0x61 bit 5 (OUT2)
+   is NOT used for timing: with KVM's in-kernel speaker port on the nested
+   test host it does not follow OUT2 (platform.c checks it separately). */
 #define PIT_HZ 1193182u
-void pit2_start(u16 count);               /* mode 0, gate on; OUT2 rises at 0 */
-int pit2_done(void);                      /* OUT2 high? */
-void pit_delay_us(u32 us);                /* busy-waits; splits > 50 ms */
+struct pit_timer { u16 prev; u32 elapsed; };
+void pit2_start(u16 count);               /* mode 0 one-shot, gate on, speaker off */
+int pit2_done(void);                      /* port 0x61 bit 5: OUT2 high? */
+u16 pit2_count(void);                     /* latched channel-2 count */
+void pit_timer_start(struct pit_timer *t);   /* channel 2 free-running from 0xffff */
+u32 pit_timer_elapsed(struct pit_timer *t);  /* PIT ticks since start */
+void pit_delay_us(u32 us);                /* busy-waits */
 
 /* ---- fw_cfg (QEMU docs/specs/fw_cfg.rst, I/O interface) ---- */
 #define FW_CFG_PORT_SEL  0x510

@@ -116,7 +116,7 @@ void exit_with(u8 value)
 void finish(void)
 {
     int ok = rt_failures == 0 && rt_checks > 0;
-    puts("SUMMARY checks=");
+    puts("CHECKS total=");
     putdec(rt_checks);
     puts(" failed=");
     putdec(rt_failures);
@@ -214,18 +214,36 @@ int pit2_done(void)
     return (inb(0x61) & 0x20) != 0;
 }
 
+u16 pit2_count(void)
+{
+    outb(0x43, 0x80);                       /* latch channel 2 */
+    u8 lo = inb(0x42);
+    u8 hi = inb(0x42);
+    return (u16)(lo | (hi << 8));
+}
+
+void pit_timer_start(struct pit_timer *t)
+{
+    pit2_start(0xffff);
+    t->prev = 0xffff;
+    t->elapsed = 0;
+}
+
+u32 pit_timer_elapsed(struct pit_timer *t)
+{
+    u16 cur = pit2_count();
+    t->elapsed += (u16)(t->prev - cur);     /* mode 0 wraps past 0 to 0xffff */
+    t->prev = cur;
+    return t->elapsed;
+}
+
 void pit_delay_us(u32 us)
 {
-    while (us) {
-        u32 chunk = us > 50000 ? 50000 : us;
-        u32 count = (u32)udiv64((u64)chunk * PIT_HZ, 1000000, NULL);
-        if (count < 2)
-            count = 2;
-        pit2_start((u16)count);
-        while (!pit2_done())
-            cpu_relax();
-        us -= chunk;
-    }
+    u32 ticks = (u32)udiv64((u64)us * PIT_HZ, 1000000, NULL);
+    struct pit_timer t;
+    pit_timer_start(&t);
+    while (pit_timer_elapsed(&t) < ticks)
+        cpu_relax();
 }
 
 /* ---------------------------------------------------------------- fw_cfg */

@@ -119,7 +119,21 @@ rt_isr_common:
     add $4, %esp
     popal
     add $8, %esp                    /* vector, error */
-    iret
+    /* Return without IRET: on the nested-KVM hosts Deflect is tested on,
+       guest code runs through KVM's instruction emulator, which implements
+       IRET only in real mode (protected-mode IRET ends the run with an
+       emulation failure, KVM_EXIT_INTERNAL_ERROR). Same privilege and the
+       same CS (0x08) for every handler, so POPF + RET does the same job:
+       turn [EIP][CS][EFLAGS] into [EFLAGS][EIP] in place. */
+    push %eax                       /* [eax][EIP][CS][EFLAGS] */
+    mov 12(%esp), %eax
+    mov %eax, 8(%esp)               /* [eax][EIP][EFLAGS][EFLAGS] */
+    mov 4(%esp), %eax
+    mov %eax, 12(%esp)              /* [eax][EIP][EFLAGS][EIP] */
+    pop %eax
+    add $4, %esp                    /* [EFLAGS][EIP] */
+    popfl
+    ret
 
     .section .rodata
     .balign 4
