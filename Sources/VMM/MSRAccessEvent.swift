@@ -1,3 +1,5 @@
+import MSRPolicy
+
 // VMM: the structured record of one reported MSR access (vCPU, RIP, MSR,
 // direction, value, the action taken), as a readable line and as JSON.
 
@@ -35,28 +37,9 @@ public struct MSRAccessEvent: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Minimal JSON text helpers (the event stream writes JSON by hand to stay allocation-light).
+/// JSON text for the event stream, written by hand to stay allocation-light.
 enum JSONText {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { QuotedString.quoted(s) }
 }
 
 /// One hypercall the guest made: number, arguments and the result it got.

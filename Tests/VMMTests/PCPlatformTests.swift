@@ -73,7 +73,18 @@ struct PCPlatformTests {
 
     @Test(arguments: [1, 4])
     func platformDevicesAndACPI(vcpus: Int) throws {
-        let (report, output, _) = try runPC("multiboot/platform.elf", mode: .multiboot, vcpus: vcpus)
+        // The PM-timer-rate check times 50 ms of PIT against the PM timer from
+        // inside the guest; on a 2-core host running the other tests in
+        // parallel the vCPU can be descheduled mid-measurement. Timing-only
+        // failures get up to two more runs; any other failure counts at once.
+        var attempt = 0
+        var (report, output, _) = try runPC("multiboot/platform.elf", mode: .multiboot, vcpus: vcpus)
+        while attempt < 2, output.contains("RESULT fail"),
+              output.split(separator: "\n").filter({ $0.hasPrefix("FAIL ") })
+                  .allSatisfy({ $0.hasPrefix("FAIL pm-timer-rate") || $0.hasPrefix("FAIL pit-out2") }) {
+            attempt += 1
+            (report, output, _) = try runPC("multiboot/platform.elf", mode: .multiboot, vcpus: vcpus)
+        }
         expectPass(report, output)
         #expect(output.contains("PASS pm-timer-rate"))
         #expect(output.contains("enabled_cpus=\(vcpus) (fw_cfg \(vcpus))"))
