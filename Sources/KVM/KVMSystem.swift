@@ -60,7 +60,7 @@ public final class KVMSystem: Sendable {
             if result == -E2BIG && capacity < 4096 { capacity *= 2; continue }
             guard result >= 0 else { throw .ioctl(request: "KVM_GET_SUPPORTED_CPUID", errno: -result) }
             let count = Int(header.pointee.nent)
-            let entries = ckvm_cpuid2_entries(header)!
+            let entries = ckvm_cpuid2_entries(header)
             return (0..<count).map { CPUIDEntry(entries[$0]) }
         }
     }
@@ -92,7 +92,7 @@ public final class KVMSystem: Sendable {
             }
             guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
             let count = min(Int(header.pointee.nmsrs), capacity)
-            let indices = ckvm_msr_list_indices(header)!
+            let indices = ckvm_msr_list_indices(header)
             return (0..<count).map { indices[$0] }
         }
     }

@@ -275,7 +275,7 @@ public final class VCPU: @unchecked Sendable {
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         // SAFETY: buffer holds a kvm_cpuid2 header followed by `capacity` entries.
         let header = buffer.assumingMemoryBound(to: kvm_cpuid2.self)
-        return try body(header, ckvm_cpuid2_entries(header)!)
+        return try body(header, ckvm_cpuid2_entries(header))
     }
 
     // MARK: MSRs
@@ -323,7 +323,7 @@ public final class VCPU: @unchecked Sendable {
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         // SAFETY: buffer holds a kvm_msrs header followed by `count` entries.
         let header = buffer.assumingMemoryBound(to: kvm_msrs.self)
-        try body(header, ckvm_msrs_entries(header)!)
+        try body(header, ckvm_msrs_entries(header))
     }
 
     // MARK: ONE_REG
@@ -364,7 +364,7 @@ public final class VCPU: @unchecked Sendable {
                 continue
             }
             guard result >= 0 else { throw .ioctl(request: "KVM_GET_REG_LIST", errno: -result) }
-            let regs = ckvm_reg_list_regs(header)!
+            let regs = ckvm_reg_list_regs(header)
             return (0..<min(Int(header.pointee.n), capacity)).map { X86RegisterID(rawValue: regs[$0]) }
         }
     }

@@ -33,6 +33,10 @@
 #define KVM_EXIT_HYPERCALL_LONG_MODE (1ULL << 0)
 #endif
 
+// Every pointer below is non-null (Swift imports them without Optional): the
+// helpers are only ever called with live structures.
+#pragma clang assume_nonnull begin
+
 // ---- request numbers, exported because the macros do not import ------------
 // (`static const`, not `static`: Swift 6 rejects mutable globals.)
 
@@ -200,5 +204,7 @@ static inline int ckvm_unblock_kick_signal(void) {
 static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
     __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
 }
+
+#pragma clang assume_nonnull end
 
 #endif
