@@ -109,4 +109,23 @@ struct PCPlatformTests {
         #expect(accesses.contains(ReportedAccess(write: false, index: 0x2474, faulted: false, value: 0)))
         #expect(report.msrStatistics.entry(for: 0x35)?.reads == 1)
     }
+
+    /// The honest exit path: on this nested host KVM cannot emulate a 32-bit
+    /// IRET and reports KVM_EXIT_INTERNAL_ERROR; elsewhere the kernel passes.
+    @Test func emulationFailureEndsTheRunWithRegisters() throws {
+        let started = ContinuousClock.now
+        let (report, output, _) = try runPC("multiboot/iret32.elf", mode: .multiboot, timeout: 20)
+        switch report.outcome {
+        case let .guestFailure(description, dump):
+            #expect(description.contains("emulation failure") || description.contains("internal error"))
+            #expect(dump.registers?.rax != nil)
+            #expect(report.outcome.exitStatus == ExitStatus.guestFailure)
+            #expect(report.outcome.report.contains("RIP="))
+        case .guestExit(value: 1, status: 3):
+            #expect(output.contains("survived the IRET"))
+        default:
+            Issue.record("unexpected outcome \(report.outcome)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(25))
+    }
 }
