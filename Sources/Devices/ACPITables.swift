@@ -28,8 +28,8 @@ public struct ACPITableSet {
     public static let ioAPICAddress: UInt32 = 0xFEC0_0000
     /// The SCI's ISA IRQ (and GSI): 9, as on QEMU's PC machines.
     public static let sciInterrupt: UInt16 = 9
-    /// xAPIC IDs 0…254 (255 is broadcast) and the IOAPIC ID (= vCPU count)
-    /// must fit in 8 bits: vCPU counts are clamped to 1...254.
+    /// xAPIC IDs 0…254 (255 is broadcast) must fit in 8 bits: vCPU counts
+    /// are clamped to 1...254.
     public static let maxVCPUs = 254
 
     public static let oemID = "DEFLCT"
@@ -102,6 +102,9 @@ public struct ACPITableSet {
     }
 
     /// MADT: local APIC address, PCAT_COMPAT, then the entries.
+    /// The ID of KVM's in-kernel IOAPIC after reset.
+    public static let ioAPICID: UInt8 = 0
+
     static func madtTable(vcpuCount: Int) -> [UInt8] {
         var body = littleEndianBytes(localAPICAddress)
         body += littleEndianBytes(UInt32(1)) // PCAT_COMPAT: dual 8259s present
@@ -110,8 +113,9 @@ public struct ACPITableSet {
             body += [0, 8, UInt8(cpu), UInt8(cpu)]
             body += littleEndianBytes(UInt32(1))
         }
-        // I/O APIC: ID = vCPU count (after the local APIC IDs), GSI base 0.
-        body += [1, 12, UInt8(vcpuCount), 0]
+        // I/O APIC: ID 0, GSI base 0. KVM's in-kernel IOAPIC resets to ID 0
+        // and QEMU's MADT says 0 too; the table must describe the real device.
+        body += [1, 12, Self.ioAPICID, 0]
         body += littleEndianBytes(ioAPICAddress)
         body += littleEndianBytes(UInt32(0))
         // ISA IRQ 0 (PIT) arrives at GSI 2, bus-conforming, as on QEMU.

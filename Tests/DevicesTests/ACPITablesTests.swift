@@ -190,7 +190,7 @@ struct ParsedACPI {
             #expect(entry.flags == 1)
         }
         #expect(madt.ioAPICs.count == 1)
-        #expect(madt.ioAPICs.first?.id == UInt8(vcpus))
+        #expect(madt.ioAPICs.first?.id == ACPITableSet.ioAPICID)
         #expect(madt.ioAPICs.first?.address == 0xFEC0_0000)
         #expect(madt.ioAPICs.first?.gsiBase == 0)
         #expect(madt.overrides.count == 2)
@@ -257,7 +257,7 @@ struct ParsedACPI {
         let madt = try #require(ParsedMADT(manyTable))
         #expect(madt.localAPICs.count == ACPITableSet.maxVCPUs)
         #expect(madt.localAPICs.last?.apicID == 253)
-        #expect(madt.ioAPICs.first?.id == 254)
+        #expect(madt.ioAPICs.first?.id == ACPITableSet.ioAPICID)
     }
 
     @Test func corruptingAByteIsDetected() throws {
