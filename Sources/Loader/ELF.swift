@@ -45,6 +45,28 @@ public struct ELFIdentification: Sendable, Equatable {
         version = image[6]
         osABI = image[7]
     }
+
+    /// Little-endian, current version: what both ELF classes require here.
+    func requireLittleEndianCurrentVersion() throws(LoaderError) {
+        guard dataEncoding == ELFConstants.dataLittleEndian else {
+            throw .elfUnsupportedDataEncoding(dataEncoding)
+        }
+        guard UInt32(version) == ELFConstants.versionCurrent else {
+            throw .elfUnsupportedVersion(UInt32(version))
+        }
+    }
+}
+
+/// Checks shared by the ELF64 and ELF32 headers once their fields are read:
+/// an executable of the current version with program headers of a usable size.
+func requireExecutableWithProgramHeaders(type: UInt16, version: UInt32, count: UInt16, entrySize: UInt16,
+                                         minimumEntrySize: UInt16) throws(LoaderError) {
+    guard type == ELFConstants.typeExecutable else { throw .elfUnsupportedType(type) }
+    guard version == ELFConstants.versionCurrent else { throw .elfUnsupportedVersion(version) }
+    guard count > 0 else { throw .elfNoLoadableSegments }
+    guard entrySize >= minimumEntrySize else {
+        throw .elfProgramHeaderEntryTooSmall(size: entrySize, minimum: minimumEntrySize)
+    }
 }
 
 /// One program header, widened to 64-bit fields whatever the file's class.
@@ -116,12 +138,7 @@ public struct ELF64Image: Sendable, Equatable {
         guard identification.elfClass == ELFConstants.class64 else {
             throw .elfUnsupportedClass(identification.elfClass)
         }
-        guard identification.dataEncoding == ELFConstants.dataLittleEndian else {
-            throw .elfUnsupportedDataEncoding(identification.dataEncoding)
-        }
-        guard UInt32(identification.version) == ELFConstants.versionCurrent else {
-            throw .elfUnsupportedVersion(UInt32(identification.version))
-        }
+        try identification.requireLittleEndianCurrentVersion()
 
         let reader = LittleEndianReader(bytes: image)
         type = try reader.u16(16)
@@ -134,13 +151,9 @@ public struct ELF64Image: Sendable, Equatable {
         programHeaderCount = try reader.u16(56)
 
         guard machine == ELFConstants.machineX86_64 else { throw .elfUnsupportedMachine(machine) }
-        guard type == ELFConstants.typeExecutable else { throw .elfUnsupportedType(type) }
-        guard version == ELFConstants.versionCurrent else { throw .elfUnsupportedVersion(version) }
-        guard programHeaderCount > 0 else { throw .elfNoLoadableSegments }
-        guard programHeaderEntrySize >= Self.minimumProgramHeaderEntrySize else {
-            throw .elfProgramHeaderEntryTooSmall(size: programHeaderEntrySize,
-                                                 minimum: Self.minimumProgramHeaderEntrySize)
-        }
+        try requireExecutableWithProgramHeaders(type: type, version: version, count: programHeaderCount,
+                                                entrySize: programHeaderEntrySize,
+                                                minimumEntrySize: Self.minimumProgramHeaderEntrySize)
         // count × entry size is at most 0xFFFF × 0xFFFF, so only the addition can overflow.
         let tableSize = UInt64(programHeaderCount) * UInt64(programHeaderEntrySize)
         let (tableEnd, overflow) = programHeaderOffset.addingReportingOverflow(tableSize)

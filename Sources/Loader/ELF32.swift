@@ -37,12 +37,7 @@ public struct ELF32Image: Sendable, Equatable {
         guard image.count >= Self.headerSize else {
             throw .elfHeaderTruncated(size: image.count, required: Self.headerSize)
         }
-        guard identification.dataEncoding == ELFConstants.dataLittleEndian else {
-            throw .elfUnsupportedDataEncoding(identification.dataEncoding)
-        }
-        guard UInt32(identification.version) == ELFConstants.versionCurrent else {
-            throw .elfUnsupportedVersion(UInt32(identification.version))
-        }
+        try identification.requireLittleEndianCurrentVersion()
 
         let reader = LittleEndianReader(bytes: image)
         type = try reader.u16(16)
@@ -54,13 +49,9 @@ public struct ELF32Image: Sendable, Equatable {
         programHeaderCount = try reader.u16(44)
 
         guard machine == ELFConstants.machine386 else { throw .multibootELFUnsupportedMachine(machine) }
-        guard type == ELFConstants.typeExecutable else { throw .elfUnsupportedType(type) }
-        guard version == ELFConstants.versionCurrent else { throw .elfUnsupportedVersion(version) }
-        guard programHeaderCount > 0 else { throw .elfNoLoadableSegments }
-        guard programHeaderEntrySize >= Self.minimumProgramHeaderEntrySize else {
-            throw .elfProgramHeaderEntryTooSmall(size: programHeaderEntrySize,
-                                                 minimum: Self.minimumProgramHeaderEntrySize)
-        }
+        try requireExecutableWithProgramHeaders(type: type, version: version, count: programHeaderCount,
+                                                entrySize: programHeaderEntrySize,
+                                                minimumEntrySize: Self.minimumProgramHeaderEntrySize)
         // All three are at most 32 bits wide, so the 64-bit sum cannot overflow.
         let tableEnd = UInt64(programHeaderOffset)
             + UInt64(programHeaderCount) * UInt64(programHeaderEntrySize)
