@@ -54,6 +54,12 @@ public struct MSRStatistics: Sendable, Equatable {
     /// Slot in `storage` per tracked MSR.
     private var slots: [UInt32: Int] = [:]
     private var storage: [Entry] = []
+    /// The last MSR recorded and its outcome's position: a guest loop on one
+    /// MSR then costs no hashing at all. Cleared whenever a position could move.
+    private var lastSlot = -1
+    private var lastIndex: UInt32 = 0
+    private var lastOutcome = ""
+    private var lastOutcomePosition: [String: UInt64].Index?
     public private(set) var other = Other()
 
     public init() {}
@@ -67,9 +73,11 @@ public struct MSRStatistics: Sendable, Equatable {
     public mutating func record(index: UInt32, access: MSRAccess, value: UInt64, outcome: String, rip: UInt64?) {
         let isWrite: Bool
         if case .write = access { isWrite = true } else { isWrite = false }
-        if let slot = slots[index] {
+        let cached = lastSlot >= 0 && lastIndex == index
+        if let slot = cached ? lastSlot : slots[index] {
             // In place: `storage` and the entry's dictionary stay uniquely
             // referenced, so nothing is copied.
+            if !cached { lastSlot = slot; lastIndex = index; lastOutcomePosition = nil }
             if isWrite {
                 storage[slot].writes &+= 1
             } else {
@@ -77,10 +85,14 @@ public struct MSRStatistics: Sendable, Equatable {
                 storage[slot].reads &+= 1
             }
             storage[slot].lastValue = value
-            if let known = storage[slot].outcomes.index(forKey: outcome) {
+            if let known = (lastOutcomePosition != nil && lastOutcome == outcome) ? lastOutcomePosition
+                                                                                 : storage[slot].outcomes.index(forKey: outcome) {
                 storage[slot].outcomes.values[known] &+= 1
+                lastOutcome = outcome
+                lastOutcomePosition = known
             } else {
-                storage[slot].outcomes[outcome] = 1
+                storage[slot].outcomes[outcome] = 1   // an insert may move every position
+                lastOutcomePosition = nil
             }
             if let rip { storage[slot].lastRIP = rip }
         } else if storage.count < Self.maxTrackedMSRs {
@@ -98,6 +110,7 @@ public struct MSRStatistics: Sendable, Equatable {
     /// values stay, `other`'s last values and RIPs win (vCPUs run at the same
     /// time, so across vCPUs "first" and "last" are approximate anyway).
     public mutating func merge(_ incoming: MSRStatistics) {
+        lastOutcomePosition = nil   // merging may insert outcome keys
         for entry in incoming.storage {
             if let slot = slots[entry.index] {
                 if storage[slot].reads == 0, entry.reads > 0 { storage[slot].firstReadValue = entry.firstReadValue }

@@ -163,3 +163,31 @@ import Foundation
         #expect(s.entry(for: 0x100)?.lastValue == 2)
     }
 }
+
+@Suite("MSR statistics, repeated accesses")
+struct StatisticsRepeatTests {
+    @Test func alternatingOutcomesAndMSRsCountExactly() {
+        var s = MSRStatistics()
+        for i in 0..<1000 {
+            let index: UInt32 = i % 3 == 0 ? 0x10 : 0x175
+            let outcome = i % 5 == 0 ? "denied" : (i % 7 == 0 ? "default-gp" : "emulated")
+            s.record(index: index, access: i % 2 == 0 ? .read : .write(UInt64(i)), value: UInt64(i), outcome: outcome, rip: nil)
+        }
+        var other = MSRStatistics()
+        other.record(index: 0x175, access: .read, value: 1, outcome: "new-outcome", rip: nil)
+        s.merge(other)
+        s.record(index: 0x175, access: .read, value: 2, outcome: "emulated", rip: nil)
+        s.record(index: 0x175, access: .read, value: 3, outcome: "new-outcome", rip: nil)
+        var expected: [UInt32: [String: UInt64]] = [:]
+        for i in 0..<1000 {
+            let index: UInt32 = i % 3 == 0 ? 0x10 : 0x175
+            let outcome = i % 5 == 0 ? "denied" : (i % 7 == 0 ? "default-gp" : "emulated")
+            expected[index, default: [:]][outcome, default: 0] += 1
+        }
+        expected[0x175, default: [:]]["new-outcome", default: 0] += 2
+        expected[0x175, default: [:]]["emulated", default: 0] += 1
+        #expect(s.entry(for: 0x10)?.outcomes == expected[0x10])
+        #expect(s.entry(for: 0x175)?.outcomes == expected[0x175])
+        #expect(s.entry(for: 0x175)?.lastValue == 3)
+    }
+}
