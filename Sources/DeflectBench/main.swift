@@ -181,7 +181,11 @@ func main() throws {
 
 enum BenchmarkFile {
     /// Replaces the section starting with `heading` (up to the next "## ") or appends it.
-    static func replaceSection(in path: String, heading: String, with section: String) throws {
+    static func replaceSection(in path: String, heading: String, with body: String) throws {
+        // One blank line between sections, whatever the section text ends with.
+        var section = body
+        while section.hasSuffix("\n\n") { section.removeLast() }
+        section += "\n\n"
         var text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? "# Deflect benchmarks\n\nEach section says the command that produced it and when. Ratios are measured against a reference run in the same process run, on the same host.\n\n"
         if let start = text.range(of: heading) {
             let rest = text[start.upperBound...]
