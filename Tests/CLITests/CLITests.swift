@@ -280,3 +280,31 @@ struct CLIMultibootInputTests {
         #expect(r.status == ExitStatus.usage)
     }
 }
+
+@Suite("deflect: live policy reload", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct CLIPolicyReloadTests {
+    @Test func sighupReloadsThePolicyWhileTheGuestRuns() throws {
+        let policy = try temporaryFile(Array("[[rule]]\nmsr = 0x2474\naction = \"ignore\"\n".utf8))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: deflectBinary)
+        process.arguments = ["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--policy", policy, "--timeout", "4"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        usleep(1_000_000)
+        // A broken file first: the previous policy must stay.
+        try Data("[[rule]]\nmsr = \"NOPE\"\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
+        kill(process.processIdentifier, SIGHUP)
+        usleep(500_000)
+        try Data("[[rule]]\nmsr = 0x2474\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
+        kill(process.processIdentifier, SIGHUP)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == ExitStatus.timeout)
+        #expect(stderr.contains("not reloaded"), "\(stderr)")
+        #expect(stderr.contains("the previous policy stays"))
+        #expect(stderr.contains("policy \(policy) reloaded"), "\(stderr)")
+    }
+}
