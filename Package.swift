@@ -51,14 +51,16 @@ let package = Package(
         .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
-        .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls"],
+        .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
                           path: "Sources/HypercallBench", swiftSettings: strict),
+        // The seeded generator property tests, fuzz tests and benchmarks share.
+        .target(name: "SeededRandom", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
-        .testTarget(name: "LoaderTests", dependencies: ["Loader"], swiftSettings: strict),
-        .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy"], swiftSettings: strict),
-        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls"], swiftSettings: strict),
+        .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),

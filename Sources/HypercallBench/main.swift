@@ -3,20 +3,9 @@
 // space, then 10⁶ random point queries; prints a BENCHMARKS.md section and,
 // with --output FILE, replaces that section in FILE.
 
+import SeededRandom
 import Foundation
 import Hypercalls
-
-/// SplitMix64, seeded, so every run converts the same ranges.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 struct Options {
     var updates = 1_000_000

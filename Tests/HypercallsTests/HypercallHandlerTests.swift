@@ -2,6 +2,7 @@
 // value on every exit, unknown numbers, 32-bit callers, bounded counters
 // under garbage, concurrent vCPU threads, snapshot and restore.
 
+import SeededRandom
 import Testing
 import Hypercalls
 

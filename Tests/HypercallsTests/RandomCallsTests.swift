@@ -6,6 +6,7 @@
 // Call count: 1,000,000 by default. Set HYPERCALL_RANDOM_CALLS=<n> to run a
 // different number (e.g. fewer while iterating on the map).
 
+import SeededRandom
 import Foundation
 import Testing
 import Hypercalls

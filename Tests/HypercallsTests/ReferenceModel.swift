@@ -2,20 +2,9 @@
 // against: one Bool per 4 KiB page for the page map, 128-bit arithmetic for
 // MAP_GPA_RANGE validation, and a seeded generator so every run is the same.
 
+import SeededRandom
 import Hypercalls
 
-/// SplitMix64: deterministic, seedable, good enough for test inputs.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// One flag per 4 KiB page: true = shared.
 struct PageModel {

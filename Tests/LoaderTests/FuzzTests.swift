@@ -1,5 +1,6 @@
 // LoaderTests: random mutations of a valid ELF image must each load or throw
 // a LoaderError — never trap. Seeded, so any failure is reproducible.
+import SeededRandom
 import Testing
 @testable import Loader
 

@@ -1,6 +1,7 @@
 // LoaderTests: random mutations of valid multiboot kernels (address-field
 // and ELF32 images) must each load or throw a LoaderError — never trap —
 // and whatever loads must keep the layout's promises. Seeded: reproducible.
+import SeededRandom
 import Testing
 @testable import Loader
 

@@ -1,5 +1,6 @@
 // LoaderTests: helpers that read the produced boot structures back the way
-// the CPU would — a page-table walker, a GDT descriptor decoder, a seeded RNG.
+// the CPU would — a page-table walker and a GDT descriptor decoder.
+import SeededRandom
 import Loader
 
 /// Reads a little-endian u64 at `address` from whichever segment holds it.
@@ -66,17 +67,6 @@ func decodeDescriptor(_ d: UInt64, selector: UInt16) -> SegmentRegister {
         unusable: false)
 }
 
-/// SplitMix64: deterministic, so a failing fuzz case is reproducible.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 let MiB: UInt64 = 1 << 20
 

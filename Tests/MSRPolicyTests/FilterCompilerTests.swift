@@ -1,6 +1,7 @@
 // Tests for FilterCompiler: exact packing cases, errors that say why, and a
 // property test that the compiled filter answers like the policy everywhere probed.
 
+import SeededRandom
 import Testing
 @testable import MSRPolicy
 

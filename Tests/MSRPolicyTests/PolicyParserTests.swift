@@ -1,6 +1,7 @@
 // Tests for PolicyParser: the documented format parses to the expected model,
 // and every kind of mistake is reported, all at once, at file:line:column.
 
+import SeededRandom
 import Testing
 @testable import MSRPolicy
 

@@ -1,20 +1,8 @@
-// Shared by the MSRPolicy tests: a seeded random generator (so property tests
-// are deterministic) and random-but-valid policies.
+// Shared by the MSRPolicy tests: random-but-valid policies, drawn from the
+// shared seeded generator so property tests are deterministic.
 
+import SeededRandom
 @testable import MSRPolicy
-
-/// SplitMix64: tiny, seedable, good enough to spread test cases.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
 
 enum RandomPolicies {
     static let providers = ["rapl-package-energy", "rapl-core-energy", "tsc-frequency"]

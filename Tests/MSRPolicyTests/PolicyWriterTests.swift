@@ -1,5 +1,6 @@
 // Tests for PolicyWriter: what it writes parses back to the same policy.
 
+import SeededRandom
 import Testing
 @testable import MSRPolicy
 

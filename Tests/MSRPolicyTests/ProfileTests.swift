@@ -2,6 +2,7 @@
 // origins, values consistent with their own masks) and how a policy is
 // layered on one (precedence, splitting around policy ranges).
 
+import SeededRandom
 import Testing
 @testable import MSRPolicy
 
@@ -171,7 +172,7 @@ import Testing
     }
 
     @Test func randomPoliciesOverRandomProfilesStayWellFormed() throws {
-        var rng = ProfileRNG(seed: 0xDEF1EC7)
+        var rng = SeededGenerator(seed: 0xDEF1EC7)
         for _ in 0..<300 {
             let profileRules = disjointRanges(&rng, count: Int(rng.next() % 6), action: .deny)
             let policyRules = disjointRanges(&rng, count: Int(rng.next() % 6), action: .kernel)
@@ -187,7 +188,7 @@ import Testing
         }
     }
 
-    func disjointRanges(_ rng: inout ProfileRNG, count: Int, action: MSRAction) -> [MSRRule] {
+    func disjointRanges(_ rng: inout SeededGenerator, count: Int, action: MSRAction) -> [MSRRule] {
         var rules: [MSRRule] = []
         var next: UInt32 = UInt32(rng.next() % 4)
         for _ in 0..<count {
@@ -206,15 +207,3 @@ import Testing
     }
 }
 
-/// A small deterministic generator so property tests replay.
-struct ProfileRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
