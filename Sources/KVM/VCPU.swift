@@ -132,6 +132,24 @@ public final class VCPU: @unchecked Sendable {
         ckvm_run_set_immediate_exit(runPage, 0)
     }
 
+    /// Finishes the exit being handled without running the guest: KVM_RUN with
+    /// `immediate_exit` set, after which KVM has completed the pending I/O,
+    /// MMIO, MSR or hypercall (an MSR read's value is in RAX/RDX and RIP is past
+    /// the instruction) and returns EINTR. The KVM API documentation requires
+    /// this before vCPU state is read or changed after such an exit.
+    public func completePendingExit() throws(KVMError) {
+        ckvm_run_set_immediate_exit(runPage, 1)
+        let result = ckvm_ioctl_none(fd, CKVM_RUN)
+        // A kick that raced with this keeps working: the run loop checks its
+        // stop flag before the next entry, and the kicker sets the flag first.
+        ckvm_run_set_immediate_exit(runPage, 0)
+        guard result == -EINTR || result == -EAGAIN else {
+            if result < 0 { throw .ioctl(request: "KVM_RUN (immediate_exit)", errno: -result) }
+            throw .invalidArgument(request: "KVM_RUN (immediate_exit)",
+                                   reason: "KVM entered the guest instead of returning at once (exit reason \(ckvm_run_exit_reason(runPage)))")
+        }
+    }
+
     // MARK: capabilities
 
     /// KVM_ENABLE_CAP on the vCPU fd.

@@ -299,12 +299,30 @@ public final class MSRRuntime: Sendable {
 
     // MARK: - Policy replacement and snapshots
 
+    /// A policy checked by `prepare`, ready for `install`.
+    public struct PreparedMSRPolicy: Sendable {
+        let runtimePolicy: RuntimePolicy
+    }
+
     /// Puts `policy` in force. Emulated values carry over for every MSR the new
     /// policy still emulates with the same scope; other emulated MSRs (new
     /// ones, or ones whose scope changed) start at their initial value. On
     /// error the old policy stays in force, untouched.
     public func replacePolicy(_ policy: MSRPolicy) throws(MSRRuntimeError) {
-        let next = try RuntimePolicy(policy, hostReader: hostReader)
+        install(try prepare(policy))
+    }
+
+    /// Checks `policy` and builds everything it needs, without putting it in
+    /// force: the part of a replacement that can fail. `install` cannot fail,
+    /// so a caller can make the replacement all or nothing with other steps
+    /// (the KVM filter) in between.
+    public func prepare(_ policy: MSRPolicy) throws(MSRRuntimeError) -> PreparedMSRPolicy {
+        PreparedMSRPolicy(runtimePolicy: try RuntimePolicy(policy, hostReader: hostReader))
+    }
+
+    /// Puts a prepared policy in force (see `replacePolicy`).
+    public func install(_ prepared: PreparedMSRPolicy) {
+        let next = prepared.runtimePolicy
         // (new slot, old slot) pairs per scope, worked out before taking locks.
         var vmMoves: [(Int, Int)] = []
         var vcpuMoves: [(Int, Int)] = []

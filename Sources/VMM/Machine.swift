@@ -8,6 +8,7 @@ import Hypercalls
 import KVM
 import Loader
 import MSRPolicy
+import Synchronization
 
 /// What a finished run reports.
 public struct RunReport: Sendable {
@@ -46,6 +47,10 @@ public final class Machine: @unchecked Sendable {
     /// The migration-control negotiation, when offered.
     public let migrationGate: MigrationGate?
     private let msrService: MSRService
+    /// The filter KVM has; replacing the policy holds this lock throughout.
+    private let installedFilter: Mutex<CompiledFilter?>
+    /// KVM_X86_SET_MSR_FILTER for policy replacement; tests replace it to make KVM refuse.
+    var msrFilterInstaller: @Sendable (CompiledFilter) throws(KVMError) -> Void
     private let registerSync: Bool
     private let controller: RunController
     private var started = false
@@ -100,7 +105,9 @@ public final class Machine: @unchecked Sendable {
                 devices = try DeviceHub(serialOutput: serialOutput)
             }
             (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
-            (msrService, msrRuntime) = try Self.setUpMSRs(configuration, system: system, vm: vm)
+            let initialFilter: CompiledFilter?
+            (msrService, msrRuntime, initialFilter) = try Self.setUpMSRs(configuration, system: system, vm: vm)
+            installedFilter = Mutex(initialFilter)
             for segment in boot.segments {
                 do {
                     try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
@@ -134,6 +141,8 @@ public final class Machine: @unchecked Sendable {
             throw .host("\(error)")
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
+        let vm = self.vm
+        msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(MSRFilter(filter)) }
     }
 
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
@@ -179,12 +188,13 @@ public final class Machine: @unchecked Sendable {
 
     /// Turns on user-space MSR exits and installs the filter the policy compiles to.
     private static func setUpMSRs(_ configuration: MachineConfiguration, system: KVMSystem,
-                                  vm: VirtualMachine) throws -> (MSRService, MSRRuntime?) {
+                                  vm: VirtualMachine) throws -> (MSRService, MSRRuntime?, CompiledFilter?) {
         let filter: CompiledFilter
+        let service: MSRService
         var runtime: MSRRuntime?
         switch try effectiveMSRSetup(configuration) {
         case .kernelOnly:
-            return (.none, nil)
+            return (.none, nil, nil)
         case let .policy(policy):
             do {
                 filter = try FilterCompiler.compile(policy)
@@ -192,50 +202,78 @@ public final class Machine: @unchecked Sendable {
                 throw MachineError.policy("\(error)")
             }
             do {
-                runtime = try MSRRuntime(policy: policy, vcpuCount: configuration.vcpuCount,
-                                         hostReader: policy.rules.contains { $0.action == .host } ? DevCPUMSRReader() : nil,
-                                         clock: MonotonicClock.sinceStart())
+                let created = try MSRRuntime(policy: policy, vcpuCount: configuration.vcpuCount,
+                                             hostReader: policy.rules.contains { $0.action == .host } ? DevCPUMSRReader() : nil,
+                                             clock: MonotonicClock.sinceStart())
+                runtime = created
+                service = .policy(created)
             } catch {
                 throw MachineError.policy("\(error)")
             }
         case .trace:
-            // Default deny with no ranges: every filterable MSR exits.
-            filter = CompiledFilter.everythingExits
+            let trace = TraceFilter { filter throws(KVMError) in try vm.setMSRFilter(MSRFilter(filter)) }
+            filter = trace.initialFilter
+            service = .trace(trace)
         }
         guard try system.check(.x86UserSpaceMSR) != 0, try system.check(.x86MSRFilter) != 0 else {
             throw MachineError.host("this host's KVM cannot send MSR accesses to user space (KVM_CAP_X86_USER_SPACE_MSR / KVM_CAP_X86_MSR_FILTER missing)")
         }
         try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
         try vm.setMSRFilter(MSRFilter(filter))
-        if let runtime { return (.policy(runtime), runtime) }
-        return (.trace, nil)
+        return (service, runtime, filter)
     }
 
-    /// Replaces the MSR policy while the guest runs: the runtime first (so a
-    /// stale filter's exits are answered by the new rules), then the filter.
-    /// Emulated values carry over where the new policy keeps the MSR.
+    /// Replaces the MSR policy while the guest runs, all or nothing: the new
+    /// policy is checked and prepared first, then KVM gets the new exit reasons
+    /// and filter (rolled back if KVM refuses either), and only then does the
+    /// runtime switch. Between the filter and the runtime switch, an exit the
+    /// old runtime would leave to KVM is re-executed by KVM once the switch is
+    /// done (see `reexecuteAsGuestAccess`). Emulated values carry over where
+    /// the new policy keeps the MSR. Replacements are serialized.
     public func replacePolicy(_ policy: MSRPolicy) throws(MachineError) {
         guard let msrRuntime else { throw .configuration("this machine was not started with an MSR policy") }
-        let filter: CompiledFilter
-        do {
-            var wanted = configuration
-            wanted.msr = .policy(policy)
-            guard case let .policy(effective) = try Self.effectiveMSRSetup(wanted) else {
-                throw MachineError.policy("internal: a policy setup turned into another kind")
+        try installedFilter.withLock { (installed: inout CompiledFilter?) throws(MachineError) -> Void in
+            let filter: CompiledFilter
+            let prepared: MSRRuntime.PreparedMSRPolicy
+            do {
+                var wanted = configuration
+                wanted.msr = .policy(policy)
+                guard case let .policy(effective) = try Self.effectiveMSRSetup(wanted) else {
+                    throw MachineError.policy("internal: a policy setup turned into another kind")
+                }
+                filter = try FilterCompiler.compile(effective)
+                prepared = try msrRuntime.prepare(effective)
+            } catch let error as MachineError {
+                throw error
+            } catch {
+                throw .policy("\(error)")
             }
-            filter = try FilterCompiler.compile(effective)
-            try msrRuntime.replacePolicy(effective)
-        } catch let error as MachineError {
-            throw error
-        } catch {
-            throw .policy("\(error)")
+            let previousReasons = installed?.exitReasons
+            do throws(KVMError) {
+                if filter.exitReasons != previousReasons {
+                    try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
+                }
+                do throws(KVMError) {
+                    try msrFilterInstaller(filter)
+                } catch {
+                    if let previousReasons, previousReasons != filter.exitReasons {
+                        try? vm.enable(.x86UserSpaceMSR, arguments: [UInt64(previousReasons)])
+                    }
+                    throw error
+                }
+            } catch {
+                throw .kvm(error)
+            }
+            msrRuntime.install(prepared)
+            installed = filter
         }
-        do throws(KVMError) {
-            try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
-            try vm.setMSRFilter(MSRFilter(filter))
-        } catch {
-            throw .kvm(error)
-        }
+    }
+
+    /// Under `deflect trace`: true when the MSRs seen no longer fit in KVM's 16
+    /// filter ranges, so later first accesses KVM accepted went unseen.
+    public var traceFilterSaturated: Bool {
+        if case let .trace(filter) = msrService { return filter.saturated }
+        return false
     }
 
     /// Asks a running machine to stop (SIGINT, embedding code).

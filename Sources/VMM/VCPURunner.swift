@@ -14,7 +14,7 @@ final class VCPURunner: @unchecked Sendable {
     let vcpu: VCPU
     private let devices: DeviceHub
     let events: EventLog
-    private let controller: RunController
+    let controller: RunController
     let msrService: MSRService
     /// KVM_HC_MAP_GPA_RANGE and friends, when the machine handles hypercalls.
     let hypercalls: HypercallHandler?
@@ -28,6 +28,8 @@ final class VCPURunner: @unchecked Sendable {
     let registerSync: Bool
     private(set) var stats = ExitStatistics()
     var msrStats = MSRStatistics()
+    /// The trace's access that KVM is executing for the guest, until the next exit tells how it went.
+    var passedThrough: PassedThroughMSRAccess?
     private let ended = Atomic<Bool>(false)
 
     /// `-KVM_ENOSYS`, the answer to a hypercall nobody handles.
@@ -56,6 +58,8 @@ final class VCPURunner: @unchecked Sendable {
         vcpu.kicker.bindCurrentThread()
         defer {
             vcpu.kicker.unbind()
+            // A passed-through access with no exit after it: KVM served it, outcome unseen.
+            if let pending = passedThrough { recordPassedThrough(pending, outcome: "kernel") }
             ended.store(true, ordering: .releasing)
             controller.threadDidEnd()
         }
@@ -71,6 +75,7 @@ final class VCPURunner: @unchecked Sendable {
                 return
             }
             let returned = DispatchTime.now().uptimeNanoseconds
+            if passedThrough != nil { settlePassedThroughAccess(before: exit) }
             let keepRunning = handle(exit)
             let handled = DispatchTime.now().uptimeNanoseconds
             stats.record(exit.kind, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned)

@@ -10,10 +10,13 @@ struct TraceCommand: ParsableCommand {
         commandName: "trace",
         abstract: "Run a guest and report every MSR it touches.",
         discussion: """
-        Every MSR outside the x2APIC range (which KVM never filters) exits to Deflect, which serves it \
-        through KVM_GET_MSRS / KVM_SET_MSRS on the vCPU and raises #GP where KVM refuses. The table goes to \
-        stderr; --json writes the same as JSON; --write-policy writes a policy that reproduces what the \
-        guest saw (reads answered with the last value seen, refused MSRs denied).
+        Every MSR outside the x2APIC range (which KVM never filters) exits to Deflect on the guest's first \
+        access in each direction. Deflect records it, lets that MSR and direction through KVM's MSR filter and \
+        has the guest execute the instruction again, so KVM carries out the guest's own access with the checks \
+        it applies to guests: the guest sees exactly what it would see with KVM alone. Accesses KVM refuses \
+        keep coming to Deflect (as KVM_MSR_EXIT_REASON_UNKNOWN/INVAL exits) and are answered with #GP, as KVM \
+        would. The table goes to stderr; --json writes the same as JSON; --write-policy writes a policy that \
+        reproduces what the guest saw (reads answered with the first value seen, refused MSRs denied).
         """
     )
 
@@ -38,6 +41,9 @@ struct TraceCommand: ParsableCommand {
         reportRun(report, machine: vm, quiet: quiet)
         let trace = report.msrStatistics
         StandardStreams.writeError(trace.table(name: MSRCatalogue.name) + "\n")
+        if vm.traceFilterSaturated {
+            StandardStreams.writeError("deflect: note: the MSRs seen stopped fitting in KVM's 16 filter ranges; after that only accesses KVM refused were seen\n")
+        }
         if let json {
             try write(trace.json(name: MSRCatalogue.name), to: json)
         }

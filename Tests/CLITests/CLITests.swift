@@ -6,7 +6,7 @@ import Testing
 import VMM
 
 /// The `deflect` binary built next to this test bundle.
-private let deflectBinary: String = {
+let deflectBinary: String = {
     let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deflect").path
     if FileManager.default.isExecutableFile(atPath: beside) { return beside }
     return GuestImages.repositoryRoot.appendingPathComponent(".build/debug/deflect").path
@@ -19,7 +19,7 @@ struct CommandResult {
 }
 
 /// Runs deflect with `arguments`; kills it after `limit` seconds (a hang is a failure).
-private func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
+func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: deflectBinary)
     process.arguments = arguments
@@ -39,14 +39,14 @@ private func deflect(_ arguments: [String], limit: Double = 30) throws -> Comman
                          stderr: String(decoding: stderr, as: UTF8.self))
 }
 
-private func temporaryFile(_ bytes: [UInt8]) throws -> String {
+func temporaryFile(_ bytes: [UInt8]) throws -> String {
     let path = NSTemporaryDirectory() + "deflect-cli-\(UUID().uuidString).bin"
     try Data(bytes).write(to: URL(fileURLWithPath: path))
     return path
 }
 
 /// One line on stderr, starting with "deflect: error:".
-private func expectOneLineError(_ r: CommandResult, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+func expectOneLineError(_ r: CommandResult, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
     let lines = r.stderr.split(separator: "\n")
     #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
     #expect(r.stderr.contains(fragment), "stderr: \(r.stderr)", sourceLocation: sourceLocation)
@@ -278,33 +278,5 @@ struct CLIMultibootInputTests {
     @Test func unknownPlatform() throws {
         let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--platform", "amiga"])
         #expect(r.status == ExitStatus.usage)
-    }
-}
-
-@Suite("deflect: live policy reload", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
-struct CLIPolicyReloadTests {
-    @Test func sighupReloadsThePolicyWhileTheGuestRuns() throws {
-        let policy = try temporaryFile(Array("[[rule]]\nmsr = 0x2474\naction = \"ignore\"\n".utf8))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: deflectBinary)
-        process.arguments = ["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--policy", policy, "--timeout", "4"]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        usleep(1_000_000)
-        // A broken file first: the previous policy must stay.
-        try Data("[[rule]]\nmsr = \"NOPE\"\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
-        kill(process.processIdentifier, SIGHUP)
-        usleep(500_000)
-        try Data("[[rule]]\nmsr = 0x2474\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
-        kill(process.processIdentifier, SIGHUP)
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == ExitStatus.timeout)
-        #expect(stderr.contains("not reloaded"), "\(stderr)")
-        #expect(stderr.contains("the previous policy stays"))
-        #expect(stderr.contains("policy \(policy) reloaded"), "\(stderr)")
     }
 }

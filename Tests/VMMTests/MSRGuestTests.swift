@@ -130,6 +130,35 @@ struct MSRGuestTests {
         #expect(vm.msrRuntime?.emulatedValues().contains { $0.index == 0x474F_4F00 && $0.value == 2 } == true)
     }
 
+    /// Issue 8, item 6: when KVM refuses the new filter, the previous policy
+    /// stays in force as a whole (the runtime was not switched either).
+    @Test func replacementRefusedByKVMKeepsThePreviousPolicy() throws {
+        let keep = MSRRule(0x474F_4F00, .emulate(Emulation()))
+        let (vm, output) = try machine("long/msr_filter_allow.bin",
+                                       msr: .policy(MSRPolicy(rules: [keep, MSRRule(0xDA0, .deny)])))
+        vm.msrFilterInstaller = { _ throws(KVMError) in throw KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL) }
+        #expect(throws: MachineError.self) {
+            try vm.replacePolicy(MSRPolicy(rules: [keep, MSRRule(0xDA0, .ignore(readValue: 7))]))
+        }
+        let report = vm.run()
+        // The guest's first access is the XSS read the old policy denies.
+        #expect(ReportedAccess.parse(output.text).first == rd(0xDA0, 0, gp: true), "\(output.text)")
+        #expect(report.outcome.exitStatus % 2 == 1)
+    }
+
+    /// Trace under a storm of scattered MSRs: once the seen MSRs no longer fit
+    /// in KVM's 16 filter ranges, the filter allows everything and the trace
+    /// keeps seeing every access KVM refuses; the guest gets KVM's answers.
+    @Test func traceSurvivesAStormOfScatteredMSRs() throws {
+        let (vm, output) = try machine("long/msr_storm.bin", msr: .trace)
+        let report = vm.run()
+        #expect(output.text.contains("STORM accesses=20000 gp=20000"), "\(output.text.suffix(300))")
+        #expect(report.outcome == .guestExit(value: 0x33, status: 103))
+        let refused = report.msrStatistics.entries.reduce(UInt64(0)) { $0 + $1.outcomes["gp", default: 0] }
+            + report.msrStatistics.other.outcomes["gp", default: 0]
+        #expect(refused == 20_000)
+    }
+
     /// The probe guest under the strict and permissive example policies.
     @Test func exampleProductionPolicyRaisesGPForUnknownMSRsAndLogsThem() throws {
         let text = try String(contentsOfFile: GuestImages.repositoryRoot.appendingPathComponent("examples/policies/production-strict.toml").path, encoding: .utf8)
