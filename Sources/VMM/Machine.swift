@@ -276,6 +276,12 @@ public final class Machine: @unchecked Sendable {
         return false
     }
 
+    /// Ends the run because output the user asked for cannot be written
+    /// (wire a `FileDescriptorSink`'s `onFailure` here).
+    public func stopBecauseOutputFailed(_ message: String) {
+        controller.finish(.outputFailed(message))
+    }
+
     /// Asks a running machine to stop (SIGINT, embedding code).
     public func requestStop() {
         controller.finish(.interruptedByUser)

@@ -8,6 +8,8 @@ public struct MachineConfiguration: Sendable {
     /// Guest RAM limits. 3 GiB keeps RAM below the PC's 32-bit MMIO hole and
     /// below KVM's real-mode TSS pages (0xfffbd000).
     public static let memoryRangeMiB: ClosedRange<Int> = 1...3072
+    /// The PC platform's smallest RAM: the first MiB holds the BIOS area.
+    public static let minimumPCMemoryMiB = 2
     public static var vcpuRange: ClosedRange<Int> { 1...BootLayout.maxVCPUs }
 
     public var image: [UInt8]
@@ -46,6 +48,10 @@ public struct MachineConfiguration: Sendable {
     public func validate() throws(MachineError) {
         guard Self.memoryRangeMiB.contains(memoryMiB) else {
             throw .configuration("memory size \(memoryMiB) MiB is out of range \(Self.memoryRangeMiB.lowerBound)–\(Self.memoryRangeMiB.upperBound) MiB")
+        }
+        // The PC layout puts the read-only BIOS area at 0xE0000–0xFFFFF and RAM above it.
+        if platform == .pc && memoryMiB < Self.minimumPCMemoryMiB {
+            throw .configuration("--platform pc needs at least \(Self.minimumPCMemoryMiB) MiB of RAM (--memory \(memoryMiB) was given)")
         }
         guard Self.vcpuRange.contains(vcpuCount) else {
             throw .configuration("vCPU count \(vcpuCount) is out of range \(Self.vcpuRange.lowerBound)–\(Self.vcpuRange.upperBound)")

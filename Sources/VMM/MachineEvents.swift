@@ -129,8 +129,14 @@ public struct StandardErrorEventSink: EventSink {
 public final class JSONLinesEventSink: EventSink {
     private let file: Mutex<FileDescriptorSink>
 
-    public init(path: String) throws(MachineError) {
-        file = Mutex(try FileDescriptorSink.file(path))
+    /// `label` names the file in errors (e.g. "--events PATH").
+    public init(path: String, label: String? = nil) throws(MachineError) {
+        file = Mutex(try FileDescriptorSink.file(path, label: label ?? "events file \(path)"))
+    }
+
+    /// Called once when writing an event fails (see `FileDescriptorSink`).
+    public func onFailure(_ handler: @escaping @Sendable (String) -> Void) {
+        file.withLock { $0.onFailure = handler }
     }
 
     public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
@@ -143,6 +149,9 @@ public final class JSONLinesEventSink: EventSink {
     }
 
     public func flush() { file.withLock { $0.flush() } }
+
+    /// Why writing failed, once it has.
+    public var failure: String? { file.withLock { $0.failure } }
 }
 
 /// Keeps event lines in memory (tests, embedding).

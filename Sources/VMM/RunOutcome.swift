@@ -54,6 +54,8 @@ public enum RunOutcome: Sendable, Equatable {
     case timeout(seconds: Double, [VCPURegisterDump])
     /// Stopped by the user (SIGINT/SIGTERM).
     case interruptedByUser
+    /// Output the user asked for (serial, events) could not be written.
+    case outputFailed(String)
     /// A KVM request failed on the host side.
     case hostError(String)
 
@@ -68,6 +70,7 @@ public enum RunOutcome: Sendable, Equatable {
         case .guestFailure: return ExitStatus.guestFailure
         case .timeout: return ExitStatus.timeout
         case .interruptedByUser: return ExitStatus.interrupted
+        case .outputFailed: return ExitStatus.outputFailed
         case .hostError: return ExitStatus.hostError
         }
     }
@@ -83,6 +86,7 @@ public enum RunOutcome: Sendable, Equatable {
         case let .timeout(seconds, dumps):
             return (["guest did not finish within \(seconds) s; stopped"] + dumps.map(\.description)).joined(separator: "\n")
         case .interruptedByUser: return "stopped by signal"
+        case let .outputFailed(message): return "error: \(message); the guest was stopped"
         case let .hostError(message): return "host error: \(message)"
         }
     }
@@ -111,4 +115,6 @@ public enum ExitStatus {
     public static let kvmUnavailable: Int32 = 68
     /// A KVM request or the host failed.
     public static let hostError: Int32 = 70
+    /// Output the user asked for (serial, events) could not be written (EX_IOERR).
+    public static let outputFailed: Int32 = 74
 }

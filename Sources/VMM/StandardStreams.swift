@@ -36,29 +36,39 @@ public enum StandardStreams {
 }
 
 /// A byte sink writing to a file descriptor, buffered: flushed at a newline,
-/// when 4 KiB accumulate, and when the machine asks (end of run).
+/// when 4 KiB accumulate, and when the machine asks (end of run). The first
+/// failed write (a full disk, `/dev/full`, a closed pipe) is reported once to
+/// `onFailure` with a line naming `label` and the cause; later output is dropped.
 public final class FileDescriptorSink: ByteSink, @unchecked Sendable {
-    // Used under the machine's device lock only.
+    // Used under the machine's device lock (serial) or the event sink's lock only.
     private let fd: CInt
     private let ownsDescriptor: Bool
     private var buffer: [UInt8] = []
-    public private(set) var writeFailed = false
+    /// What the user called this output, e.g. "--serial out.txt".
+    public let label: String
+    /// Why writing failed, once it has.
+    public private(set) var failure: String?
+    /// Called once, on the first failed write.
+    public var onFailure: (@Sendable (String) -> Void)?
 
     /// Standard output.
-    public static func standardOutput() -> FileDescriptorSink { FileDescriptorSink(fd: 1, owns: false) }
-
-    /// Creates or truncates `path`.
-    public static func file(_ path: String) throws(MachineError) -> FileDescriptorSink {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw .configuration("cannot open serial output \(path): \(String(cString: strerror(errno)))")
-        }
-        return FileDescriptorSink(fd: fd, owns: true)
+    public static func standardOutput(label: String = "standard output") -> FileDescriptorSink {
+        FileDescriptorSink(fd: 1, owns: false, label: label)
     }
 
-    private init(fd: CInt, owns: Bool) {
+    /// Creates or truncates `path`; `label` names it in errors (the option and path).
+    public static func file(_ path: String, label: String) throws(MachineError) -> FileDescriptorSink {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw .output("cannot open \(label): \(String(cString: strerror(errno)))")
+        }
+        return FileDescriptorSink(fd: fd, owns: true, label: label)
+    }
+
+    private init(fd: CInt, owns: Bool, label: String) {
         self.fd = fd
         self.ownsDescriptor = owns
+        self.label = label
         buffer.reserveCapacity(4096)
     }
 
@@ -68,13 +78,18 @@ public final class FileDescriptorSink: ByteSink, @unchecked Sendable {
     }
 
     public func write(_ byte: UInt8) {
+        guard failure == nil else { return }
         buffer.append(byte)
         if byte == 0x0A || buffer.count >= 4096 { flush() }
     }
 
     public func flush() {
-        guard !buffer.isEmpty else { return }
-        if !StandardStreams.writeAll(fd: fd, &buffer) { writeFailed = true }
+        guard !buffer.isEmpty, failure == nil else { buffer.removeAll(keepingCapacity: true); return }
+        if !StandardStreams.writeAll(fd: fd, &buffer) {
+            let message = "cannot write \(label): \(String(cString: strerror(errno)))"
+            failure = message
+            onFailure?(message)
+        }
         buffer.removeAll(keepingCapacity: true)
     }
 }

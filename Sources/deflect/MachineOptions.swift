@@ -91,21 +91,44 @@ struct MachineOptions: ParsableArguments {
     /// The serial sink the options ask for.
     func serialSink() throws -> FileDescriptorSink {
         do {
-            return serial == "stdio" ? FileDescriptorSink.standardOutput() : try FileDescriptorSink.file(serial)
+            return serial == "stdio" ? FileDescriptorSink.standardOutput(label: "standard output (--serial stdio)")
+                : try FileDescriptorSink.file(serial, label: "--serial \(serial)")
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
         }
     }
 
-    /// Builds the machine, mapping each failure to its exit status.
-    func buildMachine(_ configuration: MachineConfiguration, events: EventLog) throws -> Machine {
+    /// Builds the machine, mapping each failure to its exit status. A serial
+    /// output that stops accepting writes ends the run (status 74).
+    func buildMachine(_ configuration: MachineConfiguration, events: EventLog) throws -> (Machine, FileDescriptorSink) {
         let sink = try serialSink()
+        let machine: Machine
         do {
-            return try Machine(configuration: configuration, serialOutput: sink, events: events)
+            machine = try Machine(configuration: configuration, serialOutput: sink, events: events)
         } catch {
             throw fail("\(error)", status: error.exitStatus)
         }
+        sink.onFailure = { [weak machine] message in machine?.stopBecauseOutputFailed(message) }
+        return (machine, sink)
     }
+}
+
+/// The event log for --events FILE (JSON lines) or stderr, and the file sink if any.
+func makeEventLog(_ path: String?) throws -> (EventLog, JSONLinesEventSink?) {
+    guard let path else { return (EventLog(), nil) }
+    do {
+        let sink = try JSONLinesEventSink(path: path, label: "--events \(path)")
+        return (EventLog(sink: sink), sink)
+    } catch {
+        throw fail("\(error)", status: ExitStatus.badInput)
+    }
+}
+
+/// A write that failed after the run was decided (the final flush) still
+/// decides the status: the user's output is incomplete.
+func outputFailureAfterRun(_ report: RunReport, outputs: [String?]) -> String? {
+    if case .outputFailed = report.outcome { return nil }
+    return outputs.compactMap { $0 }.first
 }
 
 extension MachineError {
@@ -116,6 +139,7 @@ extension MachineError {
         case .image, .policy: return ExitStatus.badInput
         case .kvmUnavailable: return ExitStatus.kvmUnavailable
         case .kvm, .host: return ExitStatus.hostError
+        case .output: return ExitStatus.badInput
         }
     }
 }
@@ -130,4 +154,19 @@ func reportRun(_ report: RunReport, machine: Machine, quiet: Bool) {
         StandardStreams.writeError("deflect: vCPUs \(report.stuckVCPUs) did not leave KVM_RUN after being kicked\n")
     }
     if let summary = machine.events.summary() { StandardStreams.writeError("deflect: \(summary)\n") }
+}
+
+/// Writes a report file an option asked for (`--json`, `--write-policy`,
+/// `--shared-regions-json`); a failure is one line naming the option, the
+/// path and the cause, with status 74.
+func writeOutputFile(_ text: String, to path: String, option: String) throws {
+    let sink: FileDescriptorSink
+    do {
+        sink = try FileDescriptorSink.file(path, label: "\(option) \(path)")
+    } catch {
+        throw fail("\(error)", status: ExitStatus.outputFailed)
+    }
+    for byte in text.utf8 { sink.write(byte) }
+    sink.flush()
+    if let failure = sink.failure { throw fail(failure, status: ExitStatus.outputFailed) }
 }

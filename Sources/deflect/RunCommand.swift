@@ -47,8 +47,9 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let msr: MSRSetup = try policy.map { .policy(try loadPolicy($0)) } ?? .kernelOnly
         let configuration = try machine.configuration(msr: msr)
-        let eventLog = try makeEventLog(events)
-        let vm = try machine.buildMachine(configuration, events: eventLog)
+        let (eventLog, eventFile) = try makeEventLog(events)
+        let (vm, serialSink) = try machine.buildMachine(configuration, events: eventLog)
+        eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
 
         let signals = SignalForwarder(machine: vm, policyPath: policy)
         if machine.serial == "stdio" { StandardInputPump.start(into: vm.devices) }
@@ -56,6 +57,10 @@ struct RunCommand: ParsableCommand {
         signals.cancel()
 
         reportRun(report, machine: vm, quiet: quiet)
+        eventFile?.flush()
+        if let failure = outputFailureAfterRun(report, outputs: [serialSink.failure, eventFile?.failure]) {
+            throw fail(failure, status: ExitStatus.outputFailed)
+        }
         if stats {
             StandardStreams.writeError(report.statistics.table() + "\n")
             if !report.msrStatistics.entries.isEmpty {
@@ -75,11 +80,7 @@ struct RunCommand: ParsableCommand {
             let map = hypercalls.snapshot()
             if sharedRegions { StandardStreams.writeError(SharedRegionsReport.table(map) + "\n") }
             if let sharedRegionsJSON {
-                do {
-                    try Data(SharedRegionsReport.json(map).utf8).write(to: URL(fileURLWithPath: sharedRegionsJSON))
-                } catch {
-                    throw fail("cannot write \(sharedRegionsJSON): \(error.localizedDescription)", status: ExitStatus.badInput)
-                }
+                try writeOutputFile(SharedRegionsReport.json(map), to: sharedRegionsJSON, option: "--shared-regions-json")
             }
         }
         throw ExitCode(report.outcome.exitStatus)
@@ -98,16 +99,6 @@ func loadPolicy(_ path: String) throws -> MSRPolicy {
         // Every located error on its own line: file:line:column: error: message.
         StandardStreams.writeError("\(error)\n")
         throw ExitCode(ExitStatus.badInput)
-    }
-}
-
-/// The event log for --events FILE (JSON lines) or stderr.
-func makeEventLog(_ path: String?) throws -> EventLog {
-    guard let path else { return EventLog() }
-    do {
-        return EventLog(sink: try JSONLinesEventSink(path: path))
-    } catch {
-        throw fail("\(error)", status: ExitStatus.badInput)
     }
 }
 

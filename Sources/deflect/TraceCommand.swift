@@ -33,34 +33,30 @@ struct TraceCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try machine.configuration(msr: .trace)
-        let vm = try machine.buildMachine(configuration, events: EventLog())
+        let (vm, serialSink) = try machine.buildMachine(configuration, events: EventLog())
         let signals = SignalForwarder(machine: vm, policyPath: nil)
         let report = vm.run()
         signals.cancel()
 
         reportRun(report, machine: vm, quiet: quiet)
+        if let failure = outputFailureAfterRun(report, outputs: [serialSink.failure]) {
+            throw fail(failure, status: ExitStatus.outputFailed)
+        }
         let trace = report.msrStatistics
         StandardStreams.writeError(trace.table(name: MSRCatalogue.name) + "\n")
         if vm.traceFilterSaturated {
             StandardStreams.writeError("deflect: note: the MSRs seen stopped fitting in KVM's 16 filter ranges; after that only accesses KVM refused were seen\n")
         }
         if let json {
-            try write(trace.json(name: MSRCatalogue.name), to: json)
+            try writeOutputFile(trace.json(name: MSRCatalogue.name), to: json, option: "--json")
         }
         if let writePolicy {
             // MSRs KVM saves and restores stay KVM's: emulating EFER or the
             // TSC in user space would change what the guest runs on.
             let kernelHandled = Set((try? vm.system.msrIndexList()) ?? [])
-            try write(PolicyWriter.toml(TracePolicy.reproducing(trace, kernelHandled: kernelHandled)), to: writePolicy)
+            try writeOutputFile(PolicyWriter.toml(TracePolicy.reproducing(trace, kernelHandled: kernelHandled)),
+                                to: writePolicy, option: "--write-policy")
         }
         throw ExitCode(report.outcome.exitStatus)
-    }
-
-    private func write(_ text: String, to path: String) throws {
-        do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-        } catch {
-            throw fail("cannot write \(path): \(error.localizedDescription)", status: ExitStatus.badInput)
-        }
     }
 }

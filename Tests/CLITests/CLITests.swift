@@ -113,7 +113,7 @@ struct CLIBadInputTests {
     @Test func serialFileThatCannotBeCreated() throws {
         let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--serial", "/nonexistent/dir/out.txt"])
         #expect(r.status == ExitStatus.badInput)
-        expectOneLineError(r, "cannot open serial output")
+        expectOneLineError(r, "cannot open --serial /nonexistent/dir/out.txt: No such file or directory")
     }
 }
 
