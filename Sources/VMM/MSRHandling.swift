@@ -59,10 +59,14 @@ extension VCPURunner {
             let rip = registerSync ? vcpu.exitRIP : nil
             msrStats.record(index: exit.index, access: access, value: value, outcome: decision.outcome.rawValue, rip: rip)
             if decision.log {
-                events.record(.msrAccess(MSRAccessEvent(
-                    vcpu: index, rip: rip ?? ripFromRegisters(), index: exit.index,
-                    name: MSRCatalogue.name(exit.index), isWrite: written != nil,
-                    value: value, outcome: decision.outcome.rawValue, injectedGP: decision.injectGP)))
+                // Without register sync the key leaves RIP out, so that a
+                // suppressed event costs no register read.
+                events.record(key: MachineEvent.msrAccessKey(index: exit.index, isWrite: written != nil, rip: rip ?? 0)) {
+                    .msrAccess(MSRAccessEvent(
+                        vcpu: index, rip: rip ?? ripFromRegisters(), index: exit.index,
+                        name: MSRCatalogue.name(exit.index), isWrite: written != nil,
+                        value: value, outcome: decision.outcome.rawValue, injectedGP: decision.injectGP))
+                }
             }
 
         case let .trace(filter):

@@ -26,6 +26,12 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     /// A device got an access it answers but finds odd (unknown fw_cfg selector, odd width ...).
     case deviceAnomaly(vcpu: Int, DeviceAnomaly)
 
+    /// The key of an MSR access event, known before the event is built.
+    /// Rate-limited per (MSR, RIP): a storm from one place is one line.
+    static func msrAccessKey(index: UInt32, isWrite: Bool, rip: UInt64) -> EventKey {
+        EventKey(kind: isWrite ? 9 : 8, location: UInt64(index) << 32 ^ rip)
+    }
+
     /// The rate-limiting key: the same kind of event at the same place.
     var key: EventKey {
         switch self {
@@ -38,8 +44,7 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .unhandledHypercall(_, number): return EventKey(kind: 6, location: number)
         case .unexpectedExit: return EventKey(kind: 7, location: 0)
         case let .msrAccess(e):
-            // Rate-limited per (MSR, RIP): a storm from one place is one line.
-            return EventKey(kind: e.isWrite ? 9 : 8, location: UInt64(e.index) << 32 ^ e.rip)
+            return Self.msrAccessKey(index: e.index, isWrite: e.isWrite, rip: e.rip)
         case let .hypercall(e):
             // Per hypercall number and first argument (the GPA for MAP_GPA_RANGE).
             return EventKey(kind: 10, location: e.number << 48 ^ (e.arguments.first ?? 0))
@@ -202,7 +207,13 @@ public final class EventLog: Sendable {
     }
 
     public func record(_ event: MachineEvent) {
-        let key = event.key
+        record(key: event.key) { event }
+    }
+
+    /// Records the event `make` builds, building it only when the rate
+    /// limiter lets it through: a suppressed event costs no name lookups or
+    /// register reads.
+    func record(key: EventKey, _ make: () -> MachineEvent) {
         let seen: Int? = state.withLock { s in
             s.total += 1
             let n: Int
@@ -227,7 +238,7 @@ public final class EventLog: Sendable {
             return pass ? n : nil
         }
         guard let seen else { return }
-        sink.emit(event, occurrence: seen, sampled: seen > limits.burst)
+        sink.emit(make(), occurrence: seen, sampled: seen > limits.burst)
     }
 
     /// Events seen, and how many of them were not printed.

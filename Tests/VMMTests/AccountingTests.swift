@@ -53,6 +53,28 @@ struct EventLogTests {
         #expect(log.summary() == "251 events, 245 not shown (rate limit)")
     }
 
+    /// Issue 8, item 14: the limiter decides before the event is built, so a
+    /// suppressed MSR event costs no catalogue lookup or register read.
+    @Test func suppressedEventsAreNeverBuilt() {
+        let sink = CollectingEventSink()
+        var limits = EventLog.Limits()
+        limits.burst = 2
+        limits.sampleEvery = 1000
+        let log = EventLog(sink: sink, limits: limits)
+        var built = 0
+        let key = MachineEvent.msrAccessKey(index: 0x2474, isWrite: false, rip: 0x100000)
+        for _ in 0..<500 {
+            log.record(key: key) {
+                built += 1
+                return .msrAccess(MSRAccessEvent(vcpu: 0, rip: 0x100000, index: 0x2474, name: nil, isWrite: false,
+                                                 value: 0, outcome: "default-gp", injectedGP: true))
+            }
+        }
+        #expect(built == 2)
+        #expect(sink.collected.count == 2)
+        #expect(log.counts == (500, 498))
+    }
+
     @Test func memoryStaysBoundedUnderAStormOfDistinctPlaces() {
         let sink = CollectingEventSink()
         var limits = EventLog.Limits()
@@ -74,7 +96,7 @@ struct RunOutcomeTests {
     @Test func statusesAreDistinctAndEven() {
         let dump = VCPURegisterDump(vcpu: 0, registers: nil, special: nil, unavailableReason: "test")
         let outcomes: [RunOutcome] = [.resetRequested(vcpu: 0), .tripleFault(dump), .guestFailure(description: "x", dump),
-                                      .timeout(seconds: 1, []), .interruptedByUser, .hostError("x")]
+                                      .timeout(seconds: 1, []), .interruptedByUser, .hostError("x"), .outputFailed("x")]
         let statuses = outcomes.map(\.exitStatus)
         #expect(Set(statuses).count == statuses.count)
         #expect(statuses.allSatisfy { $0 % 2 == 0 && $0 != 0 })
