@@ -18,6 +18,8 @@ let package = Package(
     dependencies: [
         // Command-line parsing with subcommands, validation and help text.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Latency histograms for exit profiling: fixed-range HdrHistogram buckets, allocation-free recording.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         // TOML parsing for MSR policy files (syntax errors with line and column).
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
@@ -37,7 +39,8 @@ let package = Package(
         // map, migration-control negotiation.
         .target(name: "Hypercalls", swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy", "Hypercalls"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy", "Hypercalls",
+                                            .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
