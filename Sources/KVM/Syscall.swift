@@ -55,4 +55,24 @@ enum Syscall {
     static func munmap(_ pointer: UnsafeMutableRawPointer, length: Int) {
         _ = Glibc.munmap(pointer, length)
     }
+
+    /// Reads exactly `count` bytes at `offset` (loops over short reads and
+    /// EINTR); fewer at end of file is an error naming `what`.
+    static func pread(_ fd: CInt, count: Int, offset: Int, what: String) throws(KVMError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.pread(fd, base + done, count - done, off_t(offset + done))
+            }
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw .ioctl(request: "pread(\(what))", errno: Glibc.errno)
+            }
+            if n == 0 { throw .invalidArgument(request: "pread(\(what))", reason: "file ends at \(offset + done), \(count - done) bytes short") }
+            done += n
+        }
+        return bytes
+    }
 }

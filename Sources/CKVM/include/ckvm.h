@@ -82,6 +82,9 @@ static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 
+// Binary statistics (Linux 5.14+): a file of KVM's own counters per VM / vCPU.
+static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
+
 static const uint64_t CKVM_REG_X86 = KVM_REG_X86;
 static const uint64_t CKVM_REG_SIZE_U64 = KVM_REG_SIZE_U64;
 static const uint64_t CKVM_REG_SIZE_MASK = KVM_REG_SIZE_MASK;
