@@ -60,7 +60,6 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
 
     // Multiboot placement
     case multibootKernelOutsideMemory(start: UInt64, end: UInt64, limit: UInt64)
-    case multibootKernelOverlapsInfoArea(start: UInt64, end: UInt64, areaStart: UInt64, areaEnd: UInt64)
     case multibootKernelOverlapsReservedMemory(start: UInt64, end: UInt64)
     case multibootTooManyModules(count: Int, maximum: Int)
     case multibootModuleExceedsMemory(index: Int, start: UInt64, size: UInt64, limit: UInt64)
@@ -69,7 +68,7 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case multibootCommandLineContainsNUL
     case multibootModuleCommandLineTooLong(index: Int, length: Int, maximum: Int)
     case multibootModuleCommandLineContainsNUL(index: Int)
-    case multibootInfoAreaTooLarge(end: UInt64, limit: UInt64)
+    case multibootInfoAreaDoesNotFit(size: UInt64, limit: UInt64)
 
     public var description: String {
         switch self {
@@ -155,8 +154,6 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "unsupported ELF machine \(value) for multiboot (only i386, EM_386 = 3)"
         case let .multibootKernelOutsideMemory(start, end, limit):
             return "multiboot kernel [\(hex(start)), \(hex(end))) lies outside guest RAM below 4 GiB [0, \(hex(limit)))"
-        case let .multibootKernelOverlapsInfoArea(start, end, areaStart, areaEnd):
-            return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap the multiboot information area [\(hex(areaStart)), \(hex(areaEnd)))"
         case let .multibootKernelOverlapsReservedMemory(start, end):
             return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap reserved memory [\(hex(BootLayout.multibootReservedStart)), \(hex(BootLayout.multibootReservedEnd)))"
         case let .multibootTooManyModules(count, maximum):
@@ -173,8 +170,8 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "command line of multiboot module \(index) is \(length) bytes, at most \(maximum) are supported"
         case let .multibootModuleCommandLineContainsNUL(index):
             return "command line of multiboot module \(index) contains a NUL byte"
-        case let .multibootInfoAreaTooLarge(end, limit):
-            return "multiboot information area would end at \(hex(end)), past its limit \(hex(limit))"
+        case let .multibootInfoAreaDoesNotFit(size, limit):
+            return "no room for the multiboot information area (\(hex(size)) bytes: information structure, memory map, module list, command lines, boot stack) in guest RAM below \(hex(limit)) outside the kernel and modules"
         }
     }
 }
