@@ -70,6 +70,17 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case multibootModuleCommandLineContainsNUL(index: Int)
     case multibootInfoAreaDoesNotFit(size: UInt64, limit: UInt64)
 
+    /// True when the modules (`--module`, QEMU's -initrd) are the problem, not the kernel image.
+    public var concernsModules: Bool {
+        switch self {
+        case .multibootTooManyModules, .multibootModuleExceedsMemory, .multibootModuleCommandLineTooLong,
+             .multibootModuleCommandLineContainsNUL:
+            return true
+        default:
+            return false
+        }
+    }
+
     public var description: String {
         switch self {
         case let .vcpuCountOutOfRange(count, maximum):
@@ -157,9 +168,9 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
         case let .multibootKernelOverlapsReservedMemory(start, end):
             return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap reserved memory [\(hex(BootLayout.multibootReservedStart)), \(hex(BootLayout.multibootReservedEnd)))"
         case let .multibootTooManyModules(count, maximum):
-            return "\(count) multiboot modules given, at most \(maximum) are supported"
+            return "\(count) multiboot modules (--module) given, at most \(maximum) are supported"
         case let .multibootModuleExceedsMemory(index, start, size, limit):
-            return "multiboot module \(index) (\(size) bytes at \(hex(start))) does not fit below \(hex(limit)) (guest RAM, at most 4 GiB)"
+            return "multiboot module \(index + 1) (--module number \(index + 1), \(size) bytes from \(hex(start)), page-aligned after the kernel and the modules before it) does not fit below \(hex(limit)) (guest RAM, at most 4 GiB; see --memory)"
         case let .multibootRegionsOverlap(firstStart, firstEnd, secondStart, secondEnd):
             return "multiboot memory regions [\(hex(firstStart)), \(hex(firstEnd))) and [\(hex(secondStart)), \(hex(secondEnd))) overlap"
         case let .multibootCommandLineTooLong(length, maximum):
@@ -167,9 +178,9 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
         case .multibootCommandLineContainsNUL:
             return "kernel command line contains a NUL byte"
         case let .multibootModuleCommandLineTooLong(index, length, maximum):
-            return "command line of multiboot module \(index) is \(length) bytes, at most \(maximum) are supported"
+            return "command line of multiboot module \(index + 1) (--module number \(index + 1)) is \(length) bytes, at most \(maximum) are supported"
         case let .multibootModuleCommandLineContainsNUL(index):
-            return "command line of multiboot module \(index) contains a NUL byte"
+            return "command line of multiboot module \(index + 1) (--module number \(index + 1)) contains a NUL byte"
         case let .multibootInfoAreaDoesNotFit(size, limit):
             return "no room for the multiboot information area (\(hex(size)) bytes: information structure, memory map, module list, command lines, boot stack) in guest RAM below \(hex(limit)) outside the kernel and modules"
         }

@@ -338,6 +338,15 @@ struct CLIMultibootInputTests {
                                ["image \(huge) is 8589934592 bytes, more than the guest's 16777216 bytes of RAM (--memory 16)"])
     }
 
+    @Test func moduleThatFitsRAMButNotAfterTheKernel() throws {
+        // 63 MiB passes the size check against 64 MiB of RAM; placed from the page after the kernel it does not fit.
+        let module = try sparseFile(size: 63 << 20)
+        defer { unlink(module) }
+        try expectBadInputFast(["run", try GuestImages.path("multiboot/mbinfo.elf"), "--module", module],
+                               ["multiboot module 1 (--module number 1, 66060288 bytes from 0x107000",
+                                "does not fit below 0x4000000"])
+    }
+
     @Test func emptyModuleIsAccepted() throws {
         // QEMU loads empty modules; the run gets as far as the (bad) kernel.
         let r = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot",
