@@ -21,14 +21,26 @@
      kernel-usable  this image [_kernel_start, _kernel_end) lies in usable memory
      mbi-placement  the info structure and mmap do not overlap the image
      cmdline      present, NUL-terminated within 4 KiB; printed as INFO
+     argv0        the first word is this kernel's path (QEMU passes
+                  "<-kernel path> <-append>"): it ends in KERNEL_FILE
+     argv1        the second word, the first of -append, is a KEY=VALUE
+                  argument (mbinfo's are; a loader that passes -append alone
+                  makes it argv0). Both printed as INFO argv0/argv1 "..."
      loader-name  present; printed as INFO
      modules      mods_count >= 1, table outside the image
      module-range first module: start < end, page-aligned (header flag bit 0),
                   inside one usable mmap entry, not overlapping the image
      module-env   the module is "KEY=VALUE" lines (blank lines and '#' comments
                   allowed; keys [A-Za-z0-9_.-]+), its MAGIC value equals the
-                  command line's expect-module=VALUE token */
+                  expect-module=VALUE argument (argv[1] on, not argv0)
+
+   Built twice: mbinfo.elf linked at 1 MiB and mbinfo-low.elf linked at
+   0x8000, across the 0x9000 where QEMU keeps its information structure. */
 #include "mbrt.h"
+
+#ifndef KERNEL_FILE
+#define KERNEL_FILE "mbinfo.elf"
+#endif
 
 static const struct mb_mmap *mmap_first, *mmap_end;
 
@@ -77,6 +89,44 @@ static const char *cmdline_value(const char *cmd, const char *key, u32 *len)
         }
     }
     return NULL;
+}
+
+/* Length of the word at p (up to a space or the end). */
+static u32 word_length(const char *p)
+{
+    u32 n = 0;
+    while (p[n] && p[n] != ' ')
+        n++;
+    return n;
+}
+
+/* Checks argv0/argv1 of the command line; returns where the arguments after argv0 start. */
+static const char *check_argv(const char *cmd)
+{
+    u32 len0 = word_length(cmd);
+    const char *arg1 = cmd + len0;
+    while (*arg1 == ' ')
+        arg1++;
+    u32 len1 = word_length(arg1);
+    puts("INFO argv0 \"");
+    putsn(cmd, len0);
+    puts("\"\nINFO argv1 \"");
+    putsn(arg1, len1);
+    puts("\"\n");
+
+    u32 flen = strlen(KERNEL_FILE);
+    const char *tail = cmd + len0 - flen;
+    int ok0 = len0 >= flen && memcmp(tail, KERNEL_FILE, flen) == 0 && (len0 == flen || tail[-1] == '/');
+    check_begin(ok0, "argv0");
+    puts(ok0 ? "names this kernel, " KERNEL_FILE "\n" : "does not name this kernel, " KERNEL_FILE "\n");
+
+    int has_eq = 0;
+    for (u32 i = 0; i < len1; i++)
+        has_eq |= arg1[i] == '=';
+    check_begin(len1 > 0 && has_eq, "argv1");
+    puts(len1 == 0 ? "missing: no argument after argv0\n" :
+         has_eq ? "is a KEY=VALUE argument\n" : "is not a KEY=VALUE argument\n");
+    return cmd + len0;
 }
 
 static int key_char(char c)
@@ -301,8 +351,8 @@ void kmain(u32 magic, struct mb_info *mbi)
         puts(" bytes at ");
         puthex32(mbi->cmdline);
         putc('\n');
-        if (!ok)
-            cmd = NULL;
+        /* Like a C kernel's argv: the arguments start after argv[0]. */
+        cmd = ok ? check_argv(cmd) : NULL;
     }
     if (mbi->flags & MBI_LOADER) {
         const char *name = (const char *)mbi->boot_loader_name;

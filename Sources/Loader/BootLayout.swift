@@ -25,24 +25,28 @@
 // RDI = its vCPU index and RSI = the vCPU count, RFLAGS = 0x2, and its own stack.
 //
 //   Multiboot v1 (ELF32, or any image whose header sets the address fields)
-//     0x0000_0500 ..< 0x0000_9000   free; ESP = 0x9000 in case the kernel
-//                                   pushes before it sets up its own stack
-//     0x0000_9000 ..< 0x0000_9018   GDT: null, 0x08 = flat 32-bit code, 0x10 = flat data
-//     0x0000_9020 ..< 0x0000_90A0   multiboot information structure (EBX)
-//     0x0000_90A0 ..< 0x0000_9100   memory map (4 entries of 24 bytes)
-//     0x0000_9100 ..< 0x0000_9110   boot loader name "Deflect"
-//     0x0000_9110 ..< 0x0000_9510   module table (up to 64 entries of 16 bytes)
-//     0x0000_9510 ...               command lines, NUL-terminated: the kernel's,
-//                                   then each module's (at most 65 × 4097 bytes,
-//                                   so the area ends below 0x4_B000)
-//     0x0009_FC00 ..< 0x0010_0000   reserved (EBDA, VGA, BIOS): no kernel bytes
 //     kernel                        where its header or ELF program headers say
-//                                   (usually 1 MiB); must miss the area in use above
+//                                   (usually 1 MiB, anywhere in RAM below 4 GiB
+//                                   outside the reserved hole below)
+//     0x0009_FC00 ..< 0x0010_0000   reserved (EBDA, VGA, BIOS): no kernel bytes
 //     modules                       page-aligned, from max(kernel end, 1 MiB) up
+//     multiboot area                page-aligned, above everything loaded (as
+//                                   QEMU puts its module list and strings after
+//                                   the image); only when RAM has no room there,
+//                                   the lowest free pages from 0x1000. Inside it:
+//       +0x000  GDT: null, 0x08 = flat 32-bit code, 0x10 = flat data
+//       +0x020  multiboot information structure (EBX)
+//       +0x0A0  memory map (4 entries of 24 bytes)
+//       +0x100  boot loader name "Deflect"
+//       +0x110  module table (16 bytes per module)
+//       then    command lines, NUL-terminated: the kernel's, then each module's
+//       then    a 4 KiB page of stack, ESP at its top, in case the kernel pushes
+//               before it sets up its own stack (the spec leaves ESP undefined)
 //
-//   QEMU puts the memory map and the information structure at 0x9000 too,
-//   but the strings and module table after the modules; keeping everything
-//   low means the kernel and modules can be anywhere above 1 MiB. The area
+//   The kernel's command line is "<kernel path> <append>", as QEMU builds it.
+//   QEMU keeps the memory map and information structure at a fixed 0x9000,
+//   which a kernel linked there overwrites; Deflect moves them into the area
+//   so that nothing the kernel or a module occupies is ever written. The area
 //   is not marked reserved in the memory map: as with GRUB and QEMU, the
 //   kernel must copy what it needs before reusing that memory. Only one
 //   processor starts at the entry; the others wait for INIT/SIPI.
@@ -94,21 +98,16 @@ public enum BootLayout {
 
     // MARK: Multiboot
 
-    /// Start of the multiboot area: GDT, information structure, memory map,
-    /// loader name, module table and command lines, in that order.
-    public static let multibootAreaStart: UInt64 = 0x9000
-    /// The area must end at or below this (the caps on modules and command
-    /// lines keep it far lower; the check is a backstop).
-    public static let multibootAreaLimit: UInt64 = 0x8_0000
-    public static let multibootGDTAddress: UInt64 = 0x9000
-    /// EBX on entry.
-    public static let multibootInfoAddress: UInt64 = 0x9020
-    public static let multibootMemoryMapAddress: UInt64 = 0x90A0
-    public static let multibootLoaderNameAddress: UInt64 = 0x9100
-    public static let multibootModuleTableAddress: UInt64 = 0x9110
-    public static let multibootStringsAddress: UInt64 = 0x9510
-    /// ESP on entry (the spec leaves it undefined); grows down into free memory, away from the area.
-    public static let multibootStackTop: UInt64 = 0x9000
+    /// Offsets inside the multiboot area (see the drawing at the top of this file).
+    public static let multibootGDTOffset: UInt64 = 0
+    public static let multibootInfoOffset: UInt64 = 0x20
+    public static let multibootMemoryMapOffset: UInt64 = 0xA0
+    public static let multibootLoaderNameOffset: UInt64 = 0x100
+    public static let multibootModuleTableOffset: UInt64 = 0x110
+    /// The boot stack's size, above the strings.
+    public static let multibootStackSize: UInt64 = 0x1000
+    /// The area is placed no lower than this (page 0 stays untouched, as the real-mode IVT).
+    public static let multibootAreaLowest: UInt64 = 0x1000
     /// At most this many modules, and this many bytes per command line (without the NUL).
     public static let multibootMaxModules = 64
     public static let multibootMaxCommandLineBytes = 4096

@@ -103,8 +103,12 @@ public struct BootImage: Sendable {
     public var mode: BootMode
     /// Boot structures first (long mode: GDT page, then the page tables;
     /// multiboot: the multiboot area), then the image's own segments in
-    /// program-header order, then multiboot modules. They never overlap.
+    /// program-header order. They never overlap.
     public var segments: [MemorySegment]
+    /// Multiboot: where each module's bytes go, in the order given. The
+    /// caller copies them there (the loader only knows their sizes); they
+    /// overlap no segment.
+    public var moduleRanges: [Range<UInt64>] = []
     public var entry: UInt64
     /// When set, `cpuState` returns exactly this for every vCPU (multiboot
     /// sets it: one processor, registers the spec defines).
@@ -144,10 +148,10 @@ public struct BootImage: Sendable {
                 rdi: rdi, rsi: rsi)
         case .multiboot:
             // Only reached for a hand-built BootImage; `MultibootLoader` sets
-            // `bootstrapProcessorState`.
-            return BootCPUState.protectedMode(
-                entry: entry, stack: BootLayout.multibootStackTop,
-                eax: MultibootConstants.bootloaderMagic, ebx: BootLayout.multibootInfoAddress)
+            // `bootstrapProcessorState`. Such an image has no multiboot area,
+            // so there is no information structure, GDT or stack to point at.
+            return BootCPUState.protectedMode(entry: entry, stack: 0, eax: MultibootConstants.bootloaderMagic,
+                                              ebx: 0, gdtBase: 0)
         }
     }
 }

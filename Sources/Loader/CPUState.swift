@@ -85,7 +85,8 @@ extension BootCPUState {
     /// 32-bit protected mode, paging off, as the multiboot spec demands:
     /// flat 4 GiB code and data segments whose selectors match the multiboot
     /// GDT (so the guest can reload them), interrupts off, EAX/EBX as given.
-    static func protectedMode(entry: UInt64, stack: UInt64, eax: UInt64, ebx: UInt64) -> BootCPUState {
+    static func protectedMode(entry: UInt64, stack: UInt64, eax: UInt64, ebx: UInt64,
+                              gdtBase: UInt64) -> BootCPUState {
         let code = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
                                    type: SegmentType.codeExecuteReadAccessed, present: true,
                                    db: true, s: true, l: false, g: true)
@@ -99,7 +100,7 @@ extension BootCPUState {
             rip: entry, rsp: stack, rflags: resetRFLAGS, rdi: 0, rsi: 0,
             cr0: ControlBits.protectedModeCR0, cr3: 0, cr4: 0, efer: 0,
             cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: tr, ldt: ldt,
-            gdt: DescriptorTable(base: BootLayout.multibootGDTAddress,
+            gdt: DescriptorTable(base: gdtBase,
                                  limit: UInt16(MultibootConstants.gdtEntries.count * 8 - 1)),
             // Empty IDT on purpose, as in long mode: see BootLayout.swift.
             idt: DescriptorTable(base: 0, limit: 0),

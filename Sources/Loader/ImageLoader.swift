@@ -14,8 +14,8 @@ public enum ImageLoader {
         case .long: return try loadLongModeFlat(image, memorySize: memorySize)
         case .elf: return try loadELF64(image, memorySize: memorySize)
         case .multiboot:
-            // No command line or modules through this entry; see MultibootLoader.load for those.
-            return try MultibootLoader.load(image, commandLine: "", modules: [], memorySize: memorySize,
+            // No kernel path, append string or modules through this entry; see MultibootLoader.load for those.
+            return try MultibootLoader.load(image, kernelPath: "", append: "", modules: [], memorySize: memorySize,
                                             vcpuCount: vcpuCount)
         }
     }

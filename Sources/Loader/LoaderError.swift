@@ -60,7 +60,6 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
 
     // Multiboot placement
     case multibootKernelOutsideMemory(start: UInt64, end: UInt64, limit: UInt64)
-    case multibootKernelOverlapsInfoArea(start: UInt64, end: UInt64, areaStart: UInt64, areaEnd: UInt64)
     case multibootKernelOverlapsReservedMemory(start: UInt64, end: UInt64)
     case multibootTooManyModules(count: Int, maximum: Int)
     case multibootModuleExceedsMemory(index: Int, start: UInt64, size: UInt64, limit: UInt64)
@@ -69,7 +68,18 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case multibootCommandLineContainsNUL
     case multibootModuleCommandLineTooLong(index: Int, length: Int, maximum: Int)
     case multibootModuleCommandLineContainsNUL(index: Int)
-    case multibootInfoAreaTooLarge(end: UInt64, limit: UInt64)
+    case multibootInfoAreaDoesNotFit(size: UInt64, limit: UInt64)
+
+    /// True when the modules (`--module`, QEMU's -initrd) are the problem, not the kernel image.
+    public var concernsModules: Bool {
+        switch self {
+        case .multibootTooManyModules, .multibootModuleExceedsMemory, .multibootModuleCommandLineTooLong,
+             .multibootModuleCommandLineContainsNUL:
+            return true
+        default:
+            return false
+        }
+    }
 
     public var description: String {
         switch self {
@@ -155,14 +165,12 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "unsupported ELF machine \(value) for multiboot (only i386, EM_386 = 3)"
         case let .multibootKernelOutsideMemory(start, end, limit):
             return "multiboot kernel [\(hex(start)), \(hex(end))) lies outside guest RAM below 4 GiB [0, \(hex(limit)))"
-        case let .multibootKernelOverlapsInfoArea(start, end, areaStart, areaEnd):
-            return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap the multiboot information area [\(hex(areaStart)), \(hex(areaEnd)))"
         case let .multibootKernelOverlapsReservedMemory(start, end):
             return "multiboot kernel bytes [\(hex(start)), \(hex(end))) overlap reserved memory [\(hex(BootLayout.multibootReservedStart)), \(hex(BootLayout.multibootReservedEnd)))"
         case let .multibootTooManyModules(count, maximum):
-            return "\(count) multiboot modules given, at most \(maximum) are supported"
+            return "\(count) multiboot modules (--module) given, at most \(maximum) are supported"
         case let .multibootModuleExceedsMemory(index, start, size, limit):
-            return "multiboot module \(index) (\(size) bytes at \(hex(start))) does not fit below \(hex(limit)) (guest RAM, at most 4 GiB)"
+            return "multiboot module \(index + 1) (--module number \(index + 1), \(size) bytes from \(hex(start)), page-aligned after the kernel and the modules before it) does not fit below \(hex(limit)) (guest RAM, at most 4 GiB; see --memory)"
         case let .multibootRegionsOverlap(firstStart, firstEnd, secondStart, secondEnd):
             return "multiboot memory regions [\(hex(firstStart)), \(hex(firstEnd))) and [\(hex(secondStart)), \(hex(secondEnd))) overlap"
         case let .multibootCommandLineTooLong(length, maximum):
@@ -170,11 +178,11 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
         case .multibootCommandLineContainsNUL:
             return "kernel command line contains a NUL byte"
         case let .multibootModuleCommandLineTooLong(index, length, maximum):
-            return "command line of multiboot module \(index) is \(length) bytes, at most \(maximum) are supported"
+            return "command line of multiboot module \(index + 1) (--module number \(index + 1)) is \(length) bytes, at most \(maximum) are supported"
         case let .multibootModuleCommandLineContainsNUL(index):
-            return "command line of multiboot module \(index) contains a NUL byte"
-        case let .multibootInfoAreaTooLarge(end, limit):
-            return "multiboot information area would end at \(hex(end)), past its limit \(hex(limit))"
+            return "command line of multiboot module \(index + 1) (--module number \(index + 1)) contains a NUL byte"
+        case let .multibootInfoAreaDoesNotFit(size, limit):
+            return "no room for the multiboot information area (\(hex(size)) bytes: information structure, memory map, module list, command lines, boot stack) in guest RAM below \(hex(limit)) outside the kernel and modules"
         }
     }
 }

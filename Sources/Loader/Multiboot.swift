@@ -1,8 +1,9 @@
 // Loader: Multiboot v1 (spec 0.6.96) kernels, loaded the way QEMU's -kernel
 // does: find and check the header, place the kernel by the header's address
 // fields (flag bit 16) or else as an ELF32 executable, put modules after it,
-// and start one processor in flat 32-bit protected mode with EAX/EBX set.
-// The information structure itself is built in MultibootInfo.swift.
+// put the multiboot area above everything loaded, and start one processor
+// in flat 32-bit protected mode with EAX/EBX set. The area's contents are
+// built in MultibootInfo.swift.
 
 /// Numbers from the multiboot specification and Deflect's choices around them.
 public enum MultibootConstants {
@@ -55,14 +56,16 @@ public enum MultibootConstants {
     public static let gdtEntries: [UInt64] = [0, codeDescriptor, dataDescriptor]
 }
 
-/// A module (`--module FILE`): its bytes and the string the kernel sees for it.
-/// QEMU's `-initrd "file args"` passes "file args" as that string.
+/// A module (`--module "FILE ARGS"`) as the loader sees it: its size and the
+/// string the kernel sees for it (QEMU's `-initrd "file args"` passes
+/// "file args"). Its bytes stay with the caller, which copies them to
+/// `BootImage.moduleRanges`: a large module is never copied through here.
 public struct MultibootModule: Sendable, Equatable {
-    public var bytes: [UInt8]
+    public var size: UInt64
     public var commandLine: String
 
-    public init(bytes: [UInt8], commandLine: String = "") {
-        self.bytes = bytes
+    public init(size: UInt64, commandLine: String = "") {
+        self.size = size
         self.commandLine = commandLine
     }
 }
@@ -152,15 +155,13 @@ public struct MultibootHeader: Sendable, Equatable {
 }
 
 /// Loads multiboot kernels. See BootLayout.swift for where everything goes.
-///
-/// Command line: written verbatim. QEMU passes "<kernel path> <append>",
-/// and kvm-unit-tests-style kernels take the first word as argv[0]; the
-/// VMM builds that with `qemuCommandLine(kernelPath:append:)`.
 public enum MultibootLoader {
     /// Validates `image` and lays out kernel, modules and the multiboot area
     /// for a guest with `memorySize` bytes of RAM at GPA 0 and `vcpuCount` vCPUs.
-    /// Only vCPU 0 starts at the entry (`applicationProcessorsWaitForSIPI`).
-    public static func load(_ image: [UInt8], commandLine: String, modules: [MultibootModule],
+    /// The kernel's command line is QEMU's: `kernelPath` (as the user typed
+    /// it), a space, then `append`. Only vCPU 0 starts at the entry
+    /// (`applicationProcessorsWaitForSIPI`).
+    public static func load(_ image: [UInt8], kernelPath: String, append: String, modules: [MultibootModule],
                             memorySize: UInt64, vcpuCount: Int) throws(LoaderError) -> BootImage {
         guard (1...BootLayout.maxVCPUs).contains(vcpuCount) else {
             throw .vcpuCountOutOfRange(count: vcpuCount, maximum: BootLayout.maxVCPUs)
@@ -171,11 +172,8 @@ public enum MultibootLoader {
             throw .memoryTooSmall(mode: .multiboot, memorySize: memorySize,
                                   required: BootLayout.minimumMultibootMemory)
         }
-        let strings = try MultibootStrings(commandLine: commandLine, modules: modules)
-        let areaEnd = BootLayout.multibootStringsAddress + UInt64(strings.totalBytes)
-        guard areaEnd <= BootLayout.multibootAreaLimit else {
-            throw .multibootInfoAreaTooLarge(end: areaEnd, limit: BootLayout.multibootAreaLimit)
-        }
+        let strings = try MultibootStrings(commandLine: commandLine(kernelPath: kernelPath, append: append),
+                                           modules: modules)
         let limit = min(memorySize, BootLayout.multibootAddressLimit)
         let kernel: PlacedKernel
         if let fields = header.addressFields {
@@ -184,44 +182,72 @@ public enum MultibootLoader {
             kernel = try placeELF32(image)
         }
         for range in kernel.ranges {
-            try checkKernelRange(range, limit: limit, areaEnd: areaEnd)
+            try checkKernelRange(range, limit: limit)
         }
 
         // Modules: each on its own page (header bit 0, and QEMU always does it).
         // mod_start and the exclusive mod_end are 32-bit fields, so both stay below 4 GiB.
         let moduleLimit = min(limit, UInt64(UInt32.max))
-        var placedModules: [(start: UInt64, end: UInt64)] = []
+        var moduleRanges: [Range<UInt64>] = []
         var next = pageAlign(max(kernel.end, BootLayout.multibootModulesStart))
         for (index, module) in modules.enumerated() {
-            let size = UInt64(module.bytes.count)
             // Compared as a difference, so nothing can overflow.
-            guard next <= moduleLimit, size <= moduleLimit - next else {
-                throw .multibootModuleExceedsMemory(index: index, start: next, size: size, limit: moduleLimit)
+            guard next <= moduleLimit, module.size <= moduleLimit - next else {
+                throw .multibootModuleExceedsMemory(index: index, start: next, size: module.size, limit: moduleLimit)
             }
-            placedModules.append((next, next + size))
-            next = pageAlign(next + size)
+            moduleRanges.append(next..<next + module.size)
+            next = pageAlign(next + module.size)
         }
 
-        let area = MultibootInfo.area(strings: strings, modules: placedModules, memorySize: memorySize)
-        var segments = [MemorySegment(guestPhysicalAddress: BootLayout.multibootAreaStart, bytes: area)]
-        segments += kernel.segments(from: image)
-        for (module, placed) in zip(modules, placedModules) where !module.bytes.isEmpty {
-            segments.append(MemorySegment(guestPhysicalAddress: placed.start, bytes: module.bytes))
+        // The area goes above everything loaded, where nothing of the kernel or a module is.
+        let loaded = kernel.ranges.map { $0.start..<$0.end } + moduleRanges
+        let areaSize = MultibootAreaLayout.size(moduleCount: modules.count, stringBytes: strings.totalBytes)
+        let reserved = BootLayout.multibootReservedStart..<BootLayout.multibootReservedEnd
+        guard let base = placeArea(size: areaSize, above: loaded.map(\.upperBound).max() ?? 0,
+                                   avoiding: loaded + [reserved], limit: moduleLimit) else {
+            throw .multibootInfoAreaDoesNotFit(size: areaSize, limit: moduleLimit)
         }
-        // Backstop over the whole result: nothing written twice.
-        try checkDisjoint(segments.map { ($0.guestPhysicalAddress, $0.endAddress) })
+        let layout = MultibootAreaLayout(base: base, moduleCount: modules.count, stringBytes: strings.totalBytes)
+        let area = MultibootInfo.area(layout, strings: strings, modules: moduleRanges, memorySize: memorySize)
+        var segments = [MemorySegment(guestPhysicalAddress: base, bytes: area)]
+        segments += kernel.segments(from: image)
+        // Backstop over the whole result: nothing written twice, the stack page included.
+        try checkDisjoint(segments.map { ($0.guestPhysicalAddress, $0.endAddress) }
+                          + moduleRanges.map { ($0.lowerBound, $0.upperBound) }
+                          + [(layout.stringsEnd, layout.end)])
 
         var boot = BootImage(mode: .multiboot, segments: segments, entry: kernel.entry)
+        boot.moduleRanges = moduleRanges
         boot.bootstrapProcessorState = BootCPUState.protectedMode(
-            entry: kernel.entry, stack: BootLayout.multibootStackTop,
-            eax: MultibootConstants.bootloaderMagic, ebx: BootLayout.multibootInfoAddress)
+            entry: kernel.entry, stack: layout.stackTop,
+            eax: MultibootConstants.bootloaderMagic, ebx: layout.info, gdtBase: layout.gdt)
         boot.applicationProcessorsWaitForSIPI = true
         return boot
     }
 
-    /// QEMU's kernel command line: the kernel path, a space, then `-append`.
-    public static func qemuCommandLine(kernelPath: String, append: String) -> String {
+    /// QEMU's kernel command line (`"%s %s"` of the -kernel path and -append):
+    /// kernels written for it read the first word as argv[0]. An empty
+    /// `append` leaves the trailing space, as in QEMU.
+    public static func commandLine(kernelPath: String, append: String) -> String {
         kernelPath + " " + append
+    }
+
+    /// The lowest page-aligned start from `floor` up (failing that, from the
+    /// bottom of RAM) for `size` bytes that miss every range in `avoiding`
+    /// and end at or below `limit`.
+    static func placeArea(size: UInt64, above floor: UInt64, avoiding: [Range<UInt64>],
+                          limit: UInt64) -> UInt64? {
+        let taken = avoiding.filter { !$0.isEmpty }
+        for start in [floor, BootLayout.multibootAreaLowest] {
+            var candidate = pageAlign(max(start, BootLayout.multibootAreaLowest))
+            // Each step moves past a range, so this ends after at most taken.count steps.
+            while candidate <= limit, size <= limit - candidate,
+                  let blocker = taken.first(where: { $0.overlaps(candidate..<candidate + size) }) {
+                candidate = pageAlign(blocker.upperBound)
+            }
+            if candidate <= limit, size <= limit - candidate { return candidate }
+        }
+        return nil
     }
 
     // MARK: Kernel placement
@@ -323,15 +349,10 @@ public enum MultibootLoader {
         }, entry: entry)
     }
 
-    /// A kernel range must be in RAM below 4 GiB, and miss the multiboot area in use and the reserved hole.
-    static func checkKernelRange(_ range: (start: UInt64, end: UInt64), limit: UInt64,
-                                 areaEnd: UInt64) throws(LoaderError) {
+    /// A kernel range must be in RAM below 4 GiB and miss the reserved hole.
+    static func checkKernelRange(_ range: (start: UInt64, end: UInt64), limit: UInt64) throws(LoaderError) {
         guard range.end <= limit else {
             throw .multibootKernelOutsideMemory(start: range.start, end: range.end, limit: limit)
-        }
-        if overlaps(range, (BootLayout.multibootAreaStart, areaEnd)) {
-            throw .multibootKernelOverlapsInfoArea(start: range.start, end: range.end,
-                                                   areaStart: BootLayout.multibootAreaStart, areaEnd: areaEnd)
         }
         if overlaps(range, (BootLayout.multibootReservedStart, BootLayout.multibootReservedEnd)) {
             throw .multibootKernelOverlapsReservedMemory(start: range.start, end: range.end)

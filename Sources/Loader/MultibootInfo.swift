@@ -1,6 +1,6 @@
-// Loader: the bytes of the multiboot area — GDT, information structure,
-// memory map, boot loader name, module table and command lines — at the
-// fixed addresses in BootLayout, and the checks on the strings that go there.
+// Loader: the multiboot area — where its GDT, information structure, memory
+// map, boot loader name, module table, command lines and boot stack sit once
+// its base is chosen, and its bytes — and the checks on the strings that go there.
 
 /// One memory-map entry as the kernel sees it (type 1 available, 2 reserved).
 public struct MultibootMemoryRegion: Sendable, Equatable {
@@ -40,24 +40,24 @@ public enum MultibootInfo {
         return UInt32(clamping: (memorySize - BootLayout.multibootReservedEnd) / 1024)
     }
 
-    /// The area's bytes, starting at `BootLayout.multibootAreaStart`.
-    static func area(strings: MultibootStrings, modules: [(start: UInt64, end: UInt64)],
-                     memorySize: UInt64) -> [UInt8] {
-        let base = BootLayout.multibootAreaStart
-        var bytes = [UInt8](repeating: 0,
-                            count: Int(BootLayout.multibootStringsAddress - base) + strings.totalBytes)
+    /// The area's bytes from `layout.base` to the end of the strings (the
+    /// stack page above them is only reserved, not written).
+    static func area(_ layout: MultibootAreaLayout, strings: MultibootStrings,
+                     modules: [Range<UInt64>], memorySize: UInt64) -> [UInt8] {
+        let base = layout.base
+        var bytes = [UInt8](repeating: 0, count: Int(layout.stringsEnd - base))
         func at(_ address: UInt64) -> Int { Int(address - base) }
-        // Every address written below is under multibootAreaLimit, so 32 bits hold it.
+        // The loader placed the whole area below 4 GiB, so 32 bits hold every address written below.
         func put32(_ value: UInt64, _ address: UInt64) { store(value, width: 4, into: &bytes, at: at(address)) }
         func put64(_ value: UInt64, _ address: UInt64) { store(value, width: 8, into: &bytes, at: at(address)) }
 
         for (index, descriptor) in MultibootConstants.gdtEntries.enumerated() {
-            put64(descriptor, BootLayout.multibootGDTAddress + UInt64(index * 8))
+            put64(descriptor, layout.gdt + UInt64(index * 8))
         }
 
         let map = memoryMap(memorySize: memorySize)
         for (index, region) in map.enumerated() {
-            let entry = BootLayout.multibootMemoryMapAddress + UInt64(index * MultibootConstants.memoryMapEntrySize)
+            let entry = layout.memoryMap + UInt64(index * MultibootConstants.memoryMapEntrySize)
             put32(UInt64(MultibootConstants.memoryMapEntrySizeField), entry)
             put64(region.base, entry + 4)
             put64(region.length, entry + 12)
@@ -65,11 +65,10 @@ public enum MultibootInfo {
         }
 
         let name = Array(MultibootConstants.bootLoaderName.utf8)
-        bytes.replaceSubrange(at(BootLayout.multibootLoaderNameAddress)..<at(BootLayout.multibootLoaderNameAddress) + name.count,
-                              with: name)
+        bytes.replaceSubrange(at(layout.loaderName)..<at(layout.loaderName) + name.count, with: name)
 
-        // Strings are packed from multibootStringsAddress; the zero fill supplies each NUL.
-        var cursor = BootLayout.multibootStringsAddress
+        // Strings are packed from layout.strings; the zero fill supplies each NUL.
+        var cursor = layout.strings
         func putString(_ string: [UInt8]) -> UInt64 {
             let address = cursor
             bytes.replaceSubrange(at(address)..<at(address) + string.count, with: string)
@@ -78,23 +77,23 @@ public enum MultibootInfo {
         }
         let commandLine = putString(strings.commandLine)
         for (index, module) in modules.enumerated() {
-            let entry = BootLayout.multibootModuleTableAddress + UInt64(index * MultibootConstants.moduleEntrySize)
-            put32(module.start, entry)
-            put32(module.end, entry + 4)  // one past the last byte, as the spec and QEMU have it
+            let entry = layout.moduleTable + UInt64(index * MultibootConstants.moduleEntrySize)
+            put32(module.lowerBound, entry)
+            put32(module.upperBound, entry + 4)  // one past the last byte, as the spec and QEMU have it
             put32(putString(strings.moduleCommandLines[index]), entry + 8)
             // entry + 12: reserved, stays 0
         }
 
-        let info = BootLayout.multibootInfoAddress
+        let info = layout.info
         put32(UInt64(MultibootConstants.infoFlags), info)
         put32(UInt64(MultibootConstants.lowerMemoryKiB), info + 4)
         put32(UInt64(upperMemoryKiB(memorySize: memorySize)), info + 8)
         put32(commandLine, info + 16)
         put32(UInt64(modules.count), info + 20)
-        put32(BootLayout.multibootModuleTableAddress, info + 24)
+        put32(layout.moduleTable, info + 24)
         put32(UInt64(map.count * MultibootConstants.memoryMapEntrySize), info + 44)
-        put32(BootLayout.multibootMemoryMapAddress, info + 48)
-        put32(BootLayout.multibootLoaderNameAddress, info + 64)
+        put32(layout.memoryMap, info + 48)
+        put32(layout.loaderName, info + 64)
         return bytes
     }
 
@@ -102,6 +101,32 @@ public enum MultibootInfo {
         for i in 0..<width {
             bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))
         }
+    }
+}
+
+/// Where each part of the multiboot area goes for an area at `base` (page-aligned).
+struct MultibootAreaLayout: Equatable {
+    var base: UInt64
+    var moduleCount: Int
+    /// Bytes of all strings, NULs included.
+    var stringBytes: Int
+
+    var gdt: UInt64 { base + BootLayout.multibootGDTOffset }
+    var info: UInt64 { base + BootLayout.multibootInfoOffset }
+    var memoryMap: UInt64 { base + BootLayout.multibootMemoryMapOffset }
+    var loaderName: UInt64 { base + BootLayout.multibootLoaderNameOffset }
+    var moduleTable: UInt64 { base + BootLayout.multibootModuleTableOffset }
+    var strings: UInt64 { moduleTable + UInt64(moduleCount * MultibootConstants.moduleEntrySize) }
+    var stringsEnd: UInt64 { strings + UInt64(stringBytes) }
+    /// ESP on entry: the top of the stack page that follows the strings' page.
+    var stackTop: UInt64 { base + Self.size(moduleCount: moduleCount, stringBytes: stringBytes) }
+    var end: UInt64 { stackTop }
+
+    /// Bytes the area spans, stack page included (a multiple of the page size).
+    static func size(moduleCount: Int, stringBytes: Int) -> UInt64 {
+        let structures = BootLayout.multibootModuleTableOffset
+            + UInt64(moduleCount * MultibootConstants.moduleEntrySize + stringBytes)
+        return MultibootLoader.pageAlign(structures) + BootLayout.multibootStackSize
     }
 }
 

@@ -44,6 +44,21 @@ public struct GuestRAM: Sendable {
         }
     }
 
+    /// Writes a large buffer (a mapped module file) at `address` a chunk at a
+    /// time, so at most one chunk is ever copied out of it at once.
+    public func write<Bytes: Collection<UInt8>>(contentsOf bytes: Bytes, at address: UInt64) throws(GuestMemoryError) {
+        let chunkSize = 1 << 20
+        var offset = 0
+        var chunkStart = bytes.startIndex
+        while chunkStart != bytes.endIndex {
+            let chunkEnd = bytes.index(chunkStart, offsetBy: chunkSize, limitedBy: bytes.endIndex) ?? bytes.endIndex
+            let chunk = Array(bytes[chunkStart..<chunkEnd])
+            try write(chunk, at: address + UInt64(offset))
+            offset += chunk.count
+            chunkStart = chunkEnd
+        }
+    }
+
     /// Reads `count` bytes at `address` across slots.
     public func read(at address: UInt64, count: Int) throws(GuestMemoryError) -> [UInt8] {
         var out: [UInt8] = []

@@ -1,5 +1,6 @@
-// VMM: the host files the VMM reads besides /dev/kvm (the msr driver), with
-// their libc calls in one place.
+// VMM: the host files the VMM reads besides /dev/kvm (the msr driver, the
+// image and module files a run loads), with their libc calls in one place.
+import Foundation
 import Glibc
 
 enum HostFiles {
@@ -12,5 +13,60 @@ enum HostFiles {
         var value: UInt64 = 0
         let n = withUnsafeMutableBytes(of: &value) { pread(fd, $0.baseAddress, 8, off_t(index)) }
         return n == 8 ? value : nil
+    }
+}
+
+/// Why an input file (a guest image, a module) was not loaded.
+public enum InputFileError: Error, Equatable, CustomStringConvertible {
+    case missing
+    /// A directory, FIFO, device or socket: reading it would fail, block or never end.
+    case notRegularFile(kind: String)
+    case tooLarge(size: UInt64, limit: UInt64)
+    case unreadable(reason: String)
+
+    /// Completes "<what> <path> ...".
+    public var description: String {
+        switch self {
+        case .missing: return "does not exist"
+        case let .notRegularFile(kind): return "is \(kind), not a regular file"
+        case let .tooLarge(size, limit): return "is \(size) bytes, more than the guest's \(limit) bytes of RAM"
+        case let .unreadable(reason): return "cannot be read: \(reason)"
+        }
+    }
+}
+
+/// Loading the files a run needs without reading more than the guest can hold.
+public enum InputFiles {
+    /// Checks with `stat` that `path` is a regular file of at most `limit`
+    /// bytes — before reading anything, so a huge file or a FIFO costs no
+    /// time — then maps it read-only: the pages come from the page cache as
+    /// they are copied into guest RAM instead of being read into a second buffer.
+    public static func mapRegularFile(_ path: String, limit: UInt64) throws(InputFileError) -> Data {
+        let size = try regularFileSize(path)
+        guard size <= limit else { throw .tooLarge(size: size, limit: limit) }
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw .unreadable(reason: (error as NSError).localizedDescription)
+        }
+    }
+
+    /// The size `stat` reports for a regular file (symbolic links followed).
+    public static func regularFileSize(_ path: String) throws(InputFileError) -> UInt64 {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            let code = errno
+            if code == ENOENT || code == ENOTDIR { throw .missing }
+            throw .unreadable(reason: String(cString: strerror(code)))
+        }
+        switch status.st_mode & S_IFMT {
+        case S_IFREG: return UInt64(clamping: status.st_size)
+        case S_IFDIR: throw .notRegularFile(kind: "a directory")
+        case S_IFIFO: throw .notRegularFile(kind: "a FIFO")
+        case S_IFCHR: throw .notRegularFile(kind: "a character device")
+        case S_IFBLK: throw .notRegularFile(kind: "a block device")
+        case S_IFSOCK: throw .notRegularFile(kind: "a socket")
+        default: throw .notRegularFile(kind: "of an unknown file type")
+        }
     }
 }

@@ -69,8 +69,10 @@ public final class Machine: @unchecked Sendable {
         // user's first problem to hear about, on any host.
         do {
             if configuration.mode == .multiboot {
-                boot = try MultibootLoader.load(configuration.image, commandLine: configuration.commandLine,
-                                                modules: configuration.modules, memorySize: configuration.memoryBytes,
+                boot = try MultibootLoader.load(configuration.image, kernelPath: configuration.kernelPath,
+                                                append: configuration.append,
+                                                modules: configuration.modules.map(\.placement),
+                                                memorySize: configuration.memoryBytes,
                                                 vcpuCount: configuration.vcpuCount)
             } else {
                 boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
@@ -108,12 +110,15 @@ public final class Machine: @unchecked Sendable {
             let initialFilter: CompiledFilter?
             (msrService, msrRuntime, initialFilter) = try Self.setUpMSRs(configuration, system: system, vm: vm)
             installedFilter = Mutex(initialFilter)
-            for segment in boot.segments {
-                do {
+            do {
+                for segment in boot.segments {
                     try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
-                } catch {
-                    throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
                 }
+                for (module, range) in zip(configuration.modules, boot.moduleRanges) {
+                    try ram.write(contentsOf: module.bytes, at: range.lowerBound)
+                }
+            } catch {
+                throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
             }
             let supported = try system.supportedCPUID()
             registerSync = try system.check(.syncRegisters) & 1 != 0

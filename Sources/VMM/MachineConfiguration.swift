@@ -1,7 +1,25 @@
 // VMM: what a user asks for when starting a machine, validated before
 // anything touches KVM.
 import Devices
+import Foundation
 import Loader
+
+/// A multiboot module's bytes and the string the kernel sees for it (QEMU's
+/// `-initrd "file args"`: the whole string). The bytes are usually a
+/// read-only mapping of the file, so a large module is not held twice: the
+/// machine copies it into guest RAM a chunk at a time.
+public struct MultibootModuleContents: Sendable {
+    public var bytes: Data
+    public var commandLine: String
+
+    public init(bytes: Data, commandLine: String) {
+        self.bytes = bytes
+        self.commandLine = commandLine
+    }
+
+    /// What the loader needs to place it.
+    var placement: MultibootModule { MultibootModule(size: UInt64(bytes.count), commandLine: commandLine) }
+}
 
 /// Everything needed to build and run one machine.
 public struct MachineConfiguration: Sendable {
@@ -26,11 +44,14 @@ public struct MachineConfiguration: Sendable {
     public var hypercalls: HypercallSetup = .none
     /// The devices and interrupt controllers the guest sees.
     public var platform: Platform = .minimal
-    /// Multiboot: the kernel command line (QEMU's -append).
-    public var commandLine: String = ""
+    /// Multiboot: the kernel's path as the user gave it (QEMU's -kernel). The
+    /// kernel's command line is "<kernelPath> <append>", as QEMU builds it.
+    public var kernelPath: String = ""
+    /// Multiboot: the rest of the command line (QEMU's -append).
+    public var append: String = ""
     /// Multiboot: modules in order (QEMU's -initrd "a,b"); the first is
     /// commonly read as a KEY=VALUE environment file.
-    public var modules: [MultibootModule] = []
+    public var modules: [MultibootModuleContents] = []
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {

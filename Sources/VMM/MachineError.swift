@@ -6,7 +6,7 @@ import Loader
 public enum MachineError: Error, CustomStringConvertible {
     /// A number or option out of range.
     case configuration(String)
-    /// The image is not valid for the requested mode or does not fit.
+    /// The image (or a multiboot module) is not valid for the requested mode or does not fit.
     case image(LoaderError)
     /// `/dev/kvm` is missing or not accessible.
     case kvmUnavailable(KVMError)
@@ -22,7 +22,7 @@ public enum MachineError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .configuration(message): return message
-        case let .image(error): return "invalid image: \(error)"
+        case let .image(error): return error.concernsModules ? "\(error)" : "invalid image: \(error)"
         case let .kvmUnavailable(error): return "KVM is not usable: \(error)"
         case let .kvm(error): return "KVM error: \(error)"
         case let .host(message): return message

@@ -15,10 +15,10 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000), elf (ELF64) or multiboot (Multiboot v1, as QEMU's -kernel). Default: multiboot when the file has a multiboot header, else elf when it is ELF.")
     var mode: BootMode?
 
-    @Option(help: "Multiboot: the kernel command line (QEMU's -append).")
+    @Option(help: "Multiboot: the kernel command line after the kernel path (QEMU's -append): the kernel sees \"IMAGE APPEND\", IMAGE as typed.")
     var append: String = ""
 
-    @Option(name: .customLong("module"), help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string.")
+    @Option(name: .customLong("module"), help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string. FILE must be a regular file; all modules together at most the guest's RAM.")
     var modules: [String] = []
 
     @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, minimal otherwise.")
@@ -59,12 +59,15 @@ struct MachineOptions: ParsableArguments {
     }
 
     /// Reads the image and builds the configuration; every failure is a one-line error.
+    /// Files are checked against guest RAM before a byte is read, then mapped, not copied.
     func configuration(msr: MSRSetup) throws -> MachineConfiguration {
-        guard let bytes = FileManager.default.contents(atPath: image) else {
-            let reason = FileManager.default.fileExists(atPath: image) ? "cannot be read" : "does not exist"
-            throw fail("image \(image) \(reason)", status: ExitStatus.badInput)
+        let memoryBytes = UInt64(memory) << 20
+        let imageBytes: [UInt8]
+        do {
+            imageBytes = [UInt8](try InputFiles.mapRegularFile(image, limit: memoryBytes))
+        } catch {
+            throw fail("image \(image) \(explain(error))", status: ExitStatus.badInput)
         }
-        let imageBytes = [UInt8](bytes)
         guard !imageBytes.isEmpty else { throw fail("image \(image) is empty", status: ExitStatus.badInput) }
         guard let bootMode = mode ?? ImageLoader.detectMode(imageBytes) else {
             throw fail("image \(image) is not an ELF file and has no multiboot header; give --mode real or --mode long for a flat binary", status: ExitStatus.badInput)
@@ -75,17 +78,43 @@ struct MachineOptions: ParsableArguments {
         var configuration = MachineConfiguration(image: imageBytes, mode: bootMode, memoryMiB: memory,
                                                  vcpuCount: vcpus, timeoutSeconds: timeout, kvmDevicePath: kvmDevice)
         configuration.platform = platform ?? (bootMode == .multiboot ? .pc : .minimal)
-        configuration.commandLine = append
-        configuration.modules = try modules.map { spec in
-            let path = String(spec.split(separator: " ", maxSplits: 1).first ?? "")
-            guard !path.isEmpty, let data = FileManager.default.contents(atPath: path) else {
-                throw fail("module \(path.isEmpty ? "\"\"" : path) \(FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist")", status: ExitStatus.badInput)
-            }
-            return MultibootModule(bytes: [UInt8](data), commandLine: spec)
-        }
+        // QEMU's command line: the kernel path exactly as typed, then --append.
+        configuration.kernelPath = image
+        configuration.append = append
+        configuration.modules = try mapModules(memoryBytes: memoryBytes)
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         return configuration
+    }
+
+    /// Each --module "FILE ARGS": FILE checked alone and, with the modules
+    /// before it, against guest RAM, then mapped. The whole string is its command line.
+    private func mapModules(memoryBytes: UInt64) throws -> [MultibootModuleContents] {
+        var total: UInt64 = 0
+        return try modules.map { spec in
+            let path = String(spec.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            guard !path.isEmpty else {
+                throw fail("--module \"\(spec)\" names no file (\"FILE [ARGS]\")", status: ExitStatus.badInput)
+            }
+            let bytes: Data
+            do {
+                let size = try InputFiles.regularFileSize(path)
+                if total > 0, size <= memoryBytes, size > memoryBytes - total {
+                    throw fail("--module \(path) is \(size) bytes; with the \(total) bytes of the modules before it that is more than the guest's \(memoryBytes) bytes of RAM (--memory \(memory))", status: ExitStatus.badInput)
+                }
+                bytes = try InputFiles.mapRegularFile(path, limit: memoryBytes - total)
+            } catch let error as InputFileError {
+                throw fail("--module \(path) \(explain(error))", status: ExitStatus.badInput)
+            }
+            total += UInt64(bytes.count)
+            return MultibootModuleContents(bytes: bytes, commandLine: spec)
+        }
+    }
+
+    /// An input file's problem, naming --memory when RAM is the limit.
+    private func explain(_ error: InputFileError) -> String {
+        guard case .tooLarge = error else { return "\(error)" }
+        return "\(error) (--memory \(memory))"
     }
 
     /// The serial sink the options ask for.

@@ -18,11 +18,13 @@ struct CommandResult {
     var stderr: String
 }
 
-/// Runs deflect with `arguments`; kills it after `limit` seconds (a hang is a failure).
-func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
+/// Runs deflect with `arguments` (in `directory` when given); kills it after
+/// `limit` seconds (a hang is a failure).
+func deflect(_ arguments: [String], limit: Double = 30, directory: String? = nil) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: deflectBinary)
     process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
@@ -275,8 +277,109 @@ struct CLIMultibootInputTests {
         expectOneLineError(r, "module /nonexistent/env.txt does not exist")
     }
 
+    /// A sparse file of `size` bytes: no disk, no time, but `stat` reports the size.
+    private func sparseFile(size: Int64) throws -> String {
+        let path = NSTemporaryDirectory() + "deflect-cli-sparse-\(UUID().uuidString).bin"
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        #expect(ftruncate(handle.fileDescriptor, off_t(size)) == 0)
+        return path
+    }
+
+    /// Fails at once with status 66 and one line naming what was wrong.
+    private func expectBadInputFast(_ arguments: [String], _ fragments: [String],
+                                    sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let started = ContinuousClock.now
+        let r = try deflect(arguments, limit: 20)
+        #expect(ContinuousClock.now - started < .seconds(5), sourceLocation: sourceLocation)
+        #expect(r.status == ExitStatus.badInput, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+        for fragment in fragments { expectOneLineError(r, fragment, sourceLocation: sourceLocation) }
+    }
+
+    @Test func moduleThatIsADirectory() throws {
+        let directory = NSTemporaryDirectory()
+        try expectBadInputFast(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot",
+                                "--module", "\(directory) args"],
+                               ["--module \(directory) is a directory, not a regular file"])
+    }
+
+    @Test func moduleThatIsAFIFODoesNotBlock() throws {
+        let fifo = NSTemporaryDirectory() + "deflect-cli-fifo-\(UUID().uuidString)"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        try expectBadInputFast(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot", "--module", fifo],
+                               ["--module \(fifo) is a FIFO, not a regular file"])
+    }
+
+    @Test func moduleLargerThanRAMFailsBeforeReading() throws {
+        // 8 GiB, sparse: reading it whole would take seconds and gigabytes.
+        let huge = try sparseFile(size: 8 << 30)
+        defer { unlink(huge) }
+        try expectBadInputFast(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot",
+                                "--memory", "64", "--timeout", "1", "--module", "\(huge) big"],
+                               ["--module \(huge) is 8589934592 bytes, more than the guest's 67108864 bytes of RAM (--memory 64)"])
+    }
+
+    @Test func modulesTogetherLargerThanRAM() throws {
+        let first = try sparseFile(size: 40 << 20), second = try sparseFile(size: 40 << 20)
+        defer { unlink(first); unlink(second) }
+        try expectBadInputFast(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot", "--memory", "64",
+                                "--module", first, "--module", second],
+                               ["--module \(second) is 41943040 bytes; with the 41943040 bytes of the modules before it that is more than the guest's 67108864 bytes of RAM (--memory 64)"])
+    }
+
+    @Test func imageThatIsADirectoryOrLargerThanRAM() throws {
+        let directory = NSTemporaryDirectory()
+        try expectBadInputFast(["run", directory, "--mode", "multiboot"], ["image \(directory) is a directory"])
+        let huge = try sparseFile(size: 8 << 30)
+        defer { unlink(huge) }
+        try expectBadInputFast(["run", huge, "--memory", "16"],
+                               ["image \(huge) is 8589934592 bytes, more than the guest's 16777216 bytes of RAM (--memory 16)"])
+    }
+
+    @Test func moduleThatFitsRAMButNotAfterTheKernel() throws {
+        // 63 MiB passes the size check against 64 MiB of RAM; placed from the page after the kernel it does not fit.
+        let module = try sparseFile(size: 63 << 20)
+        defer { unlink(module) }
+        try expectBadInputFast(["run", try GuestImages.path("multiboot/mbinfo.elf"), "--module", module],
+                               ["multiboot module 1 (--module number 1, 66060288 bytes from 0x107000",
+                                "does not fit below 0x4000000"])
+    }
+
+    @Test func emptyModuleIsAccepted() throws {
+        // QEMU loads empty modules; the run gets as far as the (bad) kernel.
+        let r = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot",
+                             "--module", try temporaryFile([])])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "invalid image")
+    }
+
     @Test func unknownPlatform() throws {
         let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--platform", "amiga"])
         #expect(r.status == ExitStatus.usage)
+    }
+}
+
+@Suite("deflect: multiboot kernels under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct CLIMultibootRunTests {
+    @Test func kernelPathAsTypedIsArgv0() throws {
+        // Relative, as a user types it in the build directory: QEMU passes it unchanged.
+        let build = try GuestImages.path("multiboot/mbinfo.elf").replacingOccurrences(of: "/multiboot/mbinfo.elf", with: "")
+        let environment = try temporaryFile(Array("MAGIC=deflect-env-v1\n".utf8))
+        let r = try deflect(["run", "multiboot/mbinfo.elf", "--append", "expect-module=deflect-env-v1 two",
+                             "--module", "\(environment) env", "--timeout", "20"], directory: build)
+        #expect(r.status == 3, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("INFO cmdline \"multiboot/mbinfo.elf expect-module=deflect-env-v1 two\""))
+        #expect(r.stdout.contains("INFO argv0 \"multiboot/mbinfo.elf\""))
+        #expect(r.stdout.contains("-0x00107015 \"\(environment) env\""))  // 21 bytes from the page after the kernel
+    }
+
+    @Test func kernelLinkedAt0x8000() throws {
+        let environment = try temporaryFile(Array("MAGIC=deflect-env-v1\n".utf8))
+        let r = try deflect(["run", try GuestImages.path("multiboot/mbinfo-low.elf"),
+                             "--append", "expect-module=deflect-env-v1", "--module", environment, "--timeout", "20"])
+        #expect(r.status == 3, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("RESULT pass"))
     }
 }

@@ -214,25 +214,6 @@ import Testing
                 .multibootKernelOutsideMemory(start: 0xFFFF_FF00, end: 0x1_0000_0100, limit: 1 << 32))
     }
 
-    @Test func kernelBelowOneMiBOverlappingTheInfoArea() {
-        var b = good
-        b.loadAddress = 0x8F00
-        let areaEnd = BootLayout.multibootStringsAddress + 1  // empty command line, no modules
-        #expect(multibootError(b.build()) ==
-                .multibootKernelOverlapsInfoArea(start: 0x8F00, end: 0xA100, areaStart: 0x9000, areaEnd: areaEnd))
-        // The area grows with the strings: a kernel just past the empty area collides with a long command line.
-        b.loadAddress = 0xA000
-        #expect(multibootError(b.build()) == nil)
-        let long = String(repeating: "a", count: 3000)
-        #expect(multibootError(b.build(), commandLine: long) ==
-                .multibootKernelOverlapsInfoArea(start: 0xA000, end: 0xB200, areaStart: 0x9000,
-                                                 areaEnd: BootLayout.multibootStringsAddress + 3001))
-        var e = ELF32Builder.sample()
-        e.segments[1].physicalAddress = 0x9400
-        #expect(multibootError(e.build()) ==
-                .multibootKernelOverlapsInfoArea(start: 0x9400, end: 0xA400, areaStart: 0x9000, areaEnd: areaEnd))
-    }
-
     @Test func kernelInReservedMemory() {
         var b = good
         b.loadAddress = 0xA_0000
@@ -240,13 +221,35 @@ import Testing
     }
 
     @Test func modulesTooLargeForMemory() {
-        let big = MultibootModule(bytes: [UInt8](repeating: 1, count: Int(3 * MiB)), commandLine: "big")
+        let big = MultibootModule(size: 3 * MiB, commandLine: "big")
         // Kernel ends at 0x10_1200, so the module starts at 0x10_2000 and would end past 4 MiB.
         #expect(multibootError(good.build(), modules: [big], memory: 4 * MiB) ==
                 .multibootModuleExceedsMemory(index: 0, start: 0x10_2000, size: 3 * MiB, limit: 4 * MiB))
-        let small = MultibootModule(bytes: [1], commandLine: "")
+        let small = MultibootModule(size: 1, commandLine: "")
         #expect(multibootError(good.build(), modules: [small, big], memory: 4 * MiB) ==
                 .multibootModuleExceedsMemory(index: 1, start: 0x10_3000, size: 3 * MiB, limit: 4 * MiB))
+        // Sizes only: an 8 GiB module is refused without a byte of it existing.
+        let huge = MultibootModule(size: 8 << 30, commandLine: "huge")
+        #expect(multibootError(good.build(), modules: [huge], memory: 3072 * MiB) ==
+                .multibootModuleExceedsMemory(index: 0, start: 0x10_2000, size: 8 << 30, limit: 3072 * MiB))
+        #expect(multibootError(good.build(), modules: [MultibootModule(size: .max)], memory: 64 * MiB) ==
+                .multibootModuleExceedsMemory(index: 0, start: 0x10_2000, size: .max, limit: 64 * MiB))
+    }
+
+    @Test func noRoomForTheInformationArea() {
+        // Kernel from 0x1000 to just under the EBDA, a module filling RAM from
+        // 1 MiB: 3 KiB are free, the area needs two pages.
+        var b = good
+        b.loadAddress = 0x1000
+        b.bssEndAddress = 0x9_F000
+        let fill = MultibootModule(size: 1 * MiB, commandLine: "fill")
+        #expect(multibootError(b.build(), modules: [fill], memory: 2 * MiB) ==
+                .multibootInfoAreaDoesNotFit(size: 0x2000, limit: 2 * MiB))
+        // Long command lines make the area larger: it no longer fits where it did.
+        #expect(multibootError(b.build(), modules: [MultibootModule(size: 1 * MiB - 0x2000)], memory: 2 * MiB) == nil)
+        #expect(multibootError(b.build(), append: String(repeating: "a", count: 4000),
+                               modules: [MultibootModule(size: 1 * MiB - 0x2000)], memory: 2 * MiB) ==
+                .multibootInfoAreaDoesNotFit(size: 0x3000, limit: 2 * MiB))
     }
 
     @Test func overlappingRegionsAreCaught() {
@@ -261,30 +264,35 @@ import Testing
     }
 
     @Test func tooManyModules() {
-        let mods = [MultibootModule](repeating: MultibootModule(bytes: [1]), count: 65)
+        let mods = [MultibootModule](repeating: MultibootModule(size: 1), count: 65)
         #expect(multibootError(good.build(), modules: mods) == .multibootTooManyModules(count: 65, maximum: 64))
     }
 
     // MARK: Command lines
 
     @Test func commandLineTooLong() {
-        let line = String(repeating: "x", count: 4097)
-        #expect(multibootError(good.build(), commandLine: line) == .multibootCommandLineTooLong(length: 4097, maximum: 4096))
-        // Bytes, not characters: 2049 two-byte characters are 4098 bytes.
-        #expect(multibootError(good.build(), commandLine: String(repeating: "é", count: 2049)) ==
+        // "k " + append: the kernel path and its space count too.
+        let line = String(repeating: "x", count: 4095)
+        #expect(multibootError(good.build(), kernelPath: "k", append: line) ==
+                .multibootCommandLineTooLong(length: 4097, maximum: 4096))
+        #expect(multibootError(good.build(), kernelPath: String(repeating: "p", count: 4096)) ==
+                .multibootCommandLineTooLong(length: 4097, maximum: 4096))
+        // Bytes, not characters: 2048 two-byte characters are 4096 bytes, plus "k ".
+        #expect(multibootError(good.build(), kernelPath: "k", append: String(repeating: "é", count: 2048)) ==
                 .multibootCommandLineTooLong(length: 4098, maximum: 4096))
     }
 
     @Test func commandLineWithNUL() {
-        #expect(multibootError(good.build(), commandLine: "a\u{0}b") == .multibootCommandLineContainsNUL)
+        #expect(multibootError(good.build(), append: "a\u{0}b") == .multibootCommandLineContainsNUL)
+        #expect(multibootError(good.build(), kernelPath: "k\u{0}") == .multibootCommandLineContainsNUL)
     }
 
     @Test func moduleCommandLineTooLongOrWithNUL() {
-        let mods = [MultibootModule(bytes: [1], commandLine: "ok"),
-                    MultibootModule(bytes: [2], commandLine: String(repeating: "m", count: 4097))]
+        let mods = [MultibootModule(size: 1, commandLine: "ok"),
+                    MultibootModule(size: 2, commandLine: String(repeating: "m", count: 4097))]
         #expect(multibootError(good.build(), modules: mods) ==
                 .multibootModuleCommandLineTooLong(index: 1, length: 4097, maximum: 4096))
-        #expect(multibootError(good.build(), modules: [MultibootModule(bytes: [1], commandLine: "x\u{0}")]) ==
+        #expect(multibootError(good.build(), modules: [MultibootModule(size: 1, commandLine: "x\u{0}")]) ==
                 .multibootModuleCommandLineContainsNUL(index: 0))
     }
 
@@ -305,7 +313,6 @@ import Testing
             .multibootELFUnsupportedClass(2),
             .multibootELFUnsupportedMachine(62),
             .multibootKernelOutsideMemory(start: 0, end: 1, limit: 0),
-            .multibootKernelOverlapsInfoArea(start: 0, end: 1, areaStart: 0, areaEnd: 1),
             .multibootKernelOverlapsReservedMemory(start: 0, end: 1),
             .multibootTooManyModules(count: 65, maximum: 64),
             .multibootModuleExceedsMemory(index: 0, start: 0, size: 1, limit: 0),
@@ -314,7 +321,7 @@ import Testing
             .multibootCommandLineContainsNUL,
             .multibootModuleCommandLineTooLong(index: 0, length: 4097, maximum: 4096),
             .multibootModuleCommandLineContainsNUL(index: 0),
-            .multibootInfoAreaTooLarge(end: 1, limit: 0),
+            .multibootInfoAreaDoesNotFit(size: 0x2000, limit: 0),
         ]
         for error in errors {
             #expect(!error.description.isEmpty)

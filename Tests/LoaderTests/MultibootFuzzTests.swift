@@ -19,8 +19,7 @@ import Testing
 
     @Test func twoThousandMutationsNeverTrap() {
         let seeds = [AOutKernelBuilder().build(), ELF32Builder.sample().build()]
-        let modules = [MultibootModule(bytes: [1, 2, 3], commandLine: "m0"),
-                       MultibootModule(bytes: [UInt8](repeating: 9, count: 0x1234), commandLine: "m1")]
+        let modules = [MultibootModule(size: 3, commandLine: "m0"), MultibootModule(size: 0x1234, commandLine: "m1")]
         let memory = 4 * MiB
         var rng = SeededGenerator(state: 0x4D42_0001)
         var loaded = 0, rejected = 0
@@ -31,9 +30,11 @@ import Testing
                 mutate(&image, offsets: kind == 0 ? Self.aoutOffsets : Self.elfOffsets, using: &rng)
             }
             do {
-                let boot = try MultibootLoader.load(image, commandLine: "fuzz", modules: modules,
+                let boot = try MultibootLoader.load(image, kernelPath: "fuzz", append: "a b", modules: modules,
                                                     memorySize: memory, vcpuCount: 2)
                 loaded += 1
+                // Wherever the kernel landed (0x9000 included), the area and modules keep clear of it.
+                expectSoundLayout(boot, memory: memory, commandLine: "fuzz a b", modules: modules)
                 let ranges = boot.segments.map { ($0.guestPhysicalAddress, $0.endAddress) }
                 #expect(boot.segments.allSatisfy { $0.endAddress <= memory })
                 #expect(throws: Never.self) { try MultibootLoader.checkDisjoint(ranges) }

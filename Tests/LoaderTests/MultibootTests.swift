@@ -1,8 +1,10 @@
 // LoaderTests: multiboot kernels that load — a flat image placed by the
-// header's address fields and an ELF32 image — checked by decoding what the
-// kernel would find in memory: segments, the information structure, the
-// memory map, module table and strings, and the entry CPU state. The image
-// builders used by the other Multiboot*Tests files live here too.
+// header's address fields and an ELF32 image, at 1 MiB and below the old
+// fixed 0x9000 — checked by decoding what the kernel would find in memory:
+// segments, module placement, the information structure, the memory map,
+// module table and QEMU-style command lines, and the entry CPU state. The
+// image builders and the layout checker used by the other Multiboot*Tests
+// files live here too.
 import Testing
 @testable import Loader
 
@@ -119,10 +121,10 @@ struct ELF32Builder {
 }
 
 /// `MultibootLoader.load` that returns the error instead of throwing.
-func multibootError(_ image: [UInt8], commandLine: String = "", modules: [MultibootModule] = [],
-                    memory: UInt64 = 64 * MiB, vcpus: Int = 1) -> LoaderError? {
+func multibootError(_ image: [UInt8], kernelPath: String = "kernel", append: String = "",
+                    modules: [MultibootModule] = [], memory: UInt64 = 64 * MiB, vcpus: Int = 1) -> LoaderError? {
     do {
-        _ = try MultibootLoader.load(image, commandLine: commandLine, modules: modules,
+        _ = try MultibootLoader.load(image, kernelPath: kernelPath, append: append, modules: modules,
                                      memorySize: memory, vcpuCount: vcpus)
         return nil
     } catch {
@@ -199,31 +201,93 @@ struct DecodedInfo {
     }
 }
 
+/// Everything the kernel is handed — information structure, memory map,
+/// loader name, module table, every command line, the boot GDT and stack —
+/// lies in RAM, overlaps no loaded byte (kernel segments, modules) and no
+/// other part, and the information structure points at the right things.
+func expectSoundLayout(_ boot: BootImage, memory: UInt64, commandLine: String, modules: [MultibootModule],
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+    let state = boot.cpuState(vcpu: 0, of: 1)
+    guard let info = DecodedInfo(boot.segments, at: state.rbx) else {
+        Issue.record("no information structure at EBX \(hex(state.rbx))", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(info.commandLine == commandLine, sourceLocation: sourceLocation)
+    #expect(info.modules.map(\.string) == modules.map(\.commandLine), sourceLocation: sourceLocation)
+    #expect(info.modules.map { UInt64($0.start)..<UInt64($0.end) } == boot.moduleRanges, sourceLocation: sourceLocation)
+    #expect(boot.moduleRanges.map { $0.upperBound - $0.lowerBound } == modules.map(\.size), sourceLocation: sourceLocation)
+    #expect(boot.moduleRanges.allSatisfy { $0.lowerBound % 0x1000 == 0 }, sourceLocation: sourceLocation)
+
+    let infoAddress = state.rbx
+    let mmap = UInt64(read32(boot.segments, infoAddress + 48) ?? 0)
+    let table = UInt64(read32(boot.segments, infoAddress + 24) ?? 0)
+    let cmdline = UInt64(read32(boot.segments, infoAddress + 16) ?? 0)
+    let name = UInt64(read32(boot.segments, infoAddress + 64) ?? 0)
+    var parts: [(what: String, range: Range<UInt64>)] = [
+        ("info", infoAddress..<infoAddress + 88),
+        ("mmap", mmap..<mmap + UInt64(info.memoryMap.count * 24)),
+        ("loader name", name..<name + UInt64(MultibootConstants.bootLoaderName.utf8.count + 1)),
+        ("module table", table..<table + UInt64(modules.count * 16)),
+        ("cmdline", cmdline..<cmdline + UInt64(commandLine.utf8.count + 1)),
+        ("gdt", state.gdt.base..<state.gdt.base + UInt64(state.gdt.limit) + 1),
+        ("stack", state.rsp - BootLayout.multibootStackSize..<state.rsp),
+    ]
+    for (index, module) in modules.enumerated() {
+        let string = UInt64(read32(boot.segments, table + UInt64(index * 16) + 8) ?? 0)
+        parts.append(("module \(index) string", string..<string + UInt64(module.commandLine.utf8.count + 1)))
+    }
+    let area = boot.segments[0]
+    var loaded = boot.segments.dropFirst().map { $0.guestPhysicalAddress..<$0.endAddress }
+    loaded += boot.moduleRanges.filter { !$0.isEmpty }
+    let reserved = BootLayout.multibootReservedStart..<BootLayout.multibootReservedEnd
+    for (what, range) in parts {
+        #expect(range.upperBound <= memory && range.lowerBound >= 0x1000, "\(what) \(range) outside RAM",
+                sourceLocation: sourceLocation)
+        #expect(!range.overlaps(reserved), "\(what) \(range) in the reserved hole", sourceLocation: sourceLocation)
+        for piece in loaded {
+            #expect(!range.overlaps(piece), "\(what) \(range) overlaps loaded \(piece)", sourceLocation: sourceLocation)
+        }
+        for (other, otherRange) in parts where other != what {
+            #expect(!range.overlaps(otherRange), "\(what) overlaps \(other)", sourceLocation: sourceLocation)
+        }
+        // Written by the area segment, except the stack, which is only kept free.
+        if what != "stack" {
+            #expect(area.guestPhysicalAddress <= range.lowerBound && range.upperBound <= area.endAddress,
+                    "\(what) outside the area segment", sourceLocation: sourceLocation)
+        }
+    }
+    // QEMU's rule: the area sits above every loaded piece when RAM has room there.
+    if let top = loaded.map(\.upperBound).max(), top + 0x4_0000 < memory, top >= reserved.upperBound {
+        #expect(area.guestPhysicalAddress >= top, sourceLocation: sourceLocation)
+    }
+}
+
 // MARK: Tests
 
 @Suite struct MultibootTests {
     let modules = [
-        MultibootModule(bytes: Array("A=1\nB=two\n".utf8), commandLine: "env.txt"),
-        MultibootModule(bytes: [UInt8](repeating: 0x5A, count: 0x1801), commandLine: "blob arg1 arg2"),
+        MultibootModule(size: 10, commandLine: "env.txt"),
+        MultibootModule(size: 0x1801, commandLine: "blob arg1 arg2"),
     ]
 
     @Test func addressFieldsImageSegmentsAndEntry() throws {
         let b = AOutKernelBuilder()
         let image = b.build()
-        let boot = try MultibootLoader.load(image, commandLine: "kernel console=ttyS0", modules: modules,
+        let boot = try MultibootLoader.load(image, kernelPath: "k", append: "console=ttyS0", modules: modules,
                                             memorySize: 64 * MiB, vcpuCount: 2)
         #expect(boot.mode == .multiboot)
         #expect(boot.entry == 0x10_0080)
-        #expect(boot.segments.count == 4)  // area, kernel, two modules
-        #expect(boot.segments[0].guestPhysicalAddress == BootLayout.multibootAreaStart)
+        #expect(boot.segments.count == 2)  // area, kernel; the caller copies the modules
         let kernel = boot.segments[1]
         #expect(kernel.guestPhysicalAddress == 0x10_0000)
         #expect(kernel.bytes.count == 0x200 + 0x1000)  // file, then BSS to bss_end_addr
         #expect(Array(kernel.bytes.prefix(0x200)) == image)
         #expect(kernel.bytes.suffix(0x1000).allSatisfy { $0 == 0 })
         // Modules: page-aligned right after the kernel's BSS, each on its own page.
-        #expect(boot.segments[2].guestPhysicalAddress == 0x10_2000)
-        #expect(boot.segments[3].guestPhysicalAddress == 0x10_3000)
+        #expect(boot.moduleRanges == [0x10_2000..<0x10_200A, 0x10_3000..<0x10_4801])
+        // The multiboot area: on the next page above the last module.
+        #expect(boot.segments[0].guestPhysicalAddress == 0x10_5000)
+        expectSoundLayout(boot, memory: 64 * MiB, commandLine: "k console=ttyS0", modules: modules)
     }
 
     @Test func loadEndZeroLoadsToTheEndOfTheFileAndHeaderMayFollowLoadAddress() throws {
@@ -235,7 +299,8 @@ struct DecodedInfo {
         b.bssEndAddress = 0
         b.entryAddress = 0x10_0060
         let image = b.build()
-        let boot = try MultibootLoader.load(image, commandLine: "", modules: [], memorySize: 4 * MiB, vcpuCount: 1)
+        let boot = try MultibootLoader.load(image, kernelPath: "k", append: "", modules: [], memorySize: 4 * MiB,
+                                            vcpuCount: 1)
         #expect(boot.segments[1].guestPhysicalAddress == 0x10_0000)
         #expect(boot.segments[1].bytes == Array(image[0x20...]))
         #expect(boot.entry == 0x10_0060)
@@ -243,15 +308,15 @@ struct DecodedInfo {
 
     @Test func elf32ImageSegmentsAndEntry() throws {
         let b = ELF32Builder.sample()
-        let boot = try MultibootLoader.load(b.build(), commandLine: "x", modules: modules,
+        let boot = try MultibootLoader.load(b.build(), kernelPath: "k", append: "x", modules: modules,
                                             memorySize: 64 * MiB, vcpuCount: 1)
         #expect(boot.entry == 0x10_000C)
-        #expect(boot.segments.map(\.guestPhysicalAddress) == [0x9000, 0x10_0000, 0x20_0000, 0x20_1000, 0x20_2000])
+        #expect(boot.segments.map(\.guestPhysicalAddress) == [0x20_4000, 0x10_0000, 0x20_0000])
         #expect(boot.segments[1].bytes == b.segments[0].data)
         #expect(boot.segments[2].bytes.count == 0x1000)
         #expect(Array(boot.segments[2].bytes.prefix(4)) == [1, 2, 3, 4])
-        #expect(boot.segments[3].bytes == modules[0].bytes)
-        #expect(boot.segments[4].bytes == modules[1].bytes)
+        #expect(boot.moduleRanges == [0x20_1000..<0x20_100A, 0x20_2000..<0x20_3801])
+        expectSoundLayout(boot, memory: 64 * MiB, commandLine: "k x", modules: modules)
     }
 
     @Test func higherHalfELFEntryIsTranslatedToPhysical() throws {
@@ -259,22 +324,24 @@ struct DecodedInfo {
         var b = ELF32Builder.sample()
         b.segments[0].virtualAddress = 0xC010_0000
         b.entry = 0xC010_000C
-        let boot = try MultibootLoader.load(b.build(), commandLine: "", modules: [], memorySize: 4 * MiB, vcpuCount: 1)
+        let boot = try MultibootLoader.load(b.build(), kernelPath: "k", append: "", modules: [], memorySize: 4 * MiB,
+                                            vcpuCount: 1)
         #expect(boot.entry == 0x10_000C)
         #expect(boot.cpuState(vcpu: 0, of: 1).rip == 0x10_000C)
     }
 
     @Test func informationStructure() throws {
-        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), commandLine: "kernel console=ttyS0 é",
-                                            modules: modules, memorySize: 64 * MiB, vcpuCount: 1)
+        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), kernelPath: "build/kernel.elf",
+                                            append: "console=ttyS0 é", modules: modules, memorySize: 64 * MiB,
+                                            vcpuCount: 1)
         let state = boot.cpuState(vcpu: 0, of: 1)
-        #expect(state.rbx == BootLayout.multibootInfoAddress)
+        #expect(state.rbx == 0x10_5020)
         let info = try #require(DecodedInfo(boot.segments, at: state.rbx))
         // MEM | CMDLINE | MODS | MMAP | BOOT_LOADER_NAME
         #expect(info.flags == 0x24D)
         #expect(info.memLower == 639)
         #expect(info.memUpper == (64 * 1024 - 1024))
-        #expect(info.commandLine == "kernel console=ttyS0 é")
+        #expect(info.commandLine == "build/kernel.elf console=ttyS0 é")
         #expect(info.bootLoaderName == "Deflect")
         #expect(info.memoryMapEntrySizes == [20, 20, 20, 20])
         #expect(info.memoryMap == [
@@ -286,48 +353,50 @@ struct DecodedInfo {
         #expect(info.modules.count == 2)
         for (entry, module) in zip(info.modules, modules) {
             #expect(entry.start % 0x1000 == 0)
-            #expect(entry.end - entry.start == UInt32(module.bytes.count))  // mod_end is exclusive
+            #expect(UInt64(entry.end - entry.start) == module.size)  // mod_end is exclusive
             #expect(entry.string == module.commandLine)
             #expect(entry.reserved == 0)
-            #expect(readBytes(boot.segments, UInt64(entry.start), module.bytes.count) == module.bytes)
         }
-        // Boot loader name and strings live in the area, not in RAM the kernel owns.
+        // The area holds exactly the structures and the strings, packed; the stack page follows.
         let area = boot.segments[0]
-        #expect(area.endAddress <= BootLayout.multibootAreaLimit)
-        #expect(area.endAddress == BootLayout.multibootStringsAddress
-                + UInt64("kernel console=ttyS0 é".utf8.count + 1 + 8 + 15))
+        let strings = "build/kernel.elf console=ttyS0 é".utf8.count + 1 + 8 + 15
+        #expect(area.endAddress == area.guestPhysicalAddress + 0x110 + 2 * 16 + UInt64(strings))
+        #expect(state.rsp == area.guestPhysicalAddress + 0x2000)
+        expectSoundLayout(boot, memory: 64 * MiB, commandLine: "build/kernel.elf console=ttyS0 é", modules: modules)
     }
 
     @Test func noModulesStillReportsAnEmptyModuleList() throws {
-        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), commandLine: "", modules: [],
+        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), kernelPath: "k", append: "", modules: [],
                                             memorySize: 2 * MiB, vcpuCount: 1)
-        let info = try #require(DecodedInfo(boot.segments, at: BootLayout.multibootInfoAddress))
+        let info = try #require(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx))
         #expect(info.flags & 0x8 != 0)
         #expect(info.modules.isEmpty)
-        #expect(info.commandLine == "")
+        #expect(info.commandLine == "k ")
         #expect(info.memUpper == 1024)
         #expect(info.memoryMap.last == MultibootMemoryRegion(base: 0x10_0000, length: 1 * MiB, type: 1))
     }
 
     @Test func emptyModuleOccupiesNoMemory() throws {
-        let mods = [MultibootModule(bytes: [], commandLine: "empty"), MultibootModule(bytes: [7], commandLine: "one")]
-        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), commandLine: "", modules: mods,
+        let mods = [MultibootModule(size: 0, commandLine: "empty"), MultibootModule(size: 1, commandLine: "one")]
+        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), kernelPath: "k", append: "", modules: mods,
                                             memorySize: 4 * MiB, vcpuCount: 1)
-        let info = try #require(DecodedInfo(boot.segments, at: BootLayout.multibootInfoAddress))
+        let info = try #require(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx))
         #expect(info.modules.map(\.start) == [0x10_2000, 0x10_2000])
         #expect(info.modules.map(\.end) == [0x10_2000, 0x10_2001])
         #expect(info.modules.map(\.string) == ["empty", "one"])
-        #expect(boot.segments.count == 3)
+        expectSoundLayout(boot, memory: 4 * MiB, commandLine: "k ", modules: mods)
     }
 
     @Test func cpuStateIsFlat32BitProtectedModeWithMagicAndInfo() throws {
-        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), commandLine: "", modules: [],
+        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), kernelPath: "k", append: "", modules: [],
                                             memorySize: 16 * MiB, vcpuCount: 4)
         let s = boot.cpuState(vcpu: 0, of: 4)
+        let area = boot.segments[0].guestPhysicalAddress
+        #expect(area == 0x10_2000)  // the page after the kernel's BSS
         #expect(s.rip == 0x10_0080)
         #expect(s.rax == 0x2BAD_B002)
-        #expect(s.rbx == 0x9020)
-        #expect(s.rsp == BootLayout.multibootStackTop)
+        #expect(s.rbx == area + 0x20)
+        #expect(s.rsp == area + 0x2000)  // top of the stack page above the area's structures
         #expect(s.rflags == 0x2)  // bit 1 set, IF clear
         #expect(s.cr0 == 0x11)
         #expect(s.cr3 == 0 && s.cr4 == 0 && s.efer == 0)
@@ -338,10 +407,10 @@ struct DecodedInfo {
         #expect([s.ds, s.es, s.fs, s.gs, s.ss].allSatisfy { $0 == data })
         #expect(s.idt == DescriptorTable(base: 0, limit: 0))
         // The GDT in memory describes exactly the loaded segment caches, so reloading a selector changes nothing.
-        #expect(s.gdt == DescriptorTable(base: 0x9000, limit: 23))
-        #expect(read64(boot.segments, 0x9000) == 0)
-        #expect(read64(boot.segments, 0x9008).map { decodeDescriptor($0, selector: 0x08) } == s.cs)
-        #expect(read64(boot.segments, 0x9010).map { decodeDescriptor($0, selector: 0x10) } == data)
+        #expect(s.gdt == DescriptorTable(base: area, limit: 23))
+        #expect(read64(boot.segments, area) == 0)
+        #expect(read64(boot.segments, area + 8).map { decodeDescriptor($0, selector: 0x08) } == s.cs)
+        #expect(read64(boot.segments, area + 16).map { decodeDescriptor($0, selector: 0x10) } == data)
         // One bootstrap processor: the others wait for INIT/SIPI.
         #expect(boot.applicationProcessorsWaitForSIPI)
         #expect(boot.cpuState(vcpu: 3, of: 4) == s)
@@ -358,10 +427,11 @@ struct DecodedInfo {
     @Test func videoModeFlagIsAcceptedAndIgnored() throws {
         var b = AOutKernelBuilder()
         b.flags = 0x0001_0007
-        let boot = try MultibootLoader.load(b.build(), commandLine: "", modules: [], memorySize: 4 * MiB, vcpuCount: 1)
-        let info = try #require(DecodedInfo(boot.segments, at: BootLayout.multibootInfoAddress))
+        let boot = try MultibootLoader.load(b.build(), kernelPath: "k", append: "", modules: [], memorySize: 4 * MiB,
+                                            vcpuCount: 1)
+        let info = try #require(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx))
         #expect(info.flags & (1 << 11 | 1 << 12) == 0)  // no VBE, no framebuffer
-        _ = try MultibootLoader.load(ELF32Builder.sample(flags: 0x4).build(), commandLine: "", modules: [],
+        _ = try MultibootLoader.load(ELF32Builder.sample(flags: 0x4).build(), kernelPath: "k", append: "", modules: [],
                                      memorySize: 4 * MiB, vcpuCount: 1)
     }
 
@@ -389,32 +459,92 @@ struct DecodedInfo {
         #expect(ImageLoader.detectMode([0xF4]) == nil)
         let boot = try ImageLoader.load(elf32, mode: .multiboot, memorySize: 4 * MiB, vcpuCount: 1)
         #expect(boot.mode == .multiboot)
-        #expect(DecodedInfo(boot.segments, at: BootLayout.multibootInfoAddress)?.commandLine == "")
+        #expect(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx)?.commandLine == " ")
     }
 
     @Test func largestAllowedStringsAndModuleCountFit() throws {
         let line = String(repeating: "x", count: 4096)
-        let mods = (0..<64).map { MultibootModule(bytes: [UInt8($0)], commandLine: line) }
-        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), commandLine: line, modules: mods,
-                                            memorySize: 64 * MiB, vcpuCount: 1)
-        #expect(boot.segments[0].endAddress <= BootLayout.multibootAreaLimit)
-        #expect(boot.segments[0].endAddress < BootLayout.multibootReservedStart)
-        let info = try #require(DecodedInfo(boot.segments, at: BootLayout.multibootInfoAddress))
+        let mods = (0..<64).map { MultibootModule(size: UInt64($0), commandLine: line) }
+        let boot = try MultibootLoader.load(AOutKernelBuilder().build(), kernelPath: "k", append: String(line.dropFirst(2)),
+                                            modules: mods, memorySize: 64 * MiB, vcpuCount: 1)
+        let info = try #require(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx))
         #expect(info.modules.count == 64)
         #expect(info.modules.allSatisfy { $0.string == line })
+        #expect(info.commandLine?.utf8.count == 4096)
+        expectSoundLayout(boot, memory: 64 * MiB, commandLine: "k " + line.dropFirst(2), modules: mods)
     }
 
-    @Test func qemuStyleCommandLine() {
-        #expect(MultibootLoader.qemuCommandLine(kernelPath: "x86/msr.flat", append: "-smp 2") == "x86/msr.flat -smp 2")
+    // MARK: QEMU compatibility
+
+    @Test func commandLineIsTheKernelPathThenAppendAsInQEMU() throws {
+        #expect(MultibootLoader.commandLine(kernelPath: "x86/msr.flat", append: "-smp 2") == "x86/msr.flat -smp 2")
+        // QEMU formats "%s %s": an empty -append leaves the trailing space.
+        #expect(MultibootLoader.commandLine(kernelPath: "x86/msr.flat", append: "") == "x86/msr.flat ")
+        // The path as the user typed it, relative or not; module strings stay whole.
+        let mods = [MultibootModule(size: 4, commandLine: "env.txt"), MultibootModule(size: 4, commandLine: "../m.bin a b")]
+        let boot = try MultibootLoader.load(ELF32Builder.sample().build(), kernelPath: "./build/k.elf",
+                                            append: "first second", modules: mods, memorySize: 8 * MiB, vcpuCount: 1)
+        let info = try #require(DecodedInfo(boot.segments, at: boot.cpuState(vcpu: 0, of: 1).rbx))
+        #expect(info.commandLine == "./build/k.elf first second")
+        #expect(info.commandLine?.split(separator: " ").first == "./build/k.elf")  // argv[0]
+        #expect(info.modules.map(\.string) == ["env.txt", "../m.bin a b"])
+        // The whole command line counts against the cap.
+        #expect(multibootError(AOutKernelBuilder().build(), kernelPath: "k", append: String(repeating: "a", count: 4094)) == nil)
+        #expect(multibootError(AOutKernelBuilder().build(), kernelPath: "k", append: String(repeating: "a", count: 4095)) ==
+                .multibootCommandLineTooLong(length: 4097, maximum: 4096))
     }
 
-    @Test func kernelBelowOneMiBBesideTheAreaLoads() throws {
-        // Low kernels are allowed as long as they miss the area actually in use and the reserved hole.
+    @Test func kernelLinkedAt0x8000Loads() throws {
+        // Where QEMU (and Deflect before) put the information structure: the
+        // kernel owns 0x8000-0xA200 now and the area goes above it.
         var b = AOutKernelBuilder()
-        b.loadAddress = 0x2_0000
-        let boot = try MultibootLoader.load(b.build(), commandLine: "", modules: modules, memorySize: 4 * MiB,
-                                            vcpuCount: 1)
-        #expect(boot.segments[1].guestPhysicalAddress == 0x2_0000)
-        #expect(boot.segments[2].guestPhysicalAddress == 0x10_0000)  // modules still start at 1 MiB
+        b.loadAddress = 0x8000
+        let boot = try MultibootLoader.load(b.build(), kernelPath: "low.elf", append: "a", modules: [],
+                                            memorySize: 4 * MiB, vcpuCount: 1)
+        #expect(boot.segments[1].guestPhysicalAddress == 0x8000)
+        #expect(boot.segments[1].endAddress == 0x9200)
+        #expect(boot.segments[0].guestPhysicalAddress == 0xA000)
+        expectSoundLayout(boot, memory: 4 * MiB, commandLine: "low.elf a", modules: [])
+        // With modules: they start at 1 MiB, the area goes above them.
+        let withModules = try MultibootLoader.load(b.build(), kernelPath: "low.elf", append: "", modules: modules,
+                                                   memorySize: 4 * MiB, vcpuCount: 1)
+        #expect(withModules.moduleRanges.first?.lowerBound == 0x10_0000)
+        #expect(withModules.segments[0].guestPhysicalAddress == 0x10_3000)
+        expectSoundLayout(withModules, memory: 4 * MiB, commandLine: "low.elf ", modules: modules)
+        // An ELF32 kernel linked at 0x8000 too.
+        var e = ELF32Builder.sample()
+        e.segments[0].physicalAddress = 0x8000
+        e.segments[1].physicalAddress = 0x9000
+        e.entry = 0x800C
+        let elf = try MultibootLoader.load(e.build(), kernelPath: "low.elf", append: "", modules: modules,
+                                           memorySize: 4 * MiB, vcpuCount: 1)
+        expectSoundLayout(elf, memory: 4 * MiB, commandLine: "low.elf ", modules: modules)
+    }
+
+    @Test func kernelAtOneMiBWithModulesKeepsEverythingApart() throws {
+        let mods = (0..<5).map { MultibootModule(size: UInt64(0x1000 * $0 + 7), commandLine: "m\($0) x") }
+        for memory in [3 * MiB, 16 * MiB, 3072 * MiB] {
+            let boot = try MultibootLoader.load(ELF32Builder.sample().build(), kernelPath: "/abs/k", append: "p q",
+                                                modules: mods, memorySize: memory, vcpuCount: 1)
+            expectSoundLayout(boot, memory: memory, commandLine: "/abs/k p q", modules: mods)
+        }
+    }
+
+    @Test func areaAvoidsTheReservedHoleAndFallsBackBelowTheKernel() throws {
+        // A low kernel ending just under the EBDA: no room above it below 640 KiB, so the area goes to 1 MiB.
+        var low = AOutKernelBuilder()
+        low.loadAddress = 0x8000
+        low.bssEndAddress = 0x9_E000
+        let boot = try MultibootLoader.load(low.build(), kernelPath: "k", append: "", modules: [],
+                                            memorySize: 2 * MiB, vcpuCount: 1)
+        #expect(boot.segments[0].guestPhysicalAddress == 0x10_0000)
+        expectSoundLayout(boot, memory: 2 * MiB, commandLine: "k ", modules: [])
+        // A kernel filling RAM from 1 MiB to the end: the area takes the lowest free pages instead.
+        var high = AOutKernelBuilder()
+        high.bssEndAddress = UInt32(2 * MiB)
+        let full = try MultibootLoader.load(high.build(), kernelPath: "k", append: "", modules: [],
+                                            memorySize: 2 * MiB, vcpuCount: 1)
+        #expect(full.segments[0].guestPhysicalAddress == 0x1000)
+        expectSoundLayout(full, memory: 2 * MiB, commandLine: "k ", modules: [])
     }
 }

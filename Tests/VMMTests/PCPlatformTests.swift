@@ -8,15 +8,17 @@ import MSRPolicy
 import Testing
 @testable import VMM
 
+/// Runs a guest on the PC platform; multiboot kernels get their built path as the kernel path (argv[0]).
 private func runPC(_ guest: String, mode: BootMode, vcpus: Int = 1, memoryMiB: Int = 64,
-                   commandLine: String = "", modules: [MultibootModule] = [], timeout: Double = 60,
+                   append: String = "", modules: [MultibootModuleContents] = [], timeout: Double = 60,
                    msr: MSRSetup = .kernelOnly)
     throws -> (RunReport, String, [String]) {
     var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: mode, memoryMiB: memoryMiB,
                                       vcpuCount: vcpus, timeoutSeconds: timeout)
     config.platform = .pc
     config.msr = msr
-    config.commandLine = commandLine
+    config.kernelPath = try GuestImages.path(guest)
+    config.append = append
     config.modules = modules
     let sink = CaptureSink()
     let events = CollectingEventSink()
@@ -48,7 +50,8 @@ struct PCPlatformTests {
     // The multiboot test kernels (Guests/multiboot): each prints PASS/FAIL per
     // check and ends with status 3 (pass) or 5 (fail).
 
-    private static let environment = MultibootModule(bytes: Array("MAGIC=deflect-env-v1\n".utf8), commandLine: "env.txt")
+    private static let environment = MultibootModuleContents(bytes: Data("MAGIC=deflect-env-v1\n".utf8),
+                                                             commandLine: "env.txt")
 
     private func expectPass(_ report: RunReport, _ output: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         #expect(output.contains("RESULT pass"), "\(output)", sourceLocation: sourceLocation)
@@ -59,14 +62,35 @@ struct PCPlatformTests {
     @Test(arguments: [1, 3])
     func multibootInformation(vcpus: Int) throws {
         let (report, output, _) = try runPC("multiboot/mbinfo.elf", mode: .multiboot, vcpus: vcpus,
-                                            commandLine: "expect-module=deflect-env-v1", modules: [Self.environment])
+                                            append: "expect-module=deflect-env-v1", modules: [Self.environment])
         expectPass(report, output)
         #expect(output.contains("Deflect"))
     }
 
+    @Test func kernelSeesQEMUsArgv() throws {
+        // QEMU's "<kernel path> <append>": argv[0] is the path, argv[1] the first word of --append.
+        let (report, output, _) = try runPC("multiboot/mbinfo.elf", mode: .multiboot,
+                                            append: "expect-module=deflect-env-v1 second", modules: [Self.environment])
+        expectPass(report, output)
+        #expect(output.contains("INFO argv0 \"\(try GuestImages.path("multiboot/mbinfo.elf"))\""), "\(output)")
+        #expect(output.contains("INFO argv1 \"expect-module=deflect-env-v1\""), "\(output)")
+        #expect(output.contains("PASS argv0") && output.contains("PASS argv1"))
+    }
+
+    @Test func kernelLinkedAt0x8000RunsWithItsInformationElsewhere() throws {
+        // [0x8000, 0xe968): across the 0x9000 where the information structure used to be.
+        let big = MultibootModuleContents(bytes: Data(repeating: 0x5A, count: 3 << 20), commandLine: "big.bin x")
+        let (report, output, _) = try runPC("multiboot/mbinfo-low.elf", mode: .multiboot,
+                                            append: "expect-module=deflect-env-v1", modules: [Self.environment, big])
+        expectPass(report, output)
+        #expect(output.contains("INFO image 0x00008000-0x0000"), "\(output)")
+        #expect(output.contains("PASS mbi-placement") && output.contains("PASS module-range"))
+        #expect(output.contains("\"big.bin x\""))
+    }
+
     @Test func multibootModuleMismatchFails() throws {
         let (report, output, _) = try runPC("multiboot/mbinfo.elf", mode: .multiboot,
-                                            commandLine: "expect-module=something-else", modules: [Self.environment])
+                                            append: "expect-module=something-else", modules: [Self.environment])
         #expect(output.contains("RESULT fail"))
         #expect(report.outcome == .guestExit(value: 2, status: 5))
     }
