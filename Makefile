@@ -2,6 +2,7 @@
 #   make demo   build everything and run the demo guest
 #   make test   build the guests and run the whole test suite
 #   make bench  run the benchmarks and write BENCHMARKS.md
+#   make docs   build the DocC documentation of the library products
 SWIFT ?= swift
 
 all: build
@@ -26,8 +27,11 @@ bench: guests
 	$(SWIFT) build -c release --product hypercall-bench
 	$$($(SWIFT) build -c release --show-bin-path)/hypercall-bench --output BENCHMARKS.md
 
+docs:
+	@scripts/docs
+
 clean:
 	$(MAKE) -s -C Guests clean
 	$(SWIFT) package clean
 
-.PHONY: all guests build demo test bench clean
+.PHONY: all guests build demo test bench docs clean

@@ -12,6 +12,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "deflect", targets: ["deflect"]),
+        // Libraries another Swift VMM can depend on (each has a DocC catalogue).
+        .library(name: "KVM", targets: ["KVM"]),
+        .library(name: "MSRPolicy", targets: ["MSRPolicy"]),
+        .library(name: "Hypercalls", targets: ["Hypercalls"]),
         .executable(name: "deflect-bench", targets: ["deflect-bench"]),
         .executable(name: "hypercall-bench", targets: ["hypercall-bench"]),
     ],
