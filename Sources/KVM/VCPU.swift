@@ -8,24 +8,22 @@ import Glibc
 public final class VCPU: @unchecked Sendable {
     let fd: CInt
     public let id: UInt32
-    private let runPage: UnsafeMutablePointer<kvm_run>
-    private let runSize: Int
+    /// Shared with `kicker`: unmapped when both are gone.
+    private let page: RunPage
     /// Kicks this vCPU out of KVM_RUN from any thread.
     public let kicker: VCPUKicker
 
     init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int) {
         self.fd = fd
         self.id = id
-        // SAFETY: the mapping is runSize (>= sizeof(kvm_run)) bytes from KVM_GET_VCPU_MMAP_SIZE.
-        self.runPage = run.bindMemory(to: kvm_run.self, capacity: 1)
-        self.runSize = runSize
-        self.kicker = VCPUKicker(run: self.runPage)
+        self.page = RunPage(mapping: run, size: runSize)
+        self.kicker = VCPUKicker(runPage: page)
     }
 
-    deinit {
-        Syscall.munmap(UnsafeMutableRawPointer(runPage), length: runSize)
-        Syscall.close(fd)
-    }
+    deinit { Syscall.close(fd) }
+
+    private var runPage: UnsafeMutablePointer<kvm_run> { page.pointer }
+    private var runSize: Int { page.size }
 
     // MARK: running
 

@@ -315,23 +315,85 @@ struct KVMVCPUTests {
         try startRealMode(vcpu, memory, code: [0xEB, 0xFE])   // jmp $
         let box = ExitBox()
         let thread = Thread {
-            vcpu.kicker.bindCurrentThread()
             defer { vcpu.kicker.unbind() }
-            box.set(Result { try vcpu.run() })
+            box.set(Result {
+                try vcpu.kicker.bindCurrentThread()
+                return try vcpu.run()
+            })
         }
         thread.start()
         usleep(200_000)
         let kickedAt = ContinuousClock.now
-        vcpu.kicker.kick()
+        #expect(vcpu.kicker.kick() == .signalled)
         var waited = 0
         while box.get() == nil && waited < 500 { usleep(10_000); waited += 1 }
         #expect(try box.get()?.get() == .interrupted)
         #expect(ContinuousClock.now - kickedAt < .seconds(5))
         // A kick before KVM_RUN (immediate_exit) returns at once too.
-        vcpu.kicker.kick()
+        #expect(vcpu.kicker.kick() == .notRunning)
         #expect(try vcpu.run() == .interrupted)
         vcpu.clearImmediateExit()
     }
+}
+
+@Suite("vCPU kicker", .enabled(if: kvmUsable, Comment(rawValue: KVMAvailability.skipComment)))
+struct VCPUKickerTests {
+    /// The run page is shared: a kick after the VCPU, VM and system are gone
+    /// writes to still-mapped memory (it used to write to an unmapped page).
+    @Test func kickerOutlivesItsVCPU() throws {
+        let kicker = try { () throws -> VCPUKicker in
+            let (_, _, _, vcpu) = try makeVM()
+            return vcpu.kicker
+        }()
+        #expect(kicker.kick() == .notRunning)
+        #expect(kicker.kick() == .notRunning)
+    }
+
+    /// A thread whose kick signal stays blocked could never be kicked out of
+    /// KVM_RUN: binding it must fail, and the unblocking bind must repair it.
+    @Test func bindingReportsABlockedKickSignal() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        let outcome = BindOutcome()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { vcpu.kicker.unbind(); done.signal() }
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, VCPUKicker.signalNumber)
+            outcome.blockResult = pthread_sigmask(SIG_BLOCK, &set, nil)
+            outcome.checkOnly = Result { () throws(KVMError) in try vcpu.kicker.bindCurrentThread(unblocking: false) }
+            outcome.kickWhileUnbound = vcpu.kicker.kick()
+            outcome.unblocking = Result { () throws(KVMError) in try vcpu.kicker.bindCurrentThread() }
+            var current = sigset_t()
+            _ = pthread_sigmask(SIG_BLOCK, nil, &current)
+            outcome.blockedAfterBind = sigismember(&current, VCPUKicker.signalNumber) == 1
+        }
+        thread.start()
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(outcome.blockResult == 0)
+        guard case let .failure(error)? = outcome.checkOnly else {
+            Issue.record("binding a thread with the kick signal blocked must fail, got \(String(describing: outcome.checkOnly))")
+            return
+        }
+        #expect(error == .kickUnavailable("the kick signal (SIGRTMIN+1) is blocked on this thread"))
+        #expect(error.description.hasPrefix("vCPU cannot be kicked out of KVM_RUN"))
+        #expect(outcome.kickWhileUnbound == .notRunning)
+        #expect(throws: Never.self) { try outcome.unblocking?.get() }
+        #expect(!outcome.blockedAfterBind)
+    }
+
+    @Test func handlerIsInstalled() {
+        #expect(VCPUKicker.handlerInstalled)
+    }
+}
+
+/// What the blocked-signal thread saw, handed to the test after it ended.
+private final class BindOutcome: @unchecked Sendable {
+    var blockResult: Int32 = -1
+    var checkOnly: Result<Void, KVMError>?
+    var kickWhileUnbound: VCPUKicker.Outcome?
+    var unblocking: Result<Void, KVMError>?
+    var blockedAfterBind = true
 }
 
 /// Hands a result from a vCPU thread to the test.

@@ -195,11 +195,30 @@ static inline int ckvm_install_kick_handler(void) {
 }
 // Threads inherit their creator's signal mask, and libdispatch worker threads
 // block nearly everything: a vCPU thread must unblock the kick signal itself.
+// pthread_sigmask and pthread_kill return an error number and leave errno
+// alone: these helpers return its negation (0 on success).
 static inline int ckvm_unblock_kick_signal(void) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, ckvm_kick_signal());
-    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -errno;
+    return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+// 1 when the kick signal is blocked on the calling thread, 0 when not, or -error.
+static inline int ckvm_kick_signal_blocked(void) {
+    sigset_t current;
+    sigemptyset(&current);
+    int r = pthread_sigmask(SIG_BLOCK, NULL, &current);
+    return r != 0 ? -r : sigismember(&current, ckvm_kick_signal());
+}
+// 1 when the kick signal has a handler, 0 when it is SIG_DFL (a kick would
+// kill the process) or SIG_IGN (a kick would be discarded), or -errno.
+static inline int ckvm_kick_handler_present(void) {
+    struct sigaction current;
+    if (sigaction(ckvm_kick_signal(), NULL, &current) < 0) return -errno;
+    return current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN;
+}
+static inline int ckvm_kick_thread(pthread_t thread) {
+    return -pthread_kill(thread, ckvm_kick_signal());
 }
 static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
     __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
