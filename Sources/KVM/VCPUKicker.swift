@@ -49,24 +49,25 @@ public final class VCPUKicker: @unchecked Sendable {
         guard kickHandlerResult == 0 else {
             throw .kickUnavailable("sigaction for the kick signal failed: \(ErrnoName.describe(-kickHandlerResult))")
         }
-        let handler = ckvm_kick_handler_present()
-        guard handler == 1 else {
-            throw .kickUnavailable(handler < 0 ? "sigaction cannot read the kick signal's handler: \(ErrnoName.describe(-handler))"
-                                               : "the kick signal's handler was replaced by SIG_DFL or SIG_IGN")
-        }
+        try Self.expect(ckvm_kick_handler_present(), 1, readFailure: "sigaction cannot read the kick signal's handler",
+                        otherwise: "the kick signal's handler was replaced by SIG_DFL or SIG_IGN")
         if unblocking {
             let unblocked = ckvm_unblock_kick_signal()
             guard unblocked == 0 else {
                 throw .kickUnavailable("pthread_sigmask cannot unblock the kick signal: \(ErrnoName.describe(-unblocked))")
             }
         }
-        let blocked = ckvm_kick_signal_blocked()
-        guard blocked == 0 else {
-            throw .kickUnavailable(blocked < 0 ? "pthread_sigmask cannot read the signal mask: \(ErrnoName.describe(-blocked))"
-                                               : "the kick signal (SIGRTMIN+1) is blocked on this thread")
-        }
+        try Self.expect(ckvm_kick_signal_blocked(), 0, readFailure: "pthread_sigmask cannot read the signal mask",
+                        otherwise: "the kick signal (SIGRTMIN+1) is blocked on this thread")
         let me = pthread_self()
         thread.withLock { $0 = me }
+    }
+
+    /// Checks a CKVM query's answer: negative is -error, else it must be `wanted`.
+    private static func expect(_ answer: Int32, _ wanted: Int32, readFailure: String, otherwise: String) throws(KVMError) {
+        guard answer == wanted else {
+            throw .kickUnavailable(answer < 0 ? "\(readFailure): \(ErrnoName.describe(-answer))" : otherwise)
+        }
     }
 
     /// Call before that thread exits, so no signal goes to a dead thread.
