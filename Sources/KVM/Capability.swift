@@ -28,11 +28,12 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let x86UserSpaceMSR = Capability(rawValue: 188) // KVM_CAP_X86_USER_SPACE_MSR
     public static let x86MSRFilter = Capability(rawValue: 189)   // KVM_CAP_X86_MSR_FILTER
     public static let exitHypercall = Capability(rawValue: 201)  // KVM_CAP_EXIT_HYPERCALL
+    public static let xsave2 = Capability(rawValue: 208)         // KVM_CAP_XSAVE2 (answer: XSAVE image bytes)
 
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
         .userMemory, .setTSSAddress, .setIdentityMapAddress, .extCPUID, .nrVCPUs, .maxVCPUs,
-        .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg, .syncRegisters,
+        .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xsave2, .xcrs, .oneReg, .syncRegisters,
         .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall,
     ]
 
@@ -60,6 +61,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 188: return "KVM_CAP_X86_USER_SPACE_MSR"
         case 189: return "KVM_CAP_X86_MSR_FILTER"
         case 201: return "KVM_CAP_EXIT_HYPERCALL"
+        case 208: return "KVM_CAP_XSAVE2"
         default: return "KVM_CAP_\(rawValue)"
         }
     }

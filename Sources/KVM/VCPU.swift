@@ -13,9 +13,16 @@ public final class VCPU: @unchecked Sendable {
     /// Kicks this vCPU out of KVM_RUN from any thread.
     public let kicker: VCPUKicker
 
-    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int) {
+    /// Bytes of this vCPU's XSAVE image: KVM_CAP_XSAVE2's answer where the
+    /// host has it (large state such as AMX does not fit 4 KiB), else 4096.
+    public let xsaveSize: Int
+    private let hasXSAVE2: Bool
+
+    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int, xsave2Size: Int) {
         self.fd = fd
         self.id = id
+        self.hasXSAVE2 = xsave2Size > 0
+        self.xsaveSize = max(xsave2Size, MemoryLayout<kvm_xsave>.size)
         self.page = RunPage(mapping: run, size: runSize)
         self.kicker = VCPUKicker(runPage: page)
     }
@@ -179,25 +186,48 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_FPU.
     public func setFPU(_ state: FPUState) throws(KVMError) {
+        guard state.bytes.count == FPUState.byteCount else {
+            throw .invalidArgument(request: "KVM_SET_FPU", reason: "image must be \(FPUState.byteCount) bytes, got \(state.bytes.count)")
+        }
         var raw = state.raw
         _ = try Syscall.ioctl(fd, CKVM_SET_FPU, &raw, "KVM_SET_FPU")
     }
 
-    /// KVM_GET_XSAVE (the legacy 4 KiB area).
+    /// KVM_GET_XSAVE2 (`xsaveSize` bytes) where the host has KVM_CAP_XSAVE2,
+    /// else KVM_GET_XSAVE (4096 bytes).
     public func xsave() throws(KVMError) -> XSAVEState {
-        var raw = kvm_xsave()
-        _ = try Syscall.ioctl(fd, CKVM_GET_XSAVE, &raw, "KVM_GET_XSAVE")
-        return XSAVEState(bytes: withUnsafeBytes(of: &raw) { Array($0) })
+        let (request, name) = hasXSAVE2 ? (CKVM_GET_XSAVE2, "KVM_GET_XSAVE2") : (CKVM_GET_XSAVE, "KVM_GET_XSAVE")
+        return try withXSAVEBuffer { buffer throws(KVMError) in
+            try xsaveTransfer(request, name, buffer)
+            return XSAVEState(bytes: Array(buffer))
+        }
     }
 
-    /// KVM_SET_XSAVE.
+    /// KVM_SET_XSAVE. KVM reads `xsaveSize` bytes (the XSAVE2 size once the
+    /// host has it), so the image must be exactly that long.
     public func setXSAVE(_ state: XSAVEState) throws(KVMError) {
-        var raw = kvm_xsave()
-        guard state.bytes.count == MemoryLayout<kvm_xsave>.size else {
-            throw .invalidArgument(request: "KVM_SET_XSAVE", reason: "area must be \(MemoryLayout<kvm_xsave>.size) bytes, got \(state.bytes.count)")
+        guard state.bytes.count == xsaveSize else {
+            throw .invalidArgument(request: "KVM_SET_XSAVE", reason: "image must be \(xsaveSize) bytes, got \(state.bytes.count)")
         }
-        withUnsafeMutableBytes(of: &raw) { target in target.copyBytes(from: state.bytes) }
-        _ = try Syscall.ioctl(fd, CKVM_SET_XSAVE, &raw, "KVM_SET_XSAVE")
+        try withXSAVEBuffer { buffer throws(KVMError) in
+            buffer.copyBytes(from: state.bytes)
+            try xsaveTransfer(CKVM_SET_XSAVE, "KVM_SET_XSAVE", buffer)
+        }
+    }
+
+    /// A zeroed buffer of the `xsaveSize` bytes KVM copies either way.
+    private func withXSAVEBuffer<R>(_ body: (UnsafeMutableRawBufferPointer) throws(KVMError) -> R) throws(KVMError) -> R {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: xsaveSize, alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        return try body(buffer)
+    }
+
+    private func xsaveTransfer(_ request: UInt, _ name: String, _ buffer: UnsafeMutableRawBufferPointer) throws(KVMError) {
+        // SAFETY: withXSAVEBuffer made the buffer xsaveSize bytes long.
+        guard let base = buffer.baseAddress else { throw .invalidArgument(request: name, reason: "empty buffer") }
+        let result = Syscall.ioctl(fd, request, buffer: base, name)
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
     }
 
     /// KVM_GET_XCRS.

@@ -61,10 +61,12 @@ public final class VirtualMachine: Sendable {
 
     /// KVM_CREATE_VCPU with the given vCPU id (also its initial APIC id).
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
+        // Asked per VM: the answer counts only the features this VM may use.
+        let xsave2Size = try check(.xsave2)
         let vcpufd = try Syscall.ioctl(fd, CKVM_CREATE_VCPU, value: UInt(id), "KVM_CREATE_VCPU")
         do throws(KVMError) {
             let run = try Syscall.mmap(length: system.vcpuMapSize, fd: vcpufd, shared: true, what: "kvm_run of vCPU \(id)")
-            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize)
+            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize, xsave2Size: Int(xsave2Size))
         } catch {
             Syscall.close(vcpufd)
             throw error

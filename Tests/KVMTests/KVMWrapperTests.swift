@@ -121,19 +121,31 @@ struct KVMVCPUTests {
     }
 
     @Test func fpuXsaveAndXcrsRoundTrip() throws {
-        let (_, _, _, vcpu) = try makeVM()
+        let (_, vm, _, vcpu) = try makeVM()
         var fpu = try vcpu.fpu()
+        #expect(fpu.bytes.count == 416)
         #expect(fpu.fcw == 0x37F)       // x87 reset value
         fpu.fcw = 0x27F                 // 53-bit precision
         try vcpu.setFPU(fpu)
         #expect(try vcpu.fpu().fcw == 0x27F)
         #expect(try vcpu.fpu() == fpu)
+        #expect(try vcpu.xsave().mxcsr == 0x1F80)   // SSE reset value (KVM_GET_FPU does not carry MXCSR)
+        var short = fpu
+        short.bytes.removeLast()
+        #expect(throws: KVMError.invalidArgument(request: "KVM_SET_FPU", reason: "image must be 416 bytes, got 415")) {
+            try vcpu.setFPU(short)
+        }
 
+        // The image is as large as KVM_CAP_XSAVE2 says (4096 on this host), never smaller than 4 KiB.
+        let xsave2 = Int(try vm.check(.xsave2))
+        #expect(vcpu.xsaveSize == max(xsave2, 4096))
         let xsave = try vcpu.xsave()
-        #expect(xsave.bytes.count == 4096)
+        #expect(xsave.bytes.count == vcpu.xsaveSize)
         try vcpu.setXSAVE(xsave)
         #expect(try vcpu.xsave() == xsave)
-        #expect(throws: KVMError.self) { try vcpu.setXSAVE(XSAVEState(bytes: [1, 2, 3])) }
+        #expect(throws: KVMError.invalidArgument(request: "KVM_SET_XSAVE", reason: "image must be \(vcpu.xsaveSize) bytes, got 3")) {
+            try vcpu.setXSAVE(XSAVEState(bytes: [1, 2, 3]))
+        }
 
         let xcrs = try vcpu.extendedControlRegisters()
         #expect(xcrs.first { $0.index == 0 }.map { $0.value & 1 } == 1)  // XCR0.x87 is always set

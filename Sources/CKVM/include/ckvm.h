@@ -28,6 +28,14 @@
 #ifndef KVM_REG_GUEST_SSP
 #define KVM_REG_GUEST_SSP 0
 #endif
+// KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on a VM fd answers the XSAVE image
+// size, which KVM_GET_XSAVE2 fills and KVM_SET_XSAVE reads (Linux 5.17).
+#ifndef KVM_CAP_XSAVE2
+#define KVM_CAP_XSAVE2 208
+#endif
+#ifndef KVM_GET_XSAVE2
+#define KVM_GET_XSAVE2 _IOR(KVMIO, 0xcf, struct kvm_xsave)
+#endif
 // run->hypercall.flags bit 0 (the 6.1 header calls the low word `longmode`).
 #ifndef KVM_EXIT_HYPERCALL_LONG_MODE
 #define KVM_EXIT_HYPERCALL_LONG_MODE (1ULL << 0)
@@ -68,6 +76,7 @@ static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
 static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
 static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
 static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
