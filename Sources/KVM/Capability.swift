@@ -1,4 +1,6 @@
-// KVM: the KVM capabilities Deflect uses, with their uapi numbers and names.
+// KVM: the KVM capabilities Deflect uses, with their uapi numbers and names,
+// and the KVM_ENABLE_CAP argument VM and vCPU fds share.
+internal import CKVM
 
 /// A KVM capability (`KVM_CAP_*`), queried with KVM_CHECK_EXTENSION and,
 /// for some, turned on with KVM_ENABLE_CAP.
@@ -67,4 +69,20 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     }
 
     public var description: String { "\(name) (\(rawValue))" }
+}
+
+extension Capability {
+    /// The KVM_ENABLE_CAP argument; kvm_enable_cap has room for 4 arguments,
+    /// and dropping one silently would enable something else than asked.
+    func enableRequest(arguments: [UInt64]) throws(KVMError) -> kvm_enable_cap {
+        guard arguments.count <= 4 else {
+            throw .invalidArgument(request: "KVM_ENABLE_CAP(\(name))", reason: "\(arguments.count) arguments, at most 4")
+        }
+        var request = kvm_enable_cap()
+        request.cap = rawValue
+        withUnsafeMutableBytes(of: &request.args) { raw in
+            for (i, value) in arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        return request
+    }
 }

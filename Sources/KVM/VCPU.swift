@@ -141,11 +141,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_ENABLE_CAP on the vCPU fd.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
-        var request = kvm_enable_cap()
-        request.cap = capability.rawValue
-        withUnsafeMutableBytes(of: &request.args) { raw in
-            for (i, value) in arguments.prefix(4).enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var request = try capability.enableRequest(arguments: arguments)
         _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
     }
 
@@ -289,7 +285,7 @@ public final class VCPU: @unchecked Sendable {
                 let result = Syscall.ioctl(fd, CKVM_GET_CPUID2, buffer: UnsafeMutableRawPointer(header), "KVM_GET_CPUID2")
                 if result == -E2BIG, capacity < 4096 { return nil }
                 guard result >= 0 else { throw .ioctl(request: "KVM_GET_CPUID2", errno: -result) }
-                return (0..<Int(header.pointee.nent)).map { CPUIDEntry(list[$0]) }
+                return (0..<min(Int(header.pointee.nent), capacity)).map { CPUIDEntry(list[$0]) }
             }
             if let entries { return entries }
             capacity *= 2
@@ -337,11 +333,18 @@ public final class VCPU: @unchecked Sendable {
         header.pointee.nmsrs = UInt32(indices.count)
         let result = Syscall.ioctl(fd, request, buffer: UnsafeMutableRawPointer(header), name)
         guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
-        let done = Int(result)
-        guard done == indices.count else {
-            throw .partialMSRAccess(request: name, processed: done, requested: indices.count, failedIndex: indices[done])
+        try Self.checkMSRCount(Int(result), of: indices, name)
+        return indices.count
+    }
+
+    /// KVM answers how many entries it processed and stops at the first it
+    /// refuses; more than were asked would be a broken answer, not an index.
+    static func checkMSRCount(_ done: Int, of indices: [UInt32], _ name: String) throws(KVMError) {
+        guard done != indices.count else { return }
+        guard done >= 0, done < indices.count else {
+            throw .invalidArgument(request: name, reason: "KVM reported \(done) MSRs processed of \(indices.count)")
         }
-        return done
+        throw .partialMSRAccess(request: name, processed: done, requested: indices.count, failedIndex: indices[done])
     }
 
     private func withMSRBuffer(count: Int, _ body: (UnsafeMutablePointer<kvm_msrs>, UnsafeMutablePointer<kvm_msr_entry>) throws(KVMError) -> Void) throws(KVMError) {
@@ -358,6 +361,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_GET_ONE_REG for a 64-bit register.
     public func readRegister(_ id: X86RegisterID) throws(KVMError) -> UInt64 {
+        try Self.requireU64(id, "KVM_GET_ONE_REG(\(id))")
         var value: UInt64 = 0
         try withUnsafeMutablePointer(to: &value) { pointer throws(KVMError) in
             var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
@@ -368,10 +372,20 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_ONE_REG for a 64-bit register.
     public func writeRegister(_ id: X86RegisterID, value: UInt64) throws(KVMError) {
+        try Self.requireU64(id, "KVM_SET_ONE_REG(\(id))")
         var copy = value
         try withUnsafeMutablePointer(to: &copy) { pointer throws(KVMError) in
             var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
             _ = try Syscall.ioctl(fd, CKVM_SET_ONE_REG, &request, "KVM_SET_ONE_REG(\(id))")
+        }
+    }
+
+    /// KVM copies as many bytes as the id's size field says: only a U64 id
+    /// fits the 8-byte value behind `addr`, whatever the kernel would accept.
+    private static func requireU64(_ id: X86RegisterID, _ name: String) throws(KVMError) {
+        guard id.rawValue & X86RegisterID.sizeMask == X86RegisterID.sizeU64 else {
+            let bytes = 1 << ((id.rawValue & X86RegisterID.sizeMask) >> 52)
+            throw .invalidArgument(request: name, reason: "the id's size is \(bytes) bytes; only 8-byte registers are read and written")
         }
     }
 

@@ -25,14 +25,7 @@ public final class VirtualMachine: Sendable {
 
     /// KVM_ENABLE_CAP on the VM fd.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
-        guard arguments.count <= 4 else {
-            throw .invalidArgument(request: "KVM_ENABLE_CAP(\(capability.name))", reason: "at most 4 arguments")
-        }
-        var request = kvm_enable_cap()
-        request.cap = capability.rawValue
-        withUnsafeMutableBytes(of: &request.args) { raw in
-            for (i, value) in arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var request = try capability.enableRequest(arguments: arguments)
         _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
     }
 

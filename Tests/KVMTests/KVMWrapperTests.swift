@@ -219,6 +219,37 @@ struct KVMVCPUTests {
         #expect(throws: KVMError.self) { _ = try vcpu.readRegister(wrongSize) }
     }
 
+    /// KVM copies the id's size (here 256 bytes, KVM_REG_SIZE_U2048) through
+    /// `addr`: such an id never reaches KVM with an 8-byte value behind it.
+    @Test func oneRegRefusesIdsLargerThan64Bits() throws {
+        let (_, _, _, vcpu) = try makeVM()
+        let large = X86RegisterID(rawValue: (X86RegisterID.msr(0x174).rawValue & ~0x00F0_0000_0000_0000) | 0x0080_0000_0000_0000)
+        let reason = "the id's size is 256 bytes; only 8-byte registers are read and written"
+        #expect(throws: KVMError.invalidArgument(request: "KVM_GET_ONE_REG(\(large))", reason: reason)) {
+            _ = try vcpu.readRegister(large)
+        }
+        #expect(throws: KVMError.invalidArgument(request: "KVM_SET_ONE_REG(\(large))", reason: reason)) {
+            try vcpu.writeRegister(large, value: 1)
+        }
+    }
+
+    @Test func msrCountBeyondTheRequestIsRefused() {
+        #expect(throws: Never.self) { try VCPU.checkMSRCount(2, of: [0x10, 0x174], "KVM_GET_MSRS") }
+        #expect(throws: KVMError.partialMSRAccess(request: "KVM_GET_MSRS", processed: 1, requested: 2, failedIndex: 0x174)) {
+            try VCPU.checkMSRCount(1, of: [0x10, 0x174], "KVM_GET_MSRS")
+        }
+        #expect(throws: KVMError.invalidArgument(request: "KVM_GET_MSRS", reason: "KVM reported 3 MSRs processed of 2")) {
+            try VCPU.checkMSRCount(3, of: [0x10, 0x174], "KVM_GET_MSRS")
+        }
+    }
+
+    @Test func enableCapabilityRefusesMoreThanFourArguments() throws {
+        let (_, vm, _, vcpu) = try makeVM()
+        let error = KVMError.invalidArgument(request: "KVM_ENABLE_CAP(KVM_CAP_HLT)", reason: "5 arguments, at most 4")
+        #expect(throws: error) { try vcpu.enable(.hlt, arguments: [1, 2, 3, 4, 5]) }
+        #expect(throws: error) { try vm.enable(.hlt, arguments: [1, 2, 3, 4, 5]) }
+    }
+
     @Test func guestSSPEncoding() {
         #expect(X86RegisterID.guestSSP.kind == .kvmDefined(0))
         #expect(X86RegisterID.guestSSP.rawValue == 0x2030_0003_0000_0000)
