@@ -1,4 +1,6 @@
-// KVM: the KVM capabilities Deflect uses, with their uapi numbers and names.
+// KVM: the KVM capabilities Deflect uses, with their uapi numbers and names,
+// and the KVM_ENABLE_CAP argument VM and vCPU fds share.
+internal import CKVM
 
 /// A KVM capability (`KVM_CAP_*`), queried with KVM_CHECK_EXTENSION and,
 /// for some, turned on with KVM_ENABLE_CAP.
@@ -29,11 +31,12 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let x86MSRFilter = Capability(rawValue: 189)   // KVM_CAP_X86_MSR_FILTER
     public static let exitHypercall = Capability(rawValue: 201)  // KVM_CAP_EXIT_HYPERCALL
     public static let binaryStatsFD = Capability(rawValue: 203)  // KVM_CAP_BINARY_STATS_FD
+    public static let xsave2 = Capability(rawValue: 208)         // KVM_CAP_XSAVE2 (answer: XSAVE image bytes)
 
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
         .userMemory, .setTSSAddress, .setIdentityMapAddress, .extCPUID, .nrVCPUs, .maxVCPUs,
-        .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xcrs, .oneReg, .syncRegisters,
+        .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xsave2, .xcrs, .oneReg, .syncRegisters,
         .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall, .binaryStatsFD,
     ]
 
@@ -62,9 +65,26 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 189: return "KVM_CAP_X86_MSR_FILTER"
         case 201: return "KVM_CAP_EXIT_HYPERCALL"
         case 203: return "KVM_CAP_BINARY_STATS_FD"
+        case 208: return "KVM_CAP_XSAVE2"
         default: return "KVM_CAP_\(rawValue)"
         }
     }
 
     public var description: String { "\(name) (\(rawValue))" }
+}
+
+extension Capability {
+    /// The KVM_ENABLE_CAP argument; kvm_enable_cap has room for 4 arguments,
+    /// and dropping one silently would enable something else than asked.
+    func enableRequest(arguments: [UInt64]) throws(KVMError) -> kvm_enable_cap {
+        guard arguments.count <= 4 else {
+            throw .invalidArgument(request: "KVM_ENABLE_CAP(\(name))", reason: "\(arguments.count) arguments, at most 4")
+        }
+        var request = kvm_enable_cap()
+        request.cap = rawValue
+        withUnsafeMutableBytes(of: &request.args) { raw in
+            for (i, value) in arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        return request
+    }
 }

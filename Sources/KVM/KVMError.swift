@@ -17,6 +17,9 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
     case invalidArgument(request: String, reason: String)
     /// KVM_RUN returned an exit whose data does not fit the mapped run page.
     case malformedExit(String)
+    /// The calling thread could not be made kickable (signal handler or mask):
+    /// a vCPU run there could never be stopped.
+    case kickUnavailable(String)
 
     public var description: String {
         switch self {
@@ -34,6 +37,8 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
             return "\(request): \(reason)"
         case let .malformedExit(what):
             return "malformed KVM exit: \(what)"
+        case let .kickUnavailable(reason):
+            return "vCPU cannot be kicked out of KVM_RUN: \(reason)"
         }
     }
 

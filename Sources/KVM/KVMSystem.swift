@@ -59,7 +59,7 @@ public final class KVMSystem: Sendable {
             let result = Syscall.ioctl(fd, CKVM_GET_SUPPORTED_CPUID, buffer: buffer, "KVM_GET_SUPPORTED_CPUID")
             if result == -E2BIG && capacity < 4096 { capacity *= 2; continue }
             guard result >= 0 else { throw .ioctl(request: "KVM_GET_SUPPORTED_CPUID", errno: -result) }
-            let count = Int(header.pointee.nent)
+            let count = min(Int(header.pointee.nent), capacity)
             let entries = ckvm_cpuid2_entries(header)
             return (0..<count).map { CPUIDEntry(entries[$0]) }
         }

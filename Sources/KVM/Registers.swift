@@ -109,9 +109,15 @@ public struct SpecialRegisters: Sendable, Equatable {
 }
 
 /// Legacy FPU/SSE state (KVM_GET_FPU / KVM_SET_FPU), kept whole so a round
-/// trip is exact; the fields below are the ones people read.
+/// trip is exact; the fields below are read through `kvm_fpu` itself (its
+/// layout is not the FXSAVE image's). KVM's x86 FPU ioctls do not carry
+/// MXCSR: `kvm_fpu.mxcsr` reads 0 and is ignored on set, so MXCSR is only
+/// offered by `XSAVEState`.
 public struct FPUState: Sendable, Equatable {
-    /// The 416-byte kvm_fpu image.
+    /// Size of the kvm_fpu image (416 bytes).
+    public static let byteCount = MemoryLayout<kvm_fpu>.size
+
+    /// The kvm_fpu image; KVM_SET_FPU refuses any other length.
     public var bytes: [UInt8]
 
     init(_ raw: kvm_fpu) {
@@ -128,23 +134,40 @@ public struct FPUState: Sendable, Equatable {
         return r
     }
 
-    private static let fcwOffset = MemoryLayout<kvm_fpu>.offset(of: \kvm_fpu.fcw) ?? 0x80
-    private static let mxcsrOffset = MemoryLayout<kvm_fpu>.offset(of: \kvm_fpu.mxcsr) ?? 0x18
-    private func word16(_ o: Int) -> UInt16 { UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8 }
-    private func word32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * $1) } }
-
     /// x87 control word.
     public var fcw: UInt16 {
-        get { word16(Self.fcwOffset) }
-        set { bytes[Self.fcwOffset] = UInt8(newValue & 0xFF); bytes[Self.fcwOffset + 1] = UInt8(newValue >> 8) }
+        get { raw.fcw }
+        set { var r = raw; r.fcw = newValue; self = FPUState(r) }
     }
-    /// SSE control/status register.
-    public var mxcsr: UInt32 { word32(Self.mxcsrOffset) }
+    /// XMM register `index` (0...15), or nil outside that range.
+    public func xmm(_ index: Int) -> UInt128? {
+        guard (0..<16).contains(index) else { return nil }
+        return withUnsafeBytes(of: raw.xmm) { $0.loadUnaligned(fromByteOffset: index * 16, as: UInt128.self) }
+    }
 }
 
-/// The XSAVE area (KVM_GET_XSAVE / KVM_SET_XSAVE), 4096 bytes.
+/// The XSAVE image (KVM_GET_XSAVE2 / KVM_GET_XSAVE / KVM_SET_XSAVE):
+/// `VCPU.xsaveSize` bytes, in the standard (non-compacted) format.
 public struct XSAVEState: Sendable, Equatable {
     public var bytes: [UInt8]
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    // The legacy region's layout is architectural (the FXSAVE image).
+    static let mxcsrOffset = 24
+    static let xmmOffset = 160
+
+    /// MXCSR from the legacy region, or nil when the image is too short.
+    public var mxcsr: UInt32? {
+        guard bytes.count >= Self.mxcsrOffset + 4 else { return nil }
+        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: Self.mxcsrOffset, as: UInt32.self) }
+    }
+
+    /// XMM register `index` (0...15) from the legacy region, or nil.
+    public func xmm(_ index: Int) -> UInt128? {
+        let offset = Self.xmmOffset + index * 16
+        guard (0..<16).contains(index), bytes.count >= offset + 16 else { return nil }
+        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt128.self) }
+    }
 }
 
 /// One extended control register (XCR0 ...) as KVM_GET_XCRS reports it.

@@ -8,24 +8,29 @@ import Glibc
 public final class VCPU: @unchecked Sendable {
     let fd: CInt
     public let id: UInt32
-    private let runPage: UnsafeMutablePointer<kvm_run>
-    private let runSize: Int
+    /// Shared with `kicker`: unmapped when both are gone.
+    private let page: RunPage
     /// Kicks this vCPU out of KVM_RUN from any thread.
     public let kicker: VCPUKicker
 
-    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int) {
+    /// Bytes of this vCPU's XSAVE image: KVM_CAP_XSAVE2's answer where the
+    /// host has it (large state such as AMX does not fit 4 KiB), else 4096.
+    public let xsaveSize: Int
+    private let hasXSAVE2: Bool
+
+    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int, xsave2Size: Int) {
         self.fd = fd
         self.id = id
-        // SAFETY: the mapping is runSize (>= sizeof(kvm_run)) bytes from KVM_GET_VCPU_MMAP_SIZE.
-        self.runPage = run.bindMemory(to: kvm_run.self, capacity: 1)
-        self.runSize = runSize
-        self.kicker = VCPUKicker(run: self.runPage)
+        self.hasXSAVE2 = xsave2Size > 0
+        self.xsaveSize = max(xsave2Size, MemoryLayout<kvm_xsave>.size)
+        self.page = RunPage(mapping: run, size: runSize)
+        self.kicker = VCPUKicker(runPage: page)
     }
 
-    deinit {
-        Syscall.munmap(UnsafeMutableRawPointer(runPage), length: runSize)
-        Syscall.close(fd)
-    }
+    deinit { Syscall.close(fd) }
+
+    private var runPage: UnsafeMutablePointer<kvm_run> { page.pointer }
+    private var runSize: Int { page.size }
 
     // MARK: running
 
@@ -154,11 +159,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_ENABLE_CAP on the vCPU fd.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
-        var request = kvm_enable_cap()
-        request.cap = capability.rawValue
-        withUnsafeMutableBytes(of: &request.args) { raw in
-            for (i, value) in arguments.prefix(4).enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var request = try capability.enableRequest(arguments: arguments)
         _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
     }
 
@@ -199,25 +200,48 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_FPU.
     public func setFPU(_ state: FPUState) throws(KVMError) {
+        guard state.bytes.count == FPUState.byteCount else {
+            throw .invalidArgument(request: "KVM_SET_FPU", reason: "image must be \(FPUState.byteCount) bytes, got \(state.bytes.count)")
+        }
         var raw = state.raw
         _ = try Syscall.ioctl(fd, CKVM_SET_FPU, &raw, "KVM_SET_FPU")
     }
 
-    /// KVM_GET_XSAVE (the legacy 4 KiB area).
+    /// KVM_GET_XSAVE2 (`xsaveSize` bytes) where the host has KVM_CAP_XSAVE2,
+    /// else KVM_GET_XSAVE (4096 bytes).
     public func xsave() throws(KVMError) -> XSAVEState {
-        var raw = kvm_xsave()
-        _ = try Syscall.ioctl(fd, CKVM_GET_XSAVE, &raw, "KVM_GET_XSAVE")
-        return XSAVEState(bytes: withUnsafeBytes(of: &raw) { Array($0) })
+        let (request, name) = hasXSAVE2 ? (CKVM_GET_XSAVE2, "KVM_GET_XSAVE2") : (CKVM_GET_XSAVE, "KVM_GET_XSAVE")
+        return try withXSAVEBuffer { buffer throws(KVMError) in
+            try xsaveTransfer(request, name, buffer)
+            return XSAVEState(bytes: Array(buffer))
+        }
     }
 
-    /// KVM_SET_XSAVE.
+    /// KVM_SET_XSAVE. KVM reads `xsaveSize` bytes (the XSAVE2 size once the
+    /// host has it), so the image must be exactly that long.
     public func setXSAVE(_ state: XSAVEState) throws(KVMError) {
-        var raw = kvm_xsave()
-        guard state.bytes.count == MemoryLayout<kvm_xsave>.size else {
-            throw .invalidArgument(request: "KVM_SET_XSAVE", reason: "area must be \(MemoryLayout<kvm_xsave>.size) bytes, got \(state.bytes.count)")
+        guard state.bytes.count == xsaveSize else {
+            throw .invalidArgument(request: "KVM_SET_XSAVE", reason: "image must be \(xsaveSize) bytes, got \(state.bytes.count)")
         }
-        withUnsafeMutableBytes(of: &raw) { target in target.copyBytes(from: state.bytes) }
-        _ = try Syscall.ioctl(fd, CKVM_SET_XSAVE, &raw, "KVM_SET_XSAVE")
+        try withXSAVEBuffer { buffer throws(KVMError) in
+            buffer.copyBytes(from: state.bytes)
+            try xsaveTransfer(CKVM_SET_XSAVE, "KVM_SET_XSAVE", buffer)
+        }
+    }
+
+    /// A zeroed buffer of the `xsaveSize` bytes KVM copies either way.
+    private func withXSAVEBuffer<R>(_ body: (UnsafeMutableRawBufferPointer) throws(KVMError) -> R) throws(KVMError) -> R {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: xsaveSize, alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        return try body(buffer)
+    }
+
+    private func xsaveTransfer(_ request: UInt, _ name: String, _ buffer: UnsafeMutableRawBufferPointer) throws(KVMError) {
+        // SAFETY: withXSAVEBuffer made the buffer xsaveSize bytes long.
+        guard let base = buffer.baseAddress else { throw .invalidArgument(request: name, reason: "empty buffer") }
+        let result = Syscall.ioctl(fd, request, buffer: base, name)
+        guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
     }
 
     /// KVM_GET_XCRS.
@@ -279,7 +303,7 @@ public final class VCPU: @unchecked Sendable {
                 let result = Syscall.ioctl(fd, CKVM_GET_CPUID2, buffer: UnsafeMutableRawPointer(header), "KVM_GET_CPUID2")
                 if result == -E2BIG, capacity < 4096 { return nil }
                 guard result >= 0 else { throw .ioctl(request: "KVM_GET_CPUID2", errno: -result) }
-                return (0..<Int(header.pointee.nent)).map { CPUIDEntry(list[$0]) }
+                return (0..<min(Int(header.pointee.nent), capacity)).map { CPUIDEntry(list[$0]) }
             }
             if let entries { return entries }
             capacity *= 2
@@ -327,11 +351,18 @@ public final class VCPU: @unchecked Sendable {
         header.pointee.nmsrs = UInt32(indices.count)
         let result = Syscall.ioctl(fd, request, buffer: UnsafeMutableRawPointer(header), name)
         guard result >= 0 else { throw .ioctl(request: name, errno: -result) }
-        let done = Int(result)
-        guard done == indices.count else {
-            throw .partialMSRAccess(request: name, processed: done, requested: indices.count, failedIndex: indices[done])
+        try Self.checkMSRCount(Int(result), of: indices, name)
+        return indices.count
+    }
+
+    /// KVM answers how many entries it processed and stops at the first it
+    /// refuses; more than were asked would be a broken answer, not an index.
+    static func checkMSRCount(_ done: Int, of indices: [UInt32], _ name: String) throws(KVMError) {
+        guard done != indices.count else { return }
+        guard done >= 0, done < indices.count else {
+            throw .invalidArgument(request: name, reason: "KVM reported \(done) MSRs processed of \(indices.count)")
         }
-        return done
+        throw .partialMSRAccess(request: name, processed: done, requested: indices.count, failedIndex: indices[done])
     }
 
     private func withMSRBuffer(count: Int, _ body: (UnsafeMutablePointer<kvm_msrs>, UnsafeMutablePointer<kvm_msr_entry>) throws(KVMError) -> Void) throws(KVMError) {
@@ -348,6 +379,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_GET_ONE_REG for a 64-bit register.
     public func readRegister(_ id: X86RegisterID) throws(KVMError) -> UInt64 {
+        try Self.requireU64(id, "KVM_GET_ONE_REG(\(id))")
         var value: UInt64 = 0
         try withUnsafeMutablePointer(to: &value) { pointer throws(KVMError) in
             var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
@@ -358,10 +390,20 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_SET_ONE_REG for a 64-bit register.
     public func writeRegister(_ id: X86RegisterID, value: UInt64) throws(KVMError) {
+        try Self.requireU64(id, "KVM_SET_ONE_REG(\(id))")
         var copy = value
         try withUnsafeMutablePointer(to: &copy) { pointer throws(KVMError) in
             var request = kvm_one_reg(id: id.rawValue, addr: UInt64(UInt(bitPattern: pointer)))
             _ = try Syscall.ioctl(fd, CKVM_SET_ONE_REG, &request, "KVM_SET_ONE_REG(\(id))")
+        }
+    }
+
+    /// KVM copies as many bytes as the id's size field says: only a U64 id
+    /// fits the 8-byte value behind `addr`, whatever the kernel would accept.
+    private static func requireU64(_ id: X86RegisterID, _ name: String) throws(KVMError) {
+        guard id.rawValue & X86RegisterID.sizeMask == X86RegisterID.sizeU64 else {
+            let bytes = 1 << ((id.rawValue & X86RegisterID.sizeMask) >> 52)
+            throw .invalidArgument(request: name, reason: "the id's size is \(bytes) bytes; only 8-byte registers are read and written")
         }
     }
 

@@ -25,14 +25,7 @@ public final class VirtualMachine: Sendable {
 
     /// KVM_ENABLE_CAP on the VM fd.
     public func enable(_ capability: Capability, arguments: [UInt64] = []) throws(KVMError) {
-        guard arguments.count <= 4 else {
-            throw .invalidArgument(request: "KVM_ENABLE_CAP(\(capability.name))", reason: "at most 4 arguments")
-        }
-        var request = kvm_enable_cap()
-        request.cap = capability.rawValue
-        withUnsafeMutableBytes(of: &request.args) { raw in
-            for (i, value) in arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var request = try capability.enableRequest(arguments: arguments)
         _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
     }
 
@@ -61,10 +54,12 @@ public final class VirtualMachine: Sendable {
 
     /// KVM_CREATE_VCPU with the given vCPU id (also its initial APIC id).
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
+        // Asked per VM: the answer counts only the features this VM may use.
+        let xsave2Size = try check(.xsave2)
         let vcpufd = try Syscall.ioctl(fd, CKVM_CREATE_VCPU, value: UInt(id), "KVM_CREATE_VCPU")
         do throws(KVMError) {
             let run = try Syscall.mmap(length: system.vcpuMapSize, fd: vcpufd, shared: true, what: "kvm_run of vCPU \(id)")
-            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize)
+            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize, xsave2Size: Int(xsave2Size))
         } catch {
             Syscall.close(vcpufd)
             throw error
@@ -106,33 +101,43 @@ public final class VirtualMachine: Sendable {
     }
 
     /// KVM_X86_SET_MSR_FILTER: installs `filter` (may be called while vCPUs run).
+    /// Range and bitmap sizes are checked here; flag bits are left to KVM,
+    /// which answers EINVAL for undefined ones.
     public func setMSRFilter(_ filter: MSRFilter) throws(KVMError) {
         let request = "KVM_X86_SET_MSR_FILTER"
-        var raw = kvm_msr_filter()
-        raw.flags = filter.flags
-        // Bitmaps must stay alive across the ioctl; hold them in one buffer.
-        let total = filter.ranges.reduce(0) { $0 + $1.bitmap.count }
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(total, 1), alignment: 8)
-        defer { storage.deallocate() }
         guard filter.ranges.count <= MSRFilter.maxRanges else {
             throw .invalidArgument(request: request, reason: "\(filter.ranges.count) ranges, at most \(MSRFilter.maxRanges)")
         }
+        for (i, range) in filter.ranges.enumerated() {
+            guard range.count >= 1, range.count <= MSRFilter.maxMSRsPerRange else {
+                throw .invalidArgument(request: request, reason: "range \(i) at MSR 0x\(String(range.base, radix: 16)) covers \(range.count) MSRs; a range covers 1 to \(MSRFilter.maxMSRsPerRange)")
+            }
+        }
+        var raw = kvm_msr_filter()
+        raw.flags = filter.flags
+        // KVM copies BITS_TO_LONGS(nmsrs) * 8 bytes of each bitmap: every
+        // range gets exactly that much, zero-filled (deny) past what the
+        // caller gave, all in one buffer alive across the ioctl.
+        let sizes = filter.ranges.map { MSRFilter.Range.bitmapByteCount(for: $0.count) }
+        let total = sizes.reduce(0, +)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(total, 1), alignment: 8)
+        defer { storage.deallocate() }
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: max(total, 1))
         var offset = 0
-        try withUnsafeMutableBytes(of: &raw.ranges) { (rangesRaw) throws(KVMError) in
+        withUnsafeMutableBytes(of: &raw.ranges) { rangesRaw in
             let ranges = rangesRaw.bindMemory(to: kvm_msr_filter_range.self)
             for (i, range) in filter.ranges.enumerated() {
-                guard range.bitmap.count * 8 >= Int(range.count) else {
-                    throw .invalidArgument(request: request, reason: "range \(i): bitmap of \(range.bitmap.count) bytes cannot cover \(range.count) MSRs")
-                }
-                // SAFETY: storage has `total` bytes; each bitmap is copied to its own slice.
+                // SAFETY: storage has `total` bytes; range i owns [offset, offset + sizes[i]).
                 range.bitmap.withUnsafeBytes { bytes in
-                    if let base = bytes.baseAddress { (storage + offset).copyMemory(from: base, byteCount: bytes.count) }
+                    if let base = bytes.baseAddress {
+                        (storage + offset).copyMemory(from: base, byteCount: min(bytes.count, sizes[i]))
+                    }
                 }
                 ranges[i].flags = range.flags
                 ranges[i].nmsrs = range.count
                 ranges[i].base = range.base
                 ranges[i].bitmap = (storage + offset).assumingMemoryBound(to: UInt8.self)
-                offset += range.bitmap.count
+                offset += sizes[i]
             }
         }
         _ = try Syscall.ioctl(fd, CKVM_X86_SET_MSR_FILTER, &raw, request)
@@ -153,12 +158,23 @@ public struct MSRFilter: Sendable, Equatable {
         /// KVM_MSR_FILTER_READ (1) | KVM_MSR_FILTER_WRITE (2); other bits are rejected by KVM.
         public var flags: UInt32
         public var base: UInt32
-        public var count: UInt32
-        /// Bit n (LSB first) = 1 allows MSR base+n.
-        public var bitmap: [UInt8]
+        /// MSRs base ..< base + count (1 ... `maxMSRsPerRange`, checked by `setMSRFilter`).
+        public private(set) var count: UInt32
+        /// Bit n (LSB first) = 1 allows MSR base+n. Always the bytes KVM reads
+        /// for `count` MSRs (whole 64-bit words).
+        public private(set) var bitmap: [UInt8]
+
+        /// A bitmap shorter than KVM reads is padded with zero bits, which
+        /// deny; bytes past what KVM reads are dropped (they name no MSR of the range).
         public init(flags: UInt32, base: UInt32, count: UInt32, bitmap: [UInt8]) {
-            self.flags = flags; self.base = base; self.count = count; self.bitmap = bitmap
+            self.flags = flags; self.base = base; self.count = count
+            // An oversized count is refused by setMSRFilter; do not allocate for it.
+            let size = Self.bitmapByteCount(for: min(count, MSRFilter.maxMSRsPerRange))
+            self.bitmap = Array(bitmap.prefix(size)) + [UInt8](repeating: 0, count: max(0, size - bitmap.count))
         }
+
+        /// What KVM copies for `count` MSRs: BITS_TO_LONGS(count) * 8 bytes.
+        public static func bitmapByteCount(for count: UInt32) -> Int { (Int(count) + 63) / 64 * 8 }
     }
 
     /// The raw `flags` word (DEFAULT_ALLOW 0 / DEFAULT_DENY 1; other bits exist for tests of EINVAL).

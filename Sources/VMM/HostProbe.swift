@@ -67,9 +67,9 @@ public enum HostProbe {
         let result = ProbeResult()
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
-            vcpu.kicker.bindCurrentThread()
             defer { vcpu.kicker.unbind(); done.signal() }
             do {
+                try vcpu.kicker.bindCurrentThread()
                 let exit = try vcpu.run()
                 if case let .hypercall(call) = exit { vcpu.completeHypercall(returnValue: 0); _ = call }
                 result.set(exit)

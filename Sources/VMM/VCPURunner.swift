@@ -55,14 +55,20 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The thread body: runs until the run is decided or this vCPU halts.
     func loop() {
-        vcpu.kicker.bindCurrentThread()
         defer {
-            vcpu.kicker.unbind()
             // A passed-through access with no exit after it: KVM served it, outcome unseen.
             if let pending = passedThrough { recordPassedThrough(pending, outcome: "kernel") }
             ended.store(true, ordering: .releasing)
             controller.threadDidEnd()
         }
+        do {
+            try vcpu.kicker.bindCurrentThread()
+        } catch {
+            // A vCPU that cannot be kicked could never be stopped: do not run it.
+            controller.finish(.hostError("vCPU \(index): \(error)"))
+            return
+        }
+        defer { vcpu.kicker.unbind() }
         // The time the previous exit's handling ended is the next entry's
         // start: two clock reads per exit, not three.
         var entered = DispatchTime.now().uptimeNanoseconds

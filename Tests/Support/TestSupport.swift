@@ -20,6 +20,21 @@ public enum KVMAvailability {
 
     /// The comment Swift Testing prints for each skipped test.
     public static var skipComment: String { unusableReason ?? "" }
+
+    /// KVM_CHECK_EXTENSION's answer for `capability` on the system fd; 0 when
+    /// KVM is not usable here. For `.enabled(if:)` conditions, so a test that
+    /// needs a capability is reported as skipped instead of passing unrun.
+    public static func capabilityValue(_ capability: Capability) -> Int32 {
+        guard let system = try? KVMSystem() else { return 0 }
+        return (try? system.check(capability)) ?? 0
+    }
+
+    public static func supports(_ capability: Capability) -> Bool { capabilityValue(capability) > 0 }
+
+    /// The skip comment of a test that needs `capability`.
+    public static func missing(_ capability: Capability) -> String {
+        "\(capability.name) is not available on this host: test skipped"
+    }
 }
 
 public struct GuestBuildError: Error, CustomStringConvertible {

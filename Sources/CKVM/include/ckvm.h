@@ -28,6 +28,14 @@
 #ifndef KVM_REG_GUEST_SSP
 #define KVM_REG_GUEST_SSP 0
 #endif
+// KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on a VM fd answers the XSAVE image
+// size, which KVM_GET_XSAVE2 fills and KVM_SET_XSAVE reads (Linux 5.17).
+#ifndef KVM_CAP_XSAVE2
+#define KVM_CAP_XSAVE2 208
+#endif
+#ifndef KVM_GET_XSAVE2
+#define KVM_GET_XSAVE2 _IOR(KVMIO, 0xcf, struct kvm_xsave)
+#endif
 // run->hypercall.flags bit 0 (the 6.1 header calls the low word `longmode`).
 #ifndef KVM_EXIT_HYPERCALL_LONG_MODE
 #define KVM_EXIT_HYPERCALL_LONG_MODE (1ULL << 0)
@@ -68,6 +76,7 @@ static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
 static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
 static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
 static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
 static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
@@ -198,11 +207,30 @@ static inline int ckvm_install_kick_handler(void) {
 }
 // Threads inherit their creator's signal mask, and libdispatch worker threads
 // block nearly everything: a vCPU thread must unblock the kick signal itself.
+// pthread_sigmask and pthread_kill return an error number and leave errno
+// alone: these helpers return its negation (0 on success).
 static inline int ckvm_unblock_kick_signal(void) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, ckvm_kick_signal());
-    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -errno;
+    return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+// 1 when the kick signal is blocked on the calling thread, 0 when not, or -error.
+static inline int ckvm_kick_signal_blocked(void) {
+    sigset_t current;
+    sigemptyset(&current);
+    int r = pthread_sigmask(SIG_BLOCK, NULL, &current);
+    return r != 0 ? -r : sigismember(&current, ckvm_kick_signal());
+}
+// 1 when the kick signal has a handler, 0 when it is SIG_DFL (a kick would
+// kill the process) or SIG_IGN (a kick would be discarded), or -errno.
+static inline int ckvm_kick_handler_present(void) {
+    struct sigaction current;
+    if (sigaction(ckvm_kick_signal(), NULL, &current) < 0) return -errno;
+    return current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN;
+}
+static inline int ckvm_kick_thread(pthread_t thread) {
+    return -pthread_kill(thread, ckvm_kick_signal());
 }
 static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
     __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
