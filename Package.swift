@@ -13,8 +13,8 @@ let package = Package(
     products: [
         .executable(name: "deflect", targets: ["deflect"]),
         // Libraries another Swift VMM can depend on (each has a DocC catalogue).
-        .library(name: "KVM", targets: ["KVM"]),
-        .library(name: "MSRPolicy", targets: ["MSRPolicy"]),
+        .library(name: "KVM", targets: ["KVM", "KVMABI"]),
+        .library(name: "MSRPolicy", targets: ["MSRPolicy", "KVMABI"]),
         .library(name: "Hypercalls", targets: ["Hypercalls"]),
         .executable(name: "deflect-bench", targets: ["deflect-bench"]),
         .executable(name: "hypercall-bench", targets: ["hypercall-bench"]),
@@ -30,26 +30,28 @@ let package = Package(
     targets: [
         // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
         .target(name: "CKVM"),
+        // KVM ABI values the KVM layer and the pure modules share (MSR filter, exit reasons).
+        .target(name: "KVMABI", swiftSettings: strict),
         // Safe Swift API over /dev/kvm. The only target with unsafe pointer code.
-        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: strict),
+        .target(name: "KVM", dependencies: ["CKVM", "KVMABI"], swiftSettings: strict),
         // Pure device state machines (UART, debug exit, i8042) and the port bus.
-        .target(name: "Devices", swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure image loaders and boot CPU state (real mode, long mode, ELF64).
-        .target(name: "Loader", swiftSettings: strict),
+        .target(name: "Loader", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
-        .target(name: "MSRPolicy", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
+        .target(name: "MSRPolicy", dependencies: ["KVMABI", .product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
-        .target(name: "Hypercalls", swiftSettings: strict),
+        .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "Devices", "Loader", "MSRPolicy", "Hypercalls",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "MSRPolicy", "Hypercalls",
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -66,10 +68,10 @@ let package = Package(
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
-        .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

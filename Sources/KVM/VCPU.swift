@@ -2,6 +2,7 @@
 // exit completion, register files, CPUID, MSRs, ONE_REG and MP state.
 internal import CKVM
 import Glibc
+import KVMABI
 
 /// One virtual CPU. A vCPU is driven by one thread at a time; the only part
 /// meant for other threads is `kicker`.
@@ -59,7 +60,7 @@ public final class VCPU: @unchecked Sendable {
                                   data: m.is_write != 0 ? m.data & mask : 0))
         case KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR:
             let m = ckvm_run_msr(runPage)
-            let exit = MSRExit(index: m.index, reason: MSRExit.Reason(rawValue: m.reason), data: m.data)
+            let exit = MSRExit(index: m.index, reason: MSRExitReasons(rawValue: m.reason), data: m.data)
             return Int32(reason) == KVM_EXIT_X86_RDMSR ? .readMSR(exit) : .writeMSR(exit)
         case KVM_EXIT_HYPERCALL:
             let h = ckvm_run_hypercall(runPage)

@@ -1,5 +1,6 @@
 // KVM: the typed result of KVM_RUN. `VCPU.run()` decodes `kvm_run` into this
 // enum in exactly one place; nothing else reads the exit union.
+import KVMABI
 
 /// Port I/O exit. Data lives in the run page; read and write it through
 /// `VCPU.ioValue(_:element:)` / `VCPU.setIOValue(_:element:value:)`.
@@ -27,16 +28,9 @@ public struct MMIOExit: Sendable, Equatable {
 
 /// RDMSR / WRMSR exit to user space (KVM_CAP_X86_USER_SPACE_MSR).
 public struct MSRExit: Sendable, Equatable {
-    /// Why KVM exited: KVM_MSR_EXIT_REASON_INVAL 1, UNKNOWN 2, FILTER 4.
-    public struct Reason: OptionSet, Sendable, Hashable {
-        public let rawValue: UInt32
-        public init(rawValue: UInt32) { self.rawValue = rawValue }
-        public static let invalid = Reason(rawValue: 1 << 0)
-        public static let unknown = Reason(rawValue: 1 << 1)
-        public static let filter = Reason(rawValue: 1 << 2)
-    }
     public var index: UInt32
-    public var reason: Reason
+    /// Why KVM exited (INVAL, UNKNOWN, FILTER).
+    public var reason: MSRExitReasons
     /// The value written (WRMSR only).
     public var data: UInt64
 }

@@ -2,6 +2,7 @@
 // in-kernel irqchip/PIT and the x86 real-mode helper addresses.
 internal import CKVM
 import Glibc
+import KVMABI
 import Synchronization
 
 /// A KVM virtual machine (the fd KVM_CREATE_VM returns). Owns its fd; guest
@@ -118,7 +119,7 @@ public final class VirtualMachine: Sendable {
         // KVM copies BITS_TO_LONGS(nmsrs) * 8 bytes of each bitmap: every
         // range gets exactly that much, zero-filled (deny) past what the
         // caller gave, all in one buffer alive across the ioctl.
-        let sizes = filter.ranges.map { MSRFilter.Range.bitmapByteCount(for: $0.count) }
+        let sizes = filter.ranges.map { MSRFilterRange.bitmapByteCount(for: $0.count) }
         let total = sizes.reduce(0, +)
         let storage = UnsafeMutableRawPointer.allocate(byteCount: max(total, 1), alignment: 8)
         defer { storage.deallocate() }
@@ -141,53 +142,5 @@ public final class VirtualMachine: Sendable {
             }
         }
         _ = try Syscall.ioctl(fd, CKVM_X86_SET_MSR_FILTER, &raw, request)
-    }
-}
-
-/// The argument of KVM_X86_SET_MSR_FILTER as Swift values.
-public struct MSRFilter: Sendable, Equatable {
-    public static let maxRanges = 16
-    /// Most MSRs one range's bitmap may cover (0x600 bytes).
-    public static let maxMSRsPerRange: UInt32 = 0x600 * 8
-
-    public enum DefaultAction: UInt32, Sendable { case allow = 0, deny = 1 }
-
-    public struct Range: Sendable, Equatable {
-        public static let read: UInt32 = 1
-        public static let write: UInt32 = 2
-        /// KVM_MSR_FILTER_READ (1) | KVM_MSR_FILTER_WRITE (2); other bits are rejected by KVM.
-        public var flags: UInt32
-        public var base: UInt32
-        /// MSRs base ..< base + count (1 ... `maxMSRsPerRange`, checked by `setMSRFilter`).
-        public private(set) var count: UInt32
-        /// Bit n (LSB first) = 1 allows MSR base+n. Always the bytes KVM reads
-        /// for `count` MSRs (whole 64-bit words).
-        public private(set) var bitmap: [UInt8]
-
-        /// A bitmap shorter than KVM reads is padded with zero bits, which
-        /// deny; bytes past what KVM reads are dropped (they name no MSR of the range).
-        public init(flags: UInt32, base: UInt32, count: UInt32, bitmap: [UInt8]) {
-            self.flags = flags; self.base = base; self.count = count
-            // An oversized count is refused by setMSRFilter; do not allocate for it.
-            let size = Self.bitmapByteCount(for: min(count, MSRFilter.maxMSRsPerRange))
-            self.bitmap = Array(bitmap.prefix(size)) + [UInt8](repeating: 0, count: max(0, size - bitmap.count))
-        }
-
-        /// What KVM copies for `count` MSRs: BITS_TO_LONGS(count) * 8 bytes.
-        public static func bitmapByteCount(for count: UInt32) -> Int { (Int(count) + 63) / 64 * 8 }
-    }
-
-    /// The raw `flags` word (DEFAULT_ALLOW 0 / DEFAULT_DENY 1; other bits exist for tests of EINVAL).
-    public var flags: UInt32
-    public var ranges: [Range]
-
-    public init(default action: DefaultAction, ranges: [Range]) {
-        self.flags = action.rawValue
-        self.ranges = ranges
-    }
-
-    public init(rawFlags: UInt32, ranges: [Range]) {
-        self.flags = rawFlags
-        self.ranges = ranges
     }
 }

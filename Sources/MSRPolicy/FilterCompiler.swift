@@ -2,78 +2,29 @@
 // KVM_X86_SET_MSR_FILTER contents (default allow/deny, ≤ 16 bitmap ranges of
 // ≤ 12,288 MSRs each) and the KVM_CAP_X86_USER_SPACE_MSR exit-reason mask.
 // Pure values; the KVM layer copies them into the C structures.
-
-/// One `struct kvm_msr_filter_range`.
-public struct CompiledRange: Sendable, Equatable {
-    /// `KVM_MSR_FILTER_READ`.
-    public static let read: UInt32 = 1
-    /// `KVM_MSR_FILTER_WRITE`.
-    public static let write: UInt32 = 2
-
-    /// READ | WRITE: a policy decides reads and writes of an MSR alike.
-    public var flags: UInt32
-    public var base: UInt32
-    /// `nmsrs`: how many MSRs from `base` the bitmap covers.
-    public var count: UInt32
-    /// Bit n (LSB first within each byte) set = MSR base+n allowed (KVM handles it).
-    /// Padded with zero bytes to a multiple of 8: KVM copies
-    /// BITS_TO_LONGS(nmsrs) * sizeof(long) bytes from user space.
-    public var bitmap: [UInt8]
-
-    public init(flags: UInt32 = CompiledRange.read | CompiledRange.write, base: UInt32, count: UInt32, bitmap: [UInt8]) {
-        self.flags = flags; self.base = base; self.count = count; self.bitmap = bitmap
-    }
-
-    public func contains(_ index: UInt32) -> Bool {
-        index >= base && UInt64(index) < UInt64(base) + UInt64(count)
-    }
-
-    /// The bit for `index`; false outside the range (callers check `contains` first).
-    public func bit(_ index: UInt32) -> Bool {
-        guard contains(index) else { return false }
-        let n = Int(index - base)
-        return n / 8 < bitmap.count && bitmap[n / 8] & (1 << UInt8(n % 8)) != 0
-    }
-}
+import KVMABI
 
 /// The filter and exit mask for one policy.
 public struct CompiledFilter: Sendable, Equatable {
-    /// `KVM_MSR_EXIT_REASON_INVAL`: the guest accessed an MSR KVM refuses (bad value, reserved bits…).
-    public static let exitReasonInvalid: UInt32 = 1 << 0
-    /// `KVM_MSR_EXIT_REASON_UNKNOWN`: KVM does not implement the MSR.
-    public static let exitReasonUnknown: UInt32 = 1 << 1
-    /// `KVM_MSR_EXIT_REASON_FILTER`: the filter denied the access.
-    public static let exitReasonFilter: UInt32 = 1 << 2
+    /// What KVM_X86_SET_MSR_FILTER installs.
+    public var filter: MSRFilter
+    /// `args[0]` of KVM_CAP_X86_USER_SPACE_MSR: which refusals exit to user space.
+    public var exitReasons: MSRExitReasons
 
-    /// Filter default: true = `KVM_MSR_FILTER_DEFAULT_ALLOW` (0), false = `DEFAULT_DENY` (1).
-    public var defaultAllow: Bool
-    /// In order; KVM uses the first range that contains an index.
-    public var ranges: [CompiledRange]
-    /// `args[0]` of KVM_CAP_X86_USER_SPACE_MSR.
-    public var exitReasons: UInt32
-
-    public init(defaultAllow: Bool, ranges: [CompiledRange], exitReasons: UInt32) {
-        self.defaultAllow = defaultAllow; self.ranges = ranges; self.exitReasons = exitReasons
+    public init(filter: MSRFilter, exitReasons: MSRExitReasons) {
+        self.filter = filter; self.exitReasons = exitReasons
     }
 
-    /// Every filterable MSR exits to user space (for `deflect trace`): default
-    /// deny with one one-MSR deny range, because KVM rejects a default-deny
-    /// filter that has no ranges (EINVAL).
-    public static let everythingExits = CompiledFilter(
-        defaultAllow: false, ranges: [CompiledRange(base: 0, count: 1, bitmap: [UInt8](repeating: 0, count: 8))],
-        exitReasons: exitReasonFilter | exitReasonUnknown | exitReasonInvalid)
-
-    /// `kvm_msr_filter.flags`.
-    public var flags: UInt32 { defaultAllow ? 0 : 1 }
-
-    /// Whether KVM lets a guest access to `index` through to its own MSR code,
-    /// modelling `kvm_msr_allowed()`: x2APIC MSRs always; else the first range
-    /// containing the index decides by its bit; else the default.
-    public func allows(_ index: UInt32) -> Bool {
-        if MSRCatalogue.x2APICRange.contains(index) { return true }
-        for range in ranges where range.contains(index) { return range.bit(index) }
-        return defaultAllow
+    public init(defaultAllow: Bool, ranges: [MSRFilterRange], exitReasons: MSRExitReasons) {
+        self.init(filter: MSRFilter(default: defaultAllow ? .allow : .deny, ranges: ranges), exitReasons: exitReasons)
     }
+
+    public var defaultAllow: Bool { filter.defaultAllow }
+    public var ranges: [MSRFilterRange] { filter.ranges }
+
+    /// Whether KVM lets a guest access to `index` through to its own MSR code
+    /// (a policy's ranges cover reads and writes alike).
+    public func allows(_ index: UInt32) -> Bool { filter.allows(index, write: false) }
 }
 
 /// Why a policy cannot become a filter.
@@ -97,13 +48,13 @@ public enum FilterCompileError: Error, Sendable, Equatable, CustomStringConverti
             let bits = scope == .unknown
                 ? "the deny bits of the user-space rules (applies_to = \"unknown\" lets KVM have every other MSR)"
                 : "the allow bits of the \"kernel\" rules (applies_to = \"all\" denies every other MSR)"
-            var text = "the policy needs \(needed) MSR filter ranges but KVM takes at most \(FilterCompiler.maxRanges) "
-                + "(each spans at most \(FilterCompiler.maxMSRsPerRange) MSRs); the ranges carry \(bits). "
+            var text = "the policy needs \(needed) MSR filter ranges but KVM takes at most \(MSRFilter.maxRanges) "
+                + "(each spans at most \(MSRFilter.maxMSRsPerRange) MSRs); the ranges carry \(bits). "
                 + "MSR \(MSRCatalogue.describe(firstUnfitted)) is the first that does not fit. "
                 + "Merge nearby rules into range rules, or drop rules far from the others"
             let other = scope == .unknown ? "all" : "unknown"
             if let alternative {
-                text += alternative <= FilterCompiler.maxRanges
+                text += alternative <= MSRFilter.maxRanges
                     ? "; with applies_to = \"\(other)\" (which changes what unnamed MSRs do) it would need \(alternative)"
                     : "; applies_to = \"\(other)\" would not help (it would need \(alternative))"
             }
@@ -126,10 +77,6 @@ public enum FilterCompileError: Error, Sendable, Equatable, CustomStringConverti
 
 /// Compiles policies into filters.
 public enum FilterCompiler {
-    /// `KVM_MSR_FILTER_MAX_RANGES`.
-    public static let maxRanges = 16
-    /// `KVM_MSR_FILTER_MAX_BITMAP_SIZE` (0x600 bytes) × 8 bits.
-    public static let maxMSRsPerRange: UInt32 = 0x600 * 8
 
     /// The filter for `policy`.
     ///
@@ -159,11 +106,11 @@ public enum FilterCompiler {
 
         let defaultAllow = policy.defaultScope == .unknown
         let windows = packWindows(neededIntervals(rules, defaultAllow: defaultAllow))
-        if windows.total > maxRanges {
+        if windows.total > MSRFilter.maxRanges {
             // The other applies_to moves the bits to the other kind of rule
             // (default deny always needs at least one range).
             let other = max(packWindows(neededIntervals(rules, defaultAllow: !defaultAllow)).total, defaultAllow ? 1 : 0)
-            throw .tooManyRanges(needed: windows.total, firstUnfitted: windows.starts[maxRanges].base,
+            throw .tooManyRanges(needed: windows.total, firstUnfitted: windows.starts[MSRFilter.maxRanges].base,
                                  scope: policy.defaultScope, alternative: other)
         }
 
@@ -174,13 +121,12 @@ public enum FilterCompiler {
         // one-MSR range carrying the policy's own answer changes nothing.
         if !defaultAllow && ranges.isEmpty { ranges = [bitmapRange(base: 0, last: 0, policy: policy)] }
 
-        let exits: UInt32
+        let exits: MSRExitReasons
         if defaultAllow {
             let wantsRefusals = policy.defaultAction != .kernel || policy.logDefault
-            exits = CompiledFilter.exitReasonFilter
-                | (wantsRefusals ? CompiledFilter.exitReasonUnknown | CompiledFilter.exitReasonInvalid : 0)
+            exits = wantsRefusals ? .all : .filter
         } else {
-            exits = CompiledFilter.exitReasonFilter | CompiledFilter.exitReasonUnknown | CompiledFilter.exitReasonInvalid
+            exits = .all
         }
         return CompiledFilter(defaultAllow: defaultAllow, ranges: ranges, exitReasons: exits)
     }
@@ -212,11 +158,11 @@ public enum FilterCompiler {
         return result
     }
 
-    /// The greedy windows: the first `maxRanges + 1` (trimmed), and how many in all.
+    /// The greedy windows: the first `MSRFilter.maxRanges + 1` (trimmed), and how many in all.
     /// Runs of full windows inside one long interval are counted arithmetically,
     /// so a rule over the whole 32-bit space costs no more than a short one.
     static func packWindows(_ intervals: [(first: UInt32, last: UInt32)]) -> (starts: [(base: UInt32, last: UInt32)], total: Int) {
-        let width = UInt64(maxMSRsPerRange)
+        let width = UInt64(MSRFilter.maxMSRsPerRange)
         var starts: [(base: UInt32, last: UInt32)] = []
         var total = 0
         var cursor: UInt64 = 0  // everything below is covered
@@ -224,7 +170,7 @@ public enum FilterCompiler {
         func record(_ base: UInt64, _ last: UInt64) {
             total += 1
             // Both fit in UInt32: they lie within a rule's [first, last].
-            if starts.count <= maxRanges, let b = UInt32(exactly: base), let l = UInt32(exactly: last) { starts.append((b, l)) }
+            if starts.count <= MSRFilter.maxRanges, let b = UInt32(exactly: base), let l = UInt32(exactly: last) { starts.append((b, l)) }
         }
         while i < intervals.count {
             let base = max(cursor, UInt64(intervals[i].first))
@@ -232,7 +178,7 @@ public enum FilterCompiler {
             if intervalLast - base + 1 > width {
                 // Whole windows, each entirely needed.
                 let full = (intervalLast - base + 1) / width
-                let recordable = min(full, UInt64(maxRanges + 1 - min(starts.count, maxRanges + 1)))
+                let recordable = min(full, UInt64(MSRFilter.maxRanges + 1 - min(starts.count, MSRFilter.maxRanges + 1)))
                 for k in 0..<recordable { record(base + k * width, base + (k + 1) * width - 1) }
                 total += Int(full - recordable)
                 cursor = base + full * width
@@ -255,14 +201,14 @@ public enum FilterCompiler {
     }
 
     /// A range over [base, last] whose bits are the policy's answers.
-    static func bitmapRange(base: UInt32, last: UInt32, policy: MSRPolicy) -> CompiledRange {
+    static func bitmapRange(base: UInt32, last: UInt32, policy: MSRPolicy) -> MSRFilterRange {
         let count = last - base + 1
-        let bytes = (Int(count) + 63) / 64 * 8
+        let bytes = MSRFilterRange.bitmapByteCount(for: count)
         var bitmap = [UInt8](repeating: 0, count: bytes)
         for n in 0..<Int(count) where allowedByPolicy(base + UInt32(n), policy) {
             bitmap[n / 8] |= 1 << UInt8(n % 8)
         }
-        return CompiledRange(base: base, count: count, bitmap: bitmap)
+        return MSRFilterRange(base: base, count: count, bitmap: bitmap)
     }
 
     /// The policy's own answer: does KVM handle this MSR?

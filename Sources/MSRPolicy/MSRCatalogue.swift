@@ -4,6 +4,7 @@
 // (in the style of Firecracker's arch/x86_64/msr.rs); lookups are predicates
 // over it. Names follow Linux's arch/x86/include/asm/msr-index.h where it has
 // one, so they can be grepped in the kernel; SDM/APM spellings are aliases.
+import KVMABI
 
 /// Who defines an MSR.
 public enum MSRFamily: String, Sendable, Hashable, CaseIterable {
@@ -42,7 +43,7 @@ public enum MSRCatalogue {
     /// KVM never filters x2APIC MSRs 0x800–0x8ff: they are handled by the
     /// in-kernel local APIC whatever the filter says, so the catalogue lists
     /// no individual entries there and policies cannot take them.
-    public static let x2APICRange: ClosedRange<UInt32> = 0x800...0x8ff
+    public static var x2APICRange: ClosedRange<UInt32> { MSRFilter.unfilteredRange }
 
     /// Sorted by index; no duplicate indices or names (tested).
     public static let entries: [MSRInfo] = [

@@ -3,24 +3,13 @@
 // values of emulated MSRs, per vCPU and per VM. Pure: the VMM turns the
 // decision into `run->msr.data` / `run->msr.error` and an event.
 
+import KVMABI
 import Synchronization
 
 /// The guest's access, as the exit reports it.
 public enum MSRAccess: Sendable, Equatable, Hashable {
     case read
     case write(UInt64)
-}
-
-/// Why KVM sent the access to user space (`run->msr.reason`, KVM_MSR_EXIT_REASON_*).
-public struct MSRExitReasons: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    /// KVM implements the MSR but refused this access (e.g. a bad value).
-    public static let invalid = MSRExitReasons(rawValue: 1 << 0)
-    /// KVM does not implement the MSR.
-    public static let unknown = MSRExitReasons(rawValue: 1 << 1)
-    /// The MSR filter denied the access.
-    public static let filter = MSRExitReasons(rawValue: 1 << 2)
 }
 
 /// What the runtime did; the raw value is the word events and statistics use.

@@ -3,14 +3,14 @@
 // then on that MSR and direction pass through the filter, so KVM executes the
 // guest's own access with the checks it applies to guests (a host-initiated
 // KVM_GET/SET_MSRS would skip them). Pure value; the VMM installs its filter.
+import KVMABI
 
 /// Which MSRs (per direction) the trace has seen and now leaves to KVM.
 public struct TraceFilterPlan: Sendable, Equatable {
     /// FILTER for first accesses; UNKNOWN and INVAL so that every access KVM
     /// refuses the guest still reaches the trace (and is answered with #GP,
     /// exactly what KVM would have done).
-    public static let exitReasons = CompiledFilter.exitReasonFilter | CompiledFilter.exitReasonUnknown
-        | CompiledFilter.exitReasonInvalid
+    public static let exitReasons = MSRExitReasons.all
 
     public private(set) var allowedReads: Set<UInt32> = []
     public private(set) var allowedWrites: Set<UInt32> = []
@@ -38,27 +38,27 @@ public struct TraceFilterPlan: Sendable, Equatable {
             return CompiledFilter(defaultAllow: true, ranges: [], exitReasons: Self.exitReasons)
         }
         // KVM rejects a default-deny filter without ranges; an all-deny range is neutral.
-        let neutral = CompiledRange(base: 0, count: 1, bitmap: [UInt8](repeating: 0, count: 8))
+        let neutral = MSRFilterRange(base: 0, count: 1, bitmap: [UInt8](repeating: 0, count: 8))
         return CompiledFilter(defaultAllow: false, ranges: ranges.isEmpty ? [neutral] : ranges,
                               exitReasons: Self.exitReasons)
     }
 
     /// Allow-bit ranges for reads (READ flag) and writes (WRITE flag), packed
     /// greedily per direction; nil when they need more than 16 ranges.
-    static func ranges(reads: Set<UInt32>, writes: Set<UInt32>) -> [CompiledRange]? {
-        var result: [CompiledRange] = []
-        for (indices, flag) in [(reads, CompiledRange.read), (writes, CompiledRange.write)] {
+    static func ranges(reads: Set<UInt32>, writes: Set<UInt32>) -> [MSRFilterRange]? {
+        var result: [MSRFilterRange] = []
+        for (indices, flag) in [(reads, MSRFilterRange.read), (writes, MSRFilterRange.write)] {
             let sorted = indices.sorted()
             let windows = FilterCompiler.packWindows(sorted.map { (first: $0, last: $0) })
-            guard result.count + windows.total <= FilterCompiler.maxRanges else { return nil }
+            guard result.count + windows.total <= MSRFilter.maxRanges else { return nil }
             for window in windows.starts {
                 let count = window.last - window.base + 1
-                var bitmap = [UInt8](repeating: 0, count: (Int(count) + 63) / 64 * 8)
+                var bitmap = [UInt8](repeating: 0, count: MSRFilterRange.bitmapByteCount(for: count))
                 for index in sorted where index >= window.base && index <= window.last {
                     let n = Int(index - window.base)
                     bitmap[n / 8] |= 1 << UInt8(n % 8)
                 }
-                result.append(CompiledRange(flags: flag, base: window.base, count: count, bitmap: bitmap))
+                result.append(MSRFilterRange(flags: flag, base: window.base, count: count, bitmap: bitmap))
             }
         }
         return result

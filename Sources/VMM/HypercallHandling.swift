@@ -60,7 +60,7 @@ extension VCPURunner {
     func handleHypercall(_ call: HypercallExit) {
         guard let hypercalls else {
             events.record(.unhandledHypercall(vcpu: index, number: call.number))
-            vcpu.completeHypercall(returnValue: Self.kvmENOSYS)
+            vcpu.completeHypercall(returnValue: KVMErrorCode.returnValue(KVMErrorCode.enosys))
             return
         }
         let outcome = hypercalls.handle(number: call.number, arguments: call.arguments, longMode: call.longMode)

@@ -45,7 +45,7 @@ extension VCPURunner {
             vcpu.completeMSR(injectGP: true)
 
         case let .policy(runtime):
-            let reasons = MSRExitReasons(rawValue: exit.reason.rawValue)
+            let reasons = exit.reason
             let decision = runtime.handle(index: exit.index, access: access, vcpu: index, reasons: reasons)
             if decision.outcome == .kernelRefused, reasons.contains(.filter) {
                 // A `kernel` rule that still exits through the filter: the

@@ -147,7 +147,7 @@ public final class Machine: @unchecked Sendable {
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
         let vm = self.vm
-        msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(MSRFilter(filter)) }
+        msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(filter.filter) }
     }
 
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
@@ -216,15 +216,15 @@ public final class Machine: @unchecked Sendable {
                 throw MachineError.policy("\(error)")
             }
         case .trace:
-            let trace = TraceFilter { filter throws(KVMError) in try vm.setMSRFilter(MSRFilter(filter)) }
+            let trace = TraceFilter { filter throws(KVMError) in try vm.setMSRFilter(filter.filter) }
             filter = trace.initialFilter
             service = .trace(trace)
         }
         guard try system.check(.x86UserSpaceMSR) != 0, try system.check(.x86MSRFilter) != 0 else {
             throw MachineError.host("this host's KVM cannot send MSR accesses to user space (KVM_CAP_X86_USER_SPACE_MSR / KVM_CAP_X86_MSR_FILTER missing)")
         }
-        try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
-        try vm.setMSRFilter(MSRFilter(filter))
+        try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons.rawValue)])
+        try vm.setMSRFilter(filter.filter)
         return (service, runtime, filter)
     }
 
@@ -256,13 +256,13 @@ public final class Machine: @unchecked Sendable {
             let previousReasons = installed?.exitReasons
             do throws(KVMError) {
                 if filter.exitReasons != previousReasons {
-                    try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons)])
+                    try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons.rawValue)])
                 }
                 do throws(KVMError) {
                     try msrFilterInstaller(filter)
                 } catch {
                     if let previousReasons, previousReasons != filter.exitReasons {
-                        try? vm.enable(.x86UserSpaceMSR, arguments: [UInt64(previousReasons)])
+                        try? vm.enable(.x86UserSpaceMSR, arguments: [UInt64(previousReasons.rawValue)])
                     }
                     throw error
                 }

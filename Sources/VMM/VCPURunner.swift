@@ -32,8 +32,6 @@ final class VCPURunner: @unchecked Sendable {
     var passedThrough: PassedThroughMSRAccess?
     private let ended = Atomic<Bool>(false)
 
-    /// `-KVM_ENOSYS`, the answer to a hypercall nobody handles.
-    static let kvmENOSYS = UInt64(bitPattern: -1000)
 
     init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
          msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,

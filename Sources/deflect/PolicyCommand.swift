@@ -1,6 +1,7 @@
 // deflect policy: check a policy file and show what it compiles to, without
 // starting a guest.
 import ArgumentParser
+import KVMABI
 import MSRPolicy
 import VMM
 
@@ -29,13 +30,14 @@ struct PolicyCommand: ParsableCommand {
                 throw fail("\(file): \(error)", status: ExitStatus.badInput)
             }
             print("\(file): valid: \(policy.rules.count) rules, default \(policy.defaultAction.rawValue) for \(policy.defaultScope.rawValue) MSRs\(policy.logDefault ? ", logged" : "")\(policy.profile.map { ", profile \($0)" } ?? "")")
-            print("KVM_X86_SET_MSR_FILTER: default \(filter.defaultAllow ? "allow" : "deny"), \(filter.ranges.count) of \(FilterCompiler.maxRanges) ranges")
+            print("KVM_X86_SET_MSR_FILTER: default \(filter.defaultAllow ? "allow" : "deny"), \(filter.ranges.count) of \(MSRFilter.maxRanges) ranges")
             for range in filter.ranges {
                 let last = range.base &+ range.count &- 1
                 let allowed = (0..<Int(range.count)).filter { range.bitmap[$0 / 8] & (1 << ($0 % 8)) != 0 }.count
                 print("  0x\(String(range.base, radix: 16))–0x\(String(last, radix: 16)): \(range.count) MSRs, \(allowed) allowed, \(Int(range.count) - allowed) denied")
             }
-            let reasons = [(1, "INVAL"), (2, "UNKNOWN"), (4, "FILTER")].filter { filter.exitReasons & UInt32($0.0) != 0 }.map(\.1)
+            let names: [(MSRExitReasons, String)] = [(.invalid, "INVAL"), (.unknown, "UNKNOWN"), (.filter, "FILTER")]
+            let reasons = names.filter { filter.exitReasons.contains($0.0) }.map(\.1)
             print("KVM_CAP_X86_USER_SPACE_MSR exit reasons: \(reasons.joined(separator: " | "))")
         }
     }

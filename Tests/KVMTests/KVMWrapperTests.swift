@@ -1,5 +1,6 @@
 // KVMTests: every wrapper of the KVM layer against the real /dev/kvm.
 // Each test runs when /dev/kvm is usable and is reported as skipped otherwise.
+import KVMABI
 import DeflectTestSupport
 import Foundation
 import Glibc
@@ -293,7 +294,7 @@ struct KVMVCPUTests {
     func msrFilterRejectsUndefinedFlags() throws {
         let (_, vm, _, _) = try makeVM()
         // 8 MSRs: KVM reads one whole 64-bit word of bitmap.
-        let range = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0x10, count: 8, bitmap: [0xFF, 0, 0, 0, 0, 0, 0, 0])
+        let range = MSRFilterRange(flags: MSRFilterRange.read, base: 0x10, count: 8, bitmap: [0xFF, 0, 0, 0, 0, 0, 0, 0])
         try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [range]))
         #expect(throws: KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL)) {
             try vm.setMSRFilter(MSRFilter(rawFlags: 1 << 5, ranges: [range]))
@@ -312,24 +313,24 @@ struct KVMVCPUTests {
     func msrFilterRangeSizesAreCheckedBeforeKVM() throws {
         let (_, vm, _, _) = try makeVM()
         let word = [UInt8](repeating: 0xFF, count: 8)
-        let good = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0x10, count: 64, bitmap: word)
-        func reason(_ ranges: [MSRFilter.Range]) -> String? {
+        let good = MSRFilterRange(flags: MSRFilterRange.read, base: 0x10, count: 64, bitmap: word)
+        func reason(_ ranges: [MSRFilterRange]) -> String? {
             let error = #expect(throws: KVMError.self) { try vm.setMSRFilter(MSRFilter(default: .allow, ranges: ranges)) }
             guard case let .invalidArgument(request, reason)? = error, request == "KVM_X86_SET_MSR_FILTER" else { return nil }
             return reason
         }
-        let empty = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0x4000_0000, count: 0, bitmap: [])
+        let empty = MSRFilterRange(flags: MSRFilterRange.read, base: 0x4000_0000, count: 0, bitmap: [])
         #expect(reason([good, empty])?.hasPrefix("range 1 at MSR 0x40000000 covers 0 MSRs") == true)
-        let tooMany = MSRFilter.Range(flags: MSRFilter.Range.write, base: 0, count: MSRFilter.maxMSRsPerRange + 1, bitmap: [])
+        let tooMany = MSRFilterRange(flags: MSRFilterRange.write, base: 0, count: MSRFilter.maxMSRsPerRange + 1, bitmap: [])
         #expect(reason([tooMany])?.hasPrefix("range 0 at MSR 0x0 covers 12289 MSRs") == true)
         #expect(reason(Array(repeating: good, count: 17)) == "17 ranges, at most 16")
         // The limits themselves are accepted by KVM.
-        let widest = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0, count: MSRFilter.maxMSRsPerRange, bitmap: [])
+        let widest = MSRFilterRange(flags: MSRFilterRange.read, base: 0, count: MSRFilter.maxMSRsPerRange, bitmap: [])
         #expect(widest.bitmap.count == 0x600)
         try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [widest]))
         try vm.setMSRFilter(MSRFilter(default: .deny, ranges: Array(repeating: good, count: 16)))
         // A short bitmap (1 byte for 64 MSRs) is padded, not read past.
-        try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [MSRFilter.Range(flags: 3, base: 0x10, count: 64, bitmap: [0xFF])]))
+        try vm.setMSRFilter(MSRFilter(default: .allow, ranges: [MSRFilterRange(flags: 3, base: 0x10, count: 64, bitmap: [0xFF])]))
     }
 
     @Test(.enabled(if: KVMAvailability.supports(.x86UserSpaceMSR), Comment(rawValue: KVMAvailability.missing(.x86UserSpaceMSR))))
@@ -449,16 +450,16 @@ private final class ExitBox: @unchecked Sendable {
 
 /// KVM copies BITS_TO_LONGS(nmsrs) * 8 bytes of each range's bitmap.
 @Test func msrFilterRangeBitmapIsWhatKVMReads() {
-    #expect(MSRFilter.Range.bitmapByteCount(for: 1) == 8)
-    #expect(MSRFilter.Range.bitmapByteCount(for: 64) == 8)
-    #expect(MSRFilter.Range.bitmapByteCount(for: 65) == 16)
-    #expect(MSRFilter.Range.bitmapByteCount(for: MSRFilter.maxMSRsPerRange) == 0x600)
-    let short = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0x10, count: 8, bitmap: [0xFF])
+    #expect(MSRFilterRange.bitmapByteCount(for: 1) == 8)
+    #expect(MSRFilterRange.bitmapByteCount(for: 64) == 8)
+    #expect(MSRFilterRange.bitmapByteCount(for: 65) == 16)
+    #expect(MSRFilterRange.bitmapByteCount(for: MSRFilter.maxMSRsPerRange) == 0x600)
+    let short = MSRFilterRange(flags: MSRFilterRange.read, base: 0x10, count: 8, bitmap: [0xFF])
     #expect(short.bitmap == [0xFF, 0, 0, 0, 0, 0, 0, 0])      // padded with deny bits
-    let twoWords = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0, count: 65, bitmap: [1, 2, 3])
+    let twoWords = MSRFilterRange(flags: MSRFilterRange.read, base: 0, count: 65, bitmap: [1, 2, 3])
     #expect(twoWords.bitmap == [1, 2, 3] + [UInt8](repeating: 0, count: 13))
-    let long = MSRFilter.Range(flags: MSRFilter.Range.read, base: 0, count: 8, bitmap: Array(1...20))
+    let long = MSRFilterRange(flags: MSRFilterRange.read, base: 0, count: 8, bitmap: Array(1...20))
     #expect(long.bitmap == Array(1...8))
     // A count KVM would refuse does not make the value allocate for it.
-    #expect(MSRFilter.Range(flags: 1, base: 0, count: .max, bitmap: []).bitmap.count == 0x600)
+    #expect(MSRFilterRange(flags: 1, base: 0, count: .max, bitmap: []).bitmap.count == 0x600)
 }

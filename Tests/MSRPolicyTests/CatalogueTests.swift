@@ -1,5 +1,6 @@
 // Tests for MSRCatalogue: the table's shape (sorted, unique) and its lookups.
 
+import KVMABI
 import Testing
 @testable import MSRPolicy
 

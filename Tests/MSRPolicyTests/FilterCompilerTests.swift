@@ -1,6 +1,7 @@
 // Tests for FilterCompiler: exact packing cases, errors that say why, and a
 // property test that the compiled filter answers like the policy everywhere probed.
 
+import KVMABI
 import SeededRandom
 import Testing
 @testable import MSRPolicy
@@ -75,8 +76,8 @@ import Testing
                                        MSRRule(first: 0xc000_0080, last: 0xc000_0084, action: .kernel)],
                                defaultAction: .gp, defaultScope: .all)
         let filter = try FilterCompiler.compile(policy)
-        #expect(!filter.defaultAllow && filter.flags == 1)
-        #expect(filter.exitReasons == 7)
+        #expect(!filter.defaultAllow && filter.filter.flags == 1)
+        #expect(filter.exitReasons == .all)
         #expect(filter.ranges.map(\.base) == [0x10, 0xc000_0080])
         #expect(filter.ranges.map(\.count) == [0x1b - 0x10 + 1, 5])
         #expect(filter.allows(0x10) && filter.allows(0x1b) && !filter.allows(0x11) && !filter.allows(0x3a))
@@ -86,24 +87,24 @@ import Testing
     @Test func defaultDenyWithoutKernelRulesStillHasARange() throws {
         // KVM rejects DEFAULT_DENY with no ranges (EINVAL).
         let filter = try FilterCompiler.compile(MSRPolicy(rules: [MSRRule(0x10, .deny)], defaultAction: .ignore, defaultScope: .all))
-        #expect(filter.ranges == [CompiledRange(base: 0, count: 1, bitmap: [0, 0, 0, 0, 0, 0, 0, 0])])
+        #expect(filter.ranges == [MSRFilterRange(base: 0, count: 1, bitmap: [0, 0, 0, 0, 0, 0, 0, 0])])
         #expect(!filter.allows(0) && !filter.allows(0x10) && filter.allows(0x800))
     }
 
     @Test func everythingExitsIsAcceptableToKVM() {
-        let filter = CompiledFilter.everythingExits
-        #expect(!filter.defaultAllow && !filter.ranges.isEmpty && filter.exitReasons == 7)
+        let filter = TraceFilterPlan().filter
+        #expect(!filter.defaultAllow && !filter.ranges.isEmpty && filter.exitReasons == .all)
         #expect(!filter.allows(0) && !filter.allows(0x10) && filter.allows(0x830) && !filter.allows(.max))
     }
 
     @Test func exitReasons() throws {
-        func reasons(_ action: DefaultAction, log: Bool) throws -> UInt32 {
+        func reasons(_ action: DefaultAction, log: Bool) throws -> MSRExitReasons {
             try FilterCompiler.compile(MSRPolicy(rules: [], defaultAction: action, defaultScope: .unknown, logDefault: log)).exitReasons
         }
-        #expect(try reasons(.kernel, log: false) == CompiledFilter.exitReasonFilter)
-        #expect(try reasons(.kernel, log: true) == 7)
-        #expect(try reasons(.gp, log: false) == 7)
-        #expect(try reasons(.ignore, log: false) == 7)
+        #expect(try reasons(.kernel, log: false) == .filter)
+        #expect(try reasons(.kernel, log: true) == .all)
+        #expect(try reasons(.gp, log: false) == .all)
+        #expect(try reasons(.ignore, log: false) == .all)
         #expect(try FilterCompiler.compile(MSRPolicy(rules: [])).ranges.isEmpty)
     }
 
@@ -165,16 +166,16 @@ import Testing
                 filter = try FilterCompiler.compile(policy)
             } catch {
                 refused += 1
-                #expect(windows > FilterCompiler.maxRanges, "compile refused a policy needing \(windows) windows: \(error)")
+                #expect(windows > MSRFilter.maxRanges, "compile refused a policy needing \(windows) windows: \(error)")
                 if case .tooManyRanges(let needed, _, _, _) = error { #expect(windows > 1_000 ? needed > 1_000 : needed == windows) }
                 continue
             }
             compiled += 1
             // Shape: what KVM accepts.
-            #expect(filter.ranges.count <= FilterCompiler.maxRanges)
+            #expect(filter.ranges.count <= MSRFilter.maxRanges)
             #expect(filter.ranges.count == max(windows, policy.defaultScope == .all ? 1 : 0), "greedy packing is minimal")
             for range in filter.ranges {
-                #expect(range.flags == 3 && range.count >= 1 && range.count <= FilterCompiler.maxMSRsPerRange)
+                #expect(range.flags == 3 && range.count >= 1 && range.count <= MSRFilter.maxMSRsPerRange)
                 #expect(range.bitmap.count == (Int(range.count) + 63) / 64 * 8)
                 #expect(UInt64(range.base) + UInt64(range.count) <= 1 << 32)
             }

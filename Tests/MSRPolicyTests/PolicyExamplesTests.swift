@@ -1,6 +1,7 @@
 // Tests for the example policies shipped in examples/policies: they parse,
 // validate and compile, and mean what their comments say.
 
+import KVMABI
 import Foundation
 import Testing
 @testable import MSRPolicy
@@ -26,7 +27,7 @@ import Testing
         }
         #expect(policy.rule(for: 0xce) == nil)  // PLATFORM_INFO: #GP, not the host's
         let filter = try FilterCompiler.compile(policy)
-        #expect(!filter.defaultAllow && filter.ranges.count == 4 && filter.exitReasons == 7)
+        #expect(!filter.defaultAllow && filter.ranges.count == 4 && filter.exitReasons == .all)
         #expect(filter.allows(0x10) && !filter.allows(0xce) && !filter.allows(0x4b56_4d08) && filter.allows(0x830))
     }
 
@@ -40,7 +41,7 @@ import Testing
         #expect(policy.rule(for: 0x611)?.action == .computed(provider: "rapl-package-energy"))
         #expect(policy.rule(for: 0x4000_0001)?.action == .deny)
         let filter = try FilterCompiler.compile(policy)
-        #expect(filter.defaultAllow && filter.exitReasons == 7)
+        #expect(filter.defaultAllow && filter.exitReasons == .all)
         #expect(!filter.allows(0xce) && filter.allows(0x10) && !filter.allows(0x4000_0000))
     }
 

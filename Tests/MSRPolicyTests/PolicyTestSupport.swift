@@ -1,6 +1,7 @@
 // Shared by the MSRPolicy tests: random-but-valid policies, drawn from the
 // shared seeded generator so property tests are deterministic.
 
+import KVMABI
 import SeededRandom
 @testable import MSRPolicy
 

@@ -3,6 +3,7 @@
 // errors, policy replacement carry-over, snapshots, concurrency, and the
 // allocation-free exit path.
 
+import KVMABI
 import Testing
 import Dispatch
 import Synchronization

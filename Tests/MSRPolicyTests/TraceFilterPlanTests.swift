@@ -1,5 +1,6 @@
 // MSRPolicyTests: the trace's filter: everything exits until first seen, then
 // passes per direction; saturation to default allow when 16 ranges no longer fit.
+import KVMABI
 import MSRPolicy
 import SeededRandom
 import Testing
@@ -8,7 +9,7 @@ import Testing
 /// the first range of the access's kind containing the index decides.
 private func kvmAllows(_ filter: CompiledFilter, _ index: UInt32, write: Bool) -> Bool {
     if MSRCatalogue.x2APICRange.contains(index) { return true }
-    let kind = write ? CompiledRange.write : CompiledRange.read
+    let kind = write ? MSRFilterRange.write : MSRFilterRange.read
     for range in filter.ranges where range.flags & kind != 0 && range.contains(index) { return range.bit(index) }
     return filter.defaultAllow
 }
@@ -49,7 +50,7 @@ struct TraceFilterPlanTests {
             let write = Bool.random(using: &random)
             if write { writes.insert(index) } else { reads.insert(index) }
             let filter = plan.allow(index, write: write)
-            #expect(filter.ranges.count <= FilterCompiler.maxRanges)
+            #expect(filter.ranges.count <= MSRFilter.maxRanges)
             if plan.saturated {
                 #expect(filter.defaultAllow && filter.ranges.isEmpty)
                 continue
