@@ -48,6 +48,8 @@ public final class Machine: @unchecked Sendable {
     private let msrService: MSRService
     private let registerSync: Bool
     private let controller: RunController
+    /// ACPI S3 suspend and wake (PC platform only).
+    private var sleepControl: SleepControl?
     private var started = false
     /// Called on the vCPU's thread when the guest writes a phase to the sync
     /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
@@ -93,6 +95,7 @@ public final class Machine: @unchecked Sendable {
                 } catch {
                     throw MachineError.host("ACPI tables: \(error)")
                 }
+                try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
                                         extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
                                                                    vcpuCount: configuration.vcpuCount))
@@ -134,6 +137,10 @@ public final class Machine: @unchecked Sendable {
             throw .host("\(error)")
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
+        if pc {
+            sleepControl = SleepControl(vm: vm, ram: ram, devices: devices, events: events, controller: controller,
+                                        vcpuCount: configuration.vcpuCount)
+        }
     }
 
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
@@ -258,6 +265,7 @@ public final class Machine: @unchecked Sendable {
                        readOnlyMemory: ram.readOnlyRanges)
         }
         for runner in runners {
+            runner.sleepControl = sleepControl
             let thread = Thread { runner.loop() }
             thread.name = "vcpu\(runner.index)"
             thread.stackSize = 1 << 20

@@ -14,7 +14,7 @@ final class VCPURunner: @unchecked Sendable {
     let vcpu: VCPU
     private let devices: DeviceHub
     let events: EventLog
-    private let controller: RunController
+    let controller: RunController
     let msrService: MSRService
     /// KVM_HC_MAP_GPA_RANGE and friends, when the machine handles hypercalls.
     let hypercalls: HypercallHandler?
@@ -26,6 +26,8 @@ final class VCPURunner: @unchecked Sendable {
     let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
     /// KVM copies the registers into the run page on each exit (RIP for free).
     let registerSync: Bool
+    /// ACPI S3 on the PC platform; set before the thread starts.
+    var sleepControl: SleepControl?
     private(set) var stats = ExitStatistics()
     var msrStats = MSRStatistics()
     private let ended = Atomic<Bool>(false)
@@ -57,6 +59,7 @@ final class VCPURunner: @unchecked Sendable {
         defer {
             vcpu.kicker.unbind()
             ended.store(true, ordering: .releasing)
+            controller.parking.threadEnded(index)
             controller.threadDidEnd()
         }
         // The time the previous exit's handling ended is the next entry's
@@ -128,9 +131,12 @@ final class VCPURunner: @unchecked Sendable {
             }
             return false
         case .interrupted:
-            // A kick: either the run is decided (the loop condition ends it)
-            // or a stray signal, after which the guest simply continues.
-            if !controller.isFinished { vcpu.clearImmediateExit() }
+            // A kick: the run is decided (the loop condition ends it), the
+            // machine parks its vCPUs (S3), or a stray signal, after which
+            // the guest simply continues.
+            if controller.isFinished { return true }
+            if controller.parking.isRequested { return parkUntilReleased() }
+            vcpu.clearImmediateExit()
             return true
         case .debug, .irqWindowOpen:
             events.record(.unexpectedExit(vcpu: index, description: "\(exit.kind)"))
@@ -163,6 +169,12 @@ final class VCPURunner: @unchecked Sendable {
                 case .resetRequested:
                     controller.finish(.resetRequested(vcpu: index))
                     return false
+                case .powerOff:
+                    controller.finish(.powerOff)
+                    return false
+                case .suspendToRAM:
+                    // This vCPU parks at its next entry, like the others.
+                    sleepControl?.requestSuspend(by: index)
                 case let .guestPhase(phase):
                     // Runs on this vCPU's thread, outside the device lock: the
                     // guest continues only when the handler returns.

@@ -45,6 +45,34 @@ struct PCPlatformTests {
         #expect(throws: MachineError.self) { _ = try Machine(configuration: config, serialOutput: CaptureSink()) }
     }
 
+    @Test func acpiSoftOffIsAPowerOffWithStatusZero() throws {
+        let (report, _, _) = try runPC("real/poweroff.bin", mode: .real)
+        #expect(report.outcome == .powerOff)
+        #expect(report.outcome.exitStatus == 0)
+        #expect(report.outcome.report == "guest powered off (ACPI S5)")
+    }
+
+    /// The BIOS environment of a SeaBIOS-booted PC, seen from real mode:
+    /// IVT → IRET, PIC masks and vector base, the PIT at 18.2 Hz on IRQ 0
+    /// (counted by the BIOS's handler in the BDA and by the guest's own).
+    @Test func realModeKernelsFindTheBIOSEnvironment() throws {
+        // Timing checks measure against the PM timer; a descheduled vCPU on a
+        // loaded 2-core host can miss the window: retry timing-only failures.
+        var attempt = 0
+        var (report, output, _) = try runPC("real/bios_env.bin", mode: .real)
+        while attempt < 2, output.contains("RESULT fail"),
+              output.split(separator: "\n").filter({ $0.hasPrefix("FAIL ") })
+                  .allSatisfy({ $0.hasPrefix("FAIL bda-ticks") || $0.hasPrefix("FAIL pit-rate") }) {
+            attempt += 1
+            (report, output, _) = try runPC("real/bios_env.bin", mode: .real)
+        }
+        #expect(output.contains("PASS int-returns int10=f000:ff53"), "\(output)")
+        #expect(output.contains("PASS pic-masks imr(slave:master)=fefa"), "\(output)")
+        #expect(output.contains("PASS bda-ticks"), "\(output)")
+        #expect(output.contains("PASS pit-rate"), "\(output)")
+        #expect(report.outcome == .guestExit(value: 1, status: 3))
+    }
+
     // The multiboot test kernels (Guests/multiboot): each prints PASS/FAIL per
     // check and ends with status 3 (pass) or 5 (fail).
 
