@@ -138,6 +138,69 @@ struct PCPlatformTests {
         #expect(report.msrStatistics.entry(for: 0x35)?.reads == 1)
     }
 
+    // ACPI S3 (Guests/multiboot/s3.c): suspend with SLP_TYP from the DSDT's
+    // \_S3, an RTC alarm 1-2 s ahead as the wake source, resume in real mode
+    // at the FACS waking vector, then back to protected mode for the checks.
+
+    @Test(arguments: [1, 3])
+    func suspendToRAMWakesOnTheRTCAlarmAtTheWakingVector(vcpus: Int) throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: vcpus, timeout: 30)
+        expectPass(report, output)
+        for check in ["dsdt-s3 slp_typ=1", "facs at 0x0009ffc0", "facs-writable", "wake-entry cs=7000 ip=0000",
+                      "wake-status pm1_sts=8400", "memory-kept", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept"] {
+            #expect(output.contains("PASS \(check)"), "\(check)")
+        }
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+        #expect(events.contains("guest woke from S3 (RTC alarm); resuming at waking vector 0x70000"))
+    }
+
+    @Test func wakingWithoutAWakingVectorEndsLikeAReboot() throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, commandLine: "no-vector", timeout: 30)
+        #expect(output.contains("INFO suspending") && !output.contains("INFO resumed"))
+        #expect(report.outcome == .resumeWithoutWakingVector)
+        #expect(report.outcome.exitStatus == ExitStatus.reset)
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+    }
+
+    @Test func aSuspendedMachineStillEndsAtTheTimeout() throws {
+        // No PM1_EN.RTC_EN: the alarm rings but is no wake source, as in QEMU.
+        let started = ContinuousClock.now
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: 2,
+                                                 commandLine: "no-rtc-en", timeout: 4)
+        guard case let .timeout(_, dumps) = report.outcome else {
+            Issue.record("unexpected outcome \(report.outcome)")
+            return
+        }
+        #expect(dumps.count == 2 && dumps.allSatisfy { $0.registers != nil })
+        #expect(!output.contains("INFO resumed"))
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+        #expect(!events.contains { $0.contains("woke from S3") })
+        #expect(report.stuckVCPUs.isEmpty)
+        #expect(ContinuousClock.now - started < .seconds(9))
+    }
+
+    @Test func aSuspendedMachineStopsOnRequest() throws {
+        var config = MachineConfiguration(image: try GuestImages.bytes("multiboot/s3.elf"), mode: .multiboot,
+                                          memoryMiB: 64, vcpuCount: 1, timeoutSeconds: 30)
+        config.platform = .pc
+        config.commandLine = "no-rtc-en"
+        let events = CollectingEventSink()
+        let machine = try Machine(configuration: config, serialOutput: CaptureSink(), events: EventLog(sink: events))
+        let stopper = Thread {
+            // Stop once the machine is suspended (or after 10 s regardless).
+            for _ in 0..<1000 where !events.collected.contains(where: { $0.contains("suspended to RAM") }) {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            machine.requestStop()
+        }
+        let started = ContinuousClock.now
+        stopper.start()
+        let report = machine.run()
+        #expect(report.outcome == .interruptedByUser)
+        #expect(events.collected.contains { $0.contains("suspended to RAM") })
+        #expect(ContinuousClock.now - started < .seconds(15))
+    }
+
     /// The honest exit path: on this nested host KVM cannot emulate a 32-bit
     /// IRET and reports KVM_EXIT_INTERNAL_ERROR; elsewhere the kernel passes.
     @Test func emulationFailureEndsTheRunWithRegisters() throws {
