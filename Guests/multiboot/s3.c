@@ -19,7 +19,10 @@
    EFLAGS -> lgdt -> protected mode -> s3_resumed()):
      "wake-entry"     CS was 0x7000 (vector >> 4), IP 0, interrupts off
      "wake-status"    PM1_STS has WAK_STS and RTC_STS
-     "memory-kept"    a marker written before the suspend is intact
+     "memory-kept"    a marker written to low memory before the suspend is intact
+     "image-restored" a .data word changed before the suspend has its value
+                      from the ELF file again (QEMU rewrites the -kernel ELF
+                      segments on the wake-up's system reset)
      "shutdown-code"  CMOS 0x0F reads 0 (SeaBIOS clears QEMU's 0xFE)
      "pic-after-wake" IMR master 0xfb, slave 0xff (SeaBIOS's pic_setup)
      "rtc-alarm-off"  RTC B.AIE cleared by the reset
@@ -35,9 +38,19 @@
 
 extern char s3_stub_start[], s3_stub_end[], s3_stub_cs[], s3_stub_ip[], s3_stub_flags[];
 u8 s3_stack[4096] __attribute__((aligned(16)));
-static volatile u32 marker;
-static u16 pm1a_evt, pm1a_cnt;
-static u8 seconds_before;
+
+/* What must survive the suspend lives in the stub's page: QEMU rewrites the
+   kernel's ELF segments (.data and .bss too) on the wake-up's system reset,
+   as on every reset (rom_reset of the blobs load_elf registered). */
+struct s3_state {
+    u32 marker;
+    u16 pm1a_evt;
+    u8 seconds_before;
+};
+#define STATE ((volatile struct s3_state *)(WAKE_STUB + 0x800))
+static u16 pm1a_cnt;
+/* Changed before the suspend; the wake's reset restores the image's value. */
+static volatile u32 image_probe = 0x1234abcdu;
 
 /* The stub (copied to WAKE_STUB; DS = CS) and the 32-bit re-entry. */
 __asm__(
@@ -143,6 +156,7 @@ void s3_resumed(void)
     puthex(flags, 4);
     putc('\n');
 
+    u16 pm1a_evt = STATE->pm1a_evt;
     u16 sts = inw(pm1a_evt), en = inw((u16)(pm1a_evt + 2));
     check_begin((sts & (WAK_STS | RTC_STS)) == (WAK_STS | RTC_STS), "wake-status");
     puts("pm1_sts=");
@@ -152,7 +166,11 @@ void s3_resumed(void)
     putc('\n');
     outw(pm1a_evt, WAK_STS | RTC_STS);
 
-    check(marker == 0xc0ffee42u, "memory-kept", "marker intact");
+    check(STATE->marker == 0xc0ffee42u, "memory-kept", "marker intact");
+    check_begin(image_probe == 0x1234abcdu, "image-restored");
+    puts("probe=");
+    puthex32(image_probe);
+    putc('\n');
     u8 code = cmos_read(0x0f);
     check_begin(code == 0, "shutdown-code");
     puts("cmos[0x0f]=");
@@ -174,9 +192,9 @@ void s3_resumed(void)
     putc('\n');
 
     u8 seconds_after = cmos_read(0x00);
-    check_begin(seconds_after != seconds_before, "slept");
+    check_begin(seconds_after != STATE->seconds_before, "slept");
     puts("seconds ");
-    puthex(seconds_before, 2);
+    puthex(STATE->seconds_before, 2);
     puts(" -> ");
     puthex(seconds_after, 2);
     putc('\n');
@@ -203,7 +221,8 @@ void kmain(u32 magic, struct mb_info *mbi)
         finish();
     const u8 *f = (const u8 *)fadt;
     u32 facs_address = *(const u32 *)(f + 36), dsdt_address = *(const u32 *)(f + 40);
-    pm1a_evt = (u16)*(const u32 *)(f + 56);
+    u16 pm1a_evt = (u16)*(const u32 *)(f + 56);
+    STATE->pm1a_evt = pm1a_evt;
     pm1a_cnt = (u16)*(const u32 *)(f + 64);
 
     int slp_typ = dsdt_s3_type((struct acpi_header *)dsdt_address);
@@ -223,13 +242,15 @@ void kmain(u32 magic, struct mb_info *mbi)
     u32 vector = has_word(cmdline, "no-vector") ? 0 : WAKE_STUB;
     facs[3] = vector;                          /* Firmware_Waking_Vector */
     check(facs[3] == vector, "facs-writable", "waking vector read back");
-    marker = 0xc0ffee42u;
+    STATE->marker = 0xc0ffee42u;
+    image_probe = 0x5555aaaau;
 
     /* RTC alarm: seconds = now + 2, minutes and hours don't care. */
     while (cmos_read(0x0a) & 0x80)
         cpu_relax();
     u8 rb = cmos_read(0x0b);
-    seconds_before = cmos_read(0x00);
+    u8 seconds_before = cmos_read(0x00);
+    STATE->seconds_before = seconds_before;
     cmos_write(0x01, bcd_add(seconds_before, 2, rb & 0x04, 60));
     cmos_write(0x03, 0xc0);
     cmos_write(0x05, 0xc0);

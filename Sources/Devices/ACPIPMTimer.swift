@@ -194,14 +194,15 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
     public var rtcWakeEnabled: Bool { enable & Event.rtcAlarm != 0 }
 
     /// The machine woke from S3: the block is reset as on QEMU's system reset
-    /// (PM1_STS and PM1_EN cleared, PM1_CNT back to SCI_EN), then WAK_STS is
-    /// set, with RTC_STS when the RTC alarm was the wake source (QEMU's
-    /// `acpi_notify_wakeup`).
+    /// (PM1_EN cleared, PM1_CNT back to SCI_EN, PM1_STS cleared — but QEMU's
+    /// PM-timer reset leaves its overflow time at 0, so TMR_STS reads set
+    /// until cleared), then WAK_STS is set, with RTC_STS when the RTC alarm
+    /// was the wake source (QEMU's `acpi_notify_wakeup`). QEMU 7.2 under
+    /// SeaBIOS reads PM1_STS 0x8401 after an RTC wake.
     public func wake(byRTC: Bool) {
         enable = 0
         control = Control.sciEnable
-        statusLatched = Event.wake | (byRTC ? Event.rtcAlarm : 0)
-        if let timer { timerEpoch = timer.ticks() >> 23 }
+        statusLatched = Event.wake | Event.timer | (byRTC ? Event.rtcAlarm : 0)
     }
 
     private func registerValue(_ register: Int) -> UInt16 {

@@ -139,7 +139,9 @@ public final class Machine: @unchecked Sendable {
         controller = RunController(kickers: vcpus.map(\.kicker))
         if pc {
             sleepControl = SleepControl(vm: vm, ram: ram, devices: devices, events: events, controller: controller,
-                                        vcpuCount: configuration.vcpuCount)
+                                        vcpuCount: configuration.vcpuCount,
+                                        segmentsRewrittenOnReset: SleepControl.segmentsRewrittenOnReset(
+                                            image: configuration.image, mode: configuration.mode))
         }
     }
 

@@ -13,8 +13,10 @@
 // bootstrap processor enters real mode at the FACS Firmware_Waking_Vector
 // (SeaBIOS's find_resume_vector reads only that 32-bit field, and only when
 // the FACS signature is intact), the others wait for INIT/SIPI. Memory,
-// including the IVT, is kept. A zero vector makes SeaBIOS reboot: the run
-// ends as for a reset.
+// including the IVT, is kept — except what QEMU's reset rewrites: the
+// PT_LOAD segments of an ELF multiboot kernel, .bss zeroed (rom_reset of the
+// blobs load_elf registered; observed under QEMU 7.2). A zero vector makes
+// SeaBIOS reboot: the run ends as for a reset.
 import Devices
 import Foundation
 import KVM
@@ -36,10 +38,13 @@ final class SleepControl: Sendable {
     private let controller: RunController
     private let vcpuCount: Int
     private let facsAddress: UInt64
+    /// Image bytes the wake-up's reset writes again (see the file header).
+    private let segmentsRewrittenOnReset: [MemorySegment]
     private let sleeping = Atomic<Bool>(false)
 
     init(vm: VirtualMachine, ram: GuestRAM, devices: DeviceHub, events: EventLog, controller: RunController,
-         vcpuCount: Int, facsAddress: UInt64 = ACPITableSet.defaultFACSAddress) {
+         vcpuCount: Int, segmentsRewrittenOnReset: [MemorySegment],
+         facsAddress: UInt64 = ACPITableSet.defaultFACSAddress) {
         self.vm = vm
         self.ram = ram
         self.devices = devices
@@ -47,6 +52,25 @@ final class SleepControl: Sendable {
         self.controller = controller
         self.vcpuCount = vcpuCount
         self.facsAddress = facsAddress
+        self.segmentsRewrittenOnReset = segmentsRewrittenOnReset
+    }
+
+    /// The segments QEMU's system reset rewrites for this image: an ELF
+    /// multiboot kernel's PT_LOAD segments at p_paddr, zero-filled to p_memsz.
+    /// Nothing for the a.out-kludge layout or other modes (QEMU reads those
+    /// into a buffer, not into reset-time blobs).
+    static func segmentsRewrittenOnReset(image: [UInt8], mode: BootMode) -> [MemorySegment] {
+        guard mode == .multiboot, let header = try? MultibootHeader(parsing: image),
+              header.flags & MultibootConstants.flagAddressFields == 0,
+              let elf = try? ELF32Image(parsing: image) else { return [] }
+        return elf.loadSegments.filter { $0.memorySize > 0 }.compactMap { segment in
+            // The loader accepted these ranges; re-check instead of trapping.
+            let start = Int(segment.offset), count = Int(segment.fileSize)
+            guard count <= image.count, start <= image.count - count, segment.memorySize >= segment.fileSize else { return nil }
+            var bytes = Array(image[start..<(start + count)])
+            bytes.append(contentsOf: repeatElement(0, count: Int(segment.memorySize - segment.fileSize)))
+            return MemorySegment(guestPhysicalAddress: segment.physicalAddress, bytes: bytes)
+        }
     }
 
     /// The guest wrote SLP_TYP(S3)|SLP_EN on vCPU `vcpu`'s thread. Starts the
@@ -104,6 +128,13 @@ final class SleepControl: Sendable {
         guard vector != 0 else {
             controller.finish(.resumeWithoutWakingVector)
             return
+        }
+        for segment in segmentsRewrittenOnReset {
+            do {
+                try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
+            } catch {
+                throw .invalidArgument(request: "S3 wake", reason: "rewriting the kernel image: \(error)")
+            }
         }
         try PCPlatform.programPICs(vm, masterMask: BIOSEnvironment.masterMaskAfterResume,
                                    slaveMask: BIOSEnvironment.slaveMaskAfterResume)

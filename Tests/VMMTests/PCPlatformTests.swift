@@ -147,7 +147,7 @@ struct PCPlatformTests {
         let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: vcpus, timeout: 30)
         expectPass(report, output)
         for check in ["dsdt-s3 slp_typ=1", "facs at 0x0009ffc0", "facs-writable", "wake-entry cs=7000 ip=0000",
-                      "wake-status pm1_sts=8400", "memory-kept", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept"] {
+                      "wake-status pm1_sts=8401", "memory-kept", "image-restored probe=0x1234abcd", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept"] {
             #expect(output.contains("PASS \(check)"), "\(check)")
         }
         #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
