@@ -135,7 +135,9 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
     private let timer: ACPIPMTimer?
     private var enable: UInt16 = 0
     private var control: UInt16 = Control.sciEnable
-    private var statusLatched: UInt16 = 0
+    /// TMR_STS starts set: QEMU's PM-timer reset leaves its overflow time at
+    /// 0, so PM1_STS reads 0x0001 at boot (QEMU 7.2 with SeaBIOS) until cleared.
+    private var statusLatched: UInt16 = Event.timer
     /// TMR_STS is set when counter bit 23 toggles: the value of
     /// `ticks >> 23` when the guest last cleared it.
     private var timerEpoch: UInt64

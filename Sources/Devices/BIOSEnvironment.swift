@@ -10,7 +10,8 @@
 //              BDA tick at 0x46C (midnight rollover to 0x470 at 0x1800B0
 //              ticks), calls INT 1Ch, EOI to the master PIC, IRET
 //   F000:FEDE  IRQ 1–7 (vectors 0x09–0x0F): EOI to the master, IRET
-//              (SeaBIOS's handle_hwpic1)
+//              (SeaBIOS's handle_hwpic1); the same code at F000:E987 for
+//              vector 0x09, the keyboard entry's fixed address there
 //   F000:FEE5  IRQ 8–15 (vectors 0x70–0x77): EOI to slave and master, IRET
 //              (handle_hwpic2)
 //   F000:FF53  every other vector: IRET (the IBM BIOS's dummy handler address)
@@ -23,6 +24,7 @@ public enum BIOSEnvironment {
     public static let handlerSegment: UInt16 = 0xF000
     public static let irq0HandlerOffset: UInt16 = 0xFEA5
     public static let masterIRQHandlerOffset: UInt16 = 0xFEDE
+    public static let keyboardIRQHandlerOffset: UInt16 = 0xE987
     public static let slaveIRQHandlerOffset: UInt16 = 0xFEE5
     public static let iretHandlerOffset: UInt16 = 0xFF53
 
@@ -30,13 +32,14 @@ public enum BIOSEnvironment {
     public static let masterVectorBase: UInt8 = 0x08
     public static let slaveVectorBase: UInt8 = 0x70
 
-    /// Interrupt masks (1 = masked). At boot SeaBIOS's pic_setup masks all
-    /// but the cascade (IRQ 2), then clock_setup unmasks IRQ 0 (PIT) and
-    /// IRQ 8 (RTC). The keyboard and mouse (IRQ 1/12) stay masked: SeaBIOS
-    /// unmasks them only when the DSDT declares a PS/2 keyboard, and ours
-    /// does not. On S3 resume SeaBIOS runs pic_setup only.
-    public static let masterMaskAtBoot: UInt8 = 0xFA
-    public static let slaveMaskAtBoot: UInt8 = 0xFE
+    /// Interrupt masks (1 = masked), as a multiboot kernel finds them under
+    /// QEMU 7.2 with SeaBIOS (machine pc): SeaBIOS's pic_setup masks all but
+    /// the cascade (IRQ 2), then its device setup unmasks IRQ 0 and 8 (clock),
+    /// 1 and 12 (PS/2), 6 (floppy), 13 (FPU) and 14 (ATA): 0xB8 / 0x8E.
+    /// Deflect raises none of those but IRQ 0, so the extra open lines are
+    /// inert. On S3 resume SeaBIOS runs pic_setup only.
+    public static let masterMaskAtBoot: UInt8 = 0xB8
+    public static let slaveMaskAtBoot: UInt8 = 0x8E
     public static let masterMaskAfterResume: UInt8 = 0xFB
     public static let slaveMaskAfterResume: UInt8 = 0xFF
 
@@ -69,6 +72,7 @@ public enum BIOSEnvironment {
             let offset: UInt16
             switch vector {
             case Int(masterVectorBase): offset = irq0HandlerOffset
+            case Int(masterVectorBase) + 1: offset = keyboardIRQHandlerOffset
             case Int(masterVectorBase) + 1...Int(masterVectorBase) + 7: offset = masterIRQHandlerOffset
             case Int(slaveVectorBase)...Int(slaveVectorBase) + 7: offset = slaveIRQHandlerOffset
             default: offset = iretHandlerOffset
@@ -79,6 +83,14 @@ public enum BIOSEnvironment {
     }
 
     /// The handler code, placed at F000:FEA5 (see the file header).
+    static let masterEOIHandler: [UInt8] = [
+        0x50,                               // push ax
+        0xB0, 0x20,                         // mov al, 0x20
+        0xE6, 0x20,                         // out 0x20, al
+        0x58,                               // pop ax
+        0xCF,                               // iret
+    ]
+
     static let handlerCode: [UInt8] = [
         // F000:FEA5 IRQ 0
         0x1E,                               // push ds
@@ -100,12 +112,7 @@ public enum BIOSEnvironment {
         0x58,                               // pop ax
         0x1F,                               // pop ds
         0xCF,                               // iret
-        // F000:FEDE IRQ 1–7
-        0x50,                               // push ax
-        0xB0, 0x20,                         // mov al, 0x20
-        0xE6, 0x20,                         // out 0x20, al
-        0x58,                               // pop ax
-        0xCF,                               // iret
+    ] + masterEOIHandler + [                // F000:FEDE IRQ 1–7
         // F000:FEE5 IRQ 8–15
         0x50,                               // push ax
         0xB0, 0x20,                         // mov al, 0x20
@@ -121,13 +128,15 @@ public enum BIOSEnvironment {
 
     /// The handlers: copied once into the read-only BIOS area.
     public static func handlerBlobs() -> [(address: UInt64, bytes: [UInt8])] {
-        [(address: physical(irq0HandlerOffset), bytes: handlerCode),
+        [(address: physical(keyboardIRQHandlerOffset), bytes: masterEOIHandler),
+         (address: physical(irq0HandlerOffset), bytes: handlerCode),
          (address: physical(iretHandlerOffset), bytes: [0xCF])]
     }
 
     /// The IVT at 0, the BIOS data area fields and the EBDA size word, as
-    /// SeaBIOS sets them: COM1 at 0x3F8 (one serial port in the equipment
-    /// word), 639 KiB of base memory, the EBDA at segment 0x9FC0, and the tick
+    /// SeaBIOS sets them: COM1 at 0x3F8 (equipment word: one serial port and
+    /// the FPU; QEMU's also lists a floppy, a mouse, a parallel port and a
+    /// colour display, which Deflect does not have), 639 KiB of base memory, the EBDA at segment 0x9FC0, and the tick
     /// count of `secondsSinceMidnight` (SeaBIOS starts it from the RTC).
     public static func lowMemoryBlobs(secondsSinceMidnight: Int) -> [(address: UInt64, bytes: [UInt8])] {
         let seconds = UInt64(max(0, min(secondsSinceMidnight, 86_399)))
@@ -136,7 +145,7 @@ public enum BIOSEnvironment {
             (address: 0, bytes: interruptVectorTable()),
             (address: DataArea.com1Port, bytes: littleEndianBytes(UInt16(0x3F8))),
             (address: DataArea.ebdaSegment, bytes: littleEndianBytes(UInt16(ebdaAddress >> 4))),
-            (address: DataArea.equipment, bytes: littleEndianBytes(UInt16(1 << 9))),
+            (address: DataArea.equipment, bytes: littleEndianBytes(UInt16(1 << 9 | 1 << 1))),
             (address: DataArea.baseMemoryKiB, bytes: littleEndianBytes(UInt16(ebdaAddress >> 10))),
             (address: DataArea.tickCount, bytes: littleEndianBytes(ticks)),
             (address: ebdaAddress, bytes: littleEndianBytes(UInt16(1))),

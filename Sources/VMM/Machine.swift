@@ -128,6 +128,7 @@ public final class Machine: @unchecked Sendable {
                 }
                 created.append(vcpu)
             }
+            if pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
             vcpus = created
         } catch let error as MachineError {
             throw error

@@ -114,6 +114,18 @@ enum PCPlatform {
         try vm.setPITState(pit)
     }
 
+    /// The bootstrap processor's local APIC as SeaBIOS's smp_setup leaves it:
+    /// software-enabled, LINT0 ExtINT and LINT1 NMI, both level-triggered
+    /// (QEMU 7.2: SVR 0x1FF, LVT0 0x8700). After an S3 wake it is as reset.
+    static func setUpBootLocalAPIC(_ vcpu: VCPU) throws(KVMError) {
+        var apic = try vcpu.localAPIC()
+        apic.setRegister(LocalAPICRegister.spuriousVector,
+                         apic.register(LocalAPICRegister.spuriousVector) | LocalAPICRegister.softwareEnable)
+        apic.setRegister(LocalAPICRegister.lint0, LocalAPICRegister.extINT | LocalAPICRegister.levelTriggered)
+        apic.setRegister(LocalAPICRegister.lint1, LocalAPICRegister.nmi | LocalAPICRegister.levelTriggered)
+        try vcpu.setLocalAPIC(apic)
+    }
+
     /// The BIOS environment before the guest starts (see BIOSEnvironment).
     static func setUpBIOSEnvironment(_ vm: VirtualMachine, ram: GuestRAM) throws(MachineError) {
         do {

@@ -197,16 +197,22 @@ final class SleepControl: Sendable {
     }
 }
 
-/// xAPIC register offsets and values the reset uses.
+/// xAPIC register offsets and values the firmware setup and the reset use.
 enum LocalAPICRegister {
     static let id = 0x20
     static let version = 0x30
     static let destinationFormat = 0xE0
     static let spuriousVector = 0xF0
     static let lint0 = 0x350
+    static let lint1 = 0x360
     /// CMCI, timer, thermal, performance, LINT0, LINT1, error.
     static let localVectorTable = [0x2F0, 0x320, 0x330, 0x340, 0x350, 0x360, 0x370]
     static let masked: UInt32 = 1 << 16
     /// Delivery mode ExtINT (0b111 << 8), not masked.
     static let extINT: UInt32 = 0x700
+    /// Delivery mode NMI (0b100 << 8), not masked.
+    static let nmi: UInt32 = 0x400
+    static let levelTriggered: UInt32 = 1 << 15
+    /// SVR bit 8: APIC software-enabled.
+    static let softwareEnable: UInt32 = 1 << 8
 }

@@ -102,6 +102,9 @@ import Devices
         let clock = ManualClock(0)
         let timer = ACPIPMTimer(clock: clock.nanoseconds)
         let pm1 = ACPIPM1Registers(timer: timer)
+        // TMR_STS reads set until first cleared, as under QEMU.
+        #expect(pm1.read(offset: 0, size: 2) == 1)
+        #expect(pm1.write(offset: 0, size: 2, value: 1) == .none)
         #expect(pm1.read(offset: 0, size: 2) == 0)
         // Enable keeps only defined bits.
         #expect(pm1.write(offset: 2, size: 2, value: 0xFFFF) == .none)

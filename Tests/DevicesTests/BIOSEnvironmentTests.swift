@@ -16,12 +16,14 @@ import Devices
         #expect(ivt.count == 1024)
         let handlers = BIOSEnvironment.handlerBlobs()
         let code = try #require(handlers.first { $0.address == 0xF_FEA5 }).bytes
+        let keyboard = try #require(handlers.first { $0.address == 0xF_E987 }).bytes
         for n in 0..<256 {
             let (segment, offset) = vector(ivt, n)
             #expect(segment == 0xF000)
             let expected: UInt16
             switch n {
             case 0x08: expected = 0xFEA5
+            case 0x09: expected = 0xE987
             case 0x09...0x0F: expected = 0xFEDE
             case 0x70...0x77: expected = 0xFEE5
             default: expected = 0xFF53
@@ -32,6 +34,7 @@ import Devices
         #expect(try #require(handlers.first { $0.address == 0xF_FF53 }).bytes == [0xCF])
         let masterEOI = Array(code[(0xFEDE - 0xFEA5)...].prefix(7))
         #expect(masterEOI == [0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])
+        #expect(keyboard == masterEOI)
         let slaveEOI = Array(code[(0xFEE5 - 0xFEA5)...])
         #expect(slaveEOI == [0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])
         #expect(code[0xFEDE - 0xFEA5 - 1] == 0xCF)
@@ -58,7 +61,7 @@ import Devices
         #expect(word(0x400) == 0x3F8)
         #expect(word(0x40E) == 0x9FC0)
         #expect(word(0x413) == 639)
-        #expect(word(0x410) == 0x200)
+        #expect(word(0x410) == 0x202)
         // One hour of 18.2 Hz ticks: 3600 × 1193182 / 65536.
         #expect(word(0x46C) == 65_543)
         #expect(word(0x9_FC00) == 1)
