@@ -27,7 +27,9 @@
      "pic-after-wake" IMR master 0xfb, slave 0xff (SeaBIOS's pic_setup)
      "rtc-alarm-off"  RTC B.AIE cleared by the reset
      "slept"          the RTC seconds moved on
-   then "RESULT pass|fail" and the debug-exit port, as every kernel here. */
+   With "twice" on the command line the kernel suspends again after the first
+   wake-up and checks everything once more. Then "RESULT pass|fail" and the
+   debug-exit port, as every kernel here. */
 #include "mbrt.h"
 
 #define WAKE_STUB   0x70000u
@@ -44,11 +46,14 @@ u8 s3_stack[4096] __attribute__((aligned(16)));
    as on every reset (rom_reset of the blobs load_elf registered). */
 struct s3_state {
     u32 marker;
-    u16 pm1a_evt;
+    u32 failures;        /* of earlier rounds (rt_failures is in .bss) */
+    u32 rounds;          /* suspends so far */
+    u32 wanted_rounds;   /* 2 with "twice" */
+    u16 pm1a_evt, pm1a_cnt;
+    u8 slp_typ, rtc_en;
     u8 seconds_before;
 };
 #define STATE ((volatile struct s3_state *)(WAKE_STUB + 0x800))
-static u16 pm1a_cnt;
 /* Changed before the suspend; the wake's reset restores the image's value. */
 static volatile u32 image_probe = 0x1234abcdu;
 
@@ -141,11 +146,54 @@ static int has_word(const char *s, const char *w)
     return 0;
 }
 
+static u8 bcd_add(u8 v, u8 n, int binary, u8 modulo)
+{
+    u8 x = binary ? v : (u8)((v >> 4) * 10 + (v & 15));
+    x = (u8)((x + n) % modulo);
+    return binary ? x : (u8)(((x / 10) << 4) | (x % 10));
+}
+
+/* Arms the RTC alarm 2 s ahead and the wake event, enters S3, and fails if
+   the CPU is still running 5 s later. */
+static void suspend_now(void) __attribute__((noreturn));
+static void suspend_now(void)
+{
+    /* RTC alarm: seconds = now + 2, minutes and hours don't care. */
+    while (cmos_read(0x0a) & 0x80)
+        cpu_relax();
+    u8 rb = cmos_read(0x0b);
+    u8 seconds_before = cmos_read(0x00);
+    STATE->seconds_before = seconds_before;
+    cmos_write(0x01, bcd_add(seconds_before, 2, rb & 0x04, 60));
+    cmos_write(0x03, 0xc0);
+    cmos_write(0x05, 0xc0);
+    (void)cmos_read(0x0c);
+    cmos_write(0x0b, rb | 0x20);
+
+    STATE->failures += rt_failures;
+    STATE->rounds++;
+    outw(STATE->pm1a_evt, 0xffff);             /* clear every status bit */
+    outw((u16)(STATE->pm1a_evt + 2), STATE->rtc_en ? RTC_EN : 0);
+    puts("INFO suspending\n");
+    outw(STATE->pm1a_cnt, (u16)(((u32)STATE->slp_typ << 10) | SLP_EN));
+
+    /* The machine stops somewhere here; if it does not within 5 s, fail. */
+    struct pit_timer t;
+    pit_timer_start(&t);
+    while (pit_timer_elapsed(&t) < 5 * PIT_HZ)
+        cpu_relax();
+    check(0, "suspend", "still running 5 s after SLP_EN");
+    rt_failures += STATE->failures;
+    finish();
+}
+
 void s3_resumed(void) __attribute__((noreturn));
 void s3_resumed(void)
 {
     rt_load_idt();
-    puts("INFO resumed\n");
+    puts("INFO resumed round ");
+    putdec(STATE->rounds);
+    putc('\n');
     u16 cs = stub_field(s3_stub_cs), ip = stub_field(s3_stub_ip), flags = stub_field(s3_stub_flags);
     check_begin(cs == (WAKE_STUB >> 4) && ip == 0 && !(flags & 0x200), "wake-entry");
     puts("cs=");
@@ -198,15 +246,14 @@ void s3_resumed(void)
     puts(" -> ");
     puthex(seconds_after, 2);
     putc('\n');
+    if (STATE->rounds < STATE->wanted_rounds) {
+        image_probe = 0x5555aaaau;
+        suspend_now();
+    }
+    rt_failures += STATE->failures;
     finish();
 }
 
-static u8 bcd_add(u8 v, u8 n, int binary, u8 modulo)
-{
-    u8 x = binary ? v : (u8)((v >> 4) * 10 + (v & 15));
-    x = (u8)((x + n) % modulo);
-    return binary ? x : (u8)(((x / 10) << 4) | (x % 10));
-}
 
 void kmain(u32 magic, struct mb_info *mbi);
 void kmain(u32 magic, struct mb_info *mbi)
@@ -221,9 +268,8 @@ void kmain(u32 magic, struct mb_info *mbi)
         finish();
     const u8 *f = (const u8 *)fadt;
     u32 facs_address = *(const u32 *)(f + 36), dsdt_address = *(const u32 *)(f + 40);
-    u16 pm1a_evt = (u16)*(const u32 *)(f + 56);
-    STATE->pm1a_evt = pm1a_evt;
-    pm1a_cnt = (u16)*(const u32 *)(f + 64);
+    STATE->pm1a_evt = (u16)*(const u32 *)(f + 56);
+    STATE->pm1a_cnt = (u16)*(const u32 *)(f + 64);
 
     int slp_typ = dsdt_s3_type((struct acpi_header *)dsdt_address);
     check_begin(slp_typ >= 0, "dsdt-s3");
@@ -243,30 +289,11 @@ void kmain(u32 magic, struct mb_info *mbi)
     facs[3] = vector;                          /* Firmware_Waking_Vector */
     check(facs[3] == vector, "facs-writable", "waking vector read back");
     STATE->marker = 0xc0ffee42u;
+    STATE->failures = 0;
+    STATE->rounds = 0;
+    STATE->wanted_rounds = has_word(cmdline, "twice") ? 2 : 1;
+    STATE->slp_typ = (u8)slp_typ;
+    STATE->rtc_en = !has_word(cmdline, "no-rtc-en");
     image_probe = 0x5555aaaau;
-
-    /* RTC alarm: seconds = now + 2, minutes and hours don't care. */
-    while (cmos_read(0x0a) & 0x80)
-        cpu_relax();
-    u8 rb = cmos_read(0x0b);
-    u8 seconds_before = cmos_read(0x00);
-    STATE->seconds_before = seconds_before;
-    cmos_write(0x01, bcd_add(seconds_before, 2, rb & 0x04, 60));
-    cmos_write(0x03, 0xc0);
-    cmos_write(0x05, 0xc0);
-    (void)cmos_read(0x0c);
-    cmos_write(0x0b, rb | 0x20);
-
-    outw(pm1a_evt, 0xffff);                    /* clear every status bit */
-    outw((u16)(pm1a_evt + 2), has_word(cmdline, "no-rtc-en") ? 0 : RTC_EN);
-    puts("INFO suspending\n");
-    outw(pm1a_cnt, (u16)(((u32)slp_typ << 10) | SLP_EN));
-
-    /* The machine stops somewhere here; if it does not within 5 s, fail. */
-    struct pit_timer t;
-    pit_timer_start(&t);
-    while (pit_timer_elapsed(&t) < 5 * PIT_HZ)
-        cpu_relax();
-    check(0, "suspend", "still running 5 s after SLP_EN");
-    finish();
+    suspend_now();
 }

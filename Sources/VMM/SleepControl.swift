@@ -149,6 +149,9 @@ final class SleepControl: Sendable {
             let state = isBSP ? resume : afterINIT
             work[index] = { vcpu in try Self.reset(vcpu, isBSP: isBSP, to: state) }
         }
+        // Before the release: a guest that suspends again at once must not
+        // find this suspend still in progress.
+        sleeping.store(false, ordering: .releasing)
         controller.parking.release(work: work)
     }
 

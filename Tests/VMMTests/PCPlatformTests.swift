@@ -154,6 +154,14 @@ struct PCPlatformTests {
         #expect(events.contains("guest woke from S3 (RTC alarm); resuming at waking vector 0x70000"))
     }
 
+    @Test func aResumedGuestCanSuspendAgain() throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: 2,
+                                                 commandLine: "twice", timeout: 30)
+        expectPass(report, output)
+        #expect(output.contains("INFO resumed round 1") && output.contains("INFO resumed round 2"))
+        #expect(events.filter { $0.contains("guest woke from S3 (RTC alarm)") }.count == 2)
+    }
+
     @Test func wakingWithoutAWakingVectorEndsLikeAReboot() throws {
         let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, commandLine: "no-vector", timeout: 30)
         #expect(output.contains("INFO suspending") && !output.contains("INFO resumed"))
