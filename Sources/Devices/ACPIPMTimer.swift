@@ -93,9 +93,11 @@ public final class ACPIPMTimer: PortDevice, AnomalyReporting {
 /// Accesses of any width and alignment work byte-lane by byte-lane on the
 /// 16-bit registers (a 4-byte read at 0 returns STS | EN << 16).
 ///
-/// PM1_CNT with SLP_EN: SLP_TYP 0 is soft-off (S5, the DSDT's `\_S5`, QEMU's
-/// PIIX4/ICH9 encoding) and answers `.exitGuest(status: 0)`, a clean shutdown
-/// requested by the guest; other sleep types are not emulated (recorded).
+/// PM1_CNT with SLP_EN decodes SLP_TYP as QEMU's `acpi_pm1_cnt_write`
+/// (hw/acpi/core.c) and the DSDT's `\_S3`/`\_S5` do: 0 is soft-off (S5,
+/// `.powerOff`), 1 is suspend to RAM (S3, `.suspendToRAM`); other sleep types
+/// are not emulated (recorded). `wake(byRTC:)` is the register side of QEMU's
+/// wake-up: a system reset of the block, then WAK_STS (and RTC_STS).
 public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
     public let name = "acpi-pm1"
 
@@ -119,6 +121,8 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
         public static let sleepEnable: UInt16 = 1 << 13
         /// SLP_TYP value our DSDT gives `\_S5`.
         public static let softOffType: UInt8 = 0
+        /// SLP_TYP value our DSDT gives `\_S3` (QEMU's encoding).
+        public static let suspendToRAMType: UInt8 = 1
         /// BM_RLD and SLP_TYP keep what is written; GBL_RLS and SLP_EN are
         /// write-only strobes; SCI_EN is fixed at 1 (see the file header).
         public static let storedBits: UInt16 = busMasterReload | sleepTypeMask
@@ -131,7 +135,9 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
     private let timer: ACPIPMTimer?
     private var enable: UInt16 = 0
     private var control: UInt16 = Control.sciEnable
-    private var statusLatched: UInt16 = 0
+    /// TMR_STS starts set: QEMU's PM-timer reset leaves its overflow time at
+    /// 0, so PM1_STS reads 0x0001 at boot (QEMU 7.2 with SeaBIOS) until cleared.
+    private var statusLatched: UInt16 = Event.timer
     /// TMR_STS is set when counter bit 23 toggles: the value of
     /// `ticks >> 23` when the guest last cleared it.
     private var timerEpoch: UInt64
@@ -185,6 +191,22 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
         return effect
     }
 
+    /// Whether the guest armed the RTC alarm as a wake source (PM1_EN.RTC_EN;
+    /// QEMU's `qemu_system_wakeup_enable(QEMU_WAKEUP_REASON_RTC, ...)`).
+    public var rtcWakeEnabled: Bool { enable & Event.rtcAlarm != 0 }
+
+    /// The machine woke from S3: the block is reset as on QEMU's system reset
+    /// (PM1_EN cleared, PM1_CNT back to SCI_EN, PM1_STS cleared — but QEMU's
+    /// PM-timer reset leaves its overflow time at 0, so TMR_STS reads set
+    /// until cleared), then WAK_STS is set, with RTC_STS when the RTC alarm
+    /// was the wake source (QEMU's `acpi_notify_wakeup`). QEMU 7.2 under
+    /// SeaBIOS reads PM1_STS 0x8401 after an RTC wake.
+    public func wake(byRTC: Bool) {
+        enable = 0
+        control = Control.sciEnable
+        statusLatched = Event.wake | Event.timer | (byRTC ? Event.rtcAlarm : 0)
+    }
+
     private func registerValue(_ register: Int) -> UInt16 {
         switch register {
         case 0: return status
@@ -212,7 +234,8 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
             guard mask & Control.sleepEnable != 0, value & Control.sleepEnable != 0 else { return .none }
             let type = UInt8((control & Control.sleepTypeMask) >> Control.sleepTypeShift)
             lastSleepRequest = type
-            if type == Control.softOffType { return .exitGuest(status: 0) }
+            if type == Control.softOffType { return .powerOff }
+            if type == Control.suspendToRAMType { return .suspendToRAM }
             anomalies.record(DeviceAnomaly(device: name, kind: .sleepNotSupported(slpTyp: type),
                                            offset: offset, size: size, isWrite: true, value: raw))
             return .none

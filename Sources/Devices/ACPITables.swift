@@ -5,10 +5,13 @@
 // Pure bytes: the machine copies each blob into guest memory at its address
 // (and should mark 0xE0000–0xFFFFF reserved in the memory map).
 //
-// Layout from `tablesBase` upwards, each table 16-byte aligned, FACS 64-byte
-// aligned (ACPI requires it): DSDT, FACS, FADT, MADT, RSDT, XSDT. With the
-// defaults the tables start at 0xE0000 and the RSDP sits at 0xF0000 (where
-// SeaBIOS-era scanners also look first); 254 vCPUs need about 2.5 KiB.
+// Layout from `tablesBase` upwards, each table 16-byte aligned: DSDT, FADT,
+// MADT, RSDT, XSDT. With the defaults the tables start at 0xE0000 and the
+// RSDP sits at 0xF0000 (where SeaBIOS-era scanners also look first); 254
+// vCPUs need about 2.5 KiB. The FACS is apart, 64-byte aligned (ACPI requires
+// it) in writable RAM the memory map reports reserved: the last 64 bytes of
+// the EBDA (0x9FFC0). The guest writes its S3 waking vector there, which the
+// read-only BIOS area would drop (QEMU keeps its FACS in reserved RAM too).
 //
 // Revisions: RSDP 2 (ACPI 2.0+, XSDT present), FADT 3 (the 244-byte ACPI 2.0
 // layout QEMU's PC machines also use), MADT 3, DSDT 2 (64-bit AML integers),
@@ -23,6 +26,17 @@ public struct ACPITableSet {
     public static let defaultTablesBase: UInt64 = 0xE_0000
     /// The BIOS area a multiboot kernel scans for the RSDP.
     public static let biosArea: ClosedRange<UInt64> = 0xE_0000...0xF_FFFF
+    /// Where the FACS goes by default: the last 64 bytes of the EBDA
+    /// (0x9FC00–0x9FFFF), RAM the guest can write and the memory map reserves.
+    public static let defaultFACSAddress: UInt64 = 0x9_FFC0
+    /// FACS field offsets (ACPI 6.5 table 5.14).
+    public enum FACSField {
+        public static let firmwareWakingVector = 12
+        public static let flags = 20
+        public static let extendedFirmwareWakingVector = 24
+        public static let version = 32
+        public static let ospmFlags = 36
+    }
 
     public static let localAPICAddress: UInt32 = 0xFEE0_0000
     public static let ioAPICAddress: UInt32 = 0xFEC0_0000
@@ -51,10 +65,12 @@ public struct ACPITableSet {
 
     /// `[(address, bytes)]` for the RSDP and every table; copy each into guest
     /// memory. `vcpuCount` is clamped to 1...254; `tablesBase` is rounded up
-    /// to 16 bytes. The caller keeps the RSDP out of the table range (the
-    /// defaults do) and both inside the BIOS area so kernels find the RSDP.
+    /// to 16 bytes and `facsAddress` to 64. The caller keeps the RSDP and the
+    /// FACS out of the table range (the defaults do) and the RSDP inside the
+    /// BIOS area so kernels find it.
     public static func build(vcpuCount: Int, tablesBase: UInt64 = defaultTablesBase,
-                             rsdpAddress: UInt64 = defaultRSDPAddress) -> [(address: UInt64, bytes: [UInt8])] {
+                             rsdpAddress: UInt64 = defaultRSDPAddress,
+                             facsAddress: UInt64 = defaultFACSAddress) -> [(address: UInt64, bytes: [UInt8])] {
         let cpus = min(max(vcpuCount, 1), maxVCPUs)
         var cursor = align(tablesBase, 16)
         var blobs: [(address: UInt64, bytes: [UInt8])] = []
@@ -67,7 +83,8 @@ public struct ACPITableSet {
         }
 
         let dsdt = place(dsdtTable())
-        let facs = place(facsTable(), alignment: 64)
+        let facs = align(facsAddress, 64)
+        blobs.append((address: facs, bytes: facsTable()))
         let fadt = place(fadtTable(dsdt: dsdt, facs: facs))
         let madt = place(madtTable(vcpuCount: cpus))
         let rsdt = place(rootTable(signature: "RSDT", entries: [fadt, madt], entrySize: 4))
@@ -182,10 +199,15 @@ public struct ACPITableSet {
         return bytes
     }
 
-    /// DSDT whose only AML is `Name (_S5, Package (4) { 0, 0, 0, 0 })`: soft
-    /// off is SLP_TYP 0, which ACPIPM1Registers turns into a clean exit.
+    /// DSDT whose only AML is QEMU's sleep-state objects (hw/i386/acpi-build.c):
+    /// `Name (_S3, Package (4) { One, One, Zero, Zero })` and
+    /// `Name (_S5, Package (4) { Zero, Zero, Zero, Zero })`: suspend to RAM is
+    /// SLP_TYP 1 and soft off SLP_TYP 0, as ACPIPM1Registers decodes them.
     static func dsdtTable() -> [UInt8] {
         let aml: [UInt8] = [
+            0x08, 0x5F, 0x53, 0x33, 0x5F, // NameOp "_S3_"
+            0x12, 0x06, 0x04,             // PackageOp, PkgLength 6, 4 elements
+            0x01, 0x01, 0x00, 0x00,       // OneOp, OneOp, ZeroOp, ZeroOp
             0x08, 0x5F, 0x53, 0x35, 0x5F, // NameOp "_S5_"
             0x12, 0x06, 0x04,             // PackageOp, PkgLength 6, 4 elements
             0x00, 0x00, 0x00, 0x00,       // ZeroOp × 4

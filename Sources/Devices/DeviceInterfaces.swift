@@ -10,6 +10,11 @@ public enum DeviceEffect: Equatable, Sendable {
     case exitGuest(status: Int32)
     /// The guest asked for a system reset.
     case resetRequested
+    /// The guest entered ACPI S5 (soft off): the machine powers off.
+    case powerOff
+    /// The guest entered ACPI S3 (suspend to RAM): the machine stops every
+    /// vCPU, keeps memory, and resumes at the FACS waking vector on a wake event.
+    case suspendToRAM
     /// The guest announced that it reached phase `value` (guest sync port);
     /// the machine lets a test or an embedder act before the guest goes on.
     case guestPhase(UInt32)

@@ -11,13 +11,20 @@
 //     update edge end right at a second boundary, deterministically, without
 //     a sub-second clock;
 //   - register C's UF flag (bit 4) is set when the second changed since the
-//     last C read; C clears on read; IRQF (bit 7) when UF and UIE are both on.
-//     Alarm and periodic flags are never set and no IRQ 8 is raised;
+//     last C read; AF (bit 5) when a second that matched the alarm registers
+//     1/3/5 passed since then (a byte with bits 7–6 set, >= 0xC0, matches any
+//     value, as in QEMU's check_alarm); C clears on read; IRQF (bit 7) when a
+//     flag and its enable (UIE, AIE) are both on. The periodic flag is never
+//     set and no IRQ 8 is raised: the alarm is seen by polling C, or wakes the
+//     machine from S3 (`advanceAlarm`, with AIE on, as QEMU's
+//     rtc_update_timer requests a wake-up);
 //   - register D reads 0x80 (valid RAM and time);
 //   - guest time writes move an offset over the host clock (immediately, or
 //     when register B's SET bit is cleared again, as the chip commits them);
 //   - CMOS bytes 0x0E–0x7F are plain memory, preset with QEMU's memory-size
-//     and CPU-count bytes (hw/i386/pc.c pc_cmos_init, rtc_set_cpus_count).
+//     and CPU-count bytes (hw/i386/pc.c pc_cmos_init, rtc_set_cpus_count);
+//     the machine writes the shutdown status 0x0F on S3 (`setCMOS`);
+//   - `systemReset` does what QEMU's rtc_reset does on a system reset.
 
 /// MC146818 RTC + CMOS. Register at base `RTCCMOS.basePort` (0x70), count 2.
 ///
@@ -51,6 +58,9 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
         public static let b: UInt8 = 0x0B
         public static let c: UInt8 = 0x0C
         public static let d: UInt8 = 0x0D
+        /// Shutdown status byte: 0xFE while suspended to RAM (QEMU's
+        /// pc_cmos_set_s3_resume), cleared by the firmware on resume.
+        public static let shutdownStatus: UInt8 = 0x0F
         public static let century: UInt8 = 0x32
     }
 
@@ -61,11 +71,17 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
         public static let aDividerMask: UInt8 = 0x70
         public static let aDividerNormal: UInt8 = 0x20
         public static let bSet: UInt8 = 0x80
+        public static let bPeriodicInterruptEnable: UInt8 = 0x40
+        public static let bAlarmInterruptEnable: UInt8 = 0x20
         public static let bUpdateInterruptEnable: UInt8 = 0x10
+        public static let bSquareWaveEnable: UInt8 = 0x08
         public static let bBinary: UInt8 = 0x04
         public static let b24Hour: UInt8 = 0x02
         public static let cIRQF: UInt8 = 0x80
+        public static let cAlarm: UInt8 = 0x20
         public static let cUpdateEnded: UInt8 = 0x10
+        /// An alarm byte with both top bits set matches every value.
+        public static let alarmDontCare: UInt8 = 0xC0
         public static let dValidRAM: UInt8 = 0x80
         public static let hourPM: UInt8 = 0x80
     }
@@ -89,6 +105,10 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
     private var secondSeenByC: Int64
     /// While B.SET is on, time writes collect here and are committed on clear.
     private var staged: CalendarTime?
+    /// The last second checked against the alarm registers.
+    private var alarmCheckedUpTo: Int64
+    /// AF latched by an alarm match, until register C is read.
+    private var latchedAlarm = false
 
     /// `memorySize`: guest RAM in bytes (contiguous from 0). `cpuCount`: boot
     /// vCPUs (byte 0x5F = count − 1; 0 when above 256, as QEMU does).
@@ -98,6 +118,7 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
         let now = CalendarTime.clampedSeconds(wallClock())
         secondSeenByA = now
         secondSeenByC = now
+        alarmCheckedUpTo = now
         Self.presetMemory(&memory, memorySize: memorySize, cpuCount: cpuCount)
     }
 
@@ -118,6 +139,55 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
             if let value = timeRegisterValue(reg) { return value }
             return memory[Int(reg)]
         }
+    }
+
+    // MARK: - Machine-side controls
+
+    /// Whether register B's AIE bit is on (an alarm then requests a wake-up).
+    public var alarmInterruptEnabled: Bool { registerB & Bits.bAlarmInterruptEnable != 0 }
+
+    /// Checks the seconds that passed since the last check against the alarm
+    /// registers; true when one matched (AF is then latched for register C).
+    /// The machine calls it to poll for an RTC wake while suspended.
+    @discardableResult
+    public func advanceAlarm() -> Bool {
+        let now = currentSeconds()
+        defer { alarmCheckedUpTo = now }
+        guard clockRunning, now > alarmCheckedUpTo else { return false }
+        // A day covers every alarm value: longer gaps need no more checks.
+        let first = max(alarmCheckedUpTo + 1, now - 86_399)
+        guard (first...now).contains(where: alarmMatches) else { return false }
+        latchedAlarm = true
+        return true
+    }
+
+    /// Writes a CMOS memory byte (0x0E–0x7F) as the firmware would.
+    public func setCMOS(_ register: UInt8, _ value: UInt8) {
+        let reg = register & 0x7F
+        guard reg >= Register.shutdownStatus, !Self.isTimeRegister(reg) else { return }
+        memory[Int(reg)] = value
+    }
+
+    /// QEMU's rtc_reset on a system reset: the periodic, alarm and
+    /// square-wave enables and the pending flags of register C are cleared.
+    public func systemReset() {
+        registerB &= ~(Bits.bPeriodicInterruptEnable | Bits.bAlarmInterruptEnable | Bits.bSquareWaveEnable)
+        latchedAlarm = false
+        let now = currentSeconds()
+        secondSeenByC = now
+        alarmCheckedUpTo = now
+    }
+
+    /// Whether the time at `second` matches the alarm registers, compared in
+    /// the encoding (BCD/binary, 12/24 h) the registers are in now.
+    private func alarmMatches(_ second: Int64) -> Bool {
+        let time = CalendarTime(unixSeconds: second)
+        func matches(_ alarm: UInt8, _ current: UInt8) -> Bool {
+            alarm & Bits.alarmDontCare == Bits.alarmDontCare || alarm == current
+        }
+        return matches(memory[Int(Register.secondsAlarm)], encode(time.second))
+            && matches(memory[Int(Register.minutesAlarm)], encode(time.minute))
+            && matches(memory[Int(Register.hoursAlarm)], encodeHour(time.hour))
     }
 
     // MARK: - PortDevice
@@ -217,6 +287,9 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
         var flags: UInt8 = 0
         if clockRunning && now != secondSeenByC { flags |= Bits.cUpdateEnded }
         secondSeenByC = now
+        advanceAlarm()
+        if latchedAlarm { flags |= Bits.cAlarm }
+        latchedAlarm = false
         if flags & registerB & 0x70 != 0 { flags |= Bits.cIRQF }
         return flags
     }
@@ -242,6 +315,8 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
     private func commit(_ time: CalendarTime) {
         let (delta, overflow) = time.unixSeconds.subtractingReportingOverflow(wallClock())
         offset = overflow ? 0 : delta
+        // A jump of the clock is not time passing: no alarm for skipped seconds.
+        alarmCheckedUpTo = currentSeconds()
     }
 
     private static func isTimeRegister(_ reg: UInt8) -> Bool {

@@ -76,6 +76,16 @@ public final class DeviceHub: Sendable {
         anomalies += drained.anomalies
     }
 
+    /// Runs `body` on the device of type `D` that owns `port`, under the
+    /// device lock (the machine's own controls: sleep, wake); nil when the
+    /// port has no such device.
+    func withDevice<D: PortDevice, R: Sendable>(at port: UInt16, as type: D.Type, _ body: (D) -> R) -> R? {
+        state.withLock { s -> R? in
+            guard let device = s.bus.owner(of: port) as? D else { return nil }
+            return body(device)
+        }
+    }
+
     /// Feeds host input (stdin) to the UART's receive FIFO.
     public func serialInput(_ bytes: [UInt8]) {
         state.withLock { $0.serial.enqueueInput(bytes) }

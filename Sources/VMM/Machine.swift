@@ -53,6 +53,8 @@ public final class Machine: @unchecked Sendable {
     var msrFilterInstaller: @Sendable (CompiledFilter) throws(KVMError) -> Void
     private let registerSync: Bool
     private let controller: RunController
+    /// ACPI S3 suspend and wake (PC platform only).
+    private var sleepControl: SleepControl?
     private var started = false
     /// Called on the vCPU's thread when the guest writes a phase to the sync
     /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
@@ -100,6 +102,7 @@ public final class Machine: @unchecked Sendable {
                 } catch {
                     throw MachineError.host("ACPI tables: \(error)")
                 }
+                try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
                                         extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
                                                                    vcpuCount: configuration.vcpuCount))
@@ -137,6 +140,7 @@ public final class Machine: @unchecked Sendable {
                 }
                 created.append(vcpu)
             }
+            if pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
             vcpus = created
         } catch let error as MachineError {
             throw error
@@ -148,6 +152,12 @@ public final class Machine: @unchecked Sendable {
         controller = RunController(kickers: vcpus.map(\.kicker))
         let vm = self.vm
         msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(filter.filter) }
+        if pc {
+            sleepControl = SleepControl(vm: vm, ram: ram, devices: devices, events: events, controller: controller,
+                                        vcpuCount: configuration.vcpuCount,
+                                        segmentsRewrittenOnReset: SleepControl.segmentsRewrittenOnReset(
+                                            image: configuration.image, mode: configuration.mode))
+        }
     }
 
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
@@ -307,6 +317,7 @@ public final class Machine: @unchecked Sendable {
                        readOnlyMemory: ram.readOnlyRanges)
         }
         for runner in runners {
+            runner.sleepControl = sleepControl
             let thread = Thread { runner.loop() }
             thread.name = "vcpu\(runner.index)"
             thread.stackSize = 1 << 20

@@ -25,6 +25,10 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case hypercall(HypercallEvent)
     /// A device got an access it answers but finds odd (unknown fw_cfg selector, odd width ...).
     case deviceAnomaly(vcpu: Int, DeviceAnomaly)
+    /// The guest entered ACPI S3: every vCPU stopped, memory kept.
+    case suspended(vcpu: Int)
+    /// A wake event ended S3: the guest resumes at its FACS waking vector.
+    case resumed(wakeSource: String, wakingVector: UInt32)
 
     /// The key of an MSR access event, known before the event is built.
     /// Rate-limited per (MSR, RIP): a storm from one place is one line.
@@ -50,6 +54,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return EventKey(kind: 10, location: e.number << 48 ^ (e.arguments.first ?? 0))
         case let .deviceAnomaly(_, a):
             return EventKey(kind: 11, location: UInt64(a.offset) << 32 ^ UInt64(UInt(bitPattern: a.device.hashValue) & 0xFFFF_FFFF))
+        case .suspended: return EventKey(kind: 13, location: 0)
+        case .resumed: return EventKey(kind: 14, location: 0)
         }
     }
 
@@ -78,6 +84,10 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return e.description
         case let .deviceAnomaly(vcpu, a):
             return "vcpu=\(vcpu) device \(a)"
+        case let .suspended(vcpu):
+            return "vcpu=\(vcpu) guest suspended to RAM (ACPI S3); waiting for a wake event"
+        case let .resumed(source, vector):
+            return "guest woke from S3 (\(source)); resuming at waking vector \(h(vector))"
         }
     }
 
@@ -107,6 +117,10 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return e.json
         case let .deviceAnomaly(vcpu, a):
             return #"{"event":"device","vcpu":\#(vcpu),"device":\#(JSONText.quote(a.device)),"detail":\#(JSONText.quote(a.description))}"#
+        case let .suspended(vcpu):
+            return #"{"event":"suspended","vcpu":\#(vcpu),"state":"S3"}"#
+        case let .resumed(source, vector):
+            return #"{"event":"resumed","source":\#(JSONText.quote(source)),"waking_vector":\#(h(vector))}"#
         }
     }
 }

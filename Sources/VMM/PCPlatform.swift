@@ -1,7 +1,9 @@
 // VMM: the slice of QEMU's PC platform small test kernels expect, on top of
 // KVM's in-kernel pieces: in-kernel PIC/IOAPIC/local APICs and PIT, fw_cfg,
 // RTC/CMOS, the ACPI PM timer and PM1 registers, and ACPI tables in the
-// read-only BIOS area; the UART's interrupt on IRQ 4.
+// read-only BIOS area; the UART's interrupt on IRQ 4; the real-mode BIOS
+// environment SeaBIOS leaves (IVT, BDA, PICs at 0x08/0x70, PIT at 18.2 Hz);
+// ACPI S3 through SleepControl.
 import Devices
 import Dispatch
 import Foundation
@@ -42,10 +44,100 @@ enum PCPlatform {
         try vm.createPIT2()
     }
 
-    /// Writes the ACPI tables into the BIOS area.
+    /// Writes the ACPI tables into the BIOS area (the FACS into the EBDA).
     static func writeACPITables(_ ram: GuestRAM, vcpuCount: Int) throws(GuestMemoryError) {
         for table in ACPITableSet.build(vcpuCount: vcpuCount) {
             try ram.write(table.bytes, at: table.address)
+        }
+    }
+
+    /// Writes the IVT, the BIOS data area fields and the interrupt handlers
+    /// (see BIOSEnvironment); the image is written afterwards and wins.
+    static func writeBIOSEnvironment(_ ram: GuestRAM, unixSeconds: Int64) throws(GuestMemoryError) {
+        let secondsSinceMidnight = Int(((unixSeconds % 86_400) + 86_400) % 86_400)
+        for blob in BIOSEnvironment.handlerBlobs() + BIOSEnvironment.lowMemoryBlobs(secondsSinceMidnight: secondsSinceMidnight) {
+            try ram.write(blob.bytes, at: blob.address)
+        }
+    }
+
+    /// Both in-kernel PICs as ICW1–ICW4 (edge, cascade on IRQ 2, 8086 mode)
+    /// and OCW1 leave them: SeaBIOS's pic_reset with its vector bases, then
+    /// the given interrupt masks. Nothing pending or in service.
+    static func programPICs(_ vm: VirtualMachine, masterMask: UInt8, slaveMask: UInt8) throws(KVMError) {
+        let setups: [(PICChip, UInt8, UInt8)] = [
+            (.master, BIOSEnvironment.masterVectorBase, masterMask),
+            (.slave, BIOSEnvironment.slaveVectorBase, slaveMask),
+        ]
+        for (chip, base, mask) in setups {
+            var pic = try vm.pic(chip)
+            // ICW1 keeps only level-triggered requests (irr &= elcr) and
+            // clears the rest; ICW4 = 0x01: no auto-EOI, not fully nested.
+            pic.irr &= pic.elcr
+            pic.lastIRR = 0
+            pic.isr = 0
+            pic.priorityAdd = 0
+            pic.readRegisterSelect = 0
+            pic.poll = 0
+            pic.specialMask = 0
+            pic.initState = 0
+            pic.autoEOI = 0
+            pic.rotateOnAutoEOI = 0
+            pic.specialFullyNestedMode = 0
+            pic.init4 = 1
+            pic.irqBase = base
+            pic.imr = mask
+            try vm.setPIC(chip, pic)
+        }
+    }
+
+    /// PIT channel 0 counting 65536 in `channel0Mode` (18.2 Hz on IRQ 0).
+    /// With `resetAllChannels` channels 1 and 2 are as QEMU's reset leaves
+    /// them too (mode 3, count 65536, channel 2's gate low, speaker off).
+    static func programPIT(_ vm: VirtualMachine, channel0Mode: UInt8, resetAllChannels: Bool) throws(KVMError) {
+        func channel(mode: UInt8, gate: UInt8) -> PITChannelState {
+            var c = PITChannelState()
+            c.count = BIOSEnvironment.pitReloadCount
+            c.rwMode = 3      // LSB then MSB
+            c.readState = 3
+            c.writeState = 3
+            c.mode = mode
+            c.gate = gate
+            return c
+        }
+        var pit = try vm.pitState()
+        pit.channels[0] = channel(mode: channel0Mode, gate: 1)
+        if resetAllChannels {
+            pit.channels[1] = channel(mode: BIOSEnvironment.pitModeAfterReset, gate: 1)
+            pit.channels[2] = channel(mode: BIOSEnvironment.pitModeAfterReset, gate: 0)
+            pit.flags &= ~2   // KVM_PIT_FLAGS_SPEAKER_DATA_ON
+        }
+        try vm.setPITState(pit)
+    }
+
+    /// The bootstrap processor's local APIC as SeaBIOS's smp_setup leaves it:
+    /// software-enabled, LINT0 ExtINT and LINT1 NMI, both level-triggered
+    /// (QEMU 7.2: SVR 0x1FF, LVT0 0x8700). After an S3 wake it is as reset.
+    static func setUpBootLocalAPIC(_ vcpu: VCPU) throws(KVMError) {
+        var apic = try vcpu.localAPIC()
+        apic.setRegister(LocalAPICRegister.spuriousVector,
+                         apic.register(LocalAPICRegister.spuriousVector) | LocalAPICRegister.softwareEnable)
+        apic.setRegister(LocalAPICRegister.lint0, LocalAPICRegister.extINT | LocalAPICRegister.levelTriggered)
+        apic.setRegister(LocalAPICRegister.lint1, LocalAPICRegister.nmi | LocalAPICRegister.levelTriggered)
+        try vcpu.setLocalAPIC(apic)
+    }
+
+    /// The BIOS environment before the guest starts (see BIOSEnvironment).
+    static func setUpBIOSEnvironment(_ vm: VirtualMachine, ram: GuestRAM) throws(MachineError) {
+        do {
+            try writeBIOSEnvironment(ram, unixSeconds: Int64(Date().timeIntervalSince1970))
+        } catch {
+            throw .host("BIOS environment: \(error)")
+        }
+        do throws(KVMError) {
+            try programPICs(vm, masterMask: BIOSEnvironment.masterMaskAtBoot, slaveMask: BIOSEnvironment.slaveMaskAtBoot)
+            try programPIT(vm, channel0Mode: BIOSEnvironment.pitModeAtBoot, resetAllChannels: false)
+        } catch {
+            throw .kvm(error)
         }
     }
 }

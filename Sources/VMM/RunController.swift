@@ -17,9 +17,12 @@ final class RunController: Sendable {
     private let decided = DispatchSemaphore(value: 0)
     private let threadEnded = DispatchSemaphore(value: 0)
     private let kickers: [VCPUKicker]
+    /// Where vCPUs wait while the machine is suspended (ACPI S3).
+    let parking: VCPUParking
 
     init(kickers: [VCPUKicker]) {
         self.kickers = kickers
+        parking = VCPUParking(kickers: kickers)
     }
 
     /// Records how the run ends (the first call wins) and stops every vCPU.
@@ -31,6 +34,7 @@ final class RunController: Sendable {
         }
         guard first else { return }
         finished.store(true, ordering: .releasing)
+        parking.stopAll()
         for kicker in kickers { kicker.kick() }
         decided.signal()
     }

@@ -46,6 +46,11 @@ public enum RunOutcome: Sendable, Equatable {
     case guestExit(value: UInt32, status: Int32)
     /// The guest asked for a reset (i8042 0xFE).
     case resetRequested(vcpu: Int)
+    /// The guest requested ACPI soft-off (S5): status 0, as QEMU exits.
+    case powerOff
+    /// The guest woke from S3 with no FACS waking vector: SeaBIOS would boot
+    /// again from scratch, a reset; the run ends as for a reset.
+    case resumeWithoutWakingVector
     /// A vCPU triple-faulted (KVM_EXIT_SHUTDOWN).
     case tripleFault(VCPURegisterDump)
     /// KVM could not continue the guest (emulation failure, failed entry, ...).
@@ -65,7 +70,8 @@ public enum RunOutcome: Sendable, Equatable {
         switch self {
         case .allHalted: return 0
         case let .guestExit(_, status): return status & 0xFF
-        case .resetRequested: return ExitStatus.reset
+        case .resetRequested, .resumeWithoutWakingVector: return ExitStatus.reset
+        case .powerOff: return 0
         case .tripleFault: return ExitStatus.tripleFault
         case .guestFailure: return ExitStatus.guestFailure
         case .timeout: return ExitStatus.timeout
@@ -81,6 +87,8 @@ public enum RunOutcome: Sendable, Equatable {
         case .allHalted: return "all vCPUs halted"
         case let .guestExit(value, status): return "guest exited through the debug-exit port with value 0x\(String(value, radix: 16)) (status \(status & 0xFF))"
         case let .resetRequested(vcpu): return "guest requested a reset (i8042) on vCPU \(vcpu)"
+        case .powerOff: return "guest powered off (ACPI S5)"
+        case .resumeWithoutWakingVector: return "guest woke from ACPI S3 without a FACS waking vector; the firmware would reboot: stopped"
         case let .tripleFault(dump): return "guest triple-faulted on vCPU \(dump.vcpu)\n\(dump)"
         case let .guestFailure(description, dump): return "guest failed on vCPU \(dump.vcpu): \(description)\n\(dump)"
         case let .timeout(seconds, dumps):
@@ -94,7 +102,7 @@ public enum RunOutcome: Sendable, Equatable {
     /// Whether the guest ended in a way it asked for.
     public var isGuestRequested: Bool {
         switch self {
-        case .allHalted, .guestExit, .resetRequested: return true
+        case .allHalted, .guestExit, .resetRequested, .powerOff, .resumeWithoutWakingVector: return true
         default: return false
         }
     }

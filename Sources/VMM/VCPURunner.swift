@@ -26,6 +26,8 @@ final class VCPURunner: @unchecked Sendable {
     let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
     /// KVM copies the registers into the run page on each exit (RIP for free).
     let registerSync: Bool
+    /// ACPI S3 on the PC platform; set before the thread starts.
+    var sleepControl: SleepControl?
     private(set) var stats = ExitStatistics()
     var msrStats = MSRStatistics()
     /// The trace's access that KVM is executing for the guest, until the next exit tells how it went.
@@ -57,6 +59,7 @@ final class VCPURunner: @unchecked Sendable {
             // A passed-through access with no exit after it: KVM served it, outcome unseen.
             if let pending = passedThrough { recordPassedThrough(pending, outcome: "kernel") }
             ended.store(true, ordering: .releasing)
+            controller.parking.threadEnded(index)
             controller.threadDidEnd()
         }
         do {
@@ -137,9 +140,12 @@ final class VCPURunner: @unchecked Sendable {
             }
             return false
         case .interrupted:
-            // A kick: either the run is decided (the loop condition ends it)
-            // or a stray signal, after which the guest simply continues.
-            if !controller.isFinished { vcpu.clearImmediateExit() }
+            // A kick: the run is decided (the loop condition ends it), the
+            // machine parks its vCPUs (S3), or a stray signal, after which
+            // the guest simply continues.
+            if controller.isFinished { return true }
+            if controller.parking.isRequested { return parkUntilReleased() }
+            vcpu.clearImmediateExit()
             return true
         case .debug, .irqWindowOpen:
             events.record(.unexpectedExit(vcpu: index, description: "\(exit.kind)"))
@@ -172,6 +178,12 @@ final class VCPURunner: @unchecked Sendable {
                 case .resetRequested:
                     controller.finish(.resetRequested(vcpu: index))
                     return false
+                case .powerOff:
+                    controller.finish(.powerOff)
+                    return false
+                case .suspendToRAM:
+                    // This vCPU parks at its next entry, like the others.
+                    sleepControl?.requestSuspend(by: index)
                 case let .guestPhase(phase):
                     // Runs on this vCPU's thread, outside the device lock: the
                     // guest continues only when the handler returns.

@@ -139,6 +139,12 @@ struct CLIRunTests {
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "hello from real mode\n")
     }
 
+    @Test func acpiPowerOffExitsZeroWithItsOwnLine() throws {
+        let r = try deflect(["run", try GuestImages.path("real/poweroff.bin"), "--mode", "real", "--platform", "pc", "--timeout", "20"])
+        #expect(r.status == 0)
+        #expect(r.stderr == "deflect: guest powered off (ACPI S5)\n")
+    }
+
     @Test func multipleVCPUs() throws {
         let r = try deflect(["run", try GuestImages.path("long/smp.bin"), "--mode", "long", "--vcpus", "3", "--timeout", "20"])
         #expect(r.status == 7)

@@ -58,26 +58,53 @@ import Devices
                           .unsupportedAccess, .unsupportedAccess, .writeIgnored])
     }
 
-    @Test func pm1ControlKeepsSCIEnabledAndSoftOffExits() {
+    @Test func pm1ControlKeepsSCIEnabledAndDecodesSleepTypes() {
         let pm1 = ACPIPM1Registers(timer: nil)
         #expect(pm1.read(offset: 4, size: 2) & 1 == 1)
         #expect(pm1.write(offset: 4, size: 2, value: 0x0000) == .none)
         #expect(pm1.read(offset: 4, size: 2) == 1)
-        // SLP_TYP 1 + SLP_EN: not emulated, recorded; SLP_EN reads 0.
-        #expect(pm1.write(offset: 4, size: 2, value: 0x2400) == .none)
+        // SLP_TYP 1 (\_S3) + SLP_EN: suspend to RAM; SLP_EN reads 0.
+        #expect(pm1.write(offset: 4, size: 2, value: 0x2400) == .suspendToRAM)
         #expect(pm1.lastSleepRequest == 1)
         #expect(pm1.read(offset: 4, size: 2) == 0x0401)
-        #expect(pm1.drainAnomalies().anomalies.map(\.kind) == [.sleepNotSupported(slpTyp: 1)])
-        // SLP_TYP 0 (\_S5) + SLP_EN: soft off = clean exit, also via a byte write.
-        #expect(pm1.write(offset: 4, size: 2, value: 0x2000) == .exitGuest(status: 0))
-        #expect(pm1.write(offset: 5, size: 1, value: 0x20) == .exitGuest(status: 0))
+        // SLP_TYP without SLP_EN only stores the type.
+        #expect(pm1.write(offset: 4, size: 2, value: 0x0400) == .none)
+        // SLP_TYP 0 (\_S5) + SLP_EN: power off, also via a byte write.
+        #expect(pm1.write(offset: 4, size: 2, value: 0x2000) == .powerOff)
+        #expect(pm1.write(offset: 5, size: 1, value: 0x20) == .powerOff)
         #expect(pm1.lastSleepRequest == 0)
+        // Other sleep types are not emulated: recorded, no effect.
+        #expect(pm1.write(offset: 4, size: 2, value: 0x2800) == .none)
+        #expect(pm1.drainAnomalies().anomalies.map(\.kind) == [.sleepNotSupported(slpTyp: 2)])
+    }
+
+    @Test func wakeResetsTheBlockAndReportsTheWakeSource() {
+        let pm1 = ACPIPM1Registers(timer: nil)
+        #expect(!pm1.rtcWakeEnabled)
+        #expect(pm1.write(offset: 2, size: 2, value: 0x0400) == .none)
+        #expect(pm1.rtcWakeEnabled)
+        #expect(pm1.write(offset: 4, size: 2, value: 0x0402) == .none)
+        pm1.wake(byRTC: true)
+        // WAK_STS | RTC_STS, and TMR_STS as QEMU's reset leaves it (0x8401
+        // under QEMU 7.2); enable cleared; control back to SCI_EN.
+        #expect(pm1.read(offset: 0, size: 2) == 0x8401)
+        #expect(pm1.read(offset: 2, size: 2) == 0)
+        #expect(pm1.read(offset: 4, size: 2) == 1)
+        #expect(!pm1.rtcWakeEnabled)
+        // Write 1 to clear, as for every status bit.
+        #expect(pm1.write(offset: 0, size: 2, value: 0x8401) == .none)
+        #expect(pm1.status == 0)
+        pm1.wake(byRTC: false)
+        #expect(pm1.status == 0x8001)
     }
 
     @Test func pm1EnableAndTimerStatus() {
         let clock = ManualClock(0)
         let timer = ACPIPMTimer(clock: clock.nanoseconds)
         let pm1 = ACPIPM1Registers(timer: timer)
+        // TMR_STS reads set until first cleared, as under QEMU.
+        #expect(pm1.read(offset: 0, size: 2) == 1)
+        #expect(pm1.write(offset: 0, size: 2, value: 1) == .none)
         #expect(pm1.read(offset: 0, size: 2) == 0)
         // Enable keeps only defined bits.
         #expect(pm1.write(offset: 2, size: 2, value: 0xFFFF) == .none)

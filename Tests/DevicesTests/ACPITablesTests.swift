@@ -139,7 +139,9 @@ struct ParsedACPI {
 
     func parse(vcpus: Int, tablesBase: UInt64 = ACPITableSet.defaultTablesBase,
                rsdp: UInt64 = ACPITableSet.defaultRSDPAddress) throws -> ParsedACPI {
+        // Everything but the FACS (in the EBDA, see facsIsWritableReservedRAM) is in the BIOS area.
         let blobs = ACPITableSet.build(vcpuCount: vcpus, tablesBase: tablesBase, rsdpAddress: rsdp)
+            .filter { $0.address != ACPITableSet.defaultFACSAddress }
         let memory = try #require(BIOSArea(blobs), "blobs outside the BIOS area or overlapping")
         return try #require(ParsedACPI(memory), "tables not found or bad checksum")
     }
@@ -238,8 +240,25 @@ struct ParsedACPI {
                                        rsdpAddress: ACPITableSet.defaultRSDPAddress)
         let facs = try #require(blobs.first { $0.address == facsAddress }).bytes
         #expect(facs.prefix(4).elementsEqual("FACS".utf8) && le(facs[4..<8]) == 64 && facs.count == 64)
-        // The DSDT carries \_S5 = SLP_TYP 0, what ACPIPM1Registers treats as soft off.
-        #expect(Array(dsdt.body.prefix(5)) == [0x08, 0x5F, 0x53, 0x35, 0x5F])
+        // The DSDT carries QEMU's \_S3 = SLP_TYP 1 and \_S5 = SLP_TYP 0,
+        // what ACPIPM1Registers decodes as suspend to RAM and soft off.
+        #expect(Array(dsdt.body) == [0x08, 0x5F, 0x53, 0x33, 0x5F, 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00,
+                                     0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00])
+    }
+
+    @Test func facsIsWritableReservedRAMOutsideTheBIOSArea() throws {
+        let blobs = ACPITableSet.build(vcpuCount: 2)
+        let facs = try #require(blobs.first { $0.bytes.prefix(4).elementsEqual("FACS".utf8) })
+        // The last 64 bytes of the EBDA: below the read-only BIOS area, inside
+        // the reserved 0x9FC00–0x9FFFF of the memory map, 64-byte aligned.
+        #expect(facs.address == 0x9_FFC0)
+        #expect(!ACPITableSet.biosArea.contains(facs.address))
+        #expect(facs.address >= 0x9_FC00 && facs.address + UInt64(facs.bytes.count) <= 0xA_0000)
+        // Waking vectors start at 0 (no resume before the OS sets one); version 1.
+        #expect(facs.bytes[ACPITableSet.FACSField.firmwareWakingVector..<(ACPITableSet.FACSField.firmwareWakingVector + 4)].allSatisfy { $0 == 0 })
+        #expect(facs.bytes[ACPITableSet.FACSField.version] == 1)
+        // Nothing else overlaps it.
+        #expect(blobs.filter { $0.address < facs.address + 64 && facs.address < $0.address + UInt64($0.bytes.count) }.count == 1)
     }
 
     @Test func customPlacementIsStillFoundByScanning() throws {
@@ -263,6 +282,7 @@ struct ParsedACPI {
     @Test func corruptingAByteIsDetected() throws {
         var blobs = ACPITableSet.build(vcpuCount: 2, tablesBase: ACPITableSet.defaultTablesBase,
                                        rsdpAddress: ACPITableSet.defaultRSDPAddress)
+            .filter { $0.address != ACPITableSet.defaultFACSAddress }
         let madtIndex = try #require(blobs.firstIndex { $0.bytes.prefix(4).elementsEqual("APIC".utf8) })
         blobs[madtIndex].bytes[50] ^= 1
         let memory = try #require(BIOSArea(blobs))
@@ -270,6 +290,7 @@ struct ParsedACPI {
         // A corrupted RSDP is not found at all.
         var rsdpBroken = ACPITableSet.build(vcpuCount: 2, tablesBase: ACPITableSet.defaultTablesBase,
                                             rsdpAddress: ACPITableSet.defaultRSDPAddress)
+            .filter { $0.address != ACPITableSet.defaultFACSAddress }
         rsdpBroken[0].bytes[12] ^= 0x40
         #expect(try #require(BIOSArea(rsdpBroken)).scanForRSDP() == nil)
     }

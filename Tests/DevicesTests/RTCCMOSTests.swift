@@ -216,4 +216,71 @@ import Devices
         #expect(bus.write(port: 0x70, size: 1, value: 0x5F) == DeviceEffect.none)
         #expect(bus.read(port: 0x71, size: 1) == 0)
     }
+
+    // MARK: - Alarm (registers 1/3/5, B.AIE, C.AF/IRQF), S3 support
+
+    @Test func alarmSetsAFAndIRQFWhenItsSecondPasses() {
+        let (rtc, clock) = rtc() // 13:45:07 BCD
+        setCMOS(rtc, 0x01, 0x09)
+        setCMOS(rtc, 0x03, 0x45)
+        setCMOS(rtc, 0x05, 0x13)
+        _ = cmos(rtc, 0x0C)
+        clock.advance(by: 1) // 13:45:08: no match yet
+        #expect(!rtc.advanceAlarm())
+        #expect(cmos(rtc, 0x0C) & 0x20 == 0)
+        clock.advance(by: 2) // 13:45:10: 13:45:09 passed in between
+        #expect(cmos(rtc, 0x0C) == 0x30) // AF | UF; AIE off: no IRQF
+        #expect(cmos(rtc, 0x0C) == 0x00) // cleared on read
+        setCMOS(rtc, 0x0B, 0x22) // AIE, 24 h
+        #expect(rtc.alarmInterruptEnabled)
+        clock.advance(by: 60 * 60 * 24 - 1) // the next day's 13:45:09
+        #expect(rtc.advanceAlarm())
+        #expect(cmos(rtc, 0x0C) & 0xA0 == 0xA0) // IRQF | AF
+    }
+
+    @Test func alarmDontCareBytesMatchEveryValue() {
+        let (rtc, clock) = rtc() // 13:45:07
+        setCMOS(rtc, 0x01, 0xC0)
+        setCMOS(rtc, 0x03, 0xFF)
+        setCMOS(rtc, 0x05, 0xC3)
+        #expect(!rtc.advanceAlarm()) // no second passed yet
+        clock.advance(by: 1)
+        #expect(rtc.advanceAlarm()) // every second matches
+        // Only the seconds byte cares: 13:45:07 + 2 → :09 matches 0x09 only.
+        setCMOS(rtc, 0x01, 0x10)
+        clock.advance(by: 1) // :09
+        #expect(!rtc.advanceAlarm())
+        clock.advance(by: 1) // :10
+        #expect(rtc.advanceAlarm())
+    }
+
+    @Test func alarmComparesInBinaryModeAndIgnoresClockJumps() {
+        let (rtc, clock) = rtc() // 13:45:07
+        setCMOS(rtc, 0x0B, 0x06) // binary, 24 h
+        setCMOS(rtc, 0x01, 20)
+        setCMOS(rtc, 0x03, 0xC0)
+        setCMOS(rtc, 0x05, 0xC0)
+        // The guest sets the clock forward past :20: a jump, not passing time.
+        setCMOS(rtc, 0x00, 30)
+        clock.advance(by: 1)
+        #expect(!rtc.advanceAlarm())
+        clock.advance(by: 50) // 13:46:21: :20 of the next minute passed
+        #expect(rtc.advanceAlarm())
+    }
+
+    @Test func systemResetClearsEnablesAndFlagsButKeepsTimeAndCMOS() {
+        let (rtc, clock) = rtc()
+        for alarm: UInt8 in [0x01, 0x03, 0x05] { setCMOS(rtc, alarm, 0xC0) }
+        setCMOS(rtc, 0x0B, 0x7A) // PIE | AIE | UIE | SQWE | 24 h
+        clock.advance(by: 1)
+        #expect(rtc.advanceAlarm())
+        rtc.setCMOS(0x0F, 0xFE)
+        rtc.setCMOS(0x00, 0x99) // time registers are not CMOS memory: ignored
+        rtc.systemReset()
+        #expect(cmos(rtc, 0x0B) == 0x12) // UIE and 24 h stay
+        #expect(cmos(rtc, 0x0C) == 0x00) // AF and UF cleared
+        #expect(cmos(rtc, 0x0F) == 0xFE)
+        #expect(cmos(rtc, 0x00) == 0x08)
+        #expect(!rtc.alarmInterruptEnabled)
+    }
 }

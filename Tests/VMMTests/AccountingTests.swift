@@ -1,6 +1,7 @@
 // VMMTests: pure parts of the VMM: exit statistics, event rate limiting,
-// outcome statuses and the CPUID the vCPUs get.
+// outcome statuses, the CPUID the vCPUs get, the S3 wake state.
 import KVM
+import Loader
 import Testing
 @testable import VMM
 
@@ -104,6 +105,15 @@ struct RunOutcomeTests {
         #expect(RunOutcome.guestExit(value: 0x80, status: 0x101).exitStatus == 1)
     }
 
+    @Test func powerOffIsItsOwnCleanEnding() {
+        // Before: S5 was reported as a debug-exit write of 0x2000.
+        #expect(RunOutcome.powerOff.exitStatus == 0)
+        #expect(RunOutcome.powerOff.report == "guest powered off (ACPI S5)")
+        #expect(RunOutcome.powerOff.isGuestRequested)
+        #expect(RunOutcome.resumeWithoutWakingVector.exitStatus == ExitStatus.reset)
+        #expect(RunOutcome.resumeWithoutWakingVector.report.contains("without a FACS waking vector"))
+    }
+
     @Test func dumpPrintsEveryRegister() {
         var regs = Registers()
         regs.rip = 0xFFFF_8000_0000_1234
@@ -145,5 +155,38 @@ struct EventLogGlobalLimitTests {
         for port in 0..<1000 as Range<UInt16> { log.record(.unownedPortRead(vcpu: 0, port: port, size: 1)) }
         #expect(sink.collected.count == 50)
         #expect(log.counts.suppressed == 950)
+    }
+}
+
+@Suite("S3 wake state")
+struct SleepResetTests {
+    @Test func localAPICResetKeepsIDAndVersionAndMasksEveryLVT() {
+        var current = LocalAPICState(bytes: [UInt8](repeating: 0xAB, count: LocalAPICState.size))
+        current.setRegister(0x20, 0x0300_0000)
+        current.setRegister(0x30, 0x0005_0014)
+        for isBSP in [true, false] {
+            let apic = SleepControl.resetLocalAPIC(current, isBSP: isBSP)
+            #expect(apic.register(0x20) == 0x0300_0000)
+            #expect(apic.register(0x30) == 0x0005_0014)
+            #expect(apic.register(0xE0) == 0xFFFF_FFFF)
+            #expect(apic.register(0xF0) == 0xFF)
+            for lvt in [0x2F0, 0x320, 0x330, 0x340, 0x360, 0x370] { #expect(apic.register(lvt) == 0x1_0000) }
+            // LINT0: ExtINT on the BSP so the 8259 reaches it; masked elsewhere.
+            #expect(apic.register(0x350) == (isBSP ? 0x700 : 0x1_0000))
+            // No stale in-service, pending or timer state.
+            for offset in [0x80, 0x100, 0x180, 0x200, 0x280, 0x380, 0x3E0] { #expect(apic.register(offset) == 0) }
+        }
+        #expect(SleepControl.resetAPICBase(isBSP: true) == 0xFEE0_0900)
+        #expect(SleepControl.resetAPICBase(isBSP: false) == 0xFEE0_0800)
+    }
+
+    @Test func resumeStateIsRealModeAtTheWakingVector() {
+        let state = BootCPUState.s3Resume(wakingVector: 0x7_1234, stackSegment: 0x9FC0, stackPointer: 0x3C0)
+        #expect(state.cs.selector == 0x7123 && state.cs.base == 0x7_1230 && state.rip == 4)
+        #expect(state.ss.selector == 0x9FC0 && state.ss.base == 0x9_FC00 && state.rsp == 0x3C0)
+        #expect(state.cr0 & 1 == 0 && state.rflags == 2)
+        #expect(state.ds.selector == 0 && state.ds.base == 0)
+        let ap = BootCPUState.afterINIT()
+        #expect(ap.cs.selector == 0xF000 && ap.cs.base == 0xFFFF_0000 && ap.rip == 0xFFF0)
     }
 }

@@ -47,6 +47,34 @@ struct PCPlatformTests {
         #expect(throws: MachineError.self) { _ = try Machine(configuration: config, serialOutput: CaptureSink()) }
     }
 
+    @Test func acpiSoftOffIsAPowerOffWithStatusZero() throws {
+        let (report, _, _) = try runPC("real/poweroff.bin", mode: .real)
+        #expect(report.outcome == .powerOff)
+        #expect(report.outcome.exitStatus == 0)
+        #expect(report.outcome.report == "guest powered off (ACPI S5)")
+    }
+
+    /// The BIOS environment of a SeaBIOS-booted PC, seen from real mode:
+    /// IVT → IRET, PIC masks and vector base, the PIT at 18.2 Hz on IRQ 0
+    /// (counted by the BIOS's handler in the BDA and by the guest's own).
+    @Test func realModeKernelsFindTheBIOSEnvironment() throws {
+        // Timing checks measure against the PM timer; a descheduled vCPU on a
+        // loaded 2-core host can miss the window: retry timing-only failures.
+        var attempt = 0
+        var (report, output, _) = try runPC("real/bios_env.bin", mode: .real)
+        while attempt < 2, output.contains("RESULT fail"),
+              output.split(separator: "\n").filter({ $0.hasPrefix("FAIL ") })
+                  .allSatisfy({ $0.hasPrefix("FAIL bda-ticks") || $0.hasPrefix("FAIL pit-rate") }) {
+            attempt += 1
+            (report, output, _) = try runPC("real/bios_env.bin", mode: .real)
+        }
+        #expect(output.contains("PASS int-returns int10=f000:ff53"), "\(output)")
+        #expect(output.contains("PASS pic-masks imr(slave:master)=8eb8"), "\(output)")
+        #expect(output.contains("PASS bda-ticks"), "\(output)")
+        #expect(output.contains("PASS pit-rate"), "\(output)")
+        #expect(report.outcome == .guestExit(value: 1, status: 3))
+    }
+
     // The multiboot test kernels (Guests/multiboot): each prints PASS/FAIL per
     // check and ends with status 3 (pass) or 5 (fail).
 
@@ -132,6 +160,77 @@ struct PCPlatformTests {
         #expect(accesses.contains(ReportedAccess(write: false, index: 0x35, faulted: false, value: 0x0001_0001)))
         #expect(accesses.contains(ReportedAccess(write: false, index: 0x2474, faulted: false, value: 0)))
         #expect(report.msrStatistics.entry(for: 0x35)?.reads == 1)
+    }
+
+    // ACPI S3 (Guests/multiboot/s3.c): suspend with SLP_TYP from the DSDT's
+    // \_S3, an RTC alarm 1-2 s ahead as the wake source, resume in real mode
+    // at the FACS waking vector, then back to protected mode for the checks.
+
+    @Test(arguments: [1, 3])
+    func suspendToRAMWakesOnTheRTCAlarmAtTheWakingVector(vcpus: Int) throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: vcpus, timeout: 30)
+        expectPass(report, output)
+        for check in ["dsdt-s3 slp_typ=1", "facs at 0x0009ffc0", "facs-writable", "wake-entry cs=7000 ip=0000",
+                      "wake-status pm1_sts=8401", "memory-kept", "image-restored probe=0x1234abcd", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept"] {
+            #expect(output.contains("PASS \(check)"), "\(check)")
+        }
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+        #expect(events.contains("guest woke from S3 (RTC alarm); resuming at waking vector 0x70000"))
+    }
+
+    @Test func aResumedGuestCanSuspendAgain() throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: 2,
+                                                 append: "twice", timeout: 30)
+        expectPass(report, output)
+        #expect(output.contains("INFO resumed round 1") && output.contains("INFO resumed round 2"))
+        #expect(events.filter { $0.contains("guest woke from S3 (RTC alarm)") }.count == 2)
+    }
+
+    @Test func wakingWithoutAWakingVectorEndsLikeAReboot() throws {
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, append: "no-vector", timeout: 30)
+        #expect(output.contains("INFO suspending") && !output.contains("INFO resumed"))
+        #expect(report.outcome == .resumeWithoutWakingVector)
+        #expect(report.outcome.exitStatus == ExitStatus.reset)
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+    }
+
+    @Test func aSuspendedMachineStillEndsAtTheTimeout() throws {
+        // No PM1_EN.RTC_EN: the alarm rings but is no wake source, as in QEMU.
+        let started = ContinuousClock.now
+        let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: 2,
+                                                 append: "no-rtc-en", timeout: 4)
+        guard case let .timeout(_, dumps) = report.outcome else {
+            Issue.record("unexpected outcome \(report.outcome)")
+            return
+        }
+        #expect(dumps.count == 2 && dumps.allSatisfy { $0.registers != nil })
+        #expect(!output.contains("INFO resumed"))
+        #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
+        #expect(!events.contains { $0.contains("woke from S3") })
+        #expect(report.stuckVCPUs.isEmpty)
+        #expect(ContinuousClock.now - started < .seconds(9))
+    }
+
+    @Test func aSuspendedMachineStopsOnRequest() throws {
+        var config = MachineConfiguration(image: try GuestImages.bytes("multiboot/s3.elf"), mode: .multiboot,
+                                          memoryMiB: 64, vcpuCount: 1, timeoutSeconds: 30)
+        config.platform = .pc
+        config.append = "no-rtc-en"
+        let events = CollectingEventSink()
+        let machine = try Machine(configuration: config, serialOutput: CaptureSink(), events: EventLog(sink: events))
+        let stopper = Thread {
+            // Stop once the machine is suspended (or after 10 s regardless).
+            for _ in 0..<1000 where !events.collected.contains(where: { $0.contains("suspended to RAM") }) {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            machine.requestStop()
+        }
+        let started = ContinuousClock.now
+        stopper.start()
+        let report = machine.run()
+        #expect(report.outcome == .interruptedByUser)
+        #expect(events.collected.contains { $0.contains("suspended to RAM") })
+        #expect(ContinuousClock.now - started < .seconds(15))
     }
 
     /// The honest exit path: on this nested host KVM cannot emulate a 32-bit

@@ -66,6 +66,10 @@ static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
 static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 // vCPU fd
 static const unsigned long CKVM_RUN = KVM_RUN;
 static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
@@ -90,6 +94,8 @@ static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
 static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
 
 // Binary statistics (Linux 5.14+): a file of KVM's own counters per VM / vCPU.
 static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
@@ -122,6 +128,12 @@ static inline struct kvm_msr_entry *ckvm_msrs_entries(struct kvm_msrs *m) { retu
 static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entries(struct kvm_cpuid2 *c) { return c->entries; }
 static inline __u32 *ckvm_msr_list_indices(struct kvm_msr_list *l) { return l->indices; }
 static inline __u64 *ckvm_reg_list_regs(struct kvm_reg_list *l) { return l->reg; }
+
+// ---- kvm_irqchip: the chip union -------------------------------------------
+// The PIC member of the anonymous union, read and written here so Swift never
+// names the union (chip_id 0 = master PIC, 1 = slave PIC).
+static inline struct kvm_pic_state ckvm_irqchip_pic(const struct kvm_irqchip *c) { return c->chip.pic; }
+static inline void ckvm_irqchip_set_pic(struct kvm_irqchip *c, struct kvm_pic_state p) { c->chip.pic = p; }
 
 // ---- kvm_run: the exit union, read in one place -----------------------------
 // Small by-value snapshots so Swift never copies (or names) the whole union.
