@@ -1,6 +1,7 @@
 // KVM: vCPU register files as Swift values: general registers (kvm_regs),
 // special registers (kvm_sregs), FPU (kvm_fpu), XSAVE area and XCRs.
 internal import CKVM
+import KVMABI
 
 /// General-purpose registers, RIP and RFLAGS (KVM_GET_REGS / KVM_SET_REGS).
 public struct Registers: Sendable, Equatable {
@@ -31,27 +32,12 @@ public struct Registers: Sendable, Equatable {
     }
 }
 
-/// A segment register as KVM describes it (kvm_segment).
-public struct Segment: Sendable, Equatable {
-    public var base: UInt64 = 0
-    public var limit: UInt32 = 0
-    public var selector: UInt16 = 0
-    public var type: UInt8 = 0
-    public var present: Bool = false
-    public var dpl: UInt8 = 0
-    public var db: Bool = false
-    public var s: Bool = false
-    public var l: Bool = false
-    public var g: Bool = false
-    public var avl: Bool = false
-    public var unusable: Bool = false
-
-    public init() {}
-
+/// KVM's C form of a segment register (the type lives in KVMABI).
+extension Segment {
     init(_ r: kvm_segment) {
-        base = r.base; limit = r.limit; selector = r.selector; type = r.type
-        present = r.present != 0; dpl = r.dpl; db = r.db != 0; s = r.s != 0
-        l = r.l != 0; g = r.g != 0; avl = r.avl != 0; unusable = r.unusable != 0
+        self.init(base: r.base, limit: r.limit, selector: r.selector, type: r.type, present: r.present != 0,
+                  dpl: r.dpl, db: r.db != 0, s: r.s != 0, l: r.l != 0, g: r.g != 0, avl: r.avl != 0,
+                  unusable: r.unusable != 0)
     }
 
     var raw: kvm_segment {
@@ -61,13 +47,6 @@ public struct Segment: Sendable, Equatable {
         r.l = l ? 1 : 0; r.g = g ? 1 : 0; r.avl = avl ? 1 : 0; r.unusable = unusable ? 1 : 0
         return r
     }
-}
-
-/// GDTR / IDTR (kvm_dtable).
-public struct DescriptorTableRegister: Sendable, Equatable {
-    public var base: UInt64 = 0
-    public var limit: UInt16 = 0
-    public init(base: UInt64 = 0, limit: UInt16 = 0) { self.base = base; self.limit = limit }
 }
 
 /// Segment, control and descriptor-table registers (KVM_GET_SREGS / KVM_SET_SREGS).

@@ -2,6 +2,7 @@
 // boot mode, segment and descriptor-table registers, and per-vCPU CPU state.
 // They mirror KVM's kvm_segment / kvm_dtable / kvm_regs fields so the VMM can
 // convert them one field at a time, without this target knowing KVM.
+import KVMABI
 
 /// How an image is started.
 public enum BootMode: String, Sendable, CaseIterable {
@@ -30,41 +31,6 @@ public struct MemorySegment: Sendable, Equatable {
     public var endAddress: UInt64 { guestPhysicalAddress &+ UInt64(bytes.count) }
 }
 
-/// A segment register's visible selector and hidden descriptor cache (kvm_segment).
-public struct SegmentRegister: Sendable, Equatable {
-    public var base: UInt64
-    public var limit: UInt32
-    public var selector: UInt16
-    public var type: UInt8
-    public var present: Bool
-    public var dpl: UInt8
-    public var db: Bool
-    public var s: Bool
-    public var l: Bool
-    public var g: Bool
-    public var avl: Bool
-    public var unusable: Bool
-
-    public init(base: UInt64 = 0, limit: UInt32 = 0, selector: UInt16 = 0, type: UInt8 = 0,
-                present: Bool = false, dpl: UInt8 = 0, db: Bool = false, s: Bool = false,
-                l: Bool = false, g: Bool = false, avl: Bool = false, unusable: Bool = false) {
-        self.base = base; self.limit = limit; self.selector = selector; self.type = type
-        self.present = present; self.dpl = dpl; self.db = db; self.s = s
-        self.l = l; self.g = g; self.avl = avl; self.unusable = unusable
-    }
-}
-
-/// GDTR / IDTR (kvm_dtable).
-public struct DescriptorTable: Sendable, Equatable {
-    public var base: UInt64
-    public var limit: UInt16
-
-    public init(base: UInt64 = 0, limit: UInt16 = 0) {
-        self.base = base
-        self.limit = limit
-    }
-}
-
 /// The registers a vCPU starts with. Everything not listed is zero (general
 /// registers) or left as KVM reset it (APIC base, interrupt bitmap, CR2, CR8).
 public struct BootCPUState: Sendable, Equatable {
@@ -72,18 +38,18 @@ public struct BootCPUState: Sendable, Equatable {
     /// Multiboot passes its magic in EAX and the information address in EBX.
     public var rax: UInt64, rbx: UInt64
     public var cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64
-    public var cs: SegmentRegister, ds: SegmentRegister, es: SegmentRegister, fs: SegmentRegister
-    public var gs: SegmentRegister, ss: SegmentRegister, tr: SegmentRegister, ldt: SegmentRegister
-    public var gdt: DescriptorTable, idt: DescriptorTable
+    public var cs: Segment, ds: Segment, es: Segment, fs: Segment
+    public var gs: Segment, ss: Segment, tr: Segment, ldt: Segment
+    public var gdt: DescriptorTableRegister, idt: DescriptorTableRegister
 
     public init(rip: UInt64 = 0, rsp: UInt64 = 0, rflags: UInt64 = BootCPUState.resetRFLAGS,
                 rdi: UInt64 = 0, rsi: UInt64 = 0,
                 cr0: UInt64 = 0, cr3: UInt64 = 0, cr4: UInt64 = 0, efer: UInt64 = 0,
-                cs: SegmentRegister = .init(), ds: SegmentRegister = .init(),
-                es: SegmentRegister = .init(), fs: SegmentRegister = .init(),
-                gs: SegmentRegister = .init(), ss: SegmentRegister = .init(),
-                tr: SegmentRegister = .init(), ldt: SegmentRegister = .init(),
-                gdt: DescriptorTable = .init(), idt: DescriptorTable = .init(),
+                cs: Segment = .init(), ds: Segment = .init(),
+                es: Segment = .init(), fs: Segment = .init(),
+                gs: Segment = .init(), ss: Segment = .init(),
+                tr: Segment = .init(), ldt: Segment = .init(),
+                gdt: DescriptorTableRegister = .init(), idt: DescriptorTableRegister = .init(),
                 rax: UInt64 = 0, rbx: UInt64 = 0) {
         self.rip = rip; self.rsp = rsp; self.rflags = rflags; self.rdi = rdi; self.rsi = rsi
         self.rax = rax; self.rbx = rbx

@@ -1,6 +1,7 @@
 // Loader: the initial register values for real-mode and long-mode boots —
 // control registers, EFER, and the hidden segment state KVM needs to accept
 // the vCPU without running any mode-switch code in the guest.
+import KVMABI
 
 /// Control-register and EFER bits used by the boot states.
 public enum ControlBits {
@@ -42,42 +43,42 @@ enum SegmentType {
 extension BootCPUState {
     /// Real mode: flat 64 KiB segments at 0, descriptor tables as after reset.
     static func realMode(entry: UInt64, stack: UInt64, rdi: UInt64, rsi: UInt64) -> BootCPUState {
-        let data = SegmentRegister(limit: 0xFFFF, type: SegmentType.dataReadWriteAccessed,
+        let data = Segment(limit: 0xFFFF, type: SegmentType.dataReadWriteAccessed,
                                    present: true, s: true)
         var code = data
         code.type = SegmentType.codeExecuteReadAccessed
         // TR and LDTR hold their reset values; KVM checks them even in real mode.
-        let tr = SegmentRegister(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
-        let ldt = SegmentRegister(limit: 0xFFFF, type: SegmentType.ldt, present: true)
+        let tr = Segment(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
+        let ldt = Segment(limit: 0xFFFF, type: SegmentType.ldt, present: true)
         return BootCPUState(
             rip: entry, rsp: stack, rflags: resetRFLAGS, rdi: rdi, rsi: rsi,
             cr0: ControlBits.realModeCR0, cr3: 0, cr4: 0, efer: 0,
             cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: tr, ldt: ldt,
-            gdt: DescriptorTable(base: 0, limit: 0xFFFF),
-            idt: DescriptorTable(base: 0, limit: 0xFFFF))
+            gdt: DescriptorTableRegister(base: 0, limit: 0xFFFF),
+            idt: DescriptorTableRegister(base: 0, limit: 0xFFFF))
     }
 
     /// Long mode: the GDT selectors of the boot layout, paging on with CR3 at the PML4.
     static func longMode(entry: UInt64, stack: UInt64, rdi: UInt64, rsi: UInt64) -> BootCPUState {
-        let code = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
+        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
                                    type: SegmentType.codeExecuteReadAccessed, present: true,
                                    db: false, s: true, l: true, g: true)
-        let data = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.dataSelector,
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.dataSelector,
                                    type: SegmentType.dataReadWriteAccessed, present: true,
                                    db: true, s: true, l: false, g: true)
         // VM entry in IA-32e mode demands a usable busy 64-bit TSS in TR even
         // though nothing here ever switches stacks through it.
-        let tr = SegmentRegister(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
-        let ldt = SegmentRegister(type: SegmentType.ldt, present: false, unusable: true)
+        let tr = Segment(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
+        let ldt = Segment(type: SegmentType.ldt, present: false, unusable: true)
         return BootCPUState(
             rip: entry, rsp: stack, rflags: resetRFLAGS, rdi: rdi, rsi: rsi,
             cr0: ControlBits.longModeCR0, cr3: BootLayout.pml4Address,
             cr4: ControlBits.longModeCR4, efer: ControlBits.longModeEFER,
             cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: tr, ldt: ldt,
-            gdt: DescriptorTable(base: BootLayout.gdtAddress,
+            gdt: DescriptorTableRegister(base: BootLayout.gdtAddress,
                                  limit: UInt16(LongModeBootStructures.gdtEntries.count * 8 - 1)),
             // Empty IDT on purpose: see BootLayout.swift.
-            idt: DescriptorTable(base: 0, limit: 0))
+            idt: DescriptorTableRegister(base: 0, limit: 0))
     }
 }
 
@@ -87,23 +88,23 @@ extension BootCPUState {
     /// GDT (so the guest can reload them), interrupts off, EAX/EBX as given.
     static func protectedMode(entry: UInt64, stack: UInt64, eax: UInt64, ebx: UInt64,
                               gdtBase: UInt64) -> BootCPUState {
-        let code = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
+        let code = Segment(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.codeSelector,
                                    type: SegmentType.codeExecuteReadAccessed, present: true,
                                    db: true, s: true, l: false, g: true)
-        let data = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.dataSelector,
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: BootLayout.dataSelector,
                                    type: SegmentType.dataReadWriteAccessed, present: true,
                                    db: true, s: true, l: false, g: true)
         // Reset values: VM entry checks TR and LDTR in protected mode too.
-        let tr = SegmentRegister(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
-        let ldt = SegmentRegister(limit: 0xFFFF, type: SegmentType.ldt, present: true)
+        let tr = Segment(limit: 0xFFFF, type: SegmentType.busyTSS, present: true)
+        let ldt = Segment(limit: 0xFFFF, type: SegmentType.ldt, present: true)
         return BootCPUState(
             rip: entry, rsp: stack, rflags: resetRFLAGS, rdi: 0, rsi: 0,
             cr0: ControlBits.protectedModeCR0, cr3: 0, cr4: 0, efer: 0,
             cs: code, ds: data, es: data, fs: data, gs: data, ss: data, tr: tr, ldt: ldt,
-            gdt: DescriptorTable(base: gdtBase,
+            gdt: DescriptorTableRegister(base: gdtBase,
                                  limit: UInt16(MultibootConstants.gdtEntries.count * 8 - 1)),
             // Empty IDT on purpose, as in long mode: see BootLayout.swift.
-            idt: DescriptorTable(base: 0, limit: 0),
+            idt: DescriptorTableRegister(base: 0, limit: 0),
             rax: eax, rbx: ebx)
     }
 }

@@ -1,26 +1,18 @@
 // VMM: turning the loader's pure boot description into KVM register files,
 // and the CPUID table each vCPU gets.
+import KVMABI
 import KVM
 import Loader
 
 enum BootState {
-    static func segment(_ s: SegmentRegister) -> Segment {
-        var k = Segment()
-        k.base = s.base; k.limit = s.limit; k.selector = s.selector; k.type = s.type
-        k.present = s.present; k.dpl = s.dpl; k.db = s.db; k.s = s.s
-        k.l = s.l; k.g = s.g; k.avl = s.avl; k.unusable = s.unusable
-        return k
-    }
-
     /// Applies `state` on top of the vCPU's current special registers (which
     /// keeps KVM's APIC base and interrupt bitmap).
     static func apply(_ state: BootCPUState, to vcpu: VCPU) throws(KVMError) {
         var sregs = try vcpu.specialRegisters()
-        sregs.cs = segment(state.cs); sregs.ds = segment(state.ds); sregs.es = segment(state.es)
-        sregs.fs = segment(state.fs); sregs.gs = segment(state.gs); sregs.ss = segment(state.ss)
-        sregs.tr = segment(state.tr); sregs.ldt = segment(state.ldt)
-        sregs.gdt = DescriptorTableRegister(base: state.gdt.base, limit: state.gdt.limit)
-        sregs.idt = DescriptorTableRegister(base: state.idt.base, limit: state.idt.limit)
+        sregs.cs = state.cs; sregs.ds = state.ds; sregs.es = state.es
+        sregs.fs = state.fs; sregs.gs = state.gs; sregs.ss = state.ss
+        sregs.tr = state.tr; sregs.ldt = state.ldt
+        sregs.gdt = state.gdt; sregs.idt = state.idt
         sregs.cr0 = state.cr0; sregs.cr3 = state.cr3; sregs.cr4 = state.cr4; sregs.efer = state.efer
         try vcpu.setSpecialRegisters(sregs)
 

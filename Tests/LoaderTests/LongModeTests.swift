@@ -1,5 +1,6 @@
 // LoaderTests: long-mode boots — control registers, segments, the GDT bytes
 // and a real page-table walk over the produced page tables.
+import KVMABI
 import Testing
 @testable import Loader
 
@@ -26,15 +27,15 @@ import Testing
 
     @Test func segmentRegistersAreFlat64Bit() throws {
         let s = try boot().cpuState(vcpu: 0, of: 1)
-        #expect(s.cs == SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB,
+        #expect(s.cs == Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB,
                                         present: true, dpl: 0, db: false, s: true, l: true, g: true))
-        let data = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 0x3,
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 0x3,
                                    present: true, dpl: 0, db: true, s: true, l: false, g: true)
         for segment in [s.ds, s.es, s.fs, s.gs, s.ss] { #expect(segment == data) }
         #expect(s.tr.type == 0xB && s.tr.present && !s.tr.s && !s.tr.unusable && s.tr.selector == 0)
         #expect(s.ldt.unusable && !s.ldt.present && s.ldt.type == 2)
-        #expect(s.gdt == DescriptorTable(base: 0x1000, limit: 23))
-        #expect(s.idt == DescriptorTable(base: 0, limit: 0))
+        #expect(s.gdt == DescriptorTableRegister(base: 0x1000, limit: 23))
+        #expect(s.idt == DescriptorTableRegister(base: 0, limit: 0))
     }
 
     @Test func stacksAreDistinctAndInsideTheStackRegion() throws {

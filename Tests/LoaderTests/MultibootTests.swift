@@ -5,6 +5,7 @@
 // module table and QEMU-style command lines, and the entry CPU state. The
 // image builders and the layout checker used by the other Multiboot*Tests
 // files live here too.
+import KVMABI
 import Testing
 @testable import Loader
 
@@ -400,14 +401,14 @@ func expectSoundLayout(_ boot: BootImage, memory: UInt64, commandLine: String, m
         #expect(s.rflags == 0x2)  // bit 1 set, IF clear
         #expect(s.cr0 == 0x11)
         #expect(s.cr3 == 0 && s.cr4 == 0 && s.efer == 0)
-        #expect(s.cs == SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB, present: true,
+        #expect(s.cs == Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB, present: true,
                                         db: true, s: true, g: true))
-        let data = SegmentRegister(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 0x3, present: true,
+        let data = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 0x3, present: true,
                                    db: true, s: true, g: true)
         #expect([s.ds, s.es, s.fs, s.gs, s.ss].allSatisfy { $0 == data })
-        #expect(s.idt == DescriptorTable(base: 0, limit: 0))
+        #expect(s.idt == DescriptorTableRegister(base: 0, limit: 0))
         // The GDT in memory describes exactly the loaded segment caches, so reloading a selector changes nothing.
-        #expect(s.gdt == DescriptorTable(base: area, limit: 23))
+        #expect(s.gdt == DescriptorTableRegister(base: area, limit: 23))
         #expect(read64(boot.segments, area) == 0)
         #expect(read64(boot.segments, area + 8).map { decodeDescriptor($0, selector: 0x08) } == s.cs)
         #expect(read64(boot.segments, area + 16).map { decodeDescriptor($0, selector: 0x10) } == data)

@@ -1,5 +1,6 @@
 // LoaderTests: real-mode flat binaries — placement at 0x7C00, the reset-like
 // segment state, and the per-vCPU stacks and RDI/RSI convention.
+import KVMABI
 import Testing
 @testable import Loader
 
@@ -31,8 +32,8 @@ import Testing
         #expect(s.cr0 & 1 == 0)            // PE clear
         #expect(s.cr0 & (1 << 31) == 0)    // PG clear
         #expect(s.cr3 == 0 && s.cr4 == 0 && s.efer == 0)
-        let code = SegmentRegister(base: 0, limit: 0xFFFF, selector: 0, type: 0xB, present: true, s: true)
-        let data = SegmentRegister(base: 0, limit: 0xFFFF, selector: 0, type: 0x3, present: true, s: true)
+        let code = Segment(base: 0, limit: 0xFFFF, selector: 0, type: 0xB, present: true, s: true)
+        let data = Segment(base: 0, limit: 0xFFFF, selector: 0, type: 0x3, present: true, s: true)
         #expect(s.cs == code)
         for segment in [s.ds, s.es, s.fs, s.gs, s.ss] { #expect(segment == data) }
         #expect(!s.cs.db && !s.cs.l && !s.cs.g)

@@ -1,5 +1,6 @@
 // LoaderTests: helpers that read the produced boot structures back the way
 // the CPU would — a page-table walker and a GDT descriptor decoder.
+import KVMABI
 import SeededRandom
 import Loader
 
@@ -49,10 +50,10 @@ func translate(_ virtualAddress: UInt64, cr3: UInt64, memory: [MemorySegment]) -
 
 /// Decodes an 8-byte GDT code/data descriptor into the hidden segment state
 /// a selector load would produce (the selector itself is filled in by the caller).
-func decodeDescriptor(_ d: UInt64, selector: UInt16) -> SegmentRegister {
+func decodeDescriptor(_ d: UInt64, selector: UInt16) -> Segment {
     let rawLimit = UInt32(d & 0xFFFF) | UInt32((d >> 48) & 0xF) << 16
     let g = (d >> 55) & 1 == 1
-    return SegmentRegister(
+    return Segment(
         base: (d >> 16) & 0xFF_FFFF | ((d >> 56) & 0xFF) << 24,
         limit: g ? rawLimit << 12 | 0xFFF : rawLimit,
         selector: selector,
