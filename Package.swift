@@ -18,8 +18,6 @@ let package = Package(
     dependencies: [
         // Command-line parsing with subcommands, validation and help text.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        // TOML parsing for MSR policy files (syntax errors with line and column).
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
@@ -32,7 +30,7 @@ let package = Package(
         .target(name: "Loader", swiftSettings: strict),
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
-        .target(name: "MSRPolicy", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
+        .target(name: "MSRPolicy", swiftSettings: strict),
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", swiftSettings: strict),

@@ -19,7 +19,7 @@ struct CommandResult {
 }
 
 /// Runs deflect with `arguments`; kills it after `limit` seconds (a hang is a failure).
-private func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
+func deflect(_ arguments: [String], limit: Double = 30) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: deflectBinary)
     process.arguments = arguments
@@ -39,10 +39,24 @@ private func deflect(_ arguments: [String], limit: Double = 30) throws -> Comman
                          stderr: String(decoding: stderr, as: UTF8.self))
 }
 
-private func temporaryFile(_ bytes: [UInt8]) throws -> String {
+func temporaryFile(_ bytes: [UInt8]) throws -> String {
     let path = NSTemporaryDirectory() + "deflect-cli-\(UUID().uuidString).bin"
     try Data(bytes).write(to: URL(fileURLWithPath: path))
     return path
+}
+
+/// Starts `deflect run` on the real-mode guest that spins forever, under
+/// `policy`, for 4 seconds; its stderr can be read from the returned pipe.
+func startSpinningGuest(policy: String) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: deflectBinary)
+    process.arguments = ["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--policy", policy, "--timeout", "4"]
+    let err = Pipe()
+    process.standardError = err
+    process.standardOutput = FileHandle.nullDevice
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    return (process, err)
 }
 
 /// One line on stderr, starting with "deflect: error:".
@@ -285,14 +299,7 @@ struct CLIMultibootInputTests {
 struct CLIPolicyReloadTests {
     @Test func sighupReloadsThePolicyWhileTheGuestRuns() throws {
         let policy = try temporaryFile(Array("[[rule]]\nmsr = 0x2474\naction = \"ignore\"\n".utf8))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: deflectBinary)
-        process.arguments = ["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--policy", policy, "--timeout", "4"]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let (process, err) = try startSpinningGuest(policy: policy)
         usleep(1_000_000)
         // A broken file first: the previous policy must stay.
         try Data("[[rule]]\nmsr = \"NOPE\"\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
