@@ -45,8 +45,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The exit-path benchmark (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader"],
+        // The exit-path and policy-fuzz benchmarks (`make bench`), not part of the product.
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "SeededRandom"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
