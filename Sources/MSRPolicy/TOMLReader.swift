@@ -88,7 +88,9 @@ struct TOMLText {
             let middle = (low + high + 1) / 2
             if lineStarts[middle] <= clamped { low = middle } else { high = middle - 1 }
         }
-        let start = min(lineStarts.isEmpty ? 0 : lineStarts[low], clamped)
+        var start = min(lineStarts.isEmpty ? 0 : lineStarts[low], clamped)
+        // A byte-order mark is not a column.
+        if start == 0, clamped >= 3, bytes.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
         let scalars = bytes[start..<clamped].reduce(0) { $1 & 0xC0 == 0x80 ? $0 : $0 + 1 }
         return TOMLReader.Position(line: low + 1, column: scalars + 1)
     }

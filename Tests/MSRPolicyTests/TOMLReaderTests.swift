@@ -165,6 +165,7 @@ private func syntaxError(_ text: String) -> TOMLReader.SyntaxError? {
     @Test func columnsCountCharactersNotBytes() {
         #expect(syntaxError("k = \"é\" x\n").map { [$0.line, $0.column] } == [1, 9])
         #expect(syntaxError("\"é\" = \"ü\"\nbad\n").map { [$0.line, $0.column] } == [2, 4])
+        #expect(syntaxError("\u{FEFF}a = = 1\n").map { [$0.line, $0.column] } == [1, 5])
     }
 
     @Test func invalidUTF8IsLocated() {
