@@ -24,8 +24,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // Latency histograms for exit profiling: fixed-range HdrHistogram buckets, allocation-free recording.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
-        // TOML parsing for MSR policy files (syntax errors with line and column).
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
@@ -40,7 +38,7 @@ let package = Package(
         .target(name: "Loader", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
-        .target(name: "MSRPolicy", dependencies: ["KVMABI", .product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
+        .target(name: "MSRPolicy", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
@@ -56,8 +54,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The exit-path benchmark (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader"],
+        // The exit-path and policy-fuzz benchmarks (`make bench`), not part of the product.
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "SeededRandom"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],

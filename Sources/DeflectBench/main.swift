@@ -5,7 +5,8 @@
 // allocations per exit. Results are written to BENCHMARKS.md.
 //
 // Run it through `make bench` (release build, the C reference built, the
-// allocation-counting shim preloaded).
+// allocation-counting shim preloaded). `--policy-fuzz N` instead runs the
+// policy-file fuzz benchmark (PolicyFuzz.swift).
 import Dispatch
 import Foundation
 import Loader
@@ -105,6 +106,8 @@ func main() throws {
     var iterations: UInt32 = 20_000
     var rounds = 7
     var output = "BENCHMARKS.md"
+    var fuzzInputs: Int?
+    var seed: UInt64 = 0x70_31_F0_22
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
         guard let value = arguments.popFirst() else { throw BenchError(description: "\(flag) needs a value") }
@@ -112,8 +115,16 @@ func main() throws {
         case "--iterations": iterations = UInt32(value) ?? iterations
         case "--rounds": rounds = max(1, Int(value) ?? rounds)
         case "--output": output = value
+        case "--policy-fuzz":
+            guard let count = Int(value), count > 0 else { throw BenchError(description: "--policy-fuzz needs a positive count") }
+            fuzzInputs = count
+        case "--seed": seed = UInt64(value) ?? seed
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if let fuzzInputs {
+        try policyFuzz(count: fuzzInputs, seed: seed, output: output)
+        return
     }
     let guestPath = "Guests/build/real/msr_loop.bin"
     let reference = "Benchmarks/reference/msr_loop"
@@ -192,6 +203,8 @@ enum BenchmarkFile {
             let end = rest.range(of: "\n## ")?.lowerBound ?? text.endIndex
             text.replaceSubrange(start.lowerBound..<(end == text.endIndex ? end : text.index(after: end)), with: section)
         } else {
+            // A section written by another tool may end without the blank line.
+            while !text.isEmpty && !text.hasSuffix("\n\n") { text += "\n" }
             text += section
         }
         try text.write(toFile: path, atomically: true, encoding: .utf8)

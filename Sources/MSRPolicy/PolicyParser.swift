@@ -1,9 +1,7 @@
 // PolicyParser: the TOML policy file → `MSRPolicy`, with every problem
 // reported at file:line:column (all of them, not just the first). Owns the
-// file format (described below and in docs/policy-format.md) and the source
-// scanner that finds where keys were written, which TOMLKit does not report.
-
-internal import TOMLKit
+// file format (described below and in docs/policy-format.md); the TOML
+// syntax itself is TOMLReader's.
 
 /// A parsed policy file.
 ///
@@ -80,17 +78,17 @@ public enum PolicyParser {
     /// - Throws: every problem found, in file order.
     public static func parse(_ text: String, file: String, knownProviders: Set<String>? = nil,
                              knownProfiles: Set<String>? = nil) throws(PolicyErrors) -> PolicyDocument {
-        let root: [String: Node]
+        let toml: TOMLReader.Document
         switch TOMLReader.read(text) {
-        case .success(let table): root = table
+        case .success(let document): toml = document
         case .failure(let syntax):
             throw PolicyErrors([PolicyError(location: SourceLocation(file: file, line: syntax.line, column: syntax.column),
                                             message: syntax.message)])
         }
-        var parser = Parser(file: file, map: SourceMap(text), knownProviders: knownProviders)
-        let document = parser.document(root, knownProfiles: knownProfiles)
+        var parser = Parser(file: file, map: SourceMap(toml), knownProviders: knownProviders)
+        let document = parser.document(toml.root, knownProfiles: knownProfiles)
         if !parser.errors.isEmpty {
-            // Stable sort: TOMLKit hands keys over alphabetically, people read files top-down.
+            // Stable sort: the tree walk visits keys alphabetically, people read files top-down.
             let ordered = parser.errors.enumerated().sorted {
                 ($0.element.location.line, $0.element.location.column, $0.offset)
                     < ($1.element.location.line, $1.element.location.column, $1.offset)
@@ -117,201 +115,6 @@ public enum PolicyParser {
 }
 
 // MARK: - Parsing the tree
-
-/// A TOML value, copied out of TOMLKit so the rest of the parser is plain Swift.
-indirect enum Node {
-    case int(Int)
-    case string(String)
-    case bool(Bool)
-    case array([Node])
-    case table([String: Node])
-    case other(String)
-
-    var typeName: String {
-        switch self {
-        case .int: return "integer"
-        case .string: return "string"
-        case .bool: return "boolean"
-        case .array: return "array"
-        case .table: return "table"
-        case .other(let name): return name
-        }
-    }
-}
-
-/// The one place that talks to TOMLKit.
-enum TOMLReader {
-    struct SyntaxError: Error { var line: Int; var column: Int; var message: String }
-
-    static func read(_ text: String) -> Result<[String: Node], SyntaxError> {
-        if let unsafeInput = rejectBeforeTOMLKit(text) { return .failure(unsafeInput) }
-        do {
-            let table = try TOMLTable(string: text)
-            return .success(convert(table))
-        } catch let error as TOMLParseError {
-            var message = "TOML syntax: " + error.description
-            if error.description.contains("not representable in 64 bits") {
-                message += "; numbers of 2^63 and above must be written as strings, e.g. \"0xffff_ffff_ffff_ffff\""
-            }
-            return .failure(SyntaxError(line: max(1, error.source.begin.line), column: max(1, error.source.begin.column),
-                                        message: message))
-        } catch {
-            return .failure(SyntaxError(line: 1, column: 1, message: "TOML syntax: \(error)"))
-        }
-    }
-
-    /// Input that must not reach toml++ (3.x, bundled by TOMLKit 0.6):
-    /// - a table header whose first character after `[`/`[[` is neither a key
-    ///   character, a quote nor `]` (e.g. `[,default]`, or `[[` at the end of
-    ///   a line) trips an assertion in
-    ///   `parser::parse_key()` (abort in debug builds, undefined behaviour via
-    ///   `__builtin_assume` in release builds); found by the fuzz test;
-    /// - an array element that starts with `}` (e.g. `range = [}1, 2]`) trips
-    ///   the assertion in `parser::parse_value()`, and so would whitespace
-    ///   other than space, tab and line breaks there; TOML allows no other
-    ///   whitespace or control characters outside strings, so they are refused
-    ///   everywhere outside strings and comments;
-    /// - a NUL character, which would silently cut the text short (it is passed as a C string).
-    static func rejectBeforeTOMLKit(_ text: String) -> SyntaxError? {
-        if let hazard = headerOrNULHazard(text) { return hazard }
-        return valueHazard(text)
-    }
-
-    /// The character-level half: strings, comments and brackets are tracked so
-    /// only characters between values are judged.
-    private static func valueHazard(_ text: String) -> SyntaxError? {
-        let chars = Array(text)
-        var line = 1, lineStart = 0
-        var stack: [Character] = []       // open '[' (arrays) and '{' (inline tables) inside values
-        var afterEquals = false           // on a top-level `key =` line, so '[' opens an array
-        var expectingElement = false      // just after an array's '[' or ','
-        var i = 0
-        func error(_ at: Int, _ message: String) -> SyntaxError {
-            SyntaxError(line: line, column: at - lineStart + 1, message: "TOML syntax: " + message)
-        }
-        while i < chars.count {
-            let c = chars[i]
-            if c == "\n" || c == "\r\n" {
-                if stack.isEmpty { afterEquals = false }
-                line += 1; i += 1; lineStart = i
-                continue
-            }
-            if c == " " || c == "\t" { i += 1; continue }
-            if c == "#" {
-                while i < chars.count, chars[i] != "\n", chars[i] != "\r\n" { i += 1 }
-                continue
-            }
-            if c == "\"" || c == "'" {
-                // Skip the string, counting the lines a multi-line one spans.
-                let triple = i + 2 < chars.count && chars[i + 1] == c && chars[i + 2] == c
-                i += triple ? 3 : 1
-                while i < chars.count {
-                    if c == "\"" && chars[i] == "\\" { i += 2; continue }
-                    if chars[i] == "\n" || chars[i] == "\r\n" {
-                        if !triple { break }  // unterminated: toml++ reports it
-                        line += 1; lineStart = i + 1
-                    }
-                    if chars[i] == c && (!triple || (i + 2 < chars.count && chars[i + 1] == c && chars[i + 2] == c)) {
-                        i += triple ? 3 : 1
-                        // A closing triple may be followed by up to two more quotes belonging to the string.
-                        while triple, i < chars.count, chars[i] == c { i += 1 }
-                        break
-                    }
-                    i += 1
-                }
-                expectingElement = false
-                continue
-            }
-            if c.isWhitespace || c.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
-                let code = String(c.unicodeScalars.first?.value ?? 0, radix: 16, uppercase: true)
-                return error(i, "character U+\(String(repeating: "0", count: max(0, 4 - code.count)) + code) is not allowed outside strings")
-            }
-            switch c {
-            case "[":
-                if stack.isEmpty && !afterEquals {
-                    // A table header: skip to its end (the line-based check judged its start).
-                    while i < chars.count, chars[i] != "\n", chars[i] != "\r\n", chars[i] != "#" { i += 1 }
-                    continue
-                }
-                stack.append("["); expectingElement = true
-            case "{":
-                stack.append("{"); expectingElement = false
-            case "}":
-                if expectingElement { return error(i, "expected a value or ']', found '}'") }
-                if stack.last == "{" { stack.removeLast() }
-            case "]":
-                if stack.last == "[" { stack.removeLast() }
-                expectingElement = false
-            case ",":
-                expectingElement = stack.last == "["
-            case "=":
-                if stack.isEmpty { afterEquals = true }
-                expectingElement = false
-            default:
-                expectingElement = false
-            }
-            i += 1
-        }
-        return nil
-    }
-
-    /// The line-level half: table-header starts and NUL characters.
-    private static func headerOrNULHazard(_ text: String) -> SyntaxError? {
-        var lineNumber = 0
-        var openString: String?
-        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            lineNumber += 1
-            let chars = Array(line)
-            if let nul = chars.firstIndex(of: "\0") {
-                return SyntaxError(line: lineNumber, column: nul + 1, message: "policy files must not contain NUL characters")
-            }
-            if let delimiter = openString {
-                if SourceMap.count(delimiter, in: chars) % 2 == 1 { openString = nil }
-                continue
-            }
-            var i = 0
-            while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 }
-            if i < chars.count, chars[i] == "[" {
-                var j = i + 1
-                if j < chars.count, chars[j] == "[" { j += 1 }
-                while j < chars.count, chars[j] == " " || chars[j] == "\t" { j += 1 }
-                let found = j < chars.count ? "'\(chars[j])'" : "the end of the line"
-                let keyStart = j < chars.count
-                    && ((chars[j].isASCII && (chars[j].isLetter || chars[j].isNumber))
-                        || ["_", "-", "\"", "'", "]"].contains(chars[j]))
-                if !keyStart {
-                    return SyntaxError(line: lineNumber, column: j + 1,
-                                       message: "TOML syntax: a table header must start with a key, found \(found)")
-                }
-                continue
-            }
-            for delimiter in ["\"\"\"", "'''"] where SourceMap.count(delimiter, in: chars) % 2 == 1 {
-                openString = delimiter
-            }
-        }
-        return nil
-    }
-
-    private static func convert(_ table: TOMLTable) -> [String: Node] {
-        var result: [String: Node] = [:]
-        for (key, value) in table { result[key] = convert(value) }
-        return result
-    }
-
-    private static func convert(_ value: TOMLValueConvertible) -> Node {
-        switch value.type {
-        case .int: return value.int.map(Node.int) ?? .other("integer")
-        case .string: return value.string.map(Node.string) ?? .other("string")
-        case .bool: return value.bool.map(Node.bool) ?? .other("boolean")
-        case .array: return .array(value.array.map { $0.map(convert) } ?? [])
-        case .table: return value.table.map { .table(convert($0)) } ?? .other("table")
-        case .double: return .other("floating-point number")
-        case .date: return .other("date")
-        case .time: return .other("time")
-        case .dateTime: return .other("date-time")
-        }
-    }
-}
 
 /// One parse: the tree walk, with errors collected as it goes.
 struct Parser {
@@ -591,63 +394,22 @@ struct Parser {
 
 // MARK: - Where keys were written
 
-/// Positions of tables and keys in the source text. TOMLKit reports positions
-/// only for syntax errors, so the text is scanned line by line: `[[rule]]`
-/// headers in order (the Nth header is the Nth rule), `[default]`, and
-/// `key = value` lines within each table's span. The text has already parsed
-/// as TOML, so the scan only has to skip comments and multi-line strings.
-/// Anything not found falls back to the nearest enclosing header.
+/// Where the parts of the policy were written, from the TOML reader's
+/// record: `[[rule]]` headers in order (the Nth header is the Nth rule),
+/// `[default]`, and the `key = value` lines in each. Keys inside inline
+/// tables are not recorded; lookups fall back to the nearest enclosing
+/// header or key.
 struct SourceMap {
-    struct Position: Sendable, Hashable { var line: Int; var column: Int }
-    struct KeySpot { var key: Position; var value: Position }
-    struct Table { var header: Position; var keys: [String: KeySpot] = [:] }
+    typealias Position = TOMLReader.Position
 
-    private(set) var top = Table(header: Position(line: 1, column: 1))
-    private(set) var defaultTable: Table?
-    private(set) var rules: [Table] = []
+    private let top: TOMLReader.Section
+    private let defaultTable: TOMLReader.Section?
+    private let rules: [TOMLReader.Section]
 
-    init(_ text: String) {
-        enum Current { case top, defaults, rule(Int), other }
-        var current = Current.top
-        var openString: String?  // the delimiter of a multi-line string being skipped
-        var lineNumber = 0
-        // "\r\n" is a single Character in Swift, so split on both spellings.
-        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            lineNumber += 1
-            let chars = Array(line)
-            if let delimiter = openString {
-                if Self.count(delimiter, in: chars) % 2 == 1 { openString = nil }
-                continue
-            }
-            var i = 0
-            while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 }
-            guard i < chars.count, chars[i] != "#" else { continue }
-            let start = Position(line: lineNumber, column: i + 1)
-            if chars[i] == "[" {
-                let isArray = i + 1 < chars.count && chars[i + 1] == "["
-                let name = Self.headerName(chars, from: i + (isArray ? 2 : 1))
-                if isArray && name == "rule" {
-                    rules.append(Table(header: start)); current = .rule(rules.count - 1)
-                } else if !isArray && name == "default" {
-                    defaultTable = Table(header: start); current = .defaults
-                } else {
-                    current = .other
-                }
-                continue
-            }
-            guard let (key, valueColumn) = Self.keyAndValue(chars, from: i) else { continue }
-            let spot = KeySpot(key: start, value: Position(line: lineNumber, column: valueColumn))
-            switch current {
-            case .top: if top.keys[key] == nil { top.keys[key] = spot }
-            case .defaults: if defaultTable?.keys[key] == nil { defaultTable?.keys[key] = spot }
-            case .rule(let n): if rules[n].keys[key] == nil { rules[n].keys[key] = spot }
-            case .other: break
-            }
-            let rest = Array(chars[(valueColumn - 1)...])
-            for delimiter in ["\"\"\"", "'''"] where Self.count(delimiter, in: rest) % 2 == 1 {
-                openString = delimiter
-            }
-        }
+    init(_ document: TOMLReader.Document) {
+        top = document.top
+        defaultTable = document.tables[["default"]]
+        rules = document.arraysOfTables[["rule"]] ?? []
     }
 
     // Lookups, each falling back to something sensible.
@@ -671,58 +433,5 @@ struct SourceMap {
     }
     func ruleValue(_ n: Int, _ key: String) -> Position {
         (n < rules.count ? rules[n].keys[key]?.value : nil) ?? ruleHeader(n)
-    }
-
-    // Scanning helpers.
-
-    /// The trimmed text between the opening bracket(s) and the closing `]`.
-    private static func headerName(_ chars: [Character], from start: Int) -> String {
-        var end = start
-        while end < chars.count, chars[end] != "]" { end += 1 }
-        return String(chars[min(start, end)..<end]).trimmingSpaces()
-    }
-
-    /// The key (dotted parts joined by ".") and the 1-based column of its value, if the line is `key = value`.
-    private static func keyAndValue(_ chars: [Character], from start: Int) -> (String, Int)? {
-        var i = start
-        var parts: [String] = []
-        while true {
-            guard i < chars.count else { return nil }
-            if chars[i] == "\"" || chars[i] == "'" {
-                let quote = chars[i]
-                var j = i + 1
-                while j < chars.count, chars[j] != quote { j += quote == "\"" && chars[j] == "\\" ? 2 : 1 }
-                guard j < chars.count else { return nil }
-                parts.append(String(chars[(i + 1)..<j])); i = j + 1
-            } else {
-                var j = i
-                while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" || chars[j] == "-" { j += 1 }
-                guard j > i else { return nil }
-                parts.append(String(chars[i..<j])); i = j
-            }
-            while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 }
-            guard i < chars.count else { return nil }
-            if chars[i] == "." {
-                i += 1
-                while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 }
-                continue
-            }
-            break
-        }
-        guard chars[i] == "=" else { return nil }
-        i += 1
-        while i < chars.count, chars[i] == " " || chars[i] == "\t" { i += 1 }
-        return (parts.joined(separator: "."), min(i, chars.count - 1) + 1)
-    }
-
-    /// Non-overlapping occurrences of `needle` (a delimiter inside a comment
-    /// is rare and at worst shifts the positions found after it).
-    static func count(_ needle: String, in chars: [Character]) -> Int {
-        let pattern = Array(needle)
-        var n = 0, i = 0
-        while i + pattern.count <= chars.count {
-            if Array(chars[i..<(i + pattern.count)]) == pattern { n += 1; i += pattern.count } else { i += 1 }
-        }
-        return n
     }
 }

@@ -47,6 +47,20 @@ func temporaryFile(_ bytes: [UInt8]) throws -> String {
     return path
 }
 
+/// Starts `deflect run` on the real-mode guest that spins forever, under
+/// `policy`, for 4 seconds; its stderr can be read from the returned pipe.
+func startSpinningGuest(policy: String) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: deflectBinary)
+    process.arguments = ["run", try GuestImages.path("real/spin.bin"), "--mode", "real", "--policy", policy, "--timeout", "4"]
+    let err = Pipe()
+    process.standardError = err
+    process.standardOutput = FileHandle.nullDevice
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    return (process, err)
+}
+
 /// One line on stderr, starting with "deflect: error:".
 func expectOneLineError(_ r: CommandResult, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
     let lines = r.stderr.split(separator: "\n")

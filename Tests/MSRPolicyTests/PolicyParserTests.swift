@@ -102,21 +102,6 @@ func expectOneError(_ text: String, line: Int, column: Int, containing fragment:
         #expect(big.first?.message.contains("must be written as strings") == true)
     }
 
-    @Test func inputThatWouldCrashTOMLKitIsRejectedFirst() {
-        // toml++ asserts on a header that starts with a non-key character (found by the fuzz test).
-        expectOneError("a = 1\n[,efault]\n", line: 2, column: 2, containing: "a table header must start with a key")
-        expectOneError("[[ ,rule]]\n", line: 1, column: 4, containing: "a table header must start with a key")
-        expectOneError("[[[rule]]]\n", line: 1, column: 3, containing: "a table header must start with a key")
-        expectOneError("[[\nrule]]\n", line: 1, column: 3, containing: "found the end of the line")
-        expectOneError("[[rule]]\nrange = [}0x10, 0x20]\n", line: 2, column: 10, containing: "expected a value or ']', found '}'")
-        expectOneError("[[rule]]\nrange = [0x10,\n  # comment\n  }]\n", line: 4, column: 3, containing: "found '}'")
-        expectOneError("[[rule]]\nrange = [\u{0B}0x10, 0x20]\n", line: 2, column: 10, containing: "U+000B is not allowed")
-        #expect(policyErrors("rule = [{ msr = 1, action = \"deny\" }, { msr = \"}\", action = 'd]' }]\n").count == 2)
-        expectOneError("a = 1\n\u{0}\n", line: 2, column: 1, containing: "NUL")
-        // Not a header: inside a multi-line string.
-        #expect(policyErrors("profile = \"\"\"\n[,x]\n\"\"\"\n").isEmpty)
-    }
-
     @Test func errorsPrintLikeACompiler() {
         let errors = policyErrors("bogus = 1\n")
         #expect(errors.map(\.description) == [
