@@ -8,6 +8,7 @@
 // the cost of the I/O exit itself. A 64Ki-entry table would be O(1) but
 // costs 1 MiB of existential references per bus (copied whenever the struct
 // is copied and mutated) and still needs the same overlap check.
+import KVMABI
 
 /// Why a registration was refused.
 public enum PortBusError: Error, Equatable, CustomStringConvertible {
@@ -124,7 +125,3 @@ public struct PortBus {
     }
 }
 
-/// "0x3f8"-style port formatting without Foundation.
-func hex(_ value: UInt16) -> String {
-    "0x" + String(value, radix: 16)
-}

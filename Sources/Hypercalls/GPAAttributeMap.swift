@@ -2,6 +2,7 @@
 // guest-physical memory, as an interval map with O(log n) updates and
 // queries. It is the list of shared regions a migration must copy in the
 // clear, and part of the VM state a snapshot saves.
+import KVMABI
 
 /// Interval map over `[0, size)`: every byte is shared or private; adjacent
 /// ranges with the same attribute are always coalesced, so the map holds the

@@ -3,6 +3,7 @@
 // run->hypercall.ret. Shared by all vCPU threads, so its state sits behind a
 // mutex; a guest can make it neither trap nor grow without bound.
 
+import KVMABI
 import Synchronization
 
 /// Why `HypercallHandler.restore` refused a map.

@@ -2,6 +2,7 @@
 // KVM_HC_MAP_GPA_RANGE (a0 = GPA, a1 = number of 4 KiB pages, a2 = attributes)
 // into a request, or into the reason it must be refused. Nothing here changes
 // state: the handler validates first and only then touches the page map.
+import KVMABI
 
 /// A validated MAP_GPA_RANGE call: `[start, start + byteLength)` becomes `attribute`.
 public struct MapGPARangeRequest: Sendable, Equatable, CustomStringConvertible {
@@ -128,10 +129,6 @@ public enum MapGPARangeDecoder {
     }
 }
 
-/// `0x…` lower-case hex, the form every address in this target is printed in.
-func hex(_ value: UInt64) -> String {
-    "0x" + String(value, radix: 16)
-}
 
 /// "4 KiB", "2 MiB", "1 GiB" for exact binary multiples, else hex bytes.
 func sizeString(_ bytes: UInt64) -> String {

@@ -2,6 +2,7 @@
 // for people (a table) and for tools (JSON), as `deflect` prints it at the end
 // of a run. Addresses are hex strings in both: JSON numbers lose precision
 // above 2^53 in many parsers.
+import KVMABI
 
 public enum SharedRegionsReport {
     /// A fixed-width table of the shared ranges, end exclusive, with a summary line.
@@ -16,7 +17,7 @@ public enum SharedRegionsReport {
         lines.append("Shared regions: \(shared.count) range(s), \(summary) (\(map.rangeCount) range(s) in the map)")
         lines.append(pad("start", 20) + pad("end (exclusive)", 20) + "size")
         for range in shared {
-            lines.append(pad(paddedHex(range.lowerBound), 20) + pad(paddedHex(range.upperBound), 20)
+            lines.append(pad(hex(range.lowerBound, digits: 16), 20) + pad(hex(range.upperBound, digits: 16), 20)
                          + sizeString(range.upperBound - range.lowerBound))
         }
         return lines.joined(separator: "\n") + "\n"
@@ -31,10 +32,6 @@ public enum SharedRegionsReport {
             + "\"sharedBytes\":\"\(hex(map.sharedBytes))\",\"shared\":[\(regions.joined(separator: ","))]}"
     }
 
-    private static func paddedHex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return "0x" + String(repeating: "0", count: max(0, 16 - digits.count)) + digits
-    }
 
     private static func pad(_ text: String, _ width: Int) -> String {
         text + String(repeating: " ", count: max(1, width - text.count))

@@ -1,4 +1,5 @@
 // KVM: CPUID entries as Swift values (kvm_cpuid_entry2).
+import KVMABI
 internal import CKVM
 
 /// One CPUID leaf/subleaf as KVM describes it.
@@ -33,7 +34,6 @@ public struct CPUIDEntry: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
         return "CPUID[\(hex(function)).\(index)] eax=\(hex(eax)) ebx=\(hex(ebx)) ecx=\(hex(ecx)) edx=\(hex(edx))"
     }
 }

@@ -1,5 +1,6 @@
 // KVM: guest-physical addresses and guest RAM: a mapping registered with
 // KVM_SET_USER_MEMORY_REGION, with bounds-checked access from Swift.
+import KVMABI
 internal import CKVM
 import Glibc
 
@@ -9,7 +10,7 @@ public struct GuestPhysicalAddress: RawRepresentable, Hashable, Comparable, Send
     public init(rawValue: UInt64) { self.rawValue = rawValue }
     public init(_ value: UInt64) { self.rawValue = value }
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
-    public var description: String { "0x" + String(rawValue, radix: 16) }
+    public var description: String { hex(rawValue) }
 }
 
 /// Access outside a guest memory region.

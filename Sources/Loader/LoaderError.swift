@@ -1,5 +1,6 @@
 // Loader: every reason an image cannot be booted, each with the numbers that
 // matter and a one-line description for the user.
+import KVMABI
 
 /// Why `ImageLoader.load` rejected an image. ELF segment indices are
 /// program-header indices, so they match `readelf -l`.
@@ -187,7 +188,3 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// "0x" + lowercase hex; kept here so the module needs no Foundation.
-func hex<T: BinaryInteger>(_ value: T) -> String {
-    "0x" + String(value, radix: 16)
-}

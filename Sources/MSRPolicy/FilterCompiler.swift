@@ -98,7 +98,7 @@ public enum FilterCompiler {
         if policy.defaultScope == .all && policy.defaultAction == .kernel { throw .kernelDefaultForAll }
         let rules = policy.rules
         for rule in rules where rule.first > rule.last { throw .invertedRange(rule) }
-        for (a, b) in zip(rules, rules.dropFirst()) where b.first <= a.last { throw .overlappingRules(a, b) }
+        if let overlap = PolicyChecks.overlaps(rules).first { throw .overlappingRules(overlap.earlier, overlap.later) }
         let x2 = MSRCatalogue.x2APICRange
         for rule in rules where rule.action.isUserSpace && rule.first <= x2.upperBound && rule.last >= x2.lowerBound {
             throw .x2APICRule(rule)

@@ -328,10 +328,7 @@ public enum MSRCatalogue {
     }
 
     /// `0x` and eight lower-case hex digits, e.g. "0x000000ce".
-    public static func hex(_ index: UInt32) -> String {
-        let digits = String(index, radix: 16)
-        return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-    }
+    public static func hex(_ index: UInt32) -> String { KVMABI.hex(index, digits: 8) }
 
     // MARK: - Implementation
 

@@ -97,7 +97,6 @@ public enum MSRRuntimeError: Error, Sendable, Hashable, CustomStringConvertible 
         }
     }
 
-    private func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
 }
 
 /// Architectural lock bits of MSRs a policy may emulate read-write: once the
@@ -415,7 +414,7 @@ public final class MSRRuntime: Sendable {
 
 /// One rule in the form the exit path wants: trivial values only, so reading
 /// it retains nothing.
-struct RuntimeRule: Sendable {
+struct RuntimeRule: Sendable, MSRSpan {
     enum Kind: Sendable {
         case kernel
         /// `slotBase` is the rule's first slot in its scope's value array.
@@ -469,11 +468,11 @@ struct RuntimePolicy: Sendable {
         var compiled: [RuntimeRule] = []
         compiled.reserveCapacity(policy.rules.count)
         var vmSlots = 0, vcpuSlots = 0
-        var previous: MSRRule?
+        if let overlap = PolicyChecks.overlaps(policy.rules).first {
+            throw .overlappingRules(overlap.earlier.first, overlap.later.first)
+        }
         for rule in policy.rules {
             guard rule.first <= rule.last else { throw .invertedRule(first: rule.first, last: rule.last) }
-            if let previous, previous.last >= rule.first { throw .overlappingRules(previous.first, rule.first) }
-            previous = rule
             let kind: RuntimeRule.Kind
             switch rule.action {
             case .kernel: kind = .kernel
@@ -523,14 +522,7 @@ struct RuntimePolicy: Sendable {
     }
 
     /// Binary search over the flat rule array.
-    func rule(for index: UInt32) -> RuntimeRule? {
-        var low = 0, high = rules.count
-        while low < high {
-            let mid = (low + high) / 2
-            if rules[mid].last < index { low = mid + 1 } else { high = mid }
-        }
-        return low < rules.count && rules[low].first <= index ? rules[low] : nil
-    }
+    func rule(for index: UInt32) -> RuntimeRule? { rules.span(covering: index) }
 }
 
 /// A compiled policy with its value stores; immutable, replaced as a whole.

@@ -2,6 +2,7 @@
 // each MSR was read and written, its first and last value, the outcomes and
 // the last RIP — with a bounded number of tracked MSRs, merged across vCPUs,
 // and rendered as an aligned text table or one JSON document.
+import KVMABI
 
 /// Accesses of one vCPU (or, after `merge`, of a whole VM). Each vCPU thread
 /// owns one, so there are no locks; merge them when the run ends.
@@ -218,4 +219,3 @@ public struct MSRStatistics: Sendable, Equatable {
     static func quote(_ s: String) -> String { QuotedString.quoted(s) }
 }
 
-private func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }

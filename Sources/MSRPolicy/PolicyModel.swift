@@ -156,12 +156,5 @@ public struct MSRPolicy: Sendable, Hashable {
     }
 
     /// The rule covering `index`, found by binary search; nil means the default applies.
-    public func rule(for index: UInt32) -> MSRRule? {
-        var low = 0, high = rules.count
-        while low < high {
-            let mid = (low + high) / 2
-            if rules[mid].last < index { low = mid + 1 } else { high = mid }
-        }
-        return low < rules.count && rules[low].contains(index) ? rules[low] : nil
-    }
+    public func rule(for index: UInt32) -> MSRRule? { rules.span(covering: index) }
 }

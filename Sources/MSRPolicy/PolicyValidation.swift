@@ -2,6 +2,7 @@
 // compiler's) and the semantic checks shared by the TOML parser and by
 // policies built in Swift: per-rule checks (x2APIC, reserved bits, provider,
 // log on kernel rules), overlaps between rules, and the default's consistency.
+import KVMABI
 
 /// One problem in a policy, at a place in its file.
 public struct PolicyError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -189,17 +190,7 @@ enum PolicyChecks {
 /// Number spellings shared by the parser and the writer.
 enum PolicyNumbers {
     /// "0x" + hex digits in groups of four from the right: 0x800_0000_1000.
-    static func hex64(_ value: UInt64) -> String {
-        let digits = Array(String(value, radix: 16))
-        var groups: [String] = []
-        var end = digits.count
-        while end > 0 {
-            let start = max(0, end - 4)
-            groups.insert(String(digits[start..<end]), at: 0)
-            end = start
-        }
-        return "0x" + groups.joined(separator: "_")
-    }
+    static func hex64(_ value: UInt64) -> String { groupedHex(value) }
 
     /// Parses "0x…", "0o…", "0b…" or decimal, with `_` separators allowed; nil if malformed or above 64 bits.
     static func parse(_ text: String) -> UInt64? {

@@ -1,3 +1,4 @@
+import KVMABI
 import MSRPolicy
 
 // VMM: the structured record of one reported MSR access (vCPU, RIP, MSR,
@@ -22,7 +23,7 @@ public struct MSRAccessEvent: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        let msr = "0x" + String(index, radix: 16) + (name.map { " (\($0))" } ?? "")
+        let msr = hex(index) + (name.map { " (\($0))" } ?? "")
         let what = isWrite ? "wrmsr \(msr) value=0x\(String(value, radix: 16))"
                            : "rdmsr \(msr)" + (injectedGP ? "" : " -> 0x\(String(value, radix: 16))")
         return "vcpu=\(vcpu) rip=0x\(String(rip, radix: 16)) \(what) \(outcome)\(injectedGP ? " #GP" : "")"
@@ -52,13 +53,13 @@ public struct HypercallEvent: Sendable, Equatable, CustomStringConvertible {
     public var error: String?
 
     public var description: String {
-        let args = arguments.prefix(4).map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+        let args = arguments.prefix(4).map { hex($0) }.joined(separator: " ")
         let ret = Int64(bitPattern: returnValue)
         return "vcpu=\(vcpu) hypercall nr=\(number) args=[\(args)] ret=\(ret)\(error.map { " (\($0))" } ?? "")"
     }
 
     public var json: String {
-        let args = arguments.map { "\"0x" + String($0, radix: 16) + "\"" }.joined(separator: ",")
+        let args = arguments.map { "\"" + hex($0) + "\"" }.joined(separator: ",")
         var s = #"{"event":"hypercall","vcpu":\#(vcpu),"nr":\#(number),"args":[\#(args)],"ret":\#(Int64(bitPattern: returnValue))"#
         if let error { s += #","error":\#(JSONText.quote(error))"# }
         return s + "}"

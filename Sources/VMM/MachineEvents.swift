@@ -1,6 +1,7 @@
 // VMM: the event stream: things a guest did that the user should hear about
 // (an access nobody owns, an exit Deflect does not handle), rate-limited so a
 // guest cannot flood the host.
+import KVMABI
 import Devices
 import Dispatch
 import Synchronization
@@ -60,20 +61,19 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        func h<T: BinaryInteger>(_ v: T) -> String { "0x" + String(v, radix: 16) }
         switch self {
         case let .unownedPortRead(vcpu, port, size):
-            return "vcpu=\(vcpu) unowned port read port=\(h(port)) size=\(size) -> all ones"
+            return "vcpu=\(vcpu) unowned port read port=\(hex(port)) size=\(size) -> all ones"
         case let .unownedPortWrite(vcpu, port, size, value):
-            return "vcpu=\(vcpu) unowned port write port=\(h(port)) size=\(size) value=\(h(value)) dropped"
+            return "vcpu=\(vcpu) unowned port write port=\(hex(port)) size=\(size) value=\(hex(value)) dropped"
         case let .unownedMMIORead(vcpu, address, length):
-            return "vcpu=\(vcpu) unowned MMIO read address=\(h(address)) length=\(length) -> all ones"
+            return "vcpu=\(vcpu) unowned MMIO read address=\(hex(address)) length=\(length) -> all ones"
         case let .unownedMMIOWrite(vcpu, address, length, value):
-            return "vcpu=\(vcpu) unowned MMIO write address=\(h(address)) length=\(length) value=\(h(value)) dropped"
+            return "vcpu=\(vcpu) unowned MMIO write address=\(hex(address)) length=\(length) value=\(hex(value)) dropped"
         case let .readOnlyMemoryWrite(vcpu, address, length, value):
-            return "vcpu=\(vcpu) write to read-only memory address=\(h(address)) length=\(length) value=\(h(value)) dropped"
+            return "vcpu=\(vcpu) write to read-only memory address=\(hex(address)) length=\(length) value=\(hex(value)) dropped"
         case let .unhandledMSR(vcpu, index, isWrite, value):
-            return "vcpu=\(vcpu) \(isWrite ? "wrmsr" : "rdmsr") msr=\(h(index))\(isWrite ? " value=\(h(value))" : "") not handled -> #GP"
+            return "vcpu=\(vcpu) \(isWrite ? "wrmsr" : "rdmsr") msr=\(hex(index))\(isWrite ? " value=\(hex(value))" : "") not handled -> #GP"
         case let .unhandledHypercall(vcpu, number):
             return "vcpu=\(vcpu) hypercall nr=\(number) not handled -> -KVM_ENOSYS"
         case let .unexpectedExit(vcpu, description):
@@ -87,13 +87,13 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
         case let .suspended(vcpu):
             return "vcpu=\(vcpu) guest suspended to RAM (ACPI S3); waiting for a wake event"
         case let .resumed(source, vector):
-            return "guest woke from S3 (\(source)); resuming at waking vector \(h(vector))"
+            return "guest woke from S3 (\(source)); resuming at waking vector \(hex(vector))"
         }
     }
 
     /// The event as one JSON object (for JSON-lines output).
     public var json: String {
-        func h<T: BinaryInteger>(_ v: T) -> String { "\"0x" + String(v, radix: 16) + "\"" }
+        func h<T: BinaryInteger>(_ v: T) -> String { "\"" + hex(v) + "\"" }
         switch self {
         case let .unownedPortRead(vcpu, port, size):
             return #"{"event":"unowned-port-read","vcpu":\#(vcpu),"port":\#(h(port)),"size":\#(size)}"#

@@ -1,5 +1,6 @@
 // VMM: how a run ended, the process status each ending maps to, and the
 // register dump that goes with a guest failure.
+import KVMABI
 import KVM
 
 /// The registers of one vCPU at the moment a run ended badly.
@@ -18,10 +19,7 @@ public struct VCPURegisterDump: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        func h(_ v: UInt64) -> String {
-            let s = String(v, radix: 16)
-            return String(repeating: "0", count: max(0, 16 - s.count)) + s
-        }
+        func h(_ v: UInt64) -> String { paddedHexDigits(v, 16) }
         guard let r = registers else { return "vCPU \(vcpu): registers unavailable (\(unavailableReason ?? "unknown"))" }
         var lines = [
             "vCPU \(vcpu): RIP=\(h(r.rip)) RFLAGS=\(h(r.rflags)) RSP=\(h(r.rsp)) RBP=\(h(r.rbp))",

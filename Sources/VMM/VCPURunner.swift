@@ -1,5 +1,6 @@
 // VMM: one vCPU's thread: the KVM_RUN loop and the exit dispatch, written as
 // one switch so a reader finds every exit's handler in one place.
+import KVMABI
 import Devices
 import Dispatch
 import Hypercalls
@@ -125,7 +126,7 @@ final class VCPURunner: @unchecked Sendable {
             controller.finish(.tripleFault(dump()))
             return false
         case let .internalError(error):
-            let data = error.data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+            let data = error.data.map { hex($0) }.joined(separator: " ")
             controller.finish(.guestFailure(description: "KVM internal error: \(error.suberrorName)\(data.isEmpty ? "" : " [\(data)]")", dump()))
             return false
         case let .failEntry(reason):
