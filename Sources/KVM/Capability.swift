@@ -31,13 +31,14 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let x86MSRFilter = Capability(rawValue: 189)   // KVM_CAP_X86_MSR_FILTER
     public static let exitHypercall = Capability(rawValue: 201)  // KVM_CAP_EXIT_HYPERCALL
     public static let binaryStatsFD = Capability(rawValue: 203)  // KVM_CAP_BINARY_STATS_FD
+    public static let adjustClock = Capability(rawValue: 39)     // KVM_CAP_ADJUST_CLOCK (KVM_GET/SET_CLOCK)
     public static let xsave2 = Capability(rawValue: 208)         // KVM_CAP_XSAVE2 (answer: XSAVE image bytes)
 
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
         .userMemory, .setTSSAddress, .setIdentityMapAddress, .extCPUID, .nrVCPUs, .maxVCPUs,
         .nrMemorySlots, .readonlyMemory, .mpState, .irqchip, .pit2, .vcpuEvents, .xsave, .xsave2, .xcrs, .oneReg, .syncRegisters,
-        .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall, .binaryStatsFD,
+        .immediateExit, .getMSRFeatures, .x86UserSpaceMSR, .x86MSRFilter, .exitHypercall, .binaryStatsFD, .adjustClock,
     ]
 
     public var name: String {
@@ -65,6 +66,7 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 189: return "KVM_CAP_X86_MSR_FILTER"
         case 201: return "KVM_CAP_EXIT_HYPERCALL"
         case 203: return "KVM_CAP_BINARY_STATS_FD"
+        case 39: return "KVM_CAP_ADJUST_CLOCK"
         case 208: return "KVM_CAP_XSAVE2"
         default: return "KVM_CAP_\(rawValue)"
         }

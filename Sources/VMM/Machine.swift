@@ -47,12 +47,15 @@ public final class Machine: @unchecked Sendable {
     /// The migration-control negotiation, when offered.
     public let migrationGate: MigrationGate?
     private let msrService: MSRService
+    /// The time the guest's emulated clocks follow (stops while paused).
+    public let guestClock = GuestClock()
     /// The filter KVM has; replacing the policy holds this lock throughout.
     private let installedFilter: Mutex<CompiledFilter?>
     /// KVM_X86_SET_MSR_FILTER for policy replacement; tests replace it to make KVM refuse.
     var msrFilterInstaller: @Sendable (CompiledFilter) throws(KVMError) -> Void
     private let registerSync: Bool
     private let controller: RunController
+    private let lifecycle: Lifecycle
     /// ACPI S3 suspend and wake (PC platform only).
     private var sleepControl: SleepControl?
     private var started = false
@@ -105,13 +108,14 @@ public final class Machine: @unchecked Sendable {
                 try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
                                         extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
-                                                                   vcpuCount: configuration.vcpuCount))
+                                                                   vcpuCount: configuration.vcpuCount, clock: guestClock))
             } else {
                 devices = try DeviceHub(serialOutput: serialOutput)
             }
             (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
             let initialFilter: CompiledFilter?
-            (msrService, msrRuntime, initialFilter) = try Self.setUpMSRs(configuration, system: system, vm: vm)
+            (msrService, msrRuntime, initialFilter) = try Self.setUpMSRs(configuration, system: system, vm: vm,
+                                                                         clock: guestClock)
             installedFilter = Mutex(initialFilter)
             do {
                 for segment in boot.segments {
@@ -150,10 +154,13 @@ public final class Machine: @unchecked Sendable {
             throw .host("\(error)")
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
+        lifecycle = Lifecycle(controller: controller, clock: guestClock, vm: vm,
+                              adjustsClock: ((try? system.check(.adjustClock)) ?? 0) > 0)
         let vm = self.vm
         msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(filter.filter) }
         if pc {
             sleepControl = SleepControl(vm: vm, ram: ram, devices: devices, events: events, controller: controller,
+                                        lifecycle: lifecycle,
                                         vcpuCount: configuration.vcpuCount,
                                         segmentsRewrittenOnReset: SleepControl.segmentsRewrittenOnReset(
                                             image: configuration.image, mode: configuration.mode))
@@ -202,8 +209,8 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// Turns on user-space MSR exits and installs the filter the policy compiles to.
-    private static func setUpMSRs(_ configuration: MachineConfiguration, system: KVMSystem,
-                                  vm: VirtualMachine) throws -> (MSRService, MSRRuntime?, CompiledFilter?) {
+    private static func setUpMSRs(_ configuration: MachineConfiguration, system: KVMSystem, vm: VirtualMachine,
+                                  clock: GuestClock) throws -> (MSRService, MSRRuntime?, CompiledFilter?) {
         let filter: CompiledFilter
         let service: MSRService
         var runtime: MSRRuntime?
@@ -219,7 +226,7 @@ public final class Machine: @unchecked Sendable {
             do {
                 let created = try MSRRuntime(policy: policy, vcpuCount: configuration.vcpuCount,
                                              hostReader: policy.rules.contains { $0.action == .host } ? DevCPUMSRReader() : nil,
-                                             clock: MonotonicClock.sinceStart())
+                                             clock: clock.reader)
                 runtime = created
                 service = .policy(created)
             } catch {
@@ -298,6 +305,26 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// Asks a running machine to stop (SIGINT, embedding code).
+    /// Where the run is (running, paused, ...).
+    public var state: VMRunState {
+        let state = lifecycle.current
+        if controller.isFinished && state != .stopped { return .stopping }
+        return state
+    }
+
+    /// Seconds since the vCPUs started (0 before `run()`).
+    public var uptimeSeconds: Double { lifecycle.uptimeSeconds }
+
+    /// Pauses the guest at a consistent point: every vCPU out of KVM_RUN with
+    /// its pending exit completed, guest clocks stopped. Returns the seconds
+    /// it took; idempotent.
+    @discardableResult
+    public func pause() throws(LifecycleError) -> Double { try lifecycle.pause() }
+
+    /// Resumes a paused guest; idempotent.
+    @discardableResult
+    public func resume() throws(LifecycleError) -> Double { try lifecycle.resume() }
+
     public func requestStop() {
         controller.finish(.interruptedByUser)
     }
@@ -309,6 +336,7 @@ public final class Machine: @unchecked Sendable {
                              perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
         }
         started = true
+        lifecycle.started()
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
@@ -325,10 +353,12 @@ public final class Machine: @unchecked Sendable {
         }
 
         let timeout = configuration.timeoutSeconds
+        defer { lifecycle.stopped() }
         if !controller.waitForOutcome(seconds: timeout) {
             controller.finish(.timeout(seconds: timeout ?? 0, []))
         }
         // Every vCPU has been kicked; give them a moment to leave KVM_RUN.
+        lifecycle.stopping()
         _ = controller.waitForThreads(runners.count, seconds: 3)
         let stuck = runners.filter { !$0.hasEnded }.map(\.index)
 

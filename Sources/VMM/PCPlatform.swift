@@ -19,16 +19,15 @@ public enum Platform: String, Sendable, CaseIterable {
 
 enum PCPlatform {
     /// The devices the PC platform adds to the standard set.
-    static func devices(memorySize: UInt64, vcpuCount: Int) throws(MachineError) -> [DeviceHub.Extra] {
-        let start = DispatchTime.now().uptimeNanoseconds
-        let monotonic: @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds &- start }
+    /// `clock`: the guest clock (stops while the VM is paused).
+    static func devices(memorySize: UInt64, vcpuCount: Int, clock: GuestClock) throws(MachineError) -> [DeviceHub.Extra] {
         let firmware = FirmwareConfig(ramSize: memorySize, cpuCount: vcpuCount, maxCPUs: vcpuCount)
         do {
             try firmware.addFile(name: "etc/deflect/version", bytes: Array("deflect 0.1\n".utf8))
         } catch {
             throw .host("fw_cfg: \(error)")
         }
-        let timer = ACPIPMTimer(clock: monotonic)
+        let timer = ACPIPMTimer(clock: clock.reader)
         return [
             DeviceHub.Extra(firmware, base: FirmwareConfig.basePort, count: UInt16(FirmwareConfig.portCount)),
             DeviceHub.Extra(RTCCMOS(memorySize: memorySize, cpuCount: vcpuCount, wallClock: { Int64(Date().timeIntervalSince1970) }),

@@ -36,6 +36,7 @@ final class SleepControl: Sendable {
     private let devices: DeviceHub
     private let events: EventLog
     private let controller: RunController
+    private let lifecycle: Lifecycle
     private let vcpuCount: Int
     private let facsAddress: UInt64
     /// Image bytes the wake-up's reset writes again (see the file header).
@@ -43,6 +44,7 @@ final class SleepControl: Sendable {
     private let sleeping = Atomic<Bool>(false)
 
     init(vm: VirtualMachine, ram: GuestRAM, devices: DeviceHub, events: EventLog, controller: RunController,
+         lifecycle: Lifecycle,
          vcpuCount: Int, segmentsRewrittenOnReset: [MemorySegment],
          facsAddress: UInt64 = ACPITableSet.defaultFACSAddress) {
         self.vm = vm
@@ -50,6 +52,7 @@ final class SleepControl: Sendable {
         self.devices = devices
         self.events = events
         self.controller = controller
+        self.lifecycle = lifecycle
         self.vcpuCount = vcpuCount
         self.facsAddress = facsAddress
         self.segmentsRewrittenOnReset = segmentsRewrittenOnReset
@@ -79,7 +82,7 @@ final class SleepControl: Sendable {
     func requestSuspend(by vcpu: Int) {
         guard sleeping.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         let thread = Thread { [self] in
-            suspendUntilWake(requestedBy: vcpu)
+            lifecycle.guestSuspend { suspendUntilWake(requestedBy: vcpu) }
             sleeping.store(false, ordering: .releasing)
         }
         thread.name = "acpi-s3"

@@ -69,6 +69,8 @@ static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
 static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
 static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 // vCPU fd
 static const unsigned long CKVM_RUN = KVM_RUN;
