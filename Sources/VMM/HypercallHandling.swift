@@ -85,7 +85,7 @@ extension VCPURunner {
             gp = false
         }
         vcpu.completeMSR(data: value, injectGP: gp)
-        msrStats.record(index: exit.index, access: access, value: value, outcome: gp ? "migration-control-gp" : "migration-control",
+        accounting.recordMSR(index: exit.index, access: access, value: value, outcome: gp ? "migration-control-gp" : "migration-control",
                         rip: registerSync ? vcpu.exitRIP : nil)
         return true
     }

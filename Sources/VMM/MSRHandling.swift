@@ -57,7 +57,7 @@ extension VCPURunner {
             vcpu.completeMSR(data: decision.value, injectGP: decision.injectGP)
             let value = written ?? (decision.injectGP ? 0 : decision.value)
             let rip = registerSync ? vcpu.exitRIP : nil
-            msrStats.record(index: exit.index, access: access, value: value, outcome: decision.outcome.rawValue, rip: rip)
+            accounting.recordMSR(index: exit.index, access: access, value: value, outcome: decision.outcome.rawValue, rip: rip)
             if decision.log {
                 // Without register sync the key leaves RIP out, so that a
                 // suppressed event costs no register read.
@@ -91,7 +91,7 @@ extension VCPURunner {
             if let pending = passedThrough, pending.index == exit.index, (pending.written != nil) == (written != nil) {
                 passedThrough = nil
             }
-            msrStats.record(index: exit.index, access: access, value: written ?? 0, outcome: "gp", rip: rip)
+            accounting.recordMSR(index: exit.index, access: access, value: written ?? 0, outcome: "gp", rip: rip)
         }
     }
 
@@ -121,7 +121,7 @@ extension VCPURunner {
         passedThrough = nil
         let access: MSRAccess = pending.written.map { .write($0) } ?? .read
         let value = pending.written ?? ((try? vcpu.readMSR(pending.index)) ?? 0)
-        msrStats.record(index: pending.index, access: access, value: value, outcome: outcome, rip: pending.rip)
+        accounting.recordMSR(index: pending.index, access: access, value: value, outcome: outcome, rip: pending.rip)
     }
 
     /// Completes the MSR exit without effect and puts the guest back on its

@@ -22,6 +22,8 @@ public struct RunReport: Sendable {
     /// Per-MSR accounting of the accesses that reached user space.
     public var msrStatistics: MSRStatistics
     public var wallSeconds: Double
+    /// Latency histograms per exit kind and per port/MSR/hypercall, all vCPUs merged.
+    public var profile = ExitProfile()
 }
 
 /// A built machine, ready to run once.
@@ -47,6 +49,8 @@ public final class Machine: @unchecked Sendable {
     /// The migration-control negotiation, when offered.
     public let migrationGate: MigrationGate?
     private let msrService: MSRService
+    /// Each vCPU's counts, exit profile and MSR table, readable while it runs.
+    public let accounting: [VCPUAccounting]
     /// The time the guest's emulated clocks follow (stops while paused).
     public let guestClock = GuestClock()
     /// The filter KVM has; replacing the policy holds this lock throughout.
@@ -154,6 +158,7 @@ public final class Machine: @unchecked Sendable {
             throw .host("\(error)")
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
+        accounting = vcpus.map { _ in VCPUAccounting() }
         lifecycle = Lifecycle(controller: controller, clock: guestClock, vm: vm,
                               adjustsClock: ((try? system.check(.adjustClock)) ?? 0) > 0)
         let vm = self.vm
@@ -342,7 +347,7 @@ public final class Machine: @unchecked Sendable {
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
                        msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler,
                        hypercalls: hypercallHandler, migrationGate: migrationGate,
-                       readOnlyMemory: ram.readOnlyRanges)
+                       readOnlyMemory: ram.readOnlyRanges, accounting: accounting[i])
         }
         for runner in runners {
             runner.sleepControl = sleepControl
@@ -378,12 +383,17 @@ public final class Machine: @unchecked Sendable {
 
         var total = ExitStatistics()
         var msrTotal = MSRStatistics()
-        let perVCPU = runners.map { $0.hasEnded ? $0.stats : ExitStatistics() }
+        let snapshots = accounting.map(\.snapshot)
+        let perVCPU = snapshots.map(\.statistics)
         for s in perVCPU { total.merge(s) }
-        for runner in runners where runner.hasEnded { msrTotal.merge(runner.msrStats) }
+        var profile = ExitProfile()
+        for snapshot in snapshots {
+            msrTotal.merge(snapshot.msrStatistics)
+            profile.merge(snapshot.profile)
+        }
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin.uptimeNanoseconds) / 1e9
         return RunReport(outcome: controller.outcome ?? .hostError("run ended without an outcome"),
                          statistics: total, perVCPU: perVCPU, stuckVCPUs: stuck, msrStatistics: msrTotal,
-                         wallSeconds: elapsed)
+                         wallSeconds: elapsed, profile: profile)
     }
 }

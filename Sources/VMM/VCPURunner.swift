@@ -9,8 +9,8 @@ import MSRPolicy
 import Synchronization
 
 final class VCPURunner: @unchecked Sendable {
-    // `stats` is written only by the vCPU's thread and read after it ended
-    // (ordered by the controller's semaphore): hence @unchecked.
+    // `passedThrough` and `sleepControl` belong to the vCPU's thread (the
+    // latter is set before it starts): hence @unchecked.
     let index: Int
     let vcpu: VCPU
     private let devices: DeviceHub
@@ -29,8 +29,8 @@ final class VCPURunner: @unchecked Sendable {
     let registerSync: Bool
     /// ACPI S3 on the PC platform; set before the thread starts.
     var sleepControl: SleepControl?
-    private(set) var stats = ExitStatistics()
-    var msrStats = MSRStatistics()
+    /// Counts, profile and MSR table of this vCPU, readable live.
+    let accounting: VCPUAccounting
     /// The trace's access that KVM is executing for the guest, until the next exit tells how it went.
     var passedThrough: PassedThroughMSRAccess?
     private let ended = Atomic<Bool>(false)
@@ -38,8 +38,10 @@ final class VCPURunner: @unchecked Sendable {
 
     init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
          msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,
-         hypercalls: HypercallHandler?, migrationGate: MigrationGate?, readOnlyMemory: [Range<UInt64>]) {
+         hypercalls: HypercallHandler?, migrationGate: MigrationGate?, readOnlyMemory: [Range<UInt64>],
+         accounting: VCPUAccounting) {
         self.index = index
+        self.accounting = accounting
         self.vcpu = vcpu
         self.devices = devices
         self.events = events
@@ -86,7 +88,7 @@ final class VCPURunner: @unchecked Sendable {
             if passedThrough != nil { settlePassedThroughAccess(before: exit) }
             let keepRunning = handle(exit)
             let handled = DispatchTime.now().uptimeNanoseconds
-            stats.record(exit.kind, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned)
+            accounting.recordExit(exit, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned)
             entered = handled
             if !keepRunning { return }
         }
