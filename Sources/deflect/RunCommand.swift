@@ -26,8 +26,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Write events as JSON lines to this file instead of readable lines on stderr.")
     var events: String?
 
-    @Flag(help: "Print per-exit-kind and per-MSR counts and times when the run ends.")
+    @Flag(help: "Print per-exit-kind and per-place counts with handling percentiles, and the per-MSR table, when the run ends.")
     var stats = false
+
+    @Option(help: "Write the exit profile (counts and latency percentiles per exit kind and per port/MSR/hypercall) as JSON to this file when the run ends.")
+    var statsJSON: String?
 
     @Flag(help: "With --map-gpa-range: print the guest's shared regions as a table when the run ends.")
     var sharedRegions = false
@@ -62,7 +65,7 @@ struct RunCommand: ParsableCommand {
             throw fail(failure, status: ExitStatus.outputFailed)
         }
         if stats {
-            StandardStreams.writeError(report.statistics.table() + "\n")
+            StandardStreams.writeError(report.profile.table() + "\n")
             if !report.msrStatistics.entries.isEmpty {
                 StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name, limit: 40) + "\n")
             }
@@ -75,6 +78,9 @@ struct RunCommand: ParsableCommand {
                 StandardStreams.writeError("migration control: \(gate.state.rawValue) (migration \(gate.migrationAllowed ? "allowed" : "refused"))\n")
             }
             StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
+        }
+        if let statsJSON {
+            try writeOutputFile(report.profile.json() + "\n", to: statsJSON, option: "--stats-json")
         }
         if let hypercalls = vm.hypercallHandler {
             let map = hypercalls.snapshot()

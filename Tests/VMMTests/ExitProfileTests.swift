@@ -1,5 +1,6 @@
 // VMMTests: exit profiling: latency percentiles per kind and per place, the
 // cap on distinct places, merging vCPU profiles.
+import Foundation
 import KVM
 import Testing
 @testable import VMM
@@ -50,5 +51,27 @@ struct ExitProfileTests {
         #expect(a.places[.msr(0x10, write: false)]?.handling.totalNanoseconds == 600)
         #expect(a.places[.hypercall(12)]?.count == 1)
         #expect(a.totalExits == 3)
+    }
+}
+
+@Suite("Exit profile report")
+struct ExitProfileReportTests {
+    @Test func tableAndJSONShowKindsPlacesAndPercentiles() throws {
+        var profile = ExitProfile()
+        for i in 0..<100 {
+            profile.record(.ioOut, place: .port(0x3F8, write: true), runNanoseconds: 10_000, handlingNanoseconds: UInt64(1000 + i))
+        }
+        profile.record(.readMSR, place: .msr(0xCE, write: false), runNanoseconds: 20_000, handlingNanoseconds: 5000)
+        let table = profile.table()
+        #expect(table.contains("io-out"))
+        #expect(table.contains("port 0x3f8 out"))
+        #expect(table.contains("msr 0xce rd MSR_PLATFORM_INFO"))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(profile.json().utf8)) as? [String: Any])
+        #expect(json["total_exits"] as? Int == 101)
+        let places = try #require(json["places"] as? [[String: Any]])
+        #expect(places.first?["port"] as? String == "0x3f8")
+        let handling = try #require(places.first?["handling"] as? [String: Any])
+        #expect((handling["p50_ns"] as? Int).map { (1000...1100).contains($0) } == true)
+        #expect(places.contains { $0["name"] as? String == "MSR_PLATFORM_INFO" })
     }
 }
