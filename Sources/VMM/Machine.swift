@@ -51,6 +51,8 @@ public final class Machine: @unchecked Sendable {
     private let msrService: MSRService
     /// Each vCPU's counts, exit profile and MSR table, readable while it runs.
     public let accounting: [VCPUAccounting]
+    /// KVM's binary statistics files (VM, then each vCPU), or why there are none.
+    private let kvmStatsFiles: Result<(vm: KVMStatsFile, vcpus: [KVMStatsFile]), MachineError>
     /// The time the guest's emulated clocks follow (stops while paused).
     public let guestClock = GuestClock()
     /// The filter KVM has; replacing the policy holds this lock throughout.
@@ -159,6 +161,7 @@ public final class Machine: @unchecked Sendable {
         }
         controller = RunController(kickers: vcpus.map(\.kicker))
         accounting = vcpus.map { _ in VCPUAccounting() }
+        kvmStatsFiles = Self.openKVMStatistics(system: system, vm: vm, vcpus: vcpus)
         lifecycle = Lifecycle(controller: controller, clock: guestClock, vm: vm,
                               adjustsClock: ((try? system.check(.adjustClock)) ?? 0) > 0)
         let vm = self.vm
@@ -310,6 +313,32 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// Asks a running machine to stop (SIGINT, embedding code).
+    private static func openKVMStatistics(system: KVMSystem, vm: VirtualMachine,
+                                          vcpus: [VCPU]) -> Result<(vm: KVMStatsFile, vcpus: [KVMStatsFile]), MachineError> {
+        guard ((try? system.check(.binaryStatsFD)) ?? 0) > 0 else {
+            return .failure(.host("this host's KVM has no binary statistics (KVM_CAP_BINARY_STATS_FD)"))
+        }
+        do throws(KVMError) {
+            return .success((try vm.statsFile(), try vcpus.map { vcpu throws(KVMError) in try vcpu.statsFile() }))
+        } catch {
+            return .failure(.kvm(error))
+        }
+    }
+
+    /// KVM's own counters now (exits, io_exits, halt_exits, insn_emulation, …),
+    /// for the VM and each vCPU; a one-line reason where the host lacks them.
+    public func kvmStatistics() -> Result<(vm: [KVMStat], vcpus: [[KVMStat]]), MachineError> {
+        switch kvmStatsFiles {
+        case let .failure(error): return .failure(error)
+        case let .success(files):
+            do throws(KVMError) {
+                return .success((try files.vm.read(), try files.vcpus.map { file throws(KVMError) in try file.read() }))
+            } catch {
+                return .failure(.kvm(error))
+            }
+        }
+    }
+
     /// Where the run is (running, paused, ...).
     public var state: VMRunState {
         let state = lifecycle.current

@@ -158,10 +158,15 @@ public final class JSONLinesEventSink: EventSink {
         file.withLock { $0.onFailure = handler }
     }
 
-    public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
+    /// One event as its JSON object with the occurrence count, no newline.
+    static func line(_ event: MachineEvent, occurrence: Int) -> String {
         var line = event.json
         line.removeLast()  // the closing brace: append the occurrence count
-        line += #","occurrence":\#(occurrence)}"# + "\n"
+        return line + #","occurrence":\#(occurrence)}"#
+    }
+
+    public func emit(_ event: MachineEvent, occurrence: Int, sampled: Bool) {
+        let line = Self.line(event, occurrence: occurrence) + "\n"
         file.withLock { sink in
             for byte in line.utf8 { sink.write(byte) }
         }
@@ -213,6 +218,22 @@ public final class EventLog: Sendable {
     private let sink: any EventSink
     private let limits: Limits
     private let state: Mutex<State>
+    /// Live subscribers (the control API's event stream): each gets every
+    /// event that passed the rate limits, as one JSON line without newline.
+    private let observers = Mutex<[Int: @Sendable (String) -> Void]>([:])
+    private let nextObserver = Atomic<Int>(0)
+
+    /// Adds a subscriber; it must not block (it runs on the thread that
+    /// recorded the event). Returns the token `unsubscribe` takes.
+    public func subscribe(_ observer: @escaping @Sendable (String) -> Void) -> Int {
+        let token = nextObserver.add(1, ordering: .relaxed).newValue
+        observers.withLock { $0[token] = observer }
+        return token
+    }
+
+    public func unsubscribe(_ token: Int) {
+        observers.withLock { _ = $0.removeValue(forKey: token) }
+    }
 
     public init(sink: any EventSink = StandardErrorEventSink(), limits: Limits = Limits()) {
         self.sink = sink
@@ -252,7 +273,13 @@ public final class EventLog: Sendable {
             return pass ? n : nil
         }
         guard let seen else { return }
-        sink.emit(make(), occurrence: seen, sampled: seen > limits.burst)
+        let event = make()
+        sink.emit(event, occurrence: seen, sampled: seen > limits.burst)
+        let observers = self.observers.withLock { $0.isEmpty ? nil : Array($0.values) }
+        if let observers {
+            let line = JSONLinesEventSink.line(event, occurrence: seen)
+            for observer in observers { observer(line) }
+        }
     }
 
     /// Events seen, and how many of them were not printed.
