@@ -23,14 +23,35 @@ indirect enum JSONValue: Decodable {
     }
 }
 
+/// openapi-spec-validator (PyPI), which checks a document against the
+/// OpenAPI 3.0 meta-schema, run through python3 when it is installed.
+enum SpecValidator {
+    static let available: Bool = (try? run("import openapi_spec_validator").status) == 0
+
+    static func run(_ script: String, _ arguments: String...) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+}
+
 /// docs/api.yaml, parsed, with a structural schema check.
 struct APIDocument {
     let root: [String: Any]
 
+    /// Tests/ControlAPITests/<this file> → the repository's docs/api.yaml.
+    static let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("docs/api.yaml").path
+
     static func load() throws -> APIDocument {
-        // Tests/ControlAPITests/<this file> → the repository root.
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let text = try String(contentsOf: root.appendingPathComponent("docs/api.yaml"), encoding: .utf8)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
         guard let parsed = try Yams.load(yaml: text) as? [String: Any] else { throw TestFailure("docs/api.yaml is not a mapping") }
         return APIDocument(root: parsed)
     }
@@ -200,6 +221,41 @@ struct OpenAPIConformanceTests {
             let schema = document.resolve(["$ref": "#/components/schemas/Error"])
             #expect(document.problems(try JSONDecoder().decode(JSONValue.self, from: unknown.body), schema).isEmpty)
         }
+    }
+
+    @Test func schemasUseOnlyKeywordsTheCheckerKnows() throws {
+        // A stray key (a description broken at a comma in a flow mapping, a
+        // misspelt keyword) would otherwise pass unnoticed.
+        let document = try APIDocument.load()
+        let keywords: Set<String> = ["type", "properties", "required", "items", "additionalProperties", "nullable", "enum",
+                                     "pattern", "description", "$ref", "minimum", "maxLength"]
+        var found: [String] = []
+        func walk(_ schema: [String: Any], _ place: String) {
+            for (key, value) in schema {
+                if !keywords.contains(key) { found.append("\(place): unknown keyword \(key)") }
+                if key == "properties", let properties = value as? [String: Any] {
+                    for (name, property) in properties { walk(property as? [String: Any] ?? [:], "\(place).\(name)") }
+                } else if key == "items" || key == "additionalProperties", let nested = value as? [String: Any] {
+                    walk(nested, "\(place).\(key)")
+                }
+            }
+        }
+        let schemas = (document.root["components"] as? [String: Any])?["schemas"] as? [String: Any] ?? [:]
+        #expect(!schemas.isEmpty)
+        for (name, schema) in schemas { walk(schema as? [String: Any] ?? [:], name) }
+        #expect(found.isEmpty, "\(found.joined(separator: "\n"))")
+    }
+
+    @Test(.enabled(if: SpecValidator.available,
+                   "openapi-spec-validator (PyPI) is not installed: docs/api.yaml NOT checked against the OpenAPI 3.0 meta-schema"))
+    func documentIsValidForOpenapiSpecValidator() throws {
+        let (status, output) = try SpecValidator.run("""
+            import sys
+            from openapi_spec_validator import validate
+            from openapi_spec_validator.readers import read_from_filename
+            validate(read_from_filename(sys.argv[1])[0])
+            """, APIDocument.path)
+        #expect(status == 0, "\(output)")
     }
 
     @Test func checkerCatchesAnswersThatDoNotMatch() throws {
