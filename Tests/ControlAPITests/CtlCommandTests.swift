@@ -20,28 +20,40 @@ struct CtlResult {
 }
 
 /// Runs `deflect ctl --socket socket arguments…` without blocking a
-/// concurrency thread (the server answering it runs in this process).
-private func ctl(_ socket: String, _ arguments: [String], limit: Double = 30) async throws -> CtlResult {
+/// concurrency thread (the server answering it runs in this process). Both
+/// pipes are drained at once, so a chatty stderr cannot stall the child.
+private func ctl(_ socket: String, _ arguments: [String], limit: Duration = .seconds(30)) async throws -> CtlResult {
     guard let deflectBinary else { throw TestFailure("no deflect binary: run swift build first") }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: deflectBinary)
     process.arguments = ["ctl", "--socket", socket] + arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
     process.standardInput = FileHandle.nullDevice
+    let pipes = (out: Pipe(), err: Pipe())
+    (process.standardOutput, process.standardError) = (pipes.out, pipes.err)
     try process.run()
-    return await withCheckedContinuation { continuation in
+    let watchdog = Task {
+        try await Task.sleep(for: limit)
+        process.terminate()
+    }
+    defer { watchdog.cancel() }
+    async let stdout = drain(pipes.out)
+    async let stderr = drain(pipes.err)
+    let (output, errors) = await (stdout, stderr)
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
         DispatchQueue.global().async {
-            let killer = DispatchWorkItem { process.terminate() }
-            DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: killer)
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
-            killer.cancel()
-            continuation.resume(returning: CtlResult(status: process.terminationStatus,
-                                                     stdout: String(decoding: stdout, as: UTF8.self),
-                                                     stderr: String(decoding: stderr, as: UTF8.self)))
+            done.resume()
+        }
+    }
+    return CtlResult(status: process.terminationStatus, stdout: output, stderr: errors)
+}
+
+/// Everything written to `pipe` until its writer closes it, read off the
+/// concurrency threads.
+private func drain(_ pipe: Pipe) async -> String {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(returning: String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         }
     }
 }
