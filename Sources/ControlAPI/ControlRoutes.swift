@@ -64,6 +64,9 @@ public struct ControlServerLimits: Sendable {
     public var connectionCutoffBytes: Int = 2 << 20
     /// A request body must arrive completely within this time (else 408).
     public var bodyTimeout: Duration = .seconds(10)
+    /// Connections served at once; more wait in the listen backlog until
+    /// one closes (idle ones close after `idleTimeout`).
+    public var maximumConnections: Int = 64
     /// `GET /events` sends an SSE comment after this long without an event,
     /// so that a client that went away is noticed and its subscription freed.
     public var eventKeepAlive: Duration = .seconds(15)

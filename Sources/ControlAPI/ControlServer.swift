@@ -2,6 +2,7 @@
 // `VMControl`. Owns the server task, the socket file and the event streams
 // it has open; `deflect run --api-socket PATH` starts one beside the VM.
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import NIOPosix
@@ -58,7 +59,8 @@ public final class ControlServer: Sendable {
                 additionalChannelHandlers: [ConnectionGuard(maximumBodyBytes: max(limits.connectionCutoffBytes, limits.maximumPolicyBodyBytes))],
                 idleTimeout: TimeAmount(limits.idleTimeout)
             )),
-            configuration: .init(address: .unixDomainSocket(path: bind.socket), serverName: "deflect"),
+            configuration: .init(address: .unixDomainSocket(path: bind.socket), serverName: "deflect",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.maximumConnections, logger: silent)),
             onServerRunning: { _ in
                 do throws(ControlSocketError) {
                     try ControlSocket.publish(boundSocket: bind.socket, directory: bind.directory, at: path)

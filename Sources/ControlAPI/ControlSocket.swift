@@ -141,7 +141,9 @@ enum ControlSocket {
     }
 
     private static func temporaryPath(in directory: String) -> (directory: String, socket: String) {
-        let name = ".deflect-api-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        // Fixed width, so the length checked in `prepare` is the length used.
+        let random = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let name = ".deflect-api-" + String(repeating: "0", count: 8 - random.count) + random
         let tmp = directory == "/" ? "/" + name : directory + "/" + name
         return (tmp, tmp + "/s")
     }

@@ -63,6 +63,12 @@ public final class EventBroadcaster: Sendable {
     /// The next line for subscriber `id`; parks until one arrives, the
     /// broadcaster finishes, the task is cancelled or `idleAfter` passes.
     func next(_ id: Int, idleAfter: Duration?) async -> EventSubscription.Next {
+        // A line already buffered needs no waiting (and no idle timer).
+        let ready = state.withLock { state -> EventSubscription.Next? in
+            guard state.subscribers[id] != nil else { return .finished }
+            return state.takeNext(id).map { .line($0) }
+        }
+        if let ready { return ready }
         let ticket = state.withLock { state -> Int in state.nextTicket &+= 1; return state.nextTicket }
         let timer: Task<Void, Never>? = idleAfter.map { delay in
             Task { [weak self] in

@@ -98,6 +98,21 @@ struct ControlSocketTests {
         }
     }
 
+    @Test func connectionsBeyondTheCapWaitUntilIdleOnesAreClosed() async throws {
+        var limits = ControlServerLimits()
+        limits.maximumConnections = 2
+        limits.idleTimeout = .milliseconds(400)
+        try await withServer(limits: limits) { _, path in
+            let idle = [try await RawConnection(path: path), try await RawConnection(path: path)]
+            let start = ContinuousClock.now
+            let answer = try await request(path, .GET, "/vm")
+            #expect(answer.status == 200)
+            // Served only once the idle connections were closed: the cap held.
+            #expect(ContinuousClock.now - start >= .milliseconds(300))
+            for connection in idle { #expect(try await connection.readToEnd(within: .seconds(5)) == "") }
+        }
+    }
+
     @Test func slowBodyIsAnsweredWith408() async throws {
         var limits = ControlServerLimits()
         limits.bodyTimeout = .milliseconds(300)

@@ -36,25 +36,19 @@ private func ctl(_ socket: String, _ arguments: [String], limit: Duration = .sec
         process.terminate()
     }
     defer { watchdog.cancel() }
-    async let stdout = drain(pipes.out)
-    async let stderr = drain(pipes.err)
+    async let stdout = onOwnThread { String(decoding: pipes.out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+    async let stderr = onOwnThread { String(decoding: pipes.err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
     let (output, errors) = await (stdout, stderr)
-    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-        DispatchQueue.global().async {
-            process.waitUntilExit()
-            done.resume()
-        }
-    }
+    await onOwnThread { process.waitUntilExit() }
     return CtlResult(status: process.terminationStatus, stdout: output, stderr: errors)
 }
 
-/// Everything written to `pipe` until its writer closes it, read off the
-/// concurrency threads.
-private func drain(_ pipe: Pipe) async -> String {
+/// Runs blocking `work` on a thread of its own: blocked Dispatch workers
+/// would starve the concurrency pool (and Process's own termination
+/// monitoring) on a 2-core machine.
+private func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(returning: String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-        }
+        Thread { continuation.resume(returning: work()) }.start()
     }
 }
 

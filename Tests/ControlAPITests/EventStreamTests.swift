@@ -59,7 +59,9 @@ struct EventStreamTests {
 
     @Test func eventsArriveInOrderOverServerSentEvents() async throws {
         let vm = FakeVM()
-        try await withServer(vm) { _, path in
+        var limits = ControlServerLimits()
+        limits.eventKeepAlive = .milliseconds(200)
+        try await withServer(vm, limits: limits) { _, path in
             let client = ControlClient(socketPath: path)
             let received = Mutex<[String]>([])
             let reader = Task {
@@ -72,9 +74,12 @@ struct EventStreamTests {
             for i in 0..<200 { vm.broadcaster.publish(#"{"event":"msr","n":\#(i)}"#) }
             try await reader.value
             #expect(received.withLock { $0 } == (0..<200).map { #"{"event":"msr","n":\#($0)}"# })
-            // The client went away: the server notices and frees the subscription.
-            vm.broadcaster.publish(#"{"event":"after"}"#)
-            #expect(await eventually { vm.broadcaster.subscriberCount == 0 })
+            // The client went away: the server notices at its next write (an
+            // event or a keep-alive) and frees the subscription.
+            #expect(await eventually(within: .seconds(10)) {
+                vm.broadcaster.publish(#"{"event":"after"}"#)
+                return vm.broadcaster.subscriberCount == 0
+            })
         }
     }
 
