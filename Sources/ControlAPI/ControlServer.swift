@@ -93,7 +93,7 @@ public final class ControlServer: Sendable {
         do throws(ControlSocketError) {
             try outcome.get()
         } catch {
-            task.cancel()
+            await services.triggerGracefulShutdown()
             await task.value
             throw error
         }
