@@ -24,6 +24,21 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // Latency histograms for exit profiling: fixed-range HdrHistogram buckets, allocation-free recording.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // The control API's HTTP/1.1 server on a Unix socket (ControlAPI).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Prometheus text exposition for `GET /metrics` (names, labels, escaping).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // The `deflect ctl` client: HTTP/1.1 over the Unix socket (http+unix://).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // Already in the graph through Hummingbird; named because ControlAPI uses
+        // them directly (the socket probe, the request-size guard).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Tests only: parses docs/api.yaml to check the server against it.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C shim over <linux/kvm.h>: request numbers, ioctl helpers, newer uapi.
@@ -45,11 +60,30 @@ let package = Package(
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
         .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
+        // The control API on a Unix socket: the VMControl boundary the VMM
+        // implements, its JSON models, the HTTP server and the `deflect ctl` client.
+        .target(
+            name: "ControlAPI",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls",
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -70,6 +104,18 @@ let package = Package(
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "ControlAPITests",
+            dependencies: [
+                "ControlAPI",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

@@ -3,11 +3,11 @@ import ArgumentParser
 import VMM
 
 @main
-struct Deflect: ParsableCommand {
+struct Deflect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deflect",
         abstract: "A KVM virtual machine monitor in which user space owns MSRs, hypercalls and vCPU state.",
-        subcommands: [RunCommand.self, TraceCommand.self, PolicyCommand.self, DoctorCommand.self]
+        subcommands: [RunCommand.self, TraceCommand.self, PolicyCommand.self, DoctorCommand.self, CtlCommand.self]
     )
 }
 

@@ -1,0 +1,233 @@
+// ControlAPI: the client side of the control API (`deflect ctl`): HTTP/1.1
+// over the Unix socket with AsyncHTTPClient, JSON decoded into the same
+// models the server encodes, and errors that say in one line what failed.
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a control request failed, as `deflect ctl` prints it.
+public enum ControlClientError: Error, Equatable, CustomStringConvertible {
+    /// Nothing exists at the socket path.
+    case noSocket(path: String)
+    /// The socket exists but nobody accepts on it (the VM is gone).
+    case refused(path: String)
+    /// Another failure to reach or talk to the server.
+    case connection(path: String, reason: String)
+    /// The API answered with an error.
+    case api(status: Int, body: ErrorBody)
+    /// The answer is not what the API documents.
+    case malformedResponse(String)
+
+    public var description: String {
+        switch self {
+        case .noSocket(let path):
+            "no API socket at \(path) (is the VM running with --api-socket \(path)?)"
+        case .refused(let path):
+            "nothing is serving the API socket \(path) (the VM has stopped)"
+        case .connection(let path, let reason):
+            "cannot talk to the API socket \(path): \(reason)"
+        case .api(_, let body):
+            body.error
+        case .malformedResponse(let what):
+            "the API answered something unexpected: \(what)"
+        }
+    }
+}
+
+/// A client of one VM's control API.
+public struct ControlClient: Sendable {
+    public let socketPath: String
+    /// Time allowed for a whole request (not for `events`, which streams).
+    public var timeout: Duration
+    private let http: HTTPClient
+
+    public init(socketPath: String, timeout: Duration = .seconds(30), http: HTTPClient = .shared) {
+        self.socketPath = socketPath
+        self.timeout = timeout
+        self.http = http
+    }
+
+    // MARK: Routes
+
+    public func info() async throws(ControlClientError) -> VMInfo {
+        try decode(try await send(.GET, "/vm"))
+    }
+
+    public func setState(_ state: RequestedState) async throws(ControlClientError) -> VMInfo {
+        let body = Data(#"{"state":"\#(state.rawValue)"}"#.utf8)
+        return try decode(try await send(.PUT, "/vm/state", body: body, contentType: "application/json"))
+    }
+
+    public func shutdown() async throws(ControlClientError) -> VMInfo {
+        try decode(try await send(.PUT, "/vm/shutdown"))
+    }
+
+    public func registers(vcpu: Int) async throws(ControlClientError) -> VCPURegistersReport {
+        try decode(try await send(.GET, "/vcpus/\(vcpu)/registers"))
+    }
+
+    public func stats() async throws(ControlClientError) -> StatsReport {
+        try decode(try await statsJSON())
+    }
+
+    /// The `GET /stats` answer as the server wrote it (for `--json`).
+    public func statsJSON() async throws(ControlClientError) -> Data {
+        try await send(.GET, "/stats")
+    }
+
+    public func msrs() async throws(ControlClientError) -> MSRTableReport {
+        try decode(try await msrsJSON())
+    }
+
+    /// The `GET /msrs` answer as the server wrote it.
+    public func msrsJSON() async throws(ControlClientError) -> Data {
+        try await send(.GET, "/msrs")
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    public func metrics() async throws(ControlClientError) -> String {
+        String(decoding: try await send(.GET, "/metrics"), as: UTF8.self)
+    }
+
+    /// Replaces the MSR policy; a policy the VM refuses comes back as
+    /// `.api(422, body)` with the diagnostics in `body`.
+    public func replacePolicy(text: String) async throws(ControlClientError) {
+        _ = try await send(.PUT, "/policy", body: Data(text.utf8), contentType: "application/toml")
+    }
+
+    /// Streams `GET /events`: calls `receive` with each event's JSON line
+    /// until the VM stops, the connection ends, or `receive` returns false.
+    public func events(_ receive: @Sendable (String) async -> Bool) async throws(ControlClientError) {
+        let response = try await open(.GET, "/events", body: nil, contentType: nil, deadline: .distantFuture)
+        guard response.status == .ok else {
+            throw errorFrom(status: Int(response.status.code), body: try await collect(response))
+        }
+        var parser = ServerSentEventParser()
+        do {
+            for try await chunk in response.body {
+                for event in parser.feed(chunk.readableBytesView) {
+                    guard await receive(event) else { return }
+                }
+            }
+        } catch {
+            throw .connection(path: socketPath, reason: "the event stream broke: \(error)")
+        }
+    }
+
+    // MARK: Transport
+
+    private func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String? = nil)
+        async throws(ControlClientError) -> Data {
+        let response = try await open(method, path, body: body, contentType: contentType,
+                                      deadline: .now() + TimeAmount(timeout))
+        let bytes = try await collect(response)
+        guard (200..<300).contains(Int(response.status.code)) else {
+            throw errorFrom(status: Int(response.status.code), body: bytes)
+        }
+        return bytes
+    }
+
+    private func open(_ method: HTTPMethod, _ path: String, body: Data?, contentType: String?, deadline: NIODeadline)
+        async throws(ControlClientError) -> HTTPClientResponse {
+        try await checkSocket()
+        guard let url = URL(httpURLWithSocketPath: socketPath, uri: path) else {
+            throw .connection(path: socketPath, reason: "the path cannot be used in a URL")
+        }
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = method
+        if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
+        }
+        do {
+            return try await http.execute(request, deadline: deadline)
+        } catch {
+            throw classify(error)
+        }
+    }
+
+    private func collect(_ response: HTTPClientResponse) async throws(ControlClientError) -> Data {
+        do {
+            return Data(try await response.body.collect(upTo: 64 << 20).readableBytesView)
+        } catch {
+            throw .connection(path: socketPath, reason: "the answer broke off: \(error)")
+        }
+    }
+
+    /// Fails at once when nothing serves the socket: AsyncHTTPClient would
+    /// retry a failed connection until the request's deadline.
+    private func checkSocket() async throws(ControlClientError) {
+        var status = stat()
+        guard lstat(socketPath, &status) == 0 else {
+            throw errno == ENOENT ? .noSocket(path: socketPath)
+                : .connection(path: socketPath, reason: String(cString: strerror(errno)))
+        }
+        let serving: Bool
+        do {
+            serving = try await ControlSocket.isServing(path: socketPath, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        } catch {
+            throw .connection(path: socketPath, reason: error.description)
+        }
+        guard serving else { throw .refused(path: socketPath) }
+    }
+
+    /// A connection failure in the words of the socket's state.
+    private func classify(_ error: any Error) -> ControlClientError {
+        var status = stat()
+        if lstat(socketPath, &status) != 0, errno == ENOENT { return .noSocket(path: socketPath) }
+        if let io = error as? IOError, io.errnoCode == ECONNREFUSED { return .refused(path: socketPath) }
+        if "\(error)".contains("connection refused") || "\(error)".contains("Connection refused") {
+            return .refused(path: socketPath)
+        }
+        return .connection(path: socketPath, reason: "\(error)")
+    }
+
+    private func errorFrom(status: Int, body: Data) -> ControlClientError {
+        if let decoded = try? ControlJSON.decoder().decode(ErrorBody.self, from: body) {
+            return .api(status: status, body: decoded)
+        }
+        return .api(status: status, body: ErrorBody(error: "HTTP status \(status)", status: status, diagnostics: nil))
+    }
+
+    private func decode<T: Decodable>(_ data: Data) throws(ControlClientError) -> T {
+        do {
+            return try ControlJSON.decoder().decode(T.self, from: data)
+        } catch {
+            throw .malformedResponse("\(T.self) could not be decoded: \(error)")
+        }
+    }
+}
+
+/// Splits a `text/event-stream` body into events: the `data:` lines of an
+/// event joined by newlines; comment lines (`:`) and other fields ignored.
+struct ServerSentEventParser {
+    private var pending: [UInt8] = []
+    private var data: [String] = []
+
+    mutating func feed(_ bytes: some Sequence<UInt8>) -> [String] {
+        var events: [String] = []
+        for byte in bytes {
+            guard byte == UInt8(ascii: "\n") else {
+                pending.append(byte)
+                continue
+            }
+            if pending.last == UInt8(ascii: "\r") { pending.removeLast() }
+            let line = String(decoding: pending, as: UTF8.self)
+            pending.removeAll(keepingCapacity: true)
+            if line.isEmpty {
+                if !data.isEmpty { events.append(data.joined(separator: "\n")) }
+                data.removeAll()
+            } else if line.hasPrefix("data:") {
+                var value = line.dropFirst(5)
+                if value.first == " " { value = value.dropFirst() }
+                data.append(String(value))
+            }
+        }
+        return events
+    }
+}

@@ -1,0 +1,103 @@
+// ControlAPITests: the `deflect ctl` client against the scripted VM: each
+// call, its one-line errors, and the readable output.
+@testable import ControlAPI
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@Suite("Control API client")
+struct ControlClientTests {
+    @Test func everyCallRoundTrips() async throws {
+        let vm = FakeVM()
+        try await withServer(vm) { _, path in
+            let client = ControlClient(socketPath: path)
+            #expect(try await client.info() == (await vm.info()))
+            #expect(try await client.setState(.paused).state == .paused)
+            #expect(try await client.registers(vcpu: 0) == FakeVM.registers(vcpu: 0))
+            #expect(try await client.setState(.running).state == .running)
+            #expect(try await client.stats() == FakeVM.stats(state: .running))
+            #expect(try await client.msrs() == FakeVM.msrTable)
+            #expect(try await client.metrics().contains("# TYPE deflect_vm_state gauge"))
+            try await client.replacePolicy(text: "default = \"kernel\"\n")
+            #expect(vm.recorded.withLock { $0.policies } == ["default = \"kernel\"\n"])
+            #expect(try await client.shutdown().state == .stopping)
+        }
+    }
+
+    @Test func apiErrorsComeBackWithTheirMessage() async throws {
+        try await withServer { _, path in
+            let client = ControlClient(socketPath: path)
+            await #expect(throws: ControlClientError.api(status: 409, body: ErrorBody(
+                error: "vCPU registers can be read only while the VM is paused", status: 409, diagnostics: nil))) {
+                try await client.registers(vcpu: 0)
+            }
+            do throws(ControlClientError) {
+                try await client.replacePolicy(text: "bogus = 1\n")
+                Issue.record("a policy with errors was accepted")
+            } catch {
+                guard case .api(422, let body) = error else { throw error }
+                #expect(body.diagnostics?.first == PolicyDiagnostic(line: 3, column: 1, message: "unknown key bogus"))
+            }
+            do throws(ControlClientError) {
+                _ = try await client.registers(vcpu: 7)
+                Issue.record("vCPU 7 of 2 answered")
+            } catch {
+                #expect(error.description == "no vCPU 7: the VM has 2 vCPUs")
+            }
+        }
+    }
+
+    @Test func missingSocketAndDeadSocketSayWhatIsWrongAtOnce() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/api.sock"
+        let start = ContinuousClock.now
+        defer { #expect(ContinuousClock.now - start < .seconds(4), "the client waited for its deadline") }
+        await #expect(throws: ControlClientError.noSocket(path: path)) {
+            try await ControlClient(socketPath: path, timeout: .seconds(5)).info()
+        }
+        try await makeStaleSocket(at: path)
+        await #expect(throws: ControlClientError.refused(path: path)) {
+            try await ControlClient(socketPath: path, timeout: .seconds(5)).info()
+        }
+        #expect(ControlClientError.refused(path: path).description
+                == "nothing is serving the API socket \(path) (the VM has stopped)")
+    }
+
+    @Test func statsTableHasTheRunStatsLayoutWithPercentiles() {
+        let text = ControlReportText.stats(FakeVM.stats(state: .paused))
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.first == "state paused, up 12.5 s, 1500 exits")
+        #expect(lines.contains { $0.hasPrefix("exits") && $0.contains("count") && $0.contains("p99 ns") && $0.contains("in KVM_RUN µs") })
+        // msr-read: 1000 exits, 900 µs handling, mean 900, p50 900, p90 1800, p99 2700, max 6300.
+        let msrRead = lines.first { $0.hasPrefix("msr-read") }
+        #expect(msrRead?.split(separator: " ").map(String.init) == ["msr-read", "1000", "900.0", "900", "900", "1800", "2700", "6300", "2700.0", "4500"])
+        #expect(lines.contains { $0.hasPrefix("0x3f8 out") })
+        #expect(lines.contains { $0.hasPrefix("0x1b IA32_APIC_BASE read") })
+        #expect(lines.contains { $0.hasPrefix("nr 12 KVM_HC_MAP_GPA_RANGE") })
+        #expect(lines.contains("  vcpu1 halt_exits 1"))
+        let unavailable = ControlReportText.kvmStats(.unavailable("KVM_CAP_BINARY_STATS_FD is not offered"))
+        #expect(unavailable == "KVM statistics: not available (KVM_CAP_BINARY_STATS_FD is not offered)")
+    }
+
+    @Test func registersAndMSRTextShowTheValues() {
+        let registers = ControlReportText.registers(FakeVM.registers(vcpu: 1))
+        #expect(registers.contains("rax 0000000000001234"))
+        #expect(registers.contains("r15 ffffffffffffffff"))
+        #expect(registers.contains("efer 0000000000000500"))
+        #expect(registers.contains("cs  sel=0x8 base=0x0 limit=0xffffffff type=11 dpl=0 p s l g"))
+        let msrs = ControlReportText.msrs(FakeVM.msrTable)
+        #expect(msrs.contains("0x1b"))
+        #expect(msrs.contains("IA32_APIC_BASE"))
+        #expect(msrs.contains("gp=3"))
+        #expect(msrs.contains("other MSRs (beyond the table's cap): 7 accesses"))
+    }
+
+    @Test func hexValuesRoundTripAndRejectNumbers() throws {
+        let data = try ControlJSON.encoder().encode([Hex64(UInt64.max), Hex64(0)])
+        #expect(String(decoding: data, as: UTF8.self) == #"["0xffffffffffffffff","0x0"]"#)
+        #expect(try ControlJSON.decoder().decode([Hex64].self, from: data) == [Hex64(UInt64.max), Hex64(0)])
+        #expect(throws: DecodingError.self) { try ControlJSON.decoder().decode([Hex64].self, from: Data("[12]".utf8)) }
+        #expect(throws: DecodingError.self) { try ControlJSON.decoder().decode([Hex64].self, from: Data(#"["12"]"#.utf8)) }
+    }
+}
