@@ -1,6 +1,6 @@
 // ControlAPI: the control API server: HTTP/1.1 on a Unix socket, serving a
 // `VMControl`. Owns the server task, the socket file and the event streams
-// it has open; `deflect run --api-socket PATH` starts one beside the VM.
+// it has open; `deflect run --api-socket PATH` is to start one beside the VM.
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -44,6 +44,7 @@ public final class ControlServer: Sendable {
     /// Binds the socket and starts answering; returns once the socket is
     /// visible at `socketPath` with mode 0600.
     public func start() async throws(ControlSocketError) {
+        guard running.withLock({ $0 == nil }) else { throw .bindFailed(path: socketPath, reason: "this server is already serving it") }
         let group = MultiThreadedEventLoopGroup.singleton
         try await ControlSocket.prepare(path: socketPath, eventLoopGroup: group)
         let bind = try ControlSocket.makeBindDirectory(for: socketPath)

@@ -23,7 +23,7 @@ public final class EventBroadcaster: Sendable {
     public func publish(_ line: String) {
         let ready = state.withLock { state in
             state.published &+= 1
-            for id in state.subscribers.keys { state.append(line, to: id, capacity: capacity) }
+            state.append(line, capacity: capacity)
             return state.takeReadyWaiters()
         }
         for (continuation, next) in ready { continuation.resume(returning: next) }
@@ -132,17 +132,18 @@ public final class EventBroadcaster: Sendable {
         var dropped: UInt64 = 0
         var published: UInt64 = 0
 
-        /// Appends to one subscriber's buffer; when it is full the oldest
-        /// line goes and is counted.
-        mutating func append(_ line: String, to id: Int, capacity: Int) {
-            guard var subscriber = subscribers[id] else { return }
-            if subscriber.buffer.count >= capacity {
-                subscriber.buffer.removeFirst()
-                subscriber.pendingDrops &+= 1
-                dropped &+= 1
+        /// Appends to every subscriber's buffer; a full one loses its oldest
+        /// line, counted. Mutates in place: a copied buffer would cost a copy
+        /// of every line in it per event.
+        mutating func append(_ line: String, capacity: Int) {
+            for index in subscribers.values.indices {
+                if subscribers.values[index].buffer.count >= capacity {
+                    subscribers.values[index].buffer.removeFirst()
+                    subscribers.values[index].pendingDrops &+= 1
+                    dropped &+= 1
+                }
+                subscribers.values[index].buffer.append(line)
             }
-            subscriber.buffer.append(line)
-            subscribers[id] = subscriber
         }
 
         /// Unparks every consumer that now has a line (or the end) to read.
@@ -163,14 +164,12 @@ public final class EventBroadcaster: Sendable {
 
         /// The drop notice if lines were lost, else the oldest buffered line.
         mutating func takeNext(_ id: Int) -> String? {
-            guard var subscriber = subscribers[id] else { return nil }
-            defer { subscribers[id] = subscriber }
-            if subscriber.pendingDrops > 0 {
-                let count = subscriber.pendingDrops
-                subscriber.pendingDrops = 0
-                return EventBroadcaster.dropNotice(count: count)
+            guard let pendingDrops = subscribers[id]?.pendingDrops else { return nil }
+            if pendingDrops > 0 {
+                subscribers[id]?.pendingDrops = 0
+                return EventBroadcaster.dropNotice(count: pendingDrops)
             }
-            return subscriber.buffer.popFirst()
+            return subscribers[id]?.buffer.popFirst()
         }
     }
 

@@ -14,7 +14,7 @@ struct CtlCommand: AsyncParsableCommand {
         the request (e.g. registers while running, a policy with errors); 70 the API socket cannot \
         be reached or the API failed.
         """,
-        subcommands: [Pause.self, Resume.self, Stats.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self]
+        subcommands: [Pause.self, Resume.self, Stats.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self]
     )
 
     // Declared here too so that `deflect ctl --socket PATH pause` parses (the
@@ -43,6 +43,21 @@ func ctl<T>(_ body: () async throws(ControlClientError) -> T) async throws -> T 
 func ctlPrintingVM(_ call: () async throws(ControlClientError) -> VMInfo) async throws {
     let info = try await ctl(call)
     StandardStreams.writeOutput(ControlReportText.vm(info) + "\n")
+}
+
+/// Prints a report: the API's JSON as it came (`--json`), or its text.
+func ctlReport<Report: Decodable>(json: Bool, render: (Report) -> String,
+                                  fetch: () async throws(ControlClientError) -> Data) async throws {
+    let data = try await ctl(fetch)
+    if json {
+        StandardStreams.writeOutput(String(decoding: data, as: UTF8.self))
+        return
+    }
+    do {
+        StandardStreams.writeOutput(render(try ControlJSON.decoder().decode(Report.self, from: data)) + "\n")
+    } catch {
+        throw ctlFailure(.malformedResponse("\(Report.self) could not be decoded: \(error)"))
+    }
 }
 
 func ctlFailure(_ error: ControlClientError) -> ExitCode {
@@ -87,12 +102,21 @@ extension CtlCommand {
         var json = false
 
         func run() async throws {
-            if json {
-                let data = try await ctl { () async throws(ControlClientError) in try await connection.client.statsJSON() }
-                StandardStreams.writeOutput(String(decoding: data, as: UTF8.self))
-            } else {
-                let report = try await ctl { () async throws(ControlClientError) in try await connection.client.stats() }
-                StandardStreams.writeOutput(ControlReportText.stats(report) + "\n")
+            try await ctlReport(json: json, render: ControlReportText.stats) { () async throws(ControlClientError) in
+                try await connection.client.statsJSON()
+            }
+        }
+    }
+
+    struct MSRs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "msrs", abstract: "The per-MSR table, live.")
+        @OptionGroup var connection: CtlConnection
+        @Flag(help: "Print the API's JSON instead of a table.")
+        var json = false
+
+        func run() async throws {
+            try await ctlReport(json: json, render: ControlReportText.msrs) { () async throws(ControlClientError) in
+                try await connection.client.msrsJSON()
             }
         }
     }

@@ -83,6 +83,11 @@ struct CtlCommandTests {
             #expect(table.stdout.hasPrefix("state running, up 12.5 s, 1500 exits\n\nexits"))
             let json = try await ctl(socket, ["stats", "--json"])
             #expect(try ControlJSON.decoder().decode(StatsReport.self, from: Data(json.stdout.utf8)) == FakeVM.stats(state: .running))
+            let msrs = try await ctl(socket, ["msrs"])
+            #expect(msrs.stdout.hasPrefix("msr "))
+            #expect(msrs.stdout.contains("IA32_APIC_BASE"))
+            let msrsJSON = try await ctl(socket, ["msrs", "--json"])
+            #expect(try ControlJSON.decoder().decode(MSRTableReport.self, from: Data(msrsJSON.stdout.utf8)) == FakeVM.msrTable)
             let metrics = try await ctl(socket, ["metrics"])
             #expect(metrics.stdout.contains("# TYPE deflect_exits_total counter"))
 

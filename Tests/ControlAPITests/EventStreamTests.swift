@@ -32,12 +32,12 @@ struct EventStreamTests {
         #expect(await subscription.next(idleAfter: nil) == .finished)
     }
 
-    @Test func producerNeverWaitsForAConsumerThatDoesNotRead() {
+    @Test(.timeLimit(.minutes(1)))
+    func producerNeverWaitsForAConsumerThatDoesNotRead() {
+        // Nobody reads: a producer that waited for room would never finish.
         let broadcaster = EventBroadcaster(capacity: 256)
         let subscriptions = (0..<4).map { _ in broadcaster.subscribe() }
-        let start = ContinuousClock.now
         for i in 0..<100_000 { broadcaster.publish(#"{"event":"msr","n":\#(i)}"#) }
-        #expect(ContinuousClock.now - start < .seconds(5))
         #expect(broadcaster.droppedCount == UInt64(4 * (100_000 - 256)))
         #expect(subscriptions.count == broadcaster.subscriberCount)
     }
@@ -102,7 +102,8 @@ struct EventStreamTests {
             let line = #"{"event":"msr","padding":""# + String(repeating: "x", count: 400) + #""}"#
             let start = ContinuousClock.now
             for _ in 0..<50_000 { vm.broadcaster.publish(line) }
-            #expect(ContinuousClock.now - start < .seconds(5), "publishing waited for the stalled client")
+            // Generous: a producer that waited for the client would not finish at all.
+            #expect(ContinuousClock.now - start < .seconds(30), "publishing waited for the stalled client")
             #expect(vm.broadcaster.droppedCount > 0)
             #expect(try await request(path, .GET, "/stats").status == 200)
             await stalled.close()

@@ -150,6 +150,9 @@ final class RawConnection: Sendable {
         return received.state.withLock { $0.text }
     }
 
+    /// Whether the peer has closed the connection.
+    var isClosed: Bool { received.state.withLock { $0.closed } }
+
     func close() async {
         try? await channel.close()
     }
