@@ -79,11 +79,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The VMM's side of the control API: a running Machine as a VMControl.
+        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "ControlAPI"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI",
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -116,6 +118,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(name: "MachineControlTests", dependencies: ["MachineControl", "ControlAPI", "VMM", "KVM", "MSRPolicy", "DeflectTestSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

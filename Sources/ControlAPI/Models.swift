@@ -33,7 +33,7 @@ public struct Hex64: Codable, Sendable, Equatable, Hashable, CustomStringConvert
 
 /// The run state machine of a VM (one owner: the VMM's run loop).
 public enum VMState: String, Codable, Sendable, CaseIterable {
-    case created, running, pausing, paused, stopping, stopped
+    case created, running, pausing, paused, suspended, stopping, stopped
 }
 
 /// The configuration a VM was started with, as `deflect run` was given it.

@@ -1,20 +1,24 @@
 // deflect run: load an image, run it under an optional MSR policy, report how it ended.
 import ArgumentParser
+import ControlAPI
 import Dispatch
 import Foundation
 import Hypercalls
+import MachineControl
 import MSRPolicy
 import VMM
 
-struct RunCommand: ParsableCommand {
+struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a guest image.",
         discussion: """
         Exit status: 0 when every vCPU halted; (value << 1) | 1 when the guest writes value to the \
         debug-exit port 0xf4; 2 guest reset; 4 triple fault; 6 KVM could not continue the guest; \
-        8 timeout; 10 stopped by a signal; 64 usage error; 66 bad image or policy; 68 KVM unusable; 70 host error.
-        With --policy, SIGHUP reloads the policy file while the guest runs.
+        8 timeout; 10 stopped by a signal; 64 usage error; 66 bad image, policy or API socket; 68 KVM unusable; \
+        70 host error; 74 output could not be written.
+        With --policy, SIGHUP reloads the policy file while the guest runs. With --api-socket, the VM is \
+        driven through the control API (deflect ctl, docs/api.yaml) while it runs.
         """
     )
 
@@ -47,17 +51,31 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
     var quiet = false
 
-    func run() throws {
+    @Option(help: "Serve the control API (pause, resume, registers, live stats, policy, events) on this Unix socket, mode 0600.")
+    var apiSocket: String?
+
+    func run() async throws {
         let msr: MSRSetup = try policy.map { .policy(try loadPolicy($0)) } ?? .kernelOnly
         let configuration = try machine.configuration(msr: msr)
         let (eventLog, eventFile) = try makeEventLog(events)
         let (vm, serialSink) = try machine.buildMachine(configuration, events: eventLog)
         eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
 
+        let api = try await startAPI(vm, configuration: configuration)
         let signals = SignalForwarder(machine: vm, policyPath: policy)
         if machine.serial == "stdio" { StandardInputPump.start(into: vm.devices) }
-        let report = vm.run()
+        // The run blocks its thread for the guest's lifetime: not a thread of
+        // the concurrency pool the API server's handlers need.
+        let report = await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: vm.run()) }
+            thread.name = "machine"
+            thread.start()
+        }
         signals.cancel()
+        if let api {
+            api.control.finish()
+            await api.server.stop()
+        }
 
         reportRun(report, machine: vm, quiet: quiet)
         eventFile?.flush()
@@ -90,6 +108,24 @@ struct RunCommand: ParsableCommand {
             }
         }
         throw ExitCode(report.outcome.exitStatus)
+    }
+}
+
+extension RunCommand {
+    /// Starts the control API on `--api-socket` before the guest runs.
+    private func startAPI(_ vm: Machine, configuration: MachineConfiguration) async throws
+        -> (server: ControlServer, control: MachineControl)? {
+        guard let apiSocket else { return nil }
+        let control = MachineControl(machine: vm, configuration: VMConfiguration(
+            image: machine.image, mode: configuration.mode.rawValue, memoryMib: configuration.memoryMiB,
+            vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy))
+        let server = ControlServer(control: control, socketPath: apiSocket)
+        do {
+            try await server.start()
+        } catch {
+            throw fail("\(error)", status: ExitStatus.badInput)
+        }
+        return (server, control)
     }
 }
 

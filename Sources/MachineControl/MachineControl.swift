@@ -1,0 +1,203 @@
+// MachineControl: the VMM's side of the control API — a running `Machine` as
+// a `VMControl`: its state machine (pause/resume at a consistent point), its
+// live accounting as the API's reports, policy replacement from TOML text and
+// the rate-limited event feed. Blocking VMM calls (a pause waits for every
+// vCPU to park) run on a thread of their own, never on the server's tasks.
+import ControlAPI
+import Dispatch
+import KVM
+import KVMABI
+import MSRPolicy
+import VMM
+
+public final class MachineControl: VMControl {
+    private let machine: Machine
+    private let configuration: VMConfiguration
+    private let broadcaster: EventBroadcaster
+    private let subscription: Int
+
+    /// `configuration`: the VM as the user started it (paths as typed).
+    public init(machine: Machine, configuration: VMConfiguration, eventBuffer: Int = 1024) {
+        self.machine = machine
+        self.configuration = configuration
+        let broadcaster = EventBroadcaster(capacity: eventBuffer)
+        self.broadcaster = broadcaster
+        subscription = machine.events.subscribe { line in broadcaster.publish(line) }
+    }
+
+    deinit { machine.events.unsubscribe(subscription) }
+
+    /// Ends open event streams (the run is over).
+    public func finish() { broadcaster.finish() }
+
+    public func info() async -> VMInfo {
+        VMInfo(state: Self.state(machine.state), configuration: configuration, uptimeSeconds: machine.uptimeSeconds,
+               pausedSeconds: Double(machine.guestClock.pausedNanoseconds) / 1e9)
+    }
+
+    public func setState(_ state: RequestedState) async throws(ControlError) {
+        let machine = self.machine
+        let result: Result<Double, LifecycleError> = await Self.offThread {
+            do throws(LifecycleError) {
+                return .success(state == .paused ? try machine.pause() : try machine.resume())
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success: return
+        case let .failure(.conflict(message)): throw .conflict(message)
+        case let .failure(.host(message)): throw .internalError(message)
+        }
+    }
+
+    public func shutdown() async throws(ControlError) {
+        switch machine.state {
+        case .stopping, .stopped: throw .conflict("the VM is already \(machine.state.rawValue)")
+        default: machine.requestStop()
+        }
+    }
+
+    public func registers(vcpu: Int) async throws(ControlError) -> VCPURegistersReport {
+        guard machine.state == .paused else {
+            throw .conflict("vCPU registers can be read only while the VM is paused (it is \(machine.state.rawValue)); PUT /vm/state {\"state\": \"paused\"} first")
+        }
+        guard machine.vcpus.indices.contains(vcpu) else { throw .notFound("no vCPU \(vcpu); the VM has \(machine.vcpus.count)") }
+        do throws(KVMError) {
+            let general = try machine.vcpus[vcpu].registers()
+            let special = try machine.vcpus[vcpu].specialRegisters()
+            return VCPURegistersReport(vcpu: vcpu, general: Self.report(general), special: Self.report(special))
+        } catch {
+            throw .internalError("reading vCPU \(vcpu)'s registers: \(error)")
+        }
+    }
+
+    public func stats() async -> StatsReport {
+        let snapshots = machine.accounting.map(\.snapshot)
+        var profile = ExitProfile()
+        for snapshot in snapshots { profile.merge(snapshot.profile) }
+        let kinds = ExitKind.allCases.filter { profile[$0].count > 0 }
+            .map { ExitKindRow(kind: $0.description, timing: Self.timing(profile[$0])) }
+        var ports: [PortRow] = [], msrs: [MSRExitRow] = [], hypercalls: [HypercallRow] = []
+        for (place, latencies) in profile.hottestPlaces() {
+            let timing = Self.timing(latencies)
+            switch place {
+            case let .port(port, write):
+                ports.append(PortRow(port: Int(port), direction: write ? .write : .read, timing: timing))
+            case let .msr(index, write):
+                msrs.append(MSRExitRow(index: Hex64(UInt64(index)), name: MSRCatalogue.name(index),
+                                       direction: write ? .write : .read, timing: timing))
+            case let .hypercall(number):
+                hypercalls.append(HypercallRow(number: number, name: number == 12 ? "KVM_HC_MAP_GPA_RANGE" : nil, timing: timing))
+            }
+        }
+        if profile.other.count > 0 {
+            // Places beyond the cap, together (no single port/MSR/number).
+            ports.append(PortRow(port: nil, direction: .read, timing: Self.timing(profile.other)))
+        }
+        let vcpus = snapshots.enumerated().map { i, snapshot in
+            VCPUStatsRow(vcpu: i, exits: snapshot.profile.totalExits,
+                         inKvmRunNs: snapshot.profile.kinds.reduce(0) { $0 &+ $1.inKVMRun.totalNanoseconds },
+                         handlingNs: snapshot.profile.kinds.reduce(0) { $0 &+ $1.handling.totalNanoseconds })
+        }
+        let kvm: KVMBinaryStats
+        switch machine.kvmStatistics() {
+        case let .success(stats):
+            func counters(_ list: [KVMStat]) -> [String: UInt64] {
+                Dictionary(list.filter { $0.descriptor.size == 1 }.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
+            }
+            kvm = KVMBinaryStats(available: true, reason: nil, vm: counters(stats.vm), vcpus: stats.vcpus.map(counters))
+        case let .failure(error):
+            kvm = .unavailable("\(error)")
+        }
+        return StatsReport(state: Self.state(machine.state), uptimeSeconds: machine.uptimeSeconds,
+                           totalExits: profile.totalExits, exits: kinds, ports: ports, msrs: msrs,
+                           hypercalls: hypercalls, vcpus: vcpus, kvm: kvm)
+    }
+
+    public func msrs() async -> MSRTableReport {
+        var table = MSRStatistics()
+        for accounting in machine.accounting { table.merge(accounting.snapshot.msrStatistics) }
+        let rows = table.entries.map { entry in
+            MSRTableRow(index: Hex64(UInt64(entry.index)), name: MSRCatalogue.name(entry.index), reads: entry.reads,
+                        writes: entry.writes, lastValue: Hex64(entry.lastValue), outcomes: entry.outcomes,
+                        gpCount: entry.outcomes.reduce(0) { $0 + (Self.gpOutcomes.contains($1.key) ? $1.value : 0) },
+                        lastRip: entry.lastRIP.map(Hex64.init))
+        }
+        return MSRTableReport(msrs: rows, otherAccesses: table.other.reads &+ table.other.writes)
+    }
+
+    public func replacePolicy(text: String) async throws(ControlError) {
+        let policy: MSRPolicy
+        do {
+            policy = try PolicyLoader.load(text, file: "PUT /policy")
+        } catch {
+            let diagnostics = error.errors.map {
+                PolicyDiagnostic(line: $0.location.line, column: $0.location.column, message: $0.message)
+            }
+            throw .invalidPolicy("the policy does not load (\(diagnostics.count) problem\(diagnostics.count == 1 ? "" : "s")); the previous policy stays", diagnostics: diagnostics)
+        }
+        do throws(MachineError) {
+            try machine.replacePolicy(policy)
+        } catch {
+            if case .configuration = error { throw .conflict("\(error)") }
+            throw .invalidPolicy("\(error); the previous policy stays", diagnostics: [])
+        }
+    }
+
+    public func events() -> EventSubscription { broadcaster.subscribe() }
+
+    // MARK: - Conversions
+
+    /// Outcome words of accesses answered with #GP (see `MSROutcome`; "gp" is the trace's).
+    static let gpOutcomes: Set<String> = ["gp", "denied", "default-gp", "kernel-refused", "read-only-gp", "reserved-gp"]
+
+    static func state(_ state: VMRunState) -> VMState {
+        switch state {
+        case .created: .created
+        case .running: .running
+        case .pausing: .pausing
+        case .paused: .paused
+        case .suspended: .suspended
+        case .stopping: .stopping
+        case .stopped: .stopped
+        }
+    }
+
+    static func timing(_ latencies: ExitLatencies) -> ExitTiming {
+        func summary(_ h: LatencyHistogram) -> LatencySummary {
+            LatencySummary(count: h.count, totalNs: h.totalNanoseconds, p50Ns: h.p50, p90Ns: h.p90, p99Ns: h.p99, maxNs: h.max)
+        }
+        return ExitTiming(count: latencies.count, inKvmRun: summary(latencies.inKVMRun), handling: summary(latencies.handling))
+    }
+
+    static func report(_ r: Registers) -> GeneralRegistersReport {
+        GeneralRegistersReport(rax: Hex64(r.rax), rbx: Hex64(r.rbx), rcx: Hex64(r.rcx), rdx: Hex64(r.rdx),
+                               rsi: Hex64(r.rsi), rdi: Hex64(r.rdi), rsp: Hex64(r.rsp), rbp: Hex64(r.rbp),
+                               r8: Hex64(r.r8), r9: Hex64(r.r9), r10: Hex64(r.r10), r11: Hex64(r.r11),
+                               r12: Hex64(r.r12), r13: Hex64(r.r13), r14: Hex64(r.r14), r15: Hex64(r.r15),
+                               rip: Hex64(r.rip), rflags: Hex64(r.rflags))
+    }
+
+    static func report(_ s: SpecialRegisters) -> SpecialRegistersReport {
+        func segment(_ g: Segment) -> SegmentReport {
+            SegmentReport(selector: Int(g.selector), base: Hex64(g.base), limit: Hex64(UInt64(g.limit)), type: Int(g.type),
+                          present: g.present, dpl: Int(g.dpl), db: g.db, s: g.s, l: g.l, g: g.g, avl: g.avl, unusable: g.unusable)
+        }
+        func table(_ t: DescriptorTableRegister) -> DescriptorTableReport {
+            DescriptorTableReport(base: Hex64(t.base), limit: Int(t.limit))
+        }
+        return SpecialRegistersReport(cs: segment(s.cs), ds: segment(s.ds), es: segment(s.es), fs: segment(s.fs),
+                                      gs: segment(s.gs), ss: segment(s.ss), tr: segment(s.tr), ldt: segment(s.ldt),
+                                      gdt: table(s.gdt), idt: table(s.idt), cr0: Hex64(s.cr0), cr2: Hex64(s.cr2),
+                                      cr3: Hex64(s.cr3), cr4: Hex64(s.cr4), cr8: Hex64(s.cr8), efer: Hex64(s.efer),
+                                      apicBase: Hex64(s.apicBase))
+    }
+
+    /// Runs a blocking VMM call on a Dispatch thread and awaits its result.
+    private static func offThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: body()) }
+        }
+    }
+}
