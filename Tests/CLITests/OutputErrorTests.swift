@@ -60,3 +60,41 @@ struct OutputFailureTests {
         #expect(r.stderr.contains("deflect: error: cannot write --write-policy /dev/full: No space left on device"), "\(r.stderr)")
     }
 }
+
+@Suite("deflect run --api-socket", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct APISocketCLITests {
+    @Test func aRegularFileIsRefusedBeforeTheGuestRuns() throws {
+        let path = try temporaryFile([0x41])
+        let r = try deflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--api-socket", path])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "is a regular file, not a socket")
+        #expect(r.stdout.isEmpty)   // the guest never ran
+    }
+
+    @Test func aMissingDirectoryIsRefused() throws {
+        let r = try deflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                             "--api-socket", "/nonexistent/dir/vm.sock"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "does not exist")
+    }
+
+    /// `deflect ctl` against `deflect run --api-socket`: pause, registers,
+    /// resume, stats, then shutdown ends the run with the signal status.
+    @Test func ctlDrivesARunningGuest() throws {
+        let socket = NSTemporaryDirectory() + "deflect-cli-\(UUID().uuidString.prefix(8)).sock"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                                  "--api-socket", socket, "--timeout", "60"])
+        #expect(vm.waitFor("SEQ 20\n"))
+        let pause = try deflect(["ctl", "--socket", socket, "pause"])
+        #expect(pause.status == 0 && pause.stdout.contains("state paused"), "\(pause.stdout)\(pause.stderr)")
+        let registers = try deflect(["ctl", "--socket", socket, "registers", "0", "--json"])
+        #expect(registers.status == 0 && registers.stdout.contains("\"rip\""), "\(registers.stderr)")
+        #expect(try deflect(["ctl", "--socket", socket, "resume"]).status == 0)
+        let stats = try deflect(["ctl", "--socket", socket, "stats"])
+        #expect(stats.stdout.contains("io-out"), "\(stats.stdout)")
+        #expect(try deflect(["ctl", "--socket", socket, "shutdown"]).status == 0)
+        let r = vm.finish()
+        #expect(r.status == ExitStatus.interrupted, "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: socket))   // removed at the end
+    }
+}
