@@ -38,7 +38,7 @@ public enum KVMErrorCode {
 /// point of view: `shared` pages are plaintext and visible to the host (and a
 /// migration copies them as they are); `private` pages are encrypted or
 /// guest_memfd-backed.
-public enum PageAttribute: String, Sendable, CaseIterable {
+public enum PageAttribute: String, Sendable, CaseIterable, Codable {
     case shared
     case `private`
 }

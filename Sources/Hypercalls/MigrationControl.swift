@@ -5,7 +5,7 @@
 // offered the feature and has not agreed.
 
 /// Where the negotiation stands.
-public enum MigrationControlState: String, Sendable, CaseIterable {
+public enum MigrationControlState: String, Sendable, CaseIterable, Codable {
     /// CPUID does not advertise KVM_FEATURE_MIGRATION_CONTROL: nothing to negotiate.
     case notOffered = "not-offered"
     /// Advertised, but the guest has not (or no longer) set KVM_MIGRATION_READY.

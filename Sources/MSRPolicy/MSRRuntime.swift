@@ -49,7 +49,7 @@ public protocol HostMSRReader: Sendable {
 }
 
 /// One emulated MSR value, as saved in a snapshot.
-public struct EmulatedValue: Sendable, Hashable {
+public struct EmulatedValue: Sendable, Hashable, Codable {
     public var index: UInt32
     public var scope: EmulationScope
     /// The owning vCPU for `.vcpu` scope; nil for `.vm`.

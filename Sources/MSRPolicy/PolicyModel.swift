@@ -14,7 +14,7 @@ public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Who owns an emulated MSR's value.
-public enum EmulationScope: String, Sendable, Hashable, CaseIterable {
+public enum EmulationScope: String, Sendable, Hashable, CaseIterable, Codable {
     /// Each vCPU has its own value (most MSRs).
     case vcpu
     /// One value shared by every vCPU of the VM (package-scoped MSRs).

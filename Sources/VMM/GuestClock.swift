@@ -11,10 +11,14 @@ public final class GuestClock: Sendable {
         var pausedAt: UInt64?
     }
 
-    private let start = DispatchTime.now().uptimeNanoseconds
+    private let start: UInt64
     private let state = Mutex(State())
 
-    public init() {}
+    /// `continuingAt`: the guest time a restored machine resumes from (a
+    /// snapshot's `now()`), so the counters following it never go backwards.
+    public init(continuingAt nanoseconds: UInt64 = 0) {
+        start = DispatchTime.now().uptimeNanoseconds &- nanoseconds
+    }
 
     private var hostElapsed: UInt64 { DispatchTime.now().uptimeNanoseconds &- start }
 
