@@ -14,6 +14,8 @@ public enum MachineError: Error, CustomStringConvertible {
     case kvm(KVMError)
     /// The host refused something the machine needs.
     case host(String)
+    /// A snapshot cannot be taken or restored (one line naming what is wrong).
+    case snapshot(String)
     /// An output file (serial, events) cannot be opened.
     case output(String)
     /// The MSR policy cannot be used (does not compile to a filter, needs what the host lacks).
@@ -28,6 +30,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .host(message): return message
         case let .policy(message): return "MSR policy: \(message)"
         case let .output(message): return message
+        case let .snapshot(message): return "snapshot: \(message)"
         }
     }
 }
