@@ -41,6 +41,9 @@ public final class MigrationGate: Sendable {
 
     init(offered: Bool) { control = Mutex(MigrationControl(offered: offered)) }
 
+    /// A restored negotiation (snapshot, incoming migration).
+    init(restoring state: MigrationControlState) { control = Mutex(MigrationControl(restoring: state)) }
+
     /// RDMSR of MSR_KVM_MIGRATION_CONTROL.
     func read() -> UInt64 { control.withLock { $0.read() } }
 

@@ -64,10 +64,26 @@ final class Lifecycle: Sendable {
 
     var pauseCount: Int { state.withLock { $0.pauses } }
 
-    func started() {
+    /// Before the vCPU threads start: with `paused`, every vCPU parks at its
+    /// first entry (the kick leaves `immediate_exit` set), so no guest
+    /// instruction runs until `resume()`.
+    func starting(paused: Bool) {
         state.withLock { s in
-            s.state = .running
+            s.state = paused ? .pausing : .running
             s.startedAt = DispatchTime.now().uptimeNanoseconds
+        }
+        if paused { controller.parking.request() }
+    }
+
+    /// After the vCPU threads started: completes a paused start.
+    func started() {
+        guard current == .pausing else { return }
+        guard controller.parking.waitUntilAllParked(abandon: { controller.isFinished }) else { return }
+        let saved = adjustsClock ? try? vm.clock() : nil
+        clock.pause()
+        state.withLock { s in
+            s.state = .paused
+            s.savedClock = saved
         }
     }
 

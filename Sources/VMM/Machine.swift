@@ -54,7 +54,7 @@ public final class Machine: @unchecked Sendable {
     /// KVM's binary statistics files (VM, then each vCPU), or why there are none.
     private let kvmStatsFiles: Result<(vm: KVMStatsFile, vcpus: [KVMStatsFile]), MachineError>
     /// The time the guest's emulated clocks follow (stops while paused).
-    public let guestClock = GuestClock()
+    public let guestClock: GuestClock
     /// The filter KVM has; replacing the policy holds this lock throughout.
     private let installedFilter: Mutex<CompiledFilter?>
     /// KVM_X86_SET_MSR_FILTER for policy replacement; tests replace it to make KVM refuse.
@@ -65,16 +65,47 @@ public final class Machine: @unchecked Sendable {
     /// ACPI S3 suspend and wake (PC platform only).
     private var sleepControl: SleepControl?
     private var started = false
+    /// Start with every vCPU parked before its first guest instruction
+    /// (`deflect restore --paused`); `resume()` lets it go. Set before `run()`.
+    public var startsPaused = false
     /// Called on the vCPU's thread when the guest writes a phase to the sync
     /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
     public var phaseHandler: (@Sendable (UInt32, Int) -> Void)?
 
     /// Builds the machine. Every failure is a one-line `MachineError`.
-    public init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
-                events: EventLog = EventLog()) throws(MachineError) {
+    public convenience init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
+                            events: EventLog = EventLog()) throws(MachineError) {
+        try self.init(configuration: configuration, serialOutput: serialOutput, events: events, restoring: nil)
+    }
+
+    /// Builds the machine a snapshot describes, its memory mapped from the
+    /// snapshot's memory file (MAP_PRIVATE: the file never changes) and every
+    /// piece of state put back. `timeout` is the new run's. Every failure is a
+    /// one-line `MachineError`; nothing runs until `run()`.
+    public convenience init(restoring snapshot: LoadedSnapshot, timeout: Double?, serialOutput: sending any ByteSink,
+                            events: EventLog = EventLog()) throws(MachineError) {
+        let msr: MSRSetup
+        switch (snapshot.user.msrMode, snapshot.user.policyTOML) {
+        case ("kernel-only", _): msr = .kernelOnly
+        case let ("policy", text?):
+            do {
+                msr = .policy(try PolicyLoader.load(text, file: "snapshot policy"))
+            } catch {
+                throw .snapshot("the saved MSR policy does not load: \(error)")
+            }
+        default: throw .snapshot("the user section has an unknown MSR mode \"\(snapshot.user.msrMode)\"")
+        }
+        var configuration = try snapshot.configuration.configuration(msr: msr)
+        configuration.timeoutSeconds = timeout
+        try self.init(configuration: configuration, serialOutput: serialOutput, events: events, restoring: snapshot)
+    }
+
+    private init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
+                 events: EventLog, restoring snapshot: LoadedSnapshot?) throws(MachineError) {
         try configuration.validate()
         self.configuration = configuration
         self.events = events
+        guestClock = GuestClock(continuingAt: snapshot?.user.guestClockNanoseconds ?? 0)
 
         // The image is checked before KVM is opened: a bad image is the
         // user's first problem to hear about, on any host.
@@ -103,31 +134,42 @@ public final class Machine: @unchecked Sendable {
             vm = try system.createVM()
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
-            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: pc ? .pcWithReadOnlyBIOSArea : .flat)
+            let backing: GuestRAM.Backing
+            if let snapshot {
+                backing = .memoryFile(try MemoryFile.open(path: snapshot.memoryPath), shared: false)
+            } else {
+                backing = .anonymous
+            }
+            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: pc ? .pcWithReadOnlyBIOSArea : .flat,
+                               backing: backing)
             if pc {
                 try PCPlatform.createInKernelDevices(vm)
-                do {
-                    try PCPlatform.writeACPITables(ram, vcpuCount: configuration.vcpuCount)
-                } catch {
-                    throw MachineError.host("ACPI tables: \(error)")
+                if snapshot == nil {
+                    // A restored machine has its tables and BIOS environment in RAM and the VM state.
+                    do {
+                        try PCPlatform.writeACPITables(ram, vcpuCount: configuration.vcpuCount)
+                    } catch {
+                        throw MachineError.host("ACPI tables: \(error)")
+                    }
+                    try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 }
-                try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
                                         extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
                                                                    vcpuCount: configuration.vcpuCount, clock: guestClock))
             } else {
                 devices = try DeviceHub(serialOutput: serialOutput)
             }
-            (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm)
+            (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm,
+                                                                        migrationState: snapshot?.user.migrationControl)
             let initialFilter: CompiledFilter?
             (msrService, msrRuntime, initialFilter) = try Self.setUpMSRs(configuration, system: system, vm: vm,
                                                                          clock: guestClock)
             installedFilter = Mutex(initialFilter)
             do {
-                for segment in boot.segments {
+                for segment in boot.segments where snapshot == nil {
                     try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
                 }
-                for (module, range) in zip(configuration.modules, boot.moduleRanges) {
+                for (module, range) in zip(configuration.modules, boot.moduleRanges) where snapshot == nil {
                     try ram.write(contentsOf: module.bytes, at: range.lowerBound)
                 }
             } catch {
@@ -142,7 +184,7 @@ public final class Machine: @unchecked Sendable {
                 try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount,
                                                   kvmFeatures: configuration.hypercalls.advertisedFeatures,
                                                   managedKVMFeatures: HypercallSetup.mapGPARangeFeature | HypercallSetup.migrationControlFeature))
-                if i == 0 || !boot.applicationProcessorsWaitForSIPI {
+                if snapshot == nil && (i == 0 || !boot.applicationProcessorsWaitForSIPI) {
                     try BootState.apply(boot.cpuState(vcpu: i, of: configuration.vcpuCount), to: vcpu)
                     // With an in-kernel LAPIC, KVM parks APs until INIT/SIPI;
                     // the flat boot convention starts every vCPU at the entry.
@@ -150,8 +192,12 @@ public final class Machine: @unchecked Sendable {
                 }
                 created.append(vcpu)
             }
-            if pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
+            if snapshot == nil, pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
             vcpus = created
+            if let snapshot {
+                try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices, msrRuntime: msrRuntime,
+                                      hypercalls: hypercallHandler, memorySize: configuration.memoryBytes)
+            }
         } catch let error as MachineError {
             throw error
         } catch let error as KVMError {
@@ -175,10 +221,57 @@ public final class Machine: @unchecked Sendable {
         }
     }
 
+    /// Puts a snapshot's state into a freshly built machine, in order: the
+    /// VM-level state (PIT, kvmclock, PICs and IOAPIC), the devices, the
+    /// user-space engines (emulated MSR values, page map), then every vCPU
+    /// in the order `VCPUSnapshot.restore` documents (CPUID … vCPU events).
+    /// The TSC rate cannot be set on a host without KVM_CAP_TSC_CONTROL: a
+    /// snapshot from another rate is refused.
+    private static func restoreState(_ snapshot: LoadedSnapshot, vm: VirtualMachine, vcpus: [VCPU], devices: DeviceHub,
+                                     msrRuntime: MSRRuntime?, hypercalls: HypercallHandler?,
+                                     memorySize: UInt64) throws(MachineError) {
+        do throws(KVMError) {
+            try snapshot.vm.restore(to: vm)
+        } catch {
+            throw .snapshot("restoring the VM state (PIT, clock, irqchip): \(error)")
+        }
+        do throws(DeviceStateError) {
+            try devices.importDeviceStates(snapshot.devices)
+        } catch {
+            throw .snapshot("\(error)")
+        }
+        if let msrRuntime {
+            do throws(MSRRuntimeError) {
+                try msrRuntime.restore(snapshot.user.emulatedMSRs)
+            } catch {
+                throw .snapshot("emulated MSR values: \(error)")
+            }
+        } else if !snapshot.user.emulatedMSRs.isEmpty {
+            throw .snapshot("the snapshot has emulated MSR values but no MSR policy")
+        }
+        if let map = try snapshot.user.rebuiltPageMap(memorySize: memorySize) {
+            guard let hypercalls else { throw .snapshot("the snapshot has a page map but MAP_GPA_RANGE is not handled") }
+            do throws(HypercallRestoreError) {
+                try hypercalls.restore(map)
+            } catch {
+                throw .snapshot("page map: \(error)")
+            }
+        }
+        for (i, (vcpu, saved)) in zip(vcpus, snapshot.vcpus).enumerated() {
+            do throws(KVMError) {
+                if let mismatch = try saved.restore(to: vcpu) {
+                    throw KVMError.invalidArgument(request: "KVM_SET_TSC_KHZ", reason: "\(mismatch)")
+                }
+            } catch {
+                throw .snapshot("restoring vCPU \(i): \(error)")
+            }
+        }
+    }
+
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the
     /// page map and the migration gate the configuration asks for.
-    private static func setUpHypercalls(_ configuration: MachineConfiguration, system: KVMSystem,
-                                        vm: VirtualMachine) throws -> (HypercallHandler?, MigrationGate?) {
+    private static func setUpHypercalls(_ configuration: MachineConfiguration, system: KVMSystem, vm: VirtualMachine,
+                                        migrationState: MigrationControlState?) throws -> (HypercallHandler?, MigrationGate?) {
         let setup = configuration.hypercalls
         var handler: HypercallHandler?
         if setup.mapGPARange {
@@ -189,7 +282,8 @@ public final class Machine: @unchecked Sendable {
             try vm.enable(.exitHypercall, arguments: [1 << HypercallNumber.mapGPARange])
             handler = HypercallHandler(memorySize: configuration.memoryBytes)
         }
-        return (handler, setup.migrationControl ? MigrationGate(offered: true) : nil)
+        guard setup.migrationControl else { return (handler, nil) }
+        return (handler, migrationState.map { MigrationGate(restoring: $0) } ?? MigrationGate(offered: true))
     }
 
     /// The MSR setup with MSR_KVM_MIGRATION_CONTROL routed to user space when
@@ -370,7 +464,7 @@ public final class Machine: @unchecked Sendable {
                              perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
         }
         started = true
-        lifecycle.started()
+        lifecycle.starting(paused: startsPaused)
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
@@ -385,6 +479,7 @@ public final class Machine: @unchecked Sendable {
             thread.stackSize = 1 << 20
             thread.start()
         }
+        lifecycle.started()
 
         let timeout = configuration.timeoutSeconds
         defer { lifecycle.stopped() }

@@ -1,0 +1,218 @@
+// VMM: one owner for a VM's state. A snapshot is taken while the VM is
+// paused (every vCPU out of KVM_RUN with its pending exit completed) and
+// consists of a state file (sections, each with a CRC-64; see
+// docs/snapshot-format.md) and a memory file beside it (raw guest-physical
+// RAM, mapped MAP_PRIVATE by a restore). Sections:
+//
+//   config        what the machine was built from (image, mode, RAM, vCPUs, platform, boot)
+//   user          Deflect's own state: MSR policy and emulated values, page map,
+//                 hypercall counts, migration control, the guest clock
+//   devices       every port device's state (UART FIFOs, CMOS/RTC, PM timer …)
+//   vm            the in-kernel PICs, IOAPIC, PIT and the kvmclock
+//   vcpu.N        each vCPU, captured and restored in the documented order (VCPUSnapshot)
+//   memory        the memory file's name and size
+//
+// Both files are written atomically (temporary file, fsync, rename, fsync of
+// the directory): a crash while writing leaves an earlier snapshot intact.
+import Devices
+import Foundation
+import Glibc
+import KVM
+import Loader
+import Snapshot
+
+/// What a restore rebuilds the machine from (the boot configuration).
+public struct SavedConfiguration: Codable, Sendable, Equatable {
+    public struct Module: Codable, Sendable, Equatable {
+        public var size: UInt64
+        public var commandLine: String
+    }
+
+    public var image: Data
+    public var mode: String
+    public var memoryMiB: Int
+    public var vcpuCount: Int
+    public var platform: String
+    public var kernelPath: String
+    public var append: String
+    /// Module bytes live in guest RAM; the loader needs only their sizes to
+    /// lay the machine out again.
+    public var modules: [Module]
+    public var mapGPARange: Bool
+    public var migrationControl: Bool
+
+    init(_ c: MachineConfiguration) {
+        image = Data(c.image); mode = c.mode.rawValue; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
+        platform = c.platform.rawValue; kernelPath = c.kernelPath; append = c.append
+        modules = c.modules.map { Module(size: UInt64($0.bytes.count), commandLine: $0.commandLine) }
+        mapGPARange = c.hypercalls.mapGPARange; migrationControl = c.hypercalls.migrationControl
+    }
+
+    /// The machine configuration, with `msr` from the saved policy.
+    func configuration(msr: MSRSetup) throws(MachineError) -> MachineConfiguration {
+        guard let bootMode = BootMode(rawValue: mode), let platform = Platform(rawValue: platform) else {
+            throw .snapshot("the configuration names an unknown mode \"\(mode)\" or platform \"\(self.platform)\"")
+        }
+        var c = MachineConfiguration(image: [UInt8](image), mode: bootMode, memoryMiB: memoryMiB, vcpuCount: vcpuCount)
+        c.platform = platform
+        c.kernelPath = kernelPath
+        c.append = append
+        // Zero-filled placeholders of the right size (pages the OS never touches):
+        // the loader lays modules out by size; their bytes are in the memory file.
+        c.modules = modules.map { MultibootModuleContents(bytes: Data(count: Int(clamping: $0.size)), commandLine: $0.commandLine) }
+        c.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
+        c.msr = msr
+        return c
+    }
+}
+
+/// Where the memory of a snapshot is.
+public struct SavedMemory: Codable, Sendable, Equatable {
+    /// The memory file's name, relative to the state file's directory.
+    public var file: String
+    public var size: UInt64
+}
+
+/// What `Machine.snapshot` wrote.
+public struct SnapshotSummary: Sendable, Equatable {
+    public var statePath: String
+    public var memoryPath: String
+    public var stateBytes: Int
+    public var memoryBytes: UInt64
+    public var seconds: Double
+}
+
+/// A state file read and checked against this host, ready for a restore.
+public struct LoadedSnapshot: Sendable {
+    public var file: SnapshotFile
+    public var configuration: SavedConfiguration
+    public var user: UserSpaceState
+    public var devices: [String: DeviceState]
+    public var vm: VMSnapshot
+    public var vcpus: [VCPUSnapshot]
+    public var memory: SavedMemory
+    /// The memory file's path (resolved next to the state file).
+    public var memoryPath: String
+
+    /// Largest state file accepted (guest RAM is in the memory file).
+    public static let maximumStateBytes = 256 << 20
+
+    /// Reads and checks `path`: format, CRCs, host CPU vendor and KVM API
+    /// version, every section present and decodable, sizes consistent.
+    public static func load(_ path: String, host: SnapshotHost, kvmAPIVersion: UInt32) throws(MachineError) -> LoadedSnapshot {
+        let bytes: [UInt8]
+        do {
+            bytes = try AtomicFile.read(path, limit: maximumStateBytes)
+        } catch {
+            throw .snapshot("\(error)")
+        }
+        do throws(SnapshotFormatError) {
+            let file = try SnapshotFile(parsing: bytes)
+            guard file.host.vendor == host.vendor else {
+                throw SnapshotFormatError.incompatible("the snapshot was taken on a \(file.host.vendor) CPU; this host is \(host.vendor)")
+            }
+            guard file.kvmAPIVersion == kvmAPIVersion else {
+                throw SnapshotFormatError.incompatible("the snapshot was taken with KVM API \(file.kvmAPIVersion); this host has \(kvmAPIVersion)")
+            }
+            let configuration = try file.decode(SavedConfiguration.self, section: "config")
+            let memory = try file.decode(SavedMemory.self, section: "memory")
+            guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
+                  memory.size == UInt64(configuration.memoryMiB) << 20 else {
+                throw SnapshotFormatError.incompatible("the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
+            }
+            guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
+                throw SnapshotFormatError.incompatible("the memory file name \"\(memory.file)\" must be a plain file name")
+            }
+            let vcpus = try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
+                try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
+            }
+            let directory = (path as NSString).deletingLastPathComponent
+            return LoadedSnapshot(file: file, configuration: configuration,
+                                  user: try file.decode(UserSpaceState.self, section: "user"),
+                                  devices: try file.decode([String: DeviceState].self, section: "devices"),
+                                  vm: try file.decode(VMSnapshot.self, section: "vm"), vcpus: vcpus, memory: memory,
+                                  memoryPath: (directory.isEmpty ? "." : directory) + "/" + memory.file)
+        } catch {
+            throw .snapshot("\(path): \(error)")
+        }
+    }
+}
+
+extension Machine {
+    /// This host as a snapshot records it (CPUID leaves 0 and 1).
+    public func snapshotHost() throws(MachineError) -> SnapshotHost {
+        do throws(KVMError) {
+            let cpuid = try system.supportedCPUID()
+            guard let leaf0 = cpuid.first(where: { $0.function == 0 }), let leaf1 = cpuid.first(where: { $0.function == 1 }) else {
+                throw KVMError.invalidArgument(request: "KVM_GET_SUPPORTED_CPUID", reason: "no leaf 0 or 1")
+            }
+            return SnapshotHost(leaf0EBX: leaf0.ebx, leaf0ECX: leaf0.ecx, leaf0EDX: leaf0.edx, leaf1EAX: leaf1.eax)
+        } catch {
+            throw .kvm(error)
+        }
+    }
+
+    /// Writes a full snapshot of the paused machine: the memory file first
+    /// (`PATH.mem`), then the state file at `path`, each atomically.
+    public func snapshot(to path: String) throws(MachineError) -> SnapshotSummary {
+        guard state == .paused else { throw .snapshot("the VM must be paused to take a snapshot (it is \(state.rawValue))") }
+        let begin = Date()
+        let memoryName = (path as NSString).lastPathComponent + ".mem"
+        let memoryPath = path + ".mem"
+        var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try snapshotHost())
+        do {
+            try file.append(section: "config", encoding: SavedConfiguration(configuration))
+            try file.append(section: "user", encoding: try captureUserSpaceState())
+            try file.append(section: "devices", encoding: devices.exportDeviceStates())
+            try file.append(section: "vm", encoding: try VMSnapshot.capture(vm))
+            let cpuid = try vcpus.first.map { try $0.cpuid() } ?? []
+            let msrs = try saveableMSRs(system: system, cpuid: cpuid)
+            for (i, vcpu) in vcpus.enumerated() {
+                try file.append(section: "vcpu.\(i)", encoding: try VCPUSnapshot.capture(vcpu, msrIndices: msrs))
+            }
+            try file.append(section: "memory", encoding: SavedMemory(file: memoryName, size: configuration.memoryBytes))
+        } catch let error as MachineError {
+            throw error
+        } catch {
+            throw .snapshot("capturing the state: \(error)")
+        }
+        try writeMemoryFile(memoryPath)
+        let bytes: [UInt8]
+        do {
+            bytes = try file.serialized()
+            try AtomicFile.write(bytes, to: path)
+        } catch {
+            throw .snapshot("\(error)")
+        }
+        return SnapshotSummary(statePath: path, memoryPath: memoryPath, stateBytes: bytes.count,
+                               memoryBytes: configuration.memoryBytes, seconds: Date().timeIntervalSince(begin))
+    }
+
+    /// Guest RAM into `path` (temporary file, fsync, rename): each slot's
+    /// mapping written at its guest-physical offset, straight from memory.
+    private func writeMemoryFile(_ path: String) throws(MachineError) {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .snapshot("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var closed = false
+        defer { if !closed { _ = Glibc.close(fd); _ = unlink(temporary) } }
+        guard ftruncate(fd, off_t(configuration.memoryBytes)) == 0 else {
+            throw .snapshot("cannot size \(temporary): \(String(cString: strerror(errno)))")
+        }
+        do throws(KVMError) {
+            for region in ram.regions {
+                try region.writeContents(to: fd, fileOffset: region.start.rawValue)
+            }
+        } catch {
+            throw .snapshot("writing guest memory to \(temporary): \(error)")
+        }
+        guard fsync(fd) == 0 else { throw .snapshot("fsync \(temporary): \(String(cString: strerror(errno)))") }
+        _ = Glibc.close(fd)
+        closed = true
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            _ = unlink(temporary)
+            throw .snapshot("cannot rename \(temporary) to \(path): \(reason)")
+        }
+    }
+}
