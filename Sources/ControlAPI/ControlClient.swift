@@ -63,6 +63,18 @@ public struct ControlClient: Sendable {
         return try decode(try await send(.PUT, "/vm/state", body: body, contentType: "application/json"))
     }
 
+    /// `PUT /snapshot`: the VM pauses, the snapshot is written, then the VM
+    /// resumes, stays paused or stops as `request.then` says.
+    public func snapshot(_ request: SnapshotRequest) async throws(ControlClientError) -> SnapshotReport {
+        let body: Data
+        do {
+            body = try JSONEncoder().encode(request)
+        } catch {
+            throw .malformedResponse("the snapshot request could not be encoded: \(error)")
+        }
+        return try decode(try await send(.PUT, "/snapshot", body: body, contentType: "application/json"))
+    }
+
     public func shutdown() async throws(ControlClientError) -> VMInfo {
         try decode(try await send(.PUT, "/vm/shutdown"))
     }

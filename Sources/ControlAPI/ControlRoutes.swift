@@ -10,7 +10,7 @@ import NIOCore
 /// One route the server answers.
 public struct ControlRoute: Sendable, Hashable {
     public enum Name: Sendable, Hashable {
-        case vm, vmState, vmShutdown, registers, stats, metrics, msrs, policy, events
+        case vm, vmState, vmShutdown, registers, stats, metrics, msrs, policy, events, snapshot
     }
 
     public let method: HTTPRequest.Method
@@ -29,6 +29,7 @@ public struct ControlRoute: Sendable, Hashable {
         .init(method: .get, path: "/msrs", name: .msrs),
         .init(method: .put, path: "/policy", name: .policy),
         .init(method: .get, path: "/events", name: .events),
+        .init(method: .put, path: "/snapshot", name: .snapshot),
     ]
 
     /// The path's segments, e.g. ["vcpus", "{i}", "registers"].
@@ -163,6 +164,11 @@ struct ControlResponder: HTTPResponder {
             return Response(status: .noContent)
         case .events:
             return eventStream()
+        case .snapshot:
+            try Self.requireContentType(request, accepted: ["application/json"])
+            let body = try await readBody(request, limit: limits.maximumJSONBodyBytes)
+            let snapshot: SnapshotRequest = try Self.decode(body)
+            return Self.json(try await control.snapshot(snapshot))
         }
     }
 

@@ -331,3 +331,41 @@ public struct MSRTableReport: Codable, Sendable, Equatable {
         (self.msrs, self.otherAccesses) = (msrs, otherAccesses)
     }
 }
+
+// MARK: - PUT /snapshot
+
+/// The body of `PUT /snapshot`.
+public struct SnapshotRequest: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable { case full, diff }
+    public enum Then: String, Codable, Sendable, CaseIterable { case resume, pause, stop }
+
+    /// The state file to write (the memory file is PATH.mem).
+    public var path: String
+    /// "full" (default) or "diff" (only pages dirtied since the last snapshot).
+    public var type: Kind?
+    /// What the VM does afterwards: "resume" (default), "pause" or "stop".
+    public var then: Then?
+
+    public init(path: String, type: Kind? = nil, then: Then? = nil) {
+        (self.path, self.type, self.then) = (path, type, then)
+    }
+}
+
+/// The answer of `PUT /snapshot`.
+public struct SnapshotReport: Codable, Sendable, Equatable {
+    public var path: String
+    public var memoryPath: String
+    public var type: SnapshotRequest.Kind
+    public var stateBytes: Int
+    public var memoryBytes: UInt64
+    /// Seconds the capture and writing took (the VM was paused meanwhile).
+    public var seconds: Double
+    /// The VM's state after the snapshot.
+    public var state: VMState
+
+    public init(path: String, memoryPath: String, type: SnapshotRequest.Kind, stateBytes: Int, memoryBytes: UInt64,
+                seconds: Double, state: VMState) {
+        (self.path, self.memoryPath, self.type, self.stateBytes) = (path, memoryPath, type, stateBytes)
+        (self.memoryBytes, self.seconds, self.state) = (memoryBytes, seconds, state)
+    }
+}

@@ -43,6 +43,12 @@ public protocol VMControl: Sendable {
     /// An `EventBroadcaster` provides these with a bounded buffer per
     /// subscriber, so that a slow client never blocks the producer.
     func events() -> EventSubscription
+
+    /// Pauses the VM (if it runs), writes a snapshot — the state file at
+    /// `request.path`, the memory file beside it — and then resumes, stays
+    /// paused or stops, as `request.then` says. A path that cannot be written
+    /// is `.badRequest` with the reason; the VM is resumed as asked even then.
+    func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport
 }
 
 /// The states a client may ask for with `PUT /vm/state`.

@@ -147,6 +147,43 @@ public final class MachineControl: VMControl {
 
     public func events() -> EventSubscription { broadcaster.subscribe() }
 
+    public func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport {
+        if request.type == .diff {
+            throw .badRequest("diff snapshots are not available yet; take a full snapshot")
+        }
+        guard request.path.hasPrefix("/") else { throw .badRequest("the snapshot path must be absolute: \(request.path)") }
+        let machine = self.machine
+        let then = request.then ?? .resume
+        let result: Result<SnapshotSummary, ControlError> = await Self.offThread {
+            do throws(LifecycleError) {
+                try machine.pause()
+            } catch {
+                return .failure(.conflict("\(error)"))
+            }
+            let outcome: Result<SnapshotSummary, ControlError>
+            do throws(MachineError) {
+                outcome = .success(try machine.snapshot(to: request.path))
+            } catch {
+                outcome = .failure(.badRequest("\(error)"))
+            }
+            // What the VM does next does not depend on whether the write worked.
+            switch then {
+            case .resume: _ = try? machine.resume()
+            case .pause: break
+            case .stop: machine.requestStop()
+            }
+            return outcome
+        }
+        switch result {
+        case let .success(summary):
+            return SnapshotReport(path: summary.statePath, memoryPath: summary.memoryPath, type: .full,
+                                  stateBytes: summary.stateBytes, memoryBytes: summary.memoryBytes,
+                                  seconds: summary.seconds, state: Self.state(machine.state))
+        case let .failure(error):
+            throw error
+        }
+    }
+
     // MARK: - Conversions
 
     /// Outcome words of accesses answered with #GP (see `MSROutcome`; "gp" is the trace's).

@@ -14,7 +14,8 @@ struct CtlCommand: AsyncParsableCommand {
         the request (e.g. registers while running, a policy with errors); 70 the API socket cannot \
         be reached or the API failed.
         """,
-        subcommands: [Pause.self, Resume.self, Stats.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self]
+        subcommands: [Pause.self, Resume.self, Stats.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
+                      Snapshot.self]
     )
 
     // Declared here too so that `deflect ctl --socket PATH pause` parses (the
@@ -194,3 +195,29 @@ extension CtlCommand {
         }
     }
 }
+
+extension CtlCommand {
+    struct Snapshot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pause, write a snapshot to PATH (memory in PATH.mem), then resume, stay paused or stop.")
+        @OptionGroup var connection: CtlConnection
+        @Argument(help: "The state file to write (deflect restore PATH starts the VM again).")
+        var path: String
+        @Flag(help: "Write only the pages dirtied since the last snapshot.")
+        var diff = false
+        @Option(help: "What the VM does afterwards: resume, pause or stop.")
+        var then: SnapshotRequest.Then = .resume
+
+        func run() async throws {
+            let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+            let report = try await ctl { () async throws(ControlClientError) in
+                try await connection.client.snapshot(SnapshotRequest(path: absolute, type: diff ? .diff : .full, then: then))
+            }
+            StandardStreams.writeOutput(String(format: "snapshot %@ (%d bytes) and %@ (%llu bytes) in %.3f s; VM %@\n",
+                                               report.path, report.stateBytes, report.memoryPath, report.memoryBytes,
+                                               report.seconds, report.state.rawValue))
+        }
+    }
+}
+
+extension SnapshotRequest.Then: ExpressibleByArgument {}

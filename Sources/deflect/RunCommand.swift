@@ -59,47 +59,11 @@ struct RunCommand: AsyncParsableCommand {
         let configuration = try machine.configuration(msr: msr)
         let (eventLog, eventFile) = try makeEventLog(events)
         let (vm, serialSink) = try machine.buildMachine(configuration, events: eventLog)
-        eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
-
-        let api = try await startAPI(vm, configuration: configuration)
-        let signals = SignalForwarder(machine: vm, policyPath: policy)
-        if machine.serial == "stdio" { StandardInputPump.start(into: vm.devices) }
-        // The run blocks its thread for the guest's lifetime: not a thread of
-        // the concurrency pool the API server's handlers need.
-        let report = await withCheckedContinuation { continuation in
-            let thread = Thread { continuation.resume(returning: vm.run()) }
-            thread.name = "machine"
-            thread.start()
-        }
-        signals.cancel()
-        if let api {
-            api.control.finish()
-            await api.server.stop()
-        }
-
-        reportRun(report, machine: vm, quiet: quiet)
-        eventFile?.flush()
-        if let failure = outputFailureAfterRun(report, outputs: [serialSink.failure, eventFile?.failure]) {
-            throw fail(failure, status: ExitStatus.outputFailed)
-        }
-        if stats {
-            StandardStreams.writeError(report.profile.table() + "\n")
-            if !report.msrStatistics.entries.isEmpty {
-                StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name, limit: 40) + "\n")
-            }
-            if let hypercalls = vm.hypercallHandler {
-                let counts = hypercalls.callCounts.sorted { $0.key < $1.key }
-                    .map { "  nr \($0.key)\($0.key == HypercallNumber.mapGPARange ? " (KVM_HC_MAP_GPA_RANGE)" : ""): \($0.value)" }
-                StandardStreams.writeError((["hypercalls:"] + (counts.isEmpty ? ["  none"] : counts)).joined(separator: "\n") + "\n")
-            }
-            if let gate = vm.migrationGate {
-                StandardStreams.writeError("migration control: \(gate.state.rawValue) (migration \(gate.migrationAllowed ? "allowed" : "refused"))\n")
-            }
-            StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
-        }
-        if let statsJSON {
-            try writeOutputFile(report.profile.json() + "\n", to: statsJSON, option: "--stats-json")
-        }
+        let report = try await drive(vm, serialSink: serialSink, eventFile: eventFile, serialIsStdio: machine.serial == "stdio",
+                                     policyPath: policy, apiSocket: apiSocket, stats: stats, statsJSON: statsJSON, quiet: quiet,
+                                     apiConfiguration: VMConfiguration(
+                                         image: machine.image, mode: configuration.mode.rawValue, memoryMib: configuration.memoryMiB,
+                                         vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy))
         if let hypercalls = vm.hypercallHandler {
             let map = hypercalls.snapshot()
             if sharedRegions { StandardStreams.writeError(SharedRegionsReport.table(map) + "\n") }
@@ -108,24 +72,6 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         throw ExitCode(report.outcome.exitStatus)
-    }
-}
-
-extension RunCommand {
-    /// Starts the control API on `--api-socket` before the guest runs.
-    private func startAPI(_ vm: Machine, configuration: MachineConfiguration) async throws
-        -> (server: ControlServer, control: MachineControl)? {
-        guard let apiSocket else { return nil }
-        let control = MachineControl(machine: vm, configuration: VMConfiguration(
-            image: machine.image, mode: configuration.mode.rawValue, memoryMib: configuration.memoryMiB,
-            vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy))
-        let server = ControlServer(control: control, socketPath: apiSocket)
-        do {
-            try await server.start()
-        } catch {
-            throw fail("\(error)", status: ExitStatus.badInput)
-        }
-        return (server, control)
     }
 }
 

@@ -138,9 +138,9 @@ public struct LoadedSnapshot: Sendable {
     }
 }
 
-extension Machine {
-    /// This host as a snapshot records it (CPUID leaves 0 and 1).
-    public func snapshotHost() throws(MachineError) -> SnapshotHost {
+extension SnapshotHost {
+    /// This host as a snapshot records it (CPUID leaves 0 and 1 as KVM reports them).
+    public static func current(_ system: KVMSystem) throws(MachineError) -> SnapshotHost {
         do throws(KVMError) {
             let cpuid = try system.supportedCPUID()
             guard let leaf0 = cpuid.first(where: { $0.function == 0 }), let leaf1 = cpuid.first(where: { $0.function == 1 }) else {
@@ -151,7 +151,9 @@ extension Machine {
             throw .kvm(error)
         }
     }
+}
 
+extension Machine {
     /// Writes a full snapshot of the paused machine: the memory file first
     /// (`PATH.mem`), then the state file at `path`, each atomically.
     public func snapshot(to path: String) throws(MachineError) -> SnapshotSummary {
@@ -159,7 +161,7 @@ extension Machine {
         let begin = Date()
         let memoryName = (path as NSString).lastPathComponent + ".mem"
         let memoryPath = path + ".mem"
-        var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try snapshotHost())
+        var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
             try file.append(section: "config", encoding: SavedConfiguration(configuration))
             try file.append(section: "user", encoding: try captureUserSpaceState())

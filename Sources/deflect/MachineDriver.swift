@@ -1,0 +1,69 @@
+// deflect: running a built machine the same way for `run` and `restore`:
+// the control API on --api-socket, signals (SIGINT/SIGTERM stop, SIGHUP
+// reloads the policy), stdin to the UART, the run on a thread of its own,
+// then the closing line, output failures and --stats/--stats-json.
+import ArgumentParser
+import ControlAPI
+import Foundation
+import Hypercalls
+import MachineControl
+import MSRPolicy
+import VMM
+
+/// Runs `vm` to its end and reports it; returns the report (the caller adds
+/// its own output, then exits with the report's status).
+func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEventSink?, serialIsStdio: Bool,
+           policyPath: String?, apiSocket: String?, stats: Bool, statsJSON: String?, quiet: Bool,
+           apiConfiguration: VMConfiguration) async throws -> RunReport {
+    eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
+    var api: (server: ControlServer, control: MachineControl)?
+    if let apiSocket {
+        let control = MachineControl(machine: vm, configuration: apiConfiguration)
+        let server = ControlServer(control: control, socketPath: apiSocket)
+        do {
+            try await server.start()
+        } catch {
+            throw fail("\(error)", status: ExitStatus.badInput)
+        }
+        api = (server, control)
+    }
+    let signals = SignalForwarder(machine: vm, policyPath: policyPath)
+    if serialIsStdio { StandardInputPump.start(into: vm.devices) }
+    // The run blocks its thread for the guest's lifetime: not a thread of
+    // the concurrency pool the API server's handlers need.
+    let report = await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: vm.run()) }
+        thread.name = "machine"
+        thread.start()
+    }
+    signals.cancel()
+    if let api {
+        api.control.finish()
+        await api.server.stop()
+    }
+
+    reportRun(report, machine: vm, quiet: quiet)
+    eventFile?.flush()
+    if let failure = outputFailureAfterRun(report, outputs: [serialSink.failure, eventFile?.failure]) {
+        throw fail(failure, status: ExitStatus.outputFailed)
+    }
+    if stats {
+        StandardStreams.writeError(report.profile.table() + "\n")
+        if !report.msrStatistics.entries.isEmpty {
+            StandardStreams.writeError(report.msrStatistics.table(name: MSRCatalogue.name, limit: 40) + "\n")
+        }
+        if let hypercalls = vm.hypercallHandler {
+            let counts = hypercalls.callCounts.sorted { $0.key < $1.key }
+                .map { "  nr \($0.key)\($0.key == HypercallNumber.mapGPARange ? " (KVM_HC_MAP_GPA_RANGE)" : ""): \($0.value)" }
+            StandardStreams.writeError((["hypercalls:"] + (counts.isEmpty ? ["  none"] : counts)).joined(separator: "\n") + "\n")
+        }
+        if let gate = vm.migrationGate {
+            StandardStreams.writeError("migration control: \(gate.state.rawValue) (migration \(gate.migrationAllowed ? "allowed" : "refused"))\n")
+        }
+        StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
+    }
+    if let statsJSON {
+        try writeOutputFile(report.profile.json() + "\n", to: statsJSON, option: "--stats-json")
+    }
+    return report
+}

@@ -1,0 +1,105 @@
+// deflect restore: a new process from a snapshot: the state file is read and
+// checked against this host, the memory file mapped MAP_PRIVATE, every piece
+// of state put back, and the guest runs on as `deflect run` would run it.
+import ArgumentParser
+import ControlAPI
+import Foundation
+import KVM
+import MachineControl
+import Snapshot
+import VMM
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Start a VM from a snapshot (deflect ctl snapshot / PUT /snapshot).",
+        discussion: """
+        The state file is checked (format, CRC-64 of every section, CPU vendor, KVM API version) before \
+        anything runs; the memory file beside it is mapped, not read, so restore time does not grow with \
+        guest RAM. Runtime options and exit statuses are those of deflect run; 66 for a snapshot that is \
+        invalid or does not fit this host.
+        """
+    )
+
+    @Argument(help: "The snapshot's state file.")
+    var state: String
+
+    @Option(help: "Where the COM1 UART's output goes: stdio, or a file path.")
+    var serial: String = "stdio"
+
+    @Option(help: "Stop the guest after this many seconds (exit status 8).")
+    var timeout: Double?
+
+    @Option(help: "Write events as JSON lines to this file instead of readable lines on stderr.")
+    var events: String?
+
+    @Flag(help: "Print the exit profile and the per-MSR table when the run ends.")
+    var stats = false
+
+    @Option(help: "Write the exit profile as JSON to this file when the run ends.")
+    var statsJSON: String?
+
+    @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
+    var quiet = false
+
+    @Option(help: "Serve the control API on this Unix socket.")
+    var apiSocket: String?
+
+    @Flag(help: "Start paused: no guest instruction runs until the API resumes it (needs --api-socket).")
+    var paused = false
+
+    @Option(help: .hidden)
+    var kvmDevice: String = "/dev/kvm"
+
+    func validate() throws {
+        if paused && apiSocket == nil { throw ValidationError("--paused needs --api-socket (nothing else could resume the VM)") }
+        if let timeout, !(timeout > 0 && timeout <= 86_400) {
+            throw ValidationError("--timeout must be more than 0 and at most 86400 seconds")
+        }
+        guard !serial.isEmpty else { throw ValidationError("--serial needs stdio or a file path") }
+    }
+
+    func run() async throws {
+        let system: KVMSystem
+        do {
+            system = try KVMSystem(path: kvmDevice)
+        } catch {
+            throw fail("KVM is not usable: \(error)", status: ExitStatus.kvmUnavailable)
+        }
+        let host: SnapshotHost
+        do {
+            host = try SnapshotHost.current(system)
+        } catch {
+            throw fail("\(error)", status: ExitStatus.hostError)
+        }
+        let loaded: LoadedSnapshot
+        do {
+            loaded = try LoadedSnapshot.load(state, host: host, kvmAPIVersion: UInt32(clamping: try system.apiVersion()))
+        } catch {
+            throw fail("\(error)", status: ExitStatus.badInput)
+        }
+        let (eventLog, eventFile) = try makeEventLog(events)
+        let sink: FileDescriptorSink
+        do {
+            sink = serial == "stdio" ? FileDescriptorSink.standardOutput(label: "standard output (--serial stdio)")
+                : try FileDescriptorSink.file(serial, label: "--serial \(serial)")
+        } catch {
+            throw fail("\(error)", status: ExitStatus.badInput)
+        }
+        let vm: Machine
+        do {
+            vm = try Machine(restoring: loaded, timeout: timeout, serialOutput: sink, events: eventLog)
+        } catch {
+            throw fail("\(error)", status: error.exitStatus)
+        }
+        sink.onFailure = { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
+        vm.startsPaused = paused
+        let c = vm.configuration
+        let report = try await drive(vm, serialSink: sink, eventFile: eventFile, serialIsStdio: serial == "stdio",
+                                     policyPath: nil, apiSocket: apiSocket, stats: stats, statsJSON: statsJSON, quiet: quiet,
+                                     apiConfiguration: VMConfiguration(image: state, mode: c.mode.rawValue, memoryMib: c.memoryMiB,
+                                                                       vcpus: c.vcpuCount, platform: c.platform.rawValue,
+                                                                       policyPath: nil))
+        throw ExitCode(report.outcome.exitStatus)
+    }
+}

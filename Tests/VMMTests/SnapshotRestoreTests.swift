@@ -1,0 +1,179 @@
+// VMMTests: snapshot and restore of whole machines under KVM: a guest
+// printing a sequence continues in a new machine with no gap and no repeat;
+// emulated MSR values continue; snapshot → restore → snapshot gives the same
+// state (clocks aside); a damaged state or memory file is refused with one
+// line, never half restored.
+import DeflectTestSupport
+import Devices
+import Foundation
+import KVM
+import MSRPolicy
+import Snapshot
+import Testing
+@testable import VMM
+
+private func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "deflect-snap-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Runs `machine` on its own thread; `finish()` waits for the report.
+private final class Running: @unchecked Sendable {
+    let machine: Machine
+    let output: CaptureSink
+    private let done = DispatchSemaphore(value: 0)
+    private var report: RunReport?
+
+    init(_ machine: Machine, output: CaptureSink) {
+        self.machine = machine
+        self.output = output
+        let thread = Thread { [self] in
+            report = machine.run()
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func waitForOutput(_ text: String, limit: Double = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(limit)
+        while Date() < deadline {
+            if output.text.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return false
+    }
+
+    func finish(limit: Double = 120) -> RunReport? {
+        done.wait(timeout: .now() + limit) == .success ? report : nil
+    }
+}
+
+private func longMachine(_ guest: String, policy: MSRPolicy? = nil, vcpus: Int = 1, output: CaptureSink) throws -> Machine {
+    var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: .long, memoryMiB: 16, vcpuCount: vcpus,
+                                      timeoutSeconds: 120)
+    if let policy { config.msr = .policy(policy) }
+    return try Machine(configuration: config, serialOutput: output)
+}
+
+private func load(_ path: String) throws -> LoadedSnapshot {
+    let system = try KVMSystem()
+    return try LoadedSnapshot.load(path, host: try SnapshotHost.current(system), kvmAPIVersion: UInt32(try system.apiVersion()))
+}
+
+@Suite("Snapshot and restore under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct SnapshotRestoreTests {
+    @Test func aSequenceContinuesInANewMachineWithNoGapAndNoRepeat() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/seq.snap"
+        let firstOutput = CaptureSink()
+        let first = Running(try longMachine("long/sequence.bin", output: firstOutput), output: firstOutput)
+        #expect(first.waitForOutput("SEQ 300\n"))
+        try first.machine.pause()
+        let summary = try first.machine.snapshot(to: path)
+        #expect(summary.memoryBytes == 16 << 20)
+        first.machine.requestStop()
+        _ = first.finish()
+        let before = firstOutput.text
+
+        let secondOutput = CaptureSink()
+        let restored = try Machine(restoring: try load(path), timeout: 120, serialOutput: secondOutput)
+        let second = Running(restored, output: secondOutput)
+        let report = try #require(second.finish())
+        #expect(report.outcome == .guestExit(value: 0x11, status: 35))
+        let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
+        #expect(before + secondOutput.text == expected)
+    }
+
+    @Test func emulatedMSRValuesContinue() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/msr.snap"
+        let policy = MSRPolicy(rules: [MSRRule(0x2474, .emulate(Emulation()))])
+        let output = CaptureSink()
+        let first = Running(try longMachine("long/msr_counter.bin", policy: policy, output: output), output: output)
+        Thread.sleep(forTimeInterval: 0.2)
+        try first.machine.pause()
+        let saved = first.machine.msrRuntime?.emulatedValues().first { $0.index == 0x2474 }?.value ?? 0
+        _ = try first.machine.snapshot(to: path)
+        first.machine.requestStop()
+        _ = first.finish()
+        #expect(saved > 0 && saved < 30000, "the guest was at \(saved)")
+
+        let secondOutput = CaptureSink()
+        let restored = try Machine(restoring: try load(path), timeout: 120, serialOutput: secondOutput)
+        #expect(restored.msrRuntime?.emulatedValues().first { $0.index == 0x2474 }?.value == saved)
+        let report = try #require(Running(restored, output: secondOutput).finish())
+        #expect(secondOutput.text == "COUNT 30000\n")
+        #expect(report.outcome == .guestExit(value: 0x12, status: 37))
+    }
+
+    @Test func snapshotOfARestoredMachineIsTheSame() throws {
+        let directory = try temporaryDirectory()
+        let output = CaptureSink()
+        let first = Running(try longMachine("long/sequence.bin", vcpus: 2, output: output), output: output)
+        #expect(first.waitForOutput("SEQ"))
+        try first.machine.pause()
+        _ = try first.machine.snapshot(to: directory + "/a.snap")
+        first.machine.requestStop()
+        _ = first.finish()
+
+        let restored = try Machine(restoring: try load(directory + "/a.snap"), timeout: 60, serialOutput: CaptureSink())
+        restored.startsPaused = true
+        let second = Running(restored, output: CaptureSink())
+        let deadline = Date().addingTimeInterval(20)
+        while restored.state != .paused && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        #expect(restored.state == .paused)
+        _ = try restored.snapshot(to: directory + "/b.snap")
+        restored.requestStop()
+        _ = second.finish()
+
+        let a = try load(directory + "/a.snap"), b = try load(directory + "/b.snap")
+        #expect(a.configuration == b.configuration)
+        #expect(a.devices == b.devices || a.devices.keys == b.devices.keys)
+        #expect(a.user.emulatedMSRs == b.user.emulatedMSRs)
+        #expect(a.user.pageMap == b.user.pageMap)
+        for (x, y) in zip(a.vcpus, b.vcpus) {
+            #expect(try x.generalRegisters() == y.generalRegisters())
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: a.memoryPath)) == Data(contentsOf: URL(fileURLWithPath: b.memoryPath)))
+    }
+
+    @Test func damagedFilesAreRefusedWithOneLine() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/d.snap"
+        let output = CaptureSink()
+        let run = Running(try longMachine("long/sequence.bin", output: output), output: output)
+        #expect(run.waitForOutput("SEQ 5\n"))
+        try run.machine.pause()
+        _ = try run.machine.snapshot(to: path)
+        run.machine.requestStop()
+        _ = run.finish()
+        let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+
+        func refused(_ bytes: [UInt8], _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let damaged = directory + "/damaged.snap"
+            try Data(bytes).write(to: URL(fileURLWithPath: damaged))
+            try? FileManager.default.removeItem(atPath: damaged + ".mem")
+            try FileManager.default.copyItem(atPath: path + ".mem", toPath: damaged + ".mem")
+            do {
+                _ = try Machine(restoring: try load(damaged), timeout: 5, serialOutput: CaptureSink())
+                Issue.record("a damaged snapshot was accepted", sourceLocation: sourceLocation)
+            } catch let error as MachineError {
+                #expect("\(error)".contains(fragment), "\(error)", sourceLocation: sourceLocation)
+                #expect(!"\(error)".contains("\n"), sourceLocation: sourceLocation)
+            }
+        }
+        try refused(Array(good.prefix(good.count / 2)), "snapshot")
+        var flipped = good
+        flipped[good.count / 3] ^= 0x10
+        try refused(flipped, "snapshot")
+        var magic = good
+        magic[0] ^= 0xFF
+        try refused(magic, "snapshot")
+        // A memory file of the wrong size.
+        let truncate = directory + "/short.snap"
+        try Data(good).write(to: URL(fileURLWithPath: truncate))
+        try Data(count: 4096).write(to: URL(fileURLWithPath: truncate + ".mem"))
+        #expect(throws: MachineError.self) { _ = try Machine(restoring: try load(truncate), timeout: 5, serialOutput: CaptureSink()) }
+    }
+}
