@@ -10,6 +10,13 @@ import Testing
 private let kvmUsable = KVMAvailability.usable
 private let skip = Comment(rawValue: KVMAvailability.skipComment)
 
+/// KVM_GET_CLOCK reports the host realtime with the clock (a master clock).
+private let clockReportsRealtime: Bool = {
+    guard let vm = try? KVMSystem().createVM(), let clock = try? vm.clock(),
+          let adjust = try? vm.check(.adjustClock) else { return false }
+    return clock.flags & UInt32(bitPattern: adjust) & KVMClockData.realtimeValid != 0
+}()
+
 private struct SnapshotTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
@@ -248,6 +255,29 @@ struct SnapshotTests {
         #expect(again == saved)
     }
 
+    @Test(.enabled(if: clockReportsRealtime,
+                   "KVM_GET_CLOCK does not report KVM_CLOCK_REALTIME here (no master clock on this host)"))
+    func aRestoreCanAdvanceTheClockByTheRealtimeElapsed() throws {
+        let machine = try TestMachine()
+        let saved = try VMSnapshot.capture(machine.vm)
+        usleep(200_000)
+        let migrated = try TestMachine()
+        try saved.restore(to: migrated.vm, advanceClockByElapsedRealtime: true)
+        #expect(try migrated.vm.clock().clock - saved.clock.clock >= 200_000_000)
+    }
+
+    @Test func withoutRealtimeTheClockResumesWhereItStopped() throws {
+        let machine = try TestMachine()
+        var saved = try VMSnapshot.capture(machine.vm)
+        saved.clock.flags &= ~KVMClockData.realtimeValid
+        usleep(200_000)
+        let restored = try TestMachine()
+        try saved.restore(to: restored.vm, advanceClockByElapsedRealtime: true)
+        let resumed = try restored.vm.clock().clock
+        #expect(resumed >= saved.clock.clock)
+        #expect(resumed - saved.clock.clock < 150_000_000)
+    }
+
     @Test func aVMWithoutIRQChipOrPITHasNoneToSave() throws {
         let vm = try KVMSystem().createVM()
         let snapshot = try VMSnapshot.capture(vm)
@@ -350,6 +380,30 @@ struct MemoryFileTests {
         try machine.loadRealMode("real/snapshot_counter.bin")
         #expect(try machine.runUntilOut(0x80) == 1)
         #expect(try file.read(at: 0x600, count: 2) == [1, 0])
+    }
+
+    @Test func slotsMapOneMemoryFileAtTheirGuestAddresses() throws {
+        // The PC layout: [0, 0xE0000) rw, [0xE0000, 0x100000) read-only, the rest rw,
+        // each slot at file offset = its guest address, so the file is the RAM image.
+        let size: UInt64 = 2 << 20
+        let file = try MemoryFile.anonymous(size: size)
+        let vm = try KVMSystem().createVM()
+        let pieces: [(UInt64, UInt64, Bool)] = [(0, 0xE_0000, false), (0xE_0000, 0x2_0000, true), (0x10_0000, size - 0x10_0000, false)]
+        let slots = try pieces.enumerated().map { slot, piece in
+            try vm.addMemory(slot: UInt32(slot), at: GuestPhysicalAddress(piece.0), size: piece.1, readOnly: piece.2,
+                             backing: .shared(file, offset: piece.0))
+        }
+        for (memory, address) in zip(slots, [0x7000, 0xF_0000, 0x10_0010] as [UInt64]) {
+            try memory.store(UInt32(truncatingIfNeeded: address) | 0xA000_0000, at: GuestPhysicalAddress(address))
+            #expect(try file.read(at: address, count: 4) == withUnsafeBytes(of: (UInt32(truncatingIfNeeded: address) | 0xA000_0000).littleEndian) { Array($0) })
+        }
+        // The whole image goes out in one piece per slot.
+        let image = try TemporaryFile()
+        for memory in slots { try memory.writeContents(to: image.fd, fileOffset: memory.start.rawValue) }
+        #expect(image.size == Int(size))
+        var word: UInt32 = 0
+        #expect(pread(image.fd, &word, 4, 0x10_0010) == 4)
+        #expect(word == 0xA010_0010)
     }
 
     @Test func aPrivateMappingNeverChangesTheFile() throws {
