@@ -3,7 +3,7 @@ import KVMABI
 internal import CKVM
 
 /// One CPUID leaf/subleaf as KVM describes it.
-public struct CPUIDEntry: Sendable, Equatable, CustomStringConvertible {
+public struct CPUIDEntry: Codable, Sendable, Equatable, CustomStringConvertible {
     /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`: the entry applies only to `index`.
     public static let significantIndex: UInt32 = 1
 

@@ -33,6 +33,11 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let binaryStatsFD = Capability(rawValue: 203)  // KVM_CAP_BINARY_STATS_FD
     public static let adjustClock = Capability(rawValue: 39)     // KVM_CAP_ADJUST_CLOCK (KVM_GET/SET_CLOCK)
     public static let xsave2 = Capability(rawValue: 208)         // KVM_CAP_XSAVE2 (answer: XSAVE image bytes)
+    public static let debugRegisters = Capability(rawValue: 50)  // KVM_CAP_DEBUGREGS
+    public static let tscControl = Capability(rawValue: 60)      // KVM_CAP_TSC_CONTROL (KVM_SET_TSC_KHZ per vCPU)
+    public static let getTSCKHz = Capability(rawValue: 61)       // KVM_CAP_GET_TSC_KHZ
+    public static let manualDirtyLogProtect2 = Capability(rawValue: 168) // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (answer: supported flags)
+    public static let sregs2 = Capability(rawValue: 200)         // KVM_CAP_SREGS2 (KVM_GET/SET_SREGS2, with the PDPTRs)
 
     /// The capabilities `deflect doctor` reports, in the order it prints them.
     public static let reported: [Capability] = [
@@ -68,6 +73,11 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 203: return "KVM_CAP_BINARY_STATS_FD"
         case 39: return "KVM_CAP_ADJUST_CLOCK"
         case 208: return "KVM_CAP_XSAVE2"
+        case 50: return "KVM_CAP_DEBUGREGS"
+        case 60: return "KVM_CAP_TSC_CONTROL"
+        case 61: return "KVM_CAP_GET_TSC_KHZ"
+        case 168: return "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"
+        case 200: return "KVM_CAP_SREGS2"
         default: return "KVM_CAP_\(rawValue)"
         }
     }

@@ -1,5 +1,7 @@
 // KVM: guest-physical addresses and guest RAM: a mapping registered with
-// KVM_SET_USER_MEMORY_REGION, with bounds-checked access from Swift.
+// KVM_SET_USER_MEMORY_REGION, with bounds-checked access from Swift. The
+// mapping is anonymous memory, a memfd (shared: a snapshot writes it from the
+// file) or a snapshot's memory file (private: restore maps, never reads).
 import KVMABI
 internal import CKVM
 import Glibc
@@ -36,13 +38,20 @@ public final class GuestMemory: @unchecked Sendable {
     public let slot: UInt32
     public let start: GuestPhysicalAddress
     public let size: UInt64
-    private let host: UnsafeMutableRawPointer
+    /// What the mapping shows: anonymous memory, or a file (kept open here).
+    public let backing: GuestMemoryBacking
+    /// KVM_MEM_READONLY: guest writes are MMIO exits.
+    public let readOnly: Bool
+    let host: UnsafeMutableRawPointer
 
-    init(slot: UInt32, start: GuestPhysicalAddress, size: UInt64, host: UnsafeMutableRawPointer) {
+    init(slot: UInt32, start: GuestPhysicalAddress, size: UInt64, host: UnsafeMutableRawPointer,
+         backing: GuestMemoryBacking = .anonymous, readOnly: Bool = false) {
         self.slot = slot
         self.start = start
         self.size = size
         self.host = host
+        self.backing = backing
+        self.readOnly = readOnly
     }
 
     deinit { Syscall.munmap(host, length: Int(size)) }

@@ -6,7 +6,7 @@ internal import CKVM
 import Glibc
 
 /// One 8259 PIC as KVM keeps it (`struct kvm_pic_state`).
-public struct PICState: Sendable, Equatable {
+public struct PICState: Codable, Sendable, Equatable {
     public var lastIRR: UInt8 = 0
     public var irr: UInt8 = 0
     public var imr: UInt8 = 0
@@ -51,7 +51,7 @@ public enum PICChip: UInt32, Sendable {
 }
 
 /// One 8254 channel as KVM keeps it (`struct kvm_pit_channel_state`).
-public struct PITChannelState: Sendable, Equatable {
+public struct PITChannelState: Codable, Sendable, Equatable {
     /// The reload value; 65536 stands for a programmed 0.
     public var count: UInt32 = 0
     public var latchedCount: UInt16 = 0
@@ -85,7 +85,7 @@ public struct PITChannelState: Sendable, Equatable {
 }
 
 /// The in-kernel PIT (`struct kvm_pit_state2`).
-public struct PITState: Sendable, Equatable {
+public struct PITState: Codable, Sendable, Equatable {
     public var channels: [PITChannelState]
     public var flags: UInt32
 
@@ -134,7 +134,7 @@ extension VirtualMachine {
 
 /// A local APIC's register page (`struct kvm_lapic_state`, 1 KiB: register
 /// at offset `o` is the 32-bit word at `o`, as in the xAPIC MMIO page).
-public struct LocalAPICState: Sendable, Equatable {
+public struct LocalAPICState: Codable, Sendable, Equatable {
     public static let size = 1024
     public var bytes: [UInt8]
 

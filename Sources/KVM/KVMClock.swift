@@ -5,7 +5,7 @@
 internal import CKVM
 
 /// `struct kvm_clock_data`.
-public struct KVMClockData: Sendable, Equatable {
+public struct KVMClockData: Codable, Sendable, Equatable {
     /// `KVM_CLOCK_TSC_STABLE` (2): the clock is based on a stable TSC.
     public static let tscStable: UInt32 = 2
     /// `KVM_CLOCK_REALTIME` (4): `realtime` is valid.

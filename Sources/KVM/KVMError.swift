@@ -20,6 +20,9 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
     /// The calling thread could not be made kickable (signal handler or mask):
     /// a vCPU run there could never be stopped.
     case kickUnavailable(String)
+    /// A restored vCPU state's TSC rate differs from this host's and KVM
+    /// cannot scale it (no KVM_CAP_TSC_CONTROL); nothing was restored.
+    case tscFrequencyMismatch(savedKHz: UInt32, hostKHz: UInt32)
 
     public var description: String {
         switch self {
@@ -39,6 +42,8 @@ public enum KVMError: Error, Equatable, CustomStringConvertible {
             return "malformed KVM exit: \(what)"
         case let .kickUnavailable(reason):
             return "vCPU cannot be kicked out of KVM_RUN: \(reason)"
+        case let .tscFrequencyMismatch(saved, host):
+            return TSCFrequencyMismatch(savedKHz: saved, hostKHz: host).description
         }
     }
 

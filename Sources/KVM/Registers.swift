@@ -150,7 +150,7 @@ public struct XSAVEState: Sendable, Equatable {
 }
 
 /// One extended control register (XCR0 ...) as KVM_GET_XCRS reports it.
-public struct ExtendedControlRegister: Sendable, Equatable {
+public struct ExtendedControlRegister: Codable, Sendable, Equatable {
     public var index: UInt32
     public var value: UInt64
     public init(index: UInt32, value: UInt64) { self.index = index; self.value = value }

@@ -45,9 +45,11 @@ enum Syscall {
         _ = Glibc.close(fd)
     }
 
-    static func mmap(length: Int, fd: CInt, shared: Bool, what: String) throws(KVMError) -> UnsafeMutableRawPointer {
-        let flags = fd < 0 ? (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE) : MAP_SHARED
-        let pointer = Glibc.mmap(nil, length, PROT_READ | PROT_WRITE, flags, fd, 0)
+    /// Anonymous memory when `fd` < 0; else the file at `offset`, shared
+    /// (writes reach the file) or private (copy-on-write, the file unchanged).
+    static func mmap(length: Int, fd: CInt, shared: Bool, offset: UInt64 = 0, what: String) throws(KVMError) -> UnsafeMutableRawPointer {
+        let flags = fd < 0 ? (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE) : (shared ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE)
+        let pointer = Glibc.mmap(nil, length, PROT_READ | PROT_WRITE, flags, fd, off_t(offset))
         guard let pointer, pointer != MAP_FAILED else { throw .mmap(what: what, errno: Glibc.errno) }
         return pointer
     }
@@ -74,5 +76,64 @@ enum Syscall {
             done += n
         }
         return bytes
+    }
+
+    /// memfd_create(name, MFD_CLOEXEC), grown to `size` bytes (a hole until written).
+    static func memoryFile(name: String, size: UInt64) throws(KVMError) -> CInt {
+        let fd = ckvm_memfd_create(name, CKVM_MFD_CLOEXEC)
+        guard fd >= 0 else { throw .ioctl(request: "memfd_create(\(name))", errno: -fd) }
+        guard Glibc.ftruncate(fd, off_t(size)) == 0 else {
+            let error = Glibc.errno
+            close(fd)
+            throw .ioctl(request: "ftruncate(\(name))", errno: error)
+        }
+        return fd
+    }
+
+    /// The size of the file behind `fd` (fstat).
+    static func fileSize(_ fd: CInt, what: String) throws(KVMError) -> UInt64 {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .ioctl(request: "fstat(\(what))", errno: Glibc.errno) }
+        return UInt64(info.st_size)
+    }
+
+    /// Grows the file behind `fd` to at least `size` bytes (the rest a hole).
+    static func ensureSize(_ fd: CInt, _ size: UInt64, what: String) throws(KVMError) {
+        guard try fileSize(fd, what: what) < size else { return }
+        guard Glibc.ftruncate(fd, off_t(size)) == 0 else { throw .ioctl(request: "ftruncate(\(what))", errno: Glibc.errno) }
+    }
+
+    /// Writes `count` bytes from `source` at `offset` (loops over short writes and EINTR).
+    static func pwrite(_ fd: CInt, from source: UnsafeRawPointer, count: Int, offset: UInt64, what: String) throws(KVMError) {
+        var done = 0
+        while done < count {
+            let n = Glibc.pwrite(fd, source + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw .ioctl(request: "pwrite(\(what))", errno: Glibc.errno)
+            }
+            if n == 0 { throw .invalidArgument(request: "pwrite(\(what))", reason: "no progress at \(offset + UInt64(done))") }
+            done += n
+        }
+    }
+
+    /// copy_file_range from `input` to `output`, in the kernel. Returns false
+    /// (nothing copied) when the kernel cannot copy between these two files
+    /// (EXDEV, EINVAL, EOPNOTSUPP, ENOSYS), so the caller writes instead.
+    static func copyFileRange(from input: CInt, at inputOffset: UInt64, to output: CInt, at outputOffset: UInt64,
+                              count: UInt64, what: String) throws(KVMError) -> Bool {
+        var inOffset = Int64(inputOffset), outOffset = Int64(outputOffset)
+        var left = count
+        while left > 0 {
+            let n = ckvm_copy_file_range(input, &inOffset, output, &outOffset, Int(min(left, 1 << 30)))
+            if n == -Int(EINTR) { continue }
+            if n < 0 {
+                if left == count, [EXDEV, EINVAL, EOPNOTSUPP, ENOSYS].contains(Int32(-n)) { return false }
+                throw .ioctl(request: "copy_file_range(\(what))", errno: Int32(-n))
+            }
+            if n == 0 { throw .invalidArgument(request: "copy_file_range(\(what))", reason: "source ends \(left) bytes early") }
+            left -= UInt64(n)
+        }
+        return true
     }
 }

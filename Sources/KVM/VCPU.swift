@@ -18,11 +18,18 @@ public final class VCPU: @unchecked Sendable {
     /// host has it (large state such as AMX does not fit 4 KiB), else 4096.
     public let xsaveSize: Int
     private let hasXSAVE2: Bool
+    /// KVM_CAP_SREGS2 on this VM: special registers go through KVM_GET/SET_SREGS2.
+    public let hasSREGS2: Bool
+    /// KVM_CAP_TSC_CONTROL: KVM_SET_TSC_KHZ can scale this vCPU's TSC.
+    public let canSetTSCFrequency: Bool
 
-    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int, xsave2Size: Int) {
+    init(fd: CInt, id: UInt32, run: UnsafeMutableRawPointer, runSize: Int, xsave2Size: Int,
+         hasSREGS2: Bool, canSetTSCFrequency: Bool) {
         self.fd = fd
         self.id = id
         self.hasXSAVE2 = xsave2Size > 0
+        self.hasSREGS2 = hasSREGS2
+        self.canSetTSCFrequency = canSetTSCFrequency
         self.xsaveSize = max(xsave2Size, MemoryLayout<kvm_xsave>.size)
         self.page = RunPage(mapping: run, size: runSize)
         self.kicker = VCPUKicker(runPage: page)

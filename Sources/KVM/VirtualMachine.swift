@@ -10,7 +10,9 @@ import Synchronization
 public final class VirtualMachine: Sendable {
     let fd: CInt
     public let system: KVMSystem
-    private let regions = Mutex<[GuestMemory]>([])
+    let regions = Mutex<[GuestMemory]>([])
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 was enabled (`enableManualDirtyLogProtect`).
+    let manualDirtyProtect = Atomic<Bool>(false)
 
     init(fd: CInt, system: KVMSystem) {
         self.fd = fd
@@ -30,25 +32,32 @@ public final class VirtualMachine: Sendable {
         _ = try Syscall.ioctl(fd, CKVM_ENABLE_CAP, &request, "KVM_ENABLE_CAP(\(capability.name))")
     }
 
-    /// Maps `size` bytes of anonymous memory and registers them as slot `slot`
-    /// at `start` (KVM_SET_USER_MEMORY_REGION). A `readOnly` slot
+    /// Maps `size` bytes and registers them as slot `slot` at `start`
+    /// (KVM_SET_USER_MEMORY_REGION): anonymous memory, or `backing`'s file
+    /// (shared, or private copy-on-write for a restore). A `readOnly` slot
     /// (KVM_MEM_READONLY) turns guest writes into MMIO exits; the host side
-    /// stays writable so the VMM can fill it.
+    /// stays writable so the VMM can fill it. `logDirtyPages` sets
+    /// KVM_MEM_LOG_DIRTY_PAGES (read with `dirtyPages(slot:)`).
     public func addMemory(slot: UInt32, at start: GuestPhysicalAddress, size: UInt64,
-                          readOnly: Bool = false) throws(KVMError) -> GuestMemory {
+                          readOnly: Bool = false, backing: GuestMemoryBacking = .anonymous,
+                          logDirtyPages: Bool = false) throws(KVMError) -> GuestMemory {
         let request = "KVM_SET_USER_MEMORY_REGION"
         guard size > 0, size % 4096 == 0, start.rawValue % 4096 == 0, size <= UInt64(Int.max) else {
             throw .invalidArgument(request: request, reason: "region must be non-empty and 4 KiB aligned")
         }
-        let host = try Syscall.mmap(length: Int(size), fd: -1, shared: false, what: "\(size >> 20) MiB of guest RAM")
-        let memory = GuestMemory(slot: slot, start: start, size: size, host: host)
-        var region = kvm_userspace_memory_region()
-        region.slot = slot
-        region.flags = readOnly ? 1 << 1 : 0   // KVM_MEM_READONLY
-        region.guest_phys_addr = start.rawValue
-        region.memory_size = size
-        region.userspace_addr = UInt64(UInt(bitPattern: host))
-        _ = try Syscall.ioctl(fd, CKVM_SET_USER_MEMORY_REGION, &region, request)
+        let host: UnsafeMutableRawPointer
+        if let mapped = backing.file {
+            let (end, overflow) = mapped.offset.addingReportingOverflow(size)
+            guard mapped.offset % 4096 == 0, !overflow, end <= mapped.file.size else {
+                throw .invalidArgument(request: request, reason: "slot \(slot) needs [0x\(String(mapped.offset, radix: 16)), +0x\(String(size, radix: 16))) of a \(mapped.file.size)-byte memory file")
+            }
+            host = try Syscall.mmap(length: Int(size), fd: mapped.file.fd, shared: mapped.shared, offset: mapped.offset,
+                                    what: "\(size >> 20) MiB of guest RAM from a memory file")
+        } else {
+            host = try Syscall.mmap(length: Int(size), fd: -1, shared: false, what: "\(size >> 20) MiB of guest RAM")
+        }
+        let memory = GuestMemory(slot: slot, start: start, size: size, host: host, backing: backing, readOnly: readOnly)
+        try register(memory, logDirtyPages: logDirtyPages)
         regions.withLock { $0.append(memory) }
         return memory
     }
@@ -57,10 +66,13 @@ public final class VirtualMachine: Sendable {
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {
         // Asked per VM: the answer counts only the features this VM may use.
         let xsave2Size = try check(.xsave2)
+        let hasSREGS2 = try check(.sregs2) > 0
+        let canSetTSCFrequency = try check(.tscControl) > 0
         let vcpufd = try Syscall.ioctl(fd, CKVM_CREATE_VCPU, value: UInt(id), "KVM_CREATE_VCPU")
         do throws(KVMError) {
             let run = try Syscall.mmap(length: system.vcpuMapSize, fd: vcpufd, shared: true, what: "kvm_run of vCPU \(id)")
-            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize, xsave2Size: Int(xsave2Size))
+            return VCPU(fd: vcpufd, id: id, run: run, runSize: system.vcpuMapSize, xsave2Size: Int(xsave2Size),
+                        hasSREGS2: hasSREGS2, canSetTSCFrequency: canSetTSCFrequency)
         } catch {
             Syscall.close(vcpufd)
             throw error

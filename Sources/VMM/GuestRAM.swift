@@ -19,19 +19,40 @@ public struct GuestRAM: Sendable {
     /// The ranges guest writes cannot change.
     public let readOnlyRanges: [Range<UInt64>]
 
-    init(vm: VirtualMachine, size: UInt64, layout: Layout) throws(KVMError) {
+    /// What RAM is mapped from. A memory file holds the guest-physical image:
+    /// each slot maps it at file offset = its guest address.
+    public enum Backing: Sendable {
+        /// Anonymous memory.
+        case anonymous
+        /// A memory file mapped shared (a memfd: snapshots write from it) or
+        /// private (a snapshot's memory file: restore maps, never reads it).
+        case memoryFile(MemoryFile, shared: Bool)
+    }
+
+    init(vm: VirtualMachine, size: UInt64, layout: Layout, backing: Backing = .anonymous) throws(KVMError) {
+        if case let .memoryFile(file, _) = backing, file.size != size {
+            throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the memory file has \(file.size) bytes, the machine \(size) of RAM")
+        }
+        func slot(_ slot: UInt32, at start: UInt64, size: UInt64, readOnly: Bool = false) throws(KVMError) -> GuestMemory {
+            let mapped: GuestMemoryBacking
+            switch backing {
+            case .anonymous: mapped = .anonymous
+            case let .memoryFile(file, shared): mapped = shared ? .shared(file, offset: start) : .privateCopy(file, offset: start)
+            }
+            return try vm.addMemory(slot: slot, at: GuestPhysicalAddress(start), size: size, readOnly: readOnly, backing: mapped)
+        }
         switch layout {
         case .flat:
-            regions = [try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: size)]
+            regions = [try slot(0, at: 0, size: size)]
             readOnlyRanges = []
         case .pcWithReadOnlyBIOSArea:
             guard size > Self.biosAreaEnd else {
                 throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the PC layout needs more than 1 MiB of RAM")
             }
             regions = [
-                try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: Self.biosAreaStart),
-                try vm.addMemory(slot: 1, at: GuestPhysicalAddress(Self.biosAreaStart), size: Self.biosAreaEnd - Self.biosAreaStart, readOnly: true),
-                try vm.addMemory(slot: 2, at: GuestPhysicalAddress(Self.biosAreaEnd), size: size - Self.biosAreaEnd),
+                try slot(0, at: 0, size: Self.biosAreaStart),
+                try slot(1, at: Self.biosAreaStart, size: Self.biosAreaEnd - Self.biosAreaStart, readOnly: true),
+                try slot(2, at: Self.biosAreaEnd, size: size - Self.biosAreaEnd),
             ]
             readOnlyRanges = [Self.biosAreaStart..<Self.biosAreaEnd]
         }

@@ -26,7 +26,13 @@ private func makeVM() throws -> (KVMSystem, VirtualMachine, GuestMemory, VCPU) {
 
 /// Puts `code` at 0x1000 and points a real-mode vCPU at it.
 private func startRealMode(_ vcpu: VCPU, _ memory: GuestMemory, code: [UInt8]) throws {
-    try memory.write(code, at: GuestPhysicalAddress(0x1000))
+    try startRealMode(vcpu, memory, code: code, at: 0x1000)
+}
+
+/// Puts `code` at `address` (below 64 KiB) and points a real-mode vCPU at it
+/// with every segment at 0.
+func startRealMode(_ vcpu: VCPU, _ memory: GuestMemory, code: [UInt8], at address: UInt64) throws {
+    try memory.write(code, at: GuestPhysicalAddress(address))
     var sregs = try vcpu.specialRegisters()
     for keyPath in [\SpecialRegisters.cs, \.ds, \.es, \.fs, \.gs, \.ss] {
         sregs[keyPath: keyPath].base = 0
@@ -34,7 +40,7 @@ private func startRealMode(_ vcpu: VCPU, _ memory: GuestMemory, code: [UInt8]) t
     }
     try vcpu.setSpecialRegisters(sregs)
     var regs = Registers()
-    regs.rip = 0x1000
+    regs.rip = address
     regs.rflags = 2
     try vcpu.setRegisters(regs)
 }

@@ -14,6 +14,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <linux/kvm.h>
 
 // ---- uapi definitions newer than the installed 6.1 headers -----------------
@@ -72,6 +75,8 @@ static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
 static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
+static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const unsigned long CKVM_CLEAR_DIRTY_LOG = KVM_CLEAR_DIRTY_LOG;
 // vCPU fd
 static const unsigned long CKVM_RUN = KVM_RUN;
 static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
@@ -98,6 +103,12 @@ static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long CKVM_GET_SREGS2 = KVM_GET_SREGS2;
+static const unsigned long CKVM_SET_SREGS2 = KVM_SET_SREGS2;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
 
 // Binary statistics (Linux 5.14+): a file of KVM's own counters per VM / vCPU.
 static const unsigned long CKVM_GET_STATS_FD = KVM_GET_STATS_FD;
@@ -136,6 +147,48 @@ static inline __u64 *ckvm_reg_list_regs(struct kvm_reg_list *l) { return l->reg;
 // names the union (chip_id 0 = master PIC, 1 = slave PIC).
 static inline struct kvm_pic_state ckvm_irqchip_pic(const struct kvm_irqchip *c) { return c->chip.pic; }
 static inline void ckvm_irqchip_set_pic(struct kvm_irqchip *c, struct kvm_pic_state p) { c->chip.pic = p; }
+// The IOAPIC member (chip_id 2); redirection entries as their raw 64 bits.
+static inline struct kvm_ioapic_state ckvm_irqchip_ioapic(const struct kvm_irqchip *c) { return c->chip.ioapic; }
+static inline void ckvm_irqchip_set_ioapic(struct kvm_irqchip *c, struct kvm_ioapic_state s) { c->chip.ioapic = s; }
+static inline uint64_t ckvm_ioapic_redirection(const struct kvm_ioapic_state *s, unsigned pin) {
+    return pin < KVM_IOAPIC_NUM_PINS ? s->redirtbl[pin].bits : 0;
+}
+static inline void ckvm_ioapic_set_redirection(struct kvm_ioapic_state *s, unsigned pin, uint64_t bits) {
+    if (pin < KVM_IOAPIC_NUM_PINS) s->redirtbl[pin].bits = bits;
+}
+static const unsigned CKVM_IOAPIC_NUM_PINS = KVM_IOAPIC_NUM_PINS;
+
+// ---- dirty logging: the bitmap pointer lives in an anonymous union ---------
+static inline struct kvm_dirty_log ckvm_dirty_log(uint32_t slot, void *bitmap) {
+    struct kvm_dirty_log log;
+    memset(&log, 0, sizeof(log));
+    log.slot = slot;
+    log.dirty_bitmap = bitmap;
+    return log;
+}
+static inline struct kvm_clear_dirty_log ckvm_clear_dirty_log(uint32_t slot, uint64_t first_page, uint32_t num_pages, void *bitmap) {
+    struct kvm_clear_dirty_log log;
+    memset(&log, 0, sizeof(log));
+    log.slot = slot;
+    log.first_page = first_page;
+    log.num_pages = num_pages;
+    log.dirty_bitmap = bitmap;
+    return log;
+}
+
+// ---- host memory files -------------------------------------------------------
+// Why: memfd_create and copy_file_range are declared by glibc only under
+// _GNU_SOURCE, which the Swift Glibc module does not define; the raw system
+// calls have the same contract. Both return the result or -errno.
+static inline int ckvm_memfd_create(const char *name, unsigned flags) {
+    long r = syscall(SYS_memfd_create, name, flags);
+    return r < 0 ? -errno : (int)r;
+}
+static inline long ckvm_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len) {
+    long r = syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0U);
+    return r < 0 ? -errno : r;
+}
+static const unsigned CKVM_MFD_CLOEXEC = 1U;   // MFD_CLOEXEC
 
 // ---- kvm_run: the exit union, read in one place -----------------------------
 // Small by-value snapshots so Swift never copies (or names) the whole union.
