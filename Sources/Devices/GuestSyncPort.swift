@@ -26,6 +26,8 @@ public final class GuestSyncPort: PortDevice {
 extension GuestSyncPort: StatefulDevice {
     public struct State: Codable, Sendable, Equatable {
         public var lastPhase: UInt32
+
+        public init(lastPhase: UInt32) { self.lastPhase = lastPhase }
     }
 
     public func exportState() -> State { State(lastPhase: lastPhase) }

@@ -24,6 +24,8 @@ public final class PostCodePort: PortDevice {
 extension PostCodePort: StatefulDevice {
     public struct State: Codable, Sendable, Equatable {
         public var lastValue: UInt32
+
+        public init(lastValue: UInt32) { self.lastValue = lastValue }
     }
 
     public func exportState() -> State { State(lastValue: lastValue) }
