@@ -57,6 +57,8 @@ let package = Package(
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
+        // Pure snapshot file format: CRC-64, sectioned state file, atomic write.
+        .target(name: "Snapshot", swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
         .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
@@ -91,7 +93,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // The exit-path and policy-fuzz benchmarks (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "SeededRandom"],
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
@@ -101,6 +103,7 @@ let package = Package(
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
+        .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),

@@ -6,7 +6,8 @@
 //
 // Run it through `make bench` (release build, the C reference built, the
 // allocation-counting shim preloaded). `--policy-fuzz N` instead runs the
-// policy-file fuzz benchmark (PolicyFuzz.swift).
+// policy-file fuzz benchmark (PolicyFuzz.swift), `--snapshot-fuzz N` the
+// snapshot state-file fuzz benchmark (SnapshotFuzz.swift).
 import Dispatch
 import Foundation
 import Loader
@@ -107,6 +108,7 @@ func main() throws {
     var rounds = 7
     var output = "BENCHMARKS.md"
     var fuzzInputs: Int?
+    var snapshotFuzzInputs: Int?
     var seed: UInt64 = 0x70_31_F0_22
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -118,9 +120,16 @@ func main() throws {
         case "--policy-fuzz":
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--policy-fuzz needs a positive count") }
             fuzzInputs = count
+        case "--snapshot-fuzz":
+            guard let count = Int(value), count > 0 else { throw BenchError(description: "--snapshot-fuzz needs a positive count") }
+            snapshotFuzzInputs = count
         case "--seed": seed = UInt64(value) ?? seed
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if let snapshotFuzzInputs {
+        try snapshotFuzz(count: snapshotFuzzInputs, seed: seed, output: output)
+        return
     }
     if let fuzzInputs {
         try policyFuzz(count: fuzzInputs, seed: seed, output: output)

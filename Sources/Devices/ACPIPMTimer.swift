@@ -43,17 +43,23 @@ public final class ACPIPMTimer: PortDevice, AnomalyReporting {
 
     public private(set) var anomalies = DeviceAnomalyLog()
     private let clock: @Sendable () -> UInt64
+    /// Added (wrapping) to the clock's ticks. Zero until a snapshot is
+    /// imported, which sets it so the counter continues from the saved value.
+    private var tickBase: UInt64 = 0
 
     /// `clock`: monotonic nanoseconds.
     public init(clock: @escaping @Sendable () -> UInt64) {
         self.clock = clock
     }
 
-    /// Ticks since the clock's zero, not wrapped. The product needs up to 86
-    /// bits, so it is formed at full width; the quotient is at most `ns`.
+    /// Ticks since the clock's zero (plus the base a restore set), not
+    /// wrapped to 24 bits.
     public func ticks() -> UInt64 {
-        Self.ticks(atNanoseconds: clock())
+        Self.ticks(atNanoseconds: clock()) &+ tickBase
     }
+
+    /// The product needs up to 86 bits, so it is formed at full width; the
+    /// quotient is at most `ns`.
 
     public static func ticks(atNanoseconds ns: UInt64) -> UInt64 {
         let product = ns.multipliedFullWidth(by: frequency)
@@ -83,6 +89,29 @@ public final class ACPIPMTimer: PortDevice, AnomalyReporting {
         anomalies.record(DeviceAnomaly(device: name, kind: .writeIgnored, offset: offset,
                                        size: size, isWrite: true, value: value & accessMask(size: size)))
         return .none
+    }
+}
+
+extension ACPIPMTimer: StatefulDevice {
+    /// The unwrapped tick count at export. Importing rebases the counter on
+    /// the importing machine's clock so that it continues from this value:
+    /// it never goes backwards across a restore, whatever the new clock reads.
+    /// The time a snapshot spends on disk does not count (like a paused VM).
+    public struct State: Codable, Sendable, Equatable {
+        public var ticks: UInt64
+    }
+
+    public func exportState() -> State { State(ticks: ticks()) }
+
+    /// Every tick count is a possible state: nothing to refuse.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        tickBase = state.ticks &- Self.ticks(atNanoseconds: clock())
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .acpiPMTimer(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .acpiPMTimer(typed) = state { return typed }
+        return nil
     }
 }
 
@@ -250,5 +279,49 @@ public final class ACPIPM1Registers: PortDevice, AnomalyReporting {
     /// past the block read 0 and writes to them are ignored.
     private static func laneCount(_ size: Int) -> Int {
         size == 1 || size == 2 ? size : 4
+    }
+}
+
+extension ACPIPM1Registers: StatefulDevice {
+    /// PM1 registers. `timerEpoch` is in the PM timer's tick domain, which a
+    /// restore continues (see `ACPIPMTimer.State`), so it is saved as is.
+    public struct State: Codable, Sendable, Equatable {
+        public var enable: UInt16
+        public var control: UInt16
+        /// PM1_STS bits latched (TMR_STS from the timer is added on reads).
+        public var statusLatched: UInt16
+        public var timerEpoch: UInt64
+        public var lastSleepRequest: UInt8?
+    }
+
+    public func exportState() -> State {
+        State(enable: enable, control: control, statusLatched: statusLatched,
+              timerEpoch: timerEpoch, lastSleepRequest: lastSleepRequest)
+    }
+
+    /// Refuses bits the registers never hold (SCI_EN is always set) and a
+    /// sleep type wider than SLP_TYP's three bits.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        try DeviceStateError.checkBits(state.enable, allowed: Event.enableWritable, device: name, field: "enable")
+        try DeviceStateError.checkBits(state.control, allowed: Control.storedBits | Control.sciEnable, device: name, field: "control")
+        guard state.control & Control.sciEnable != 0 else {
+            throw DeviceStateError(device: name, field: "control", "SCI_EN is clear (it always reads 1)")
+        }
+        try DeviceStateError.checkBits(state.statusLatched, allowed: Event.enableWritable | Event.wake,
+                                       device: name, field: "statusLatched")
+        if let type = state.lastSleepRequest, type > 7 {
+            throw DeviceStateError(device: name, field: "lastSleepRequest", "\(type) does not fit SLP_TYP (0–7)")
+        }
+        enable = state.enable
+        control = state.control
+        statusLatched = state.statusLatched
+        timerEpoch = state.timerEpoch
+        lastSleepRequest = state.lastSleepRequest
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .acpiPM1(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .acpiPM1(typed) = state { return typed }
+        return nil
     }
 }

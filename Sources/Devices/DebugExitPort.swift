@@ -1,5 +1,6 @@
 // DebugExitPort.swift — QEMU's isa-debug-exit: lets a guest test program end
 // the run with a status of its choosing (QEMU puts it at port 0x501, size 2).
+// It has no state: snapshots skip it.
 
 /// Any write of value `v` asks the machine to exit with process status
 /// `(v << 1) | 1`, exactly as QEMU does, so test suites written for QEMU keep

@@ -217,3 +217,53 @@ public final class FirmwareConfig: PortDevice, AnomalyReporting {
         UInt16(clamping: value)
     }
 }
+
+// MARK: - Snapshot state
+
+extension FirmwareConfig: StatefulDevice {
+    /// Where the guest is in its reading: the selector it wrote and the data
+    /// offset. The items and files themselves are not saved: the restoring
+    /// machine rebuilds them from its configuration (RAM size, CPU counts,
+    /// ACPI tables, files), which must be the same for the offset to mean
+    /// the same byte. There is no DMA address: the DMA interface is not
+    /// emulated (see the file header).
+    public struct State: Codable, Sendable, Equatable {
+        /// As the guest wrote it (write-channel bit included).
+        public var selector: UInt16
+        public var dataOffset: Int
+        public var unknownSelectionReported: Bool
+        public var unknownSelectorReads: Int
+        public var lastUnknownSelector: UInt16?
+    }
+
+    public func exportState() -> State {
+        State(selector: currentSelectorRaw, dataOffset: dataOffset, unknownSelectionReported: unknownSelectionReported,
+              unknownSelectorReads: unknownSelectorReads, lastUnknownSelector: lastUnknownSelector)
+    }
+
+    /// Refuses a data offset past the end of the selected item as this
+    /// machine's configuration builds it (or non-zero for a selector with no
+    /// item), and negative counters.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        let key = state.selector & ~Selector.writeChannel
+        let itemSize = hasItem(key) ? bytes(of: key).count : 0
+        guard state.dataOffset >= 0, state.dataOffset <= itemSize else {
+            throw DeviceStateError(device: name, field: "dataOffset",
+                                   "\(state.dataOffset) is outside selector 0x\(String(state.selector, radix: 16))'s \(itemSize) bytes")
+        }
+        guard state.unknownSelectorReads >= 0 else {
+            throw DeviceStateError(device: name, field: "unknownSelectorReads", "is negative")
+        }
+        select(state.selector)
+        dataOffset = state.dataOffset
+        unknownSelectionReported = state.unknownSelectionReported
+        unknownSelectorReads = state.unknownSelectorReads
+        lastUnknownSelector = state.lastUnknownSelector
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .firmwareConfig(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .firmwareConfig(typed) = state { return typed }
+        return nil
+    }
+}

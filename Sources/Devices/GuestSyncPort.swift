@@ -22,3 +22,22 @@ public final class GuestSyncPort: PortDevice {
         return .guestPhase(lastPhase)
     }
 }
+
+extension GuestSyncPort: StatefulDevice {
+    public struct State: Codable, Sendable, Equatable {
+        public var lastPhase: UInt32
+
+        public init(lastPhase: UInt32) { self.lastPhase = lastPhase }
+    }
+
+    public func exportState() -> State { State(lastPhase: lastPhase) }
+
+    /// Any 32-bit phase can have been announced.
+    public func importState(_ state: State) throws(DeviceStateError) { lastPhase = state.lastPhase }
+
+    public static func erase(_ state: State) -> DeviceState { .guestSync(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .guestSync(typed) = state { return typed }
+        return nil
+    }
+}

@@ -133,3 +133,57 @@ public final class I8042Controller: PortDevice {
         outputBufferFull = true
     }
 }
+
+// MARK: - Snapshot state
+
+extension I8042Controller: StatefulDevice {
+    public struct State: Codable, Sendable, Equatable {
+        /// Which byte the next data-port write is for.
+        public enum PendingWrite: String, Codable, Sendable {
+            case none, commandByte, outputPort
+        }
+        public var commandByte: UInt8
+        public var outputPort: UInt8
+        public var outputBuffer: UInt8
+        public var outputBufferFull: Bool
+        public var pendingWrite: PendingWrite
+        /// Port B's guest-writable bits 0–3, and the toggling bits 4–5.
+        public var portB: UInt8
+        public var portBToggle: UInt8
+    }
+
+    public func exportState() -> State {
+        let pending: State.PendingWrite = switch pendingWrite {
+        case .none: .none
+        case .commandByte: .commandByte
+        case .outputPort: .outputPort
+        }
+        return State(commandByte: commandByte, outputPort: outputPort, outputBuffer: outputBuffer,
+                     outputBufferFull: outputBufferFull, pendingWrite: pending, portB: portB, portBToggle: portBToggle)
+    }
+
+    /// Refuses port B bits outside the writable and toggling ones.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        try DeviceStateError.checkBits(state.portB, allowed: Self.portBWritable, device: name, field: "portB")
+        guard state.portBToggle == 0 || state.portBToggle == Self.portBToggleBits else {
+            throw DeviceStateError(device: name, field: "portBToggle", "0x\(String(state.portBToggle, radix: 16)) is neither 0 nor 0x30")
+        }
+        commandByte = state.commandByte
+        outputPort = state.outputPort
+        outputBuffer = state.outputBuffer
+        outputBufferFull = state.outputBufferFull
+        pendingWrite = switch state.pendingWrite {
+        case .none: .none
+        case .commandByte: .commandByte
+        case .outputPort: .outputPort
+        }
+        portB = state.portB
+        portBToggle = state.portBToggle
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .i8042(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .i8042(typed) = state { return typed }
+        return nil
+    }
+}

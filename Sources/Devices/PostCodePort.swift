@@ -20,3 +20,22 @@ public final class PostCodePort: PortDevice {
         return .none
     }
 }
+
+extension PostCodePort: StatefulDevice {
+    public struct State: Codable, Sendable, Equatable {
+        public var lastValue: UInt32
+
+        public init(lastValue: UInt32) { self.lastValue = lastValue }
+    }
+
+    public func exportState() -> State { State(lastValue: lastValue) }
+
+    /// Any 32-bit value can have been written.
+    public func importState(_ state: State) throws(DeviceStateError) { lastValue = state.lastValue }
+
+    public static func erase(_ state: State) -> DeviceState { .postCode(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .postCode(typed) = state { return typed }
+        return nil
+    }
+}

@@ -510,3 +510,123 @@ struct CalendarTime: Equatable {
         return era * 146_097 + doe - 719_468
     }
 }
+
+// MARK: - Snapshot state
+
+extension RTCCMOS: StatefulDevice {
+    /// The RTC's state. Time is saved as `guestOffsetSeconds` (guest time
+    /// minus the host wall clock), the counterpart of QEMU's `rtc_base`
+    /// bookkeeping: a restored RTC shows the new host's wall clock plus that
+    /// offset, so it continues from the wall clock (time passes while the
+    /// snapshot sits on disk, as on a machine whose RTC battery kept it
+    /// running) and a guest that set its clock keeps its own time.
+    ///
+    /// The other seconds are guest seconds (Unix time as the RTC shows it).
+    /// Seconds that pass between capture and restore count as passed: the
+    /// first register-A/C read after a restore sees an update, and an alarm
+    /// that matched in between is latched (alarm checks look back a day at most).
+    public struct State: Codable, Sendable, Equatable {
+        /// A broken-down time being written while register B's SET bit is on.
+        public struct StagedTime: Codable, Sendable, Equatable {
+            public var year: Int64
+            public var month: Int
+            public var day: Int
+            public var hour: Int
+            public var minute: Int
+            public var second: Int
+
+            public init(year: Int64, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
+                self.year = year
+                self.month = month
+                self.day = day
+                self.hour = hour
+                self.minute = minute
+                self.second = second
+            }
+        }
+
+        public var index: UInt8
+        public var nmiDisabled: Bool
+        /// All 128 CMOS bytes (the time and A–D slots are unused: those
+        /// registers are computed or held below).
+        public var cmos: [UInt8]
+        public var registerA: UInt8
+        public var registerB: UInt8
+        public var guestOffsetSeconds: Int64
+        public var secondSeenByA: Int64
+        public var secondSeenByC: Int64
+        public var alarmCheckedUpTo: Int64
+        public var latchedAlarm: Bool
+        /// Present exactly when register B's SET bit is on.
+        public var staged: StagedTime?
+    }
+
+    public func exportState() -> State {
+        State(index: index, nmiDisabled: nmiDisabled, cmos: memory, registerA: registerA, registerB: registerB,
+              guestOffsetSeconds: offset, secondSeenByA: secondSeenByA, secondSeenByC: secondSeenByC,
+              alarmCheckedUpTo: alarmCheckedUpTo, latchedAlarm: latchedAlarm,
+              staged: staged.map { State.StagedTime(year: $0.year, month: $0.month, day: $0.day,
+                                                    hour: $0.hour, minute: $0.minute, second: $0.second) })
+    }
+
+    /// Refuses a CMOS image that is not 128 bytes, an index above 0x7F, UIP
+    /// stored in register A, seconds outside the years the RTC can show, and
+    /// a staged time that is out of range or disagrees with register B's SET.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        guard state.cmos.count == memory.count else {
+            throw DeviceStateError(device: name, field: "cmos", "\(state.cmos.count) bytes, expected \(memory.count)")
+        }
+        guard state.index <= 0x7F else {
+            throw DeviceStateError(device: name, field: "index", "0x\(String(state.index, radix: 16)) is above 0x7f")
+        }
+        try DeviceStateError.checkBits(state.registerA, allowed: ~Bits.aUpdateInProgress, device: name, field: "registerA")
+        let span = CalendarTime.secondsRange.upperBound
+        guard (-span...span).contains(state.guestOffsetSeconds) else {
+            throw DeviceStateError(device: name, field: "guestOffsetSeconds", "\(state.guestOffsetSeconds) is beyond the RTC's range")
+        }
+        for (field, value) in [("secondSeenByA", state.secondSeenByA), ("secondSeenByC", state.secondSeenByC),
+                               ("alarmCheckedUpTo", state.alarmCheckedUpTo)] {
+            guard CalendarTime.secondsRange.contains(value) else {
+                throw DeviceStateError(device: name, field: field, "\(value) is outside 1970–9999")
+            }
+        }
+        let stagedTime = try Self.validated(state.staged, setBit: state.registerB & Bits.bSet != 0, device: name)
+        index = state.index
+        nmiDisabled = state.nmiDisabled
+        memory = state.cmos
+        registerA = state.registerA
+        registerB = state.registerB
+        offset = state.guestOffsetSeconds
+        secondSeenByA = state.secondSeenByA
+        secondSeenByC = state.secondSeenByC
+        alarmCheckedUpTo = state.alarmCheckedUpTo
+        latchedAlarm = state.latchedAlarm
+        staged = stagedTime
+    }
+
+    private static func validated(_ staged: State.StagedTime?, setBit: Bool, device: String) throws(DeviceStateError) -> CalendarTime? {
+        guard let staged else {
+            if setBit { throw DeviceStateError(device: device, field: "staged", "missing while register B's SET bit is on") }
+            return nil
+        }
+        guard setBit else { throw DeviceStateError(device: device, field: "staged", "present while register B's SET bit is off") }
+        let fields: [(String, Int64, ClosedRange<Int64>)] = [
+            ("staged.year", staged.year, 0...9999), ("staged.month", Int64(staged.month), 1...12),
+            ("staged.day", Int64(staged.day), 1...31), ("staged.hour", Int64(staged.hour), 0...23),
+            ("staged.minute", Int64(staged.minute), 0...59), ("staged.second", Int64(staged.second), 0...59),
+        ]
+        for (field, value, range) in fields where !range.contains(value) {
+            throw DeviceStateError(device: device, field: field, "\(value) is outside \(range.lowerBound)–\(range.upperBound)")
+        }
+        var time = CalendarTime(unixSeconds: 0)
+        (time.year, time.month, time.day) = (staged.year, staged.month, staged.day)
+        (time.hour, time.minute, time.second) = (staged.hour, staged.minute, staged.second)
+        return time
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .rtcCMOS(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .rtcCMOS(typed) = state { return typed }
+        return nil
+    }
+}

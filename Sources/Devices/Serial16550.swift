@@ -3,7 +3,9 @@
 // fed by the host, the interrupt identification logic and the loopback mode.
 //
 // Transmission is instantaneous: a THR write goes straight to the sink, so
-// the transmitter is always empty (LSR.THRE|TEMT) when the guest looks. Line
+// the transmitter is always empty (LSR.THRE|TEMT) when the guest looks.
+// Snapshots (`State`, at the end of this file) therefore hold no TX FIFO, and
+// no LSR: the line status is derived from the receive queue. Line
 // parameters (divisor, LCR) are stored for the guest to read back but never
 // slow anything down. Behaviour follows what Linux's 8250 driver probes
 // (autoconfig, the THRE startup test, the loopback MSR test) and QEMU's model.
@@ -267,14 +269,7 @@ public final class Serial16550: PortDevice {
     /// (DTR→DSR, RTS→CTS, OUT1→RI, OUT2→DCD); otherwise a terminal is always
     /// connected. Changes latch the MSR delta bits as on the 16550.
     private func updateModemInputs() {
-        var inputs = MSR.connected
-        if loopback {
-            inputs = 0
-            if modemControl & MCR.dtr != 0 { inputs |= MSR.dsr }
-            if modemControl & MCR.rts != 0 { inputs |= MSR.cts }
-            if modemControl & MCR.out1 != 0 { inputs |= MSR.ri }
-            if modemControl & MCR.out2 != 0 { inputs |= MSR.dcd }
-        }
+        let inputs = Self.modemInputs(for: modemControl)
         let changed = inputs ^ modemInputs
         if changed & MSR.cts != 0 { modemDeltas |= MSR.deltaCTS }
         if changed & MSR.dsr != 0 { modemDeltas |= MSR.deltaDSR }
@@ -283,6 +278,17 @@ public final class Serial16550: PortDevice {
         if changed & MSR.dcd != 0 { modemDeltas |= MSR.deltaDCD }
         modemInputs = inputs
         updateInterruptLine()
+    }
+
+    /// MSR bits 4–7 for a given MCR (see `updateModemInputs`).
+    private static func modemInputs(for modemControl: UInt8) -> UInt8 {
+        guard modemControl & MCR.loopback != 0 else { return MSR.connected }
+        var inputs: UInt8 = 0
+        if modemControl & MCR.dtr != 0 { inputs |= MSR.dsr }
+        if modemControl & MCR.rts != 0 { inputs |= MSR.cts }
+        if modemControl & MCR.out1 != 0 { inputs |= MSR.ri }
+        if modemControl & MCR.out2 != 0 { inputs |= MSR.dcd }
+        return inputs
     }
 
     // MARK: - Interrupts
@@ -314,6 +320,77 @@ public final class Serial16550: PortDevice {
     }
 }
 
+// MARK: - Snapshot state
+
+extension Serial16550: StatefulDevice {
+    /// Everything a guest can observe. LSR and IIR are not stored: both are
+    /// computed from these fields (the transmitter is always empty, see the
+    /// file header), as is the interrupt line's level.
+    public struct State: Codable, Sendable, Equatable {
+        public var divisorLow: UInt8
+        public var divisorHigh: UInt8
+        public var interruptEnable: UInt8
+        public var fifoControl: UInt8
+        public var lineControl: UInt8
+        public var modemControl: UInt8
+        public var scratch: UInt8
+        /// MSR bits 4–7 as last seen and the unread change bits 0–3.
+        public var modemInputs: UInt8
+        public var modemDeltas: UInt8
+        public var thrEmptyPending: Bool
+        /// The receive queue, oldest byte first.
+        public var receiveQueue: [UInt8]
+        public var droppedInputBytes: Int
+    }
+
+    public func exportState() -> State {
+        State(divisorLow: divisorLow, divisorHigh: divisorHigh, interruptEnable: interruptEnable,
+              fifoControl: fifoControl, lineControl: lineControl, modemControl: modemControl, scratch: scratch,
+              modemInputs: modemInputs, modemDeltas: modemDeltas, thrEmptyPending: thrEmptyPending,
+              receiveQueue: input.contents, droppedInputBytes: droppedInputBytes)
+    }
+
+    /// Refuses bits the registers cannot hold, modem inputs that contradict
+    /// MCR (loopback wiring or the always-connected terminal), and a receive
+    /// queue longer than this UART's capacity.
+    public func importState(_ state: State) throws(DeviceStateError) {
+        try DeviceStateError.checkBits(state.interruptEnable, allowed: IER.writable, device: name, field: "interruptEnable")
+        try DeviceStateError.checkBits(state.modemControl, allowed: MCR.writable, device: name, field: "modemControl")
+        try DeviceStateError.checkBits(state.modemDeltas, allowed: 0x0F, device: name, field: "modemDeltas")
+        let expectedInputs = Self.modemInputs(for: state.modemControl)
+        guard state.modemInputs == expectedInputs else {
+            throw DeviceStateError(device: name, field: "modemInputs",
+                                   "0x\(String(state.modemInputs, radix: 16)) contradicts MCR (expected 0x\(String(expectedInputs, radix: 16)))")
+        }
+        guard state.receiveQueue.count <= input.capacity else {
+            throw DeviceStateError(device: name, field: "receiveQueue",
+                                   "\(state.receiveQueue.count) bytes, more than the capacity of \(input.capacity)")
+        }
+        guard state.droppedInputBytes >= 0 else {
+            throw DeviceStateError(device: name, field: "droppedInputBytes", "is negative")
+        }
+        divisorLow = state.divisorLow
+        divisorHigh = state.divisorHigh
+        interruptEnable = state.interruptEnable
+        fifoControl = state.fifoControl
+        lineControl = state.lineControl
+        modemControl = state.modemControl
+        scratch = state.scratch
+        modemInputs = state.modemInputs
+        modemDeltas = state.modemDeltas
+        thrEmptyPending = state.thrEmptyPending
+        input = ByteRing(capacity: input.capacity, contents: state.receiveQueue)
+        droppedInputBytes = state.droppedInputBytes
+        updateInterruptLine()
+    }
+
+    public static func erase(_ state: State) -> DeviceState { .serial16550(state) }
+    public static func unerase(_ state: DeviceState) -> State? {
+        if case let .serial16550(typed) = state { return typed }
+        return nil
+    }
+}
+
 /// Bounded FIFO of bytes. An array consumed from a moving head and compacted
 /// when the consumed prefix dominates: amortised O(1), storage grows only as
 /// input arrives (an idle UART costs nothing) and stays under 2 × capacity.
@@ -325,6 +402,15 @@ struct ByteRing {
     init(capacity: Int) {
         // At least one byte so a careless capacity cannot make input vanish.
         self.capacity = max(1, capacity)
+    }
+
+    /// The queued bytes, oldest first.
+    var contents: [UInt8] { Array(storage[head...]) }
+
+    /// A ring holding `bytes` (the caller checked they fit).
+    init(capacity: Int, contents bytes: [UInt8]) {
+        self.init(capacity: capacity)
+        storage = bytes
     }
 
     var count: Int { storage.count - head }

@@ -86,6 +86,17 @@ public final class DeviceHub: Sendable {
         }
     }
 
+    /// Every stateful device's snapshot state, keyed by `PortBus.stateKey`
+    /// (taken under the device lock, so the set is consistent).
+    public func exportDeviceStates() -> [String: DeviceState] {
+        state.withLock { $0.bus.exportDeviceStates() }
+    }
+
+    /// Restores states `exportDeviceStates` produced; all or nothing.
+    public func importDeviceStates(_ states: [String: DeviceState]) throws(DeviceStateError) {
+        try state.withLock { s throws(DeviceStateError) in try s.bus.importDeviceStates(states) }
+    }
+
     /// Feeds host input (stdin) to the UART's receive FIFO.
     public func serialInput(_ bytes: [UInt8]) {
         state.withLock { $0.serial.enqueueInput(bytes) }
