@@ -60,7 +60,7 @@ let package = Package(
         // Pure snapshot file format: CRC-64, sectioned state file, atomic write.
         .target(name: "Snapshot", swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The control API on a Unix socket: the VMControl boundary the VMM
         // implements, its JSON models, the HTTP server and the `deflect ctl` client.
@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl",
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlAPITests",
             dependencies: [

@@ -100,7 +100,9 @@ public struct VCPUSnapshot: Codable, Sendable, Equatable {
         let localAPIC: [UInt8]?
         do {
             localAPIC = try vcpu.localAPIC().bytes
-        } catch where error.errno == ENXIO {
+        } catch where error.errno == ENXIO || error.errno == EINVAL {
+            // KVM answers EINVAL when the vCPU has no in-kernel LAPIC
+            // (arch/x86/kvm/x86.c: `if (!lapic_in_kernel(vcpu)) goto out` with -EINVAL).
             localAPIC = nil
         }
         let tscKHz = try? vcpu.tscKHz()
@@ -180,9 +182,18 @@ public struct VCPUSnapshot: Codable, Sendable, Equatable {
         try vcpu.setDebugRegisters(debugRegisters)
         // 3.
         if let localAPIC { try vcpu.setLocalAPIC(LocalAPICState(bytes: localAPIC)) }
-        // 4.
-        let ordered = SaveableMSRs.restoreOrder(msrs.map(\.index).filter { !SaveableMSRs.readOnly.contains($0) })
+        // 4. An MSR that already has its saved value on the fresh vCPU is not
+        // written: KVM refuses some host writes of a default in some VM
+        // configurations (MSR_KVM_ASYNC_PF_INT without an in-kernel LAPIC),
+        // and writing the same value changes nothing. The TSC is always
+        // written (it runs), and so everything ordered after it.
         let values = Dictionary(msrs.map { ($0.index, $0.value) }, uniquingKeysWith: { _, last in last })
+        let writable = msrs.map(\.index).filter { !SaveableMSRs.readOnly.contains($0) }
+        var unchanged = Set<UInt32>()
+        for index in writable where index != Self.tscMSR {
+            if let here = try? vcpu.readMSR(index), here == values[index] { unchanged.insert(index) }
+        }
+        let ordered = SaveableMSRs.restoreOrder(writable.filter { !unchanged.contains($0) })
         for start in stride(from: 0, to: ordered.count, by: Self.msrBatch) {
             let batch = ordered[start..<min(start + Self.msrBatch, ordered.count)]
             try vcpu.writeMSRs(batch.map { (index: $0, value: values[$0] ?? 0) })
@@ -194,6 +205,9 @@ public struct VCPUSnapshot: Codable, Sendable, Equatable {
         try vcpu.setEvents(events)
         return mismatch
     }
+
+    /// IA32_TSC: always restored (never "unchanged").
+    static let tscMSR: UInt32 = 0x10
 
     /// Scales the TSC where KVM can (KVM_SET_TSC_KHZ); otherwise the mismatch.
     /// Rates within 250 ppm are the same clock calibrated twice (Firecracker's tolerance).

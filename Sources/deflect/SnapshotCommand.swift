@@ -6,6 +6,7 @@ import ArgumentParser
 import Devices
 import Foundation
 import KVM
+import KVMABI
 import Snapshot
 import VMM
 

@@ -106,35 +106,41 @@ public struct LoadedSnapshot: Sendable {
         } catch {
             throw .snapshot("\(error)")
         }
-        do throws(SnapshotFormatError) {
-            let file = try SnapshotFile(parsing: bytes)
-            guard file.host.vendor == host.vendor else {
-                throw SnapshotFormatError.incompatible("the snapshot was taken on a \(file.host.vendor) CPU; this host is \(host.vendor)")
+        func format<T>(_ body: () throws(SnapshotFormatError) -> T) throws(MachineError) -> T {
+            do {
+                return try body()
+            } catch {
+                throw .snapshot("\(path): \(error)")
             }
-            guard file.kvmAPIVersion == kvmAPIVersion else {
-                throw SnapshotFormatError.incompatible("the snapshot was taken with KVM API \(file.kvmAPIVersion); this host has \(kvmAPIVersion)")
-            }
-            let configuration = try file.decode(SavedConfiguration.self, section: "config")
-            let memory = try file.decode(SavedMemory.self, section: "memory")
-            guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
-                  memory.size == UInt64(configuration.memoryMiB) << 20 else {
-                throw SnapshotFormatError.incompatible("the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
-            }
-            guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
-                throw SnapshotFormatError.incompatible("the memory file name \"\(memory.file)\" must be a plain file name")
-            }
-            let vcpus = try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
+        }
+        let file = try format { () throws(SnapshotFormatError) in try SnapshotFile(parsing: bytes) }
+        guard file.host.vendor == host.vendor else {
+            throw .snapshot("\(path): taken on a \(file.host.vendor) CPU; this host is \(host.vendor)")
+        }
+        guard file.kvmAPIVersion == kvmAPIVersion else {
+            throw .snapshot("\(path): taken with KVM API \(file.kvmAPIVersion); this host has \(kvmAPIVersion)")
+        }
+        let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: "config") }
+        let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: "memory") }
+        guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
+              MachineConfiguration.memoryRangeMiB.contains(configuration.memoryMiB),
+              memory.size == UInt64(configuration.memoryMiB) << 20 else {
+            throw .snapshot("\(path): the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
+        }
+        guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
+            throw .snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
+        }
+        let vcpus = try format { () throws(SnapshotFormatError) in
+            try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
                 try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
             }
-            let directory = (path as NSString).deletingLastPathComponent
-            return LoadedSnapshot(file: file, configuration: configuration,
-                                  user: try file.decode(UserSpaceState.self, section: "user"),
-                                  devices: try file.decode([String: DeviceState].self, section: "devices"),
-                                  vm: try file.decode(VMSnapshot.self, section: "vm"), vcpus: vcpus, memory: memory,
-                                  memoryPath: (directory.isEmpty ? "." : directory) + "/" + memory.file)
-        } catch {
-            throw .snapshot("\(path): \(error)")
         }
+        let user = try format { () throws(SnapshotFormatError) in try file.decode(UserSpaceState.self, section: "user") }
+        let devices = try format { () throws(SnapshotFormatError) in try file.decode([String: DeviceState].self, section: "devices") }
+        let vm = try format { () throws(SnapshotFormatError) in try file.decode(VMSnapshot.self, section: "vm") }
+        let directory = (path as NSString).deletingLastPathComponent
+        return LoadedSnapshot(file: file, configuration: configuration, user: user, devices: devices, vm: vm, vcpus: vcpus,
+                              memory: memory, memoryPath: (directory.isEmpty ? "." : directory) + "/" + memory.file)
     }
 }
 
