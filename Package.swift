@@ -90,8 +90,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The exit-path and policy-fuzz benchmarks (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "SeededRandom"],
+        // The exit-path, control-API, pause/resume and policy-fuzz benchmarks (`make bench`), not part of the product.
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "SeededRandom",
+                                                                "ControlAPI", "MachineControl"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
