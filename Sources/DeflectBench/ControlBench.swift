@@ -150,7 +150,6 @@ private func apiLatency(_ vm: StormMachine, requests: Int) throws -> [String] {
         let client = ControlClient(socketPath: socket)
         for _ in 0..<50 { _ = try await client.stats() }
     }
-    // The same length of time without API load, for the guest's exit rate.
     var sequential = LatencyRow()
     let loaded = try ExitRates.during(vm) {
         sequential = try runBlocking {
@@ -165,6 +164,7 @@ private func apiLatency(_ vm: StormMachine, requests: Int) throws -> [String] {
         }
     }
     let loadedSeconds = Double(sequential.histogram.totalNanoseconds) / 1e9
+    // As long again without API load: the guest's exit rate to compare with.
     let idle = ExitRates.during(vm) { Thread.sleep(forTimeInterval: max(loadedSeconds, 1)) }
     let clients = 4
     var concurrent = LatencyRow()
