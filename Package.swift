@@ -92,8 +92,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The exit-path and policy-fuzz benchmarks (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom"],
+        // The exit-path, control-API, pause/resume, policy- and snapshot-fuzz benchmarks (`make bench`), not part of the product.
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom",
+                                                                "ControlAPI", "MachineControl"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],

@@ -6,6 +6,7 @@
 #define COM1_LSR    0x3fd       /* line status: bit 0 data ready, bit 5 THR empty */
 #define DEBUG_EXIT  0xf4        /* write v: process status (v << 1) | 1 */
 #define I8042_CMD   0x64        /* write 0xfe: reset */
+#define POST_CODE   0x80        /* POST code port: writes are only remembered (a cheap port exit) */
 #define SYNC_PORT   0x500       /* unowned port: a guest writes a phase number here
                                    (after printing "SYNC n" on COM1) to tell the VMM
                                    "stop here and change something"; see runtime64.inc */

@@ -7,7 +7,8 @@
 // Run it through `make bench` (release build, the C reference built, the
 // allocation-counting shim preloaded). `--policy-fuzz N` instead runs the
 // policy-file fuzz benchmark (PolicyFuzz.swift), `--snapshot-fuzz N` the
-// snapshot state-file fuzz benchmark (SnapshotFuzz.swift).
+// snapshot state-file fuzz benchmark (SnapshotFuzz.swift), `--control N` the
+// control-API and pause/resume benchmark (ControlBench.swift).
 import Dispatch
 import Foundation
 import Loader
@@ -109,6 +110,8 @@ func main() throws {
     var output = "BENCHMARKS.md"
     var fuzzInputs: Int?
     var snapshotFuzzInputs: Int?
+    var control: ControlBenchOptions?
+    var pauseCycles: Int?
     var seed: UInt64 = 0x70_31_F0_22
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -124,11 +127,23 @@ func main() throws {
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--snapshot-fuzz needs a positive count") }
             snapshotFuzzInputs = count
         case "--seed": seed = UInt64(value) ?? seed
+        case "--control":
+            guard let count = Int(value), count >= 4 else { throw BenchError(description: "--control needs a request count of at least 4") }
+            control = ControlBenchOptions(requests: count)
+        case "--pause-cycles":
+            guard let count = Int(value), count > 0 else { throw BenchError(description: "--pause-cycles needs a positive count") }
+            pauseCycles = count
         default: throw BenchError(description: "unknown option \(flag)")
         }
     }
     if let snapshotFuzzInputs {
         try snapshotFuzz(count: snapshotFuzzInputs, seed: seed, output: output)
+        return
+    }
+    if var control {
+        control.output = output
+        if let pauseCycles { control.pauseCycles = pauseCycles }
+        try controlBenchmark(control)
         return
     }
     if let fuzzInputs {
@@ -184,7 +199,7 @@ func main() throws {
     Command: `make bench` (= `LD_PRELOAD=Benchmarks/reference/malloc_count.so .build/release/deflect-bench --iterations \(iterations) --rounds \(rounds)`).
     Host kernel \(host). Guest: `Guests/real/msr_loop.S`, \(iterations) iterations, the same image for both sides.
     Reference: `Benchmarks/reference/msr_loop.c`, a minimal C `KVM_RUN` loop with the same filter (0x175 denied).
-    Deflect: policy with 0x175 `emulate`d in user space (`kernel` line: RDMSR of 0x174, allowed by the filter, no exit).
+    Deflect: policy with 0x175 `emulate`d in user space (`kernel` line: RDMSR of 0x174, allowed by the filter, no exit), run by `Machine.run()` through the real vCPU loop with exit profiling on: every exit recorded in the vCPU's `VCPUAccounting` (counts, HdrHistogram latencies per exit kind and per MSR, the per-MSR table), as under `deflect run`.
     Both vCPUs present KVM's supported CPUID. Time: from the first `KVM_RUN` to the last exit handled (C: CLOCK_MONOTONIC around its loop; Deflect: the vCPU loop's own per-exit accounting, time inside plus outside `KVM_RUN`).
     Median of \(rounds) alternating rounds; ns per guest iteration; ratio = Deflect / C (target ≤ 1.05).
     User-space work per exit without KVM (2,000,000 iterations): policy decision \(String(format: "%.0f", micro.decide)) ns, per-MSR statistics \(String(format: "%.0f", micro.record)) ns.
