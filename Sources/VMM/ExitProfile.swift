@@ -110,8 +110,10 @@ public struct ExitProfile: Sendable {
     public mutating func record(_ kind: ExitKind, place: ExitPlace?, runNanoseconds: UInt64, handlingNanoseconds: UInt64) {
         kinds[kind.rawValue].record(runNanoseconds: runNanoseconds, handlingNanoseconds: handlingNanoseconds)
         guard let place else { return }
-        if places[place] != nil {
-            places[place]?.record(runNanoseconds: runNanoseconds, handlingNanoseconds: handlingNanoseconds)
+        // Through the index and `values`: mutating `places[place]?` goes
+        // through Dictionary's optional _modify, which allocates per call.
+        if let slot = places.index(forKey: place) {
+            places.values[slot].record(runNanoseconds: runNanoseconds, handlingNanoseconds: handlingNanoseconds)
         } else if places.count < Self.maxPlaces {
             var fresh = ExitLatencies(precise: false)
             fresh.record(runNanoseconds: runNanoseconds, handlingNanoseconds: handlingNanoseconds)
