@@ -1,0 +1,56 @@
+// CLITests: snapshot and restore as a user does them: `deflect ctl snapshot`
+// on a running VM, `deflect restore` in a new process, `deflect snapshot
+// inspect`, and damaged files refused with one line and status 66.
+import DeflectTestSupport
+import Foundation
+import Testing
+import VMM
+
+@Suite("deflect snapshot and restore", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct SnapshotCLITests {
+    @Test func aGuestContinuesInANewProcess() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let socket = directory + "/vm.sock", state = directory + "/seq.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 200\n"))
+        let snap = try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"])
+        #expect(snap.status == 0, "\(snap.stderr)")
+        #expect(snap.stdout.contains("snapshot \(state)"), "\(snap.stdout)")
+        let first = vm.finish()
+        #expect(first.status == ExitStatus.interrupted, "\(first.stderr)")
+
+        let inspect = try deflect(["snapshot", "inspect", state])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        #expect((json?["vcpus"] as? [Any])?.count == 1)
+        #expect((json?["config"] as? [String: Any])?["mode"] as? String == "long")
+
+        let second = try deflect(["restore", state, "--timeout", "60"])
+        #expect(second.status == 35, "\(second.stderr)")
+        let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
+        #expect(first.stdout + second.stdout == expected)
+    }
+
+    @Test func aDamagedSnapshotIsOneLineAndStatus66() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let socket = directory + "/vm.sock", state = directory + "/s.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 2\n"))
+        #expect(try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"]).status == 0)
+        _ = vm.finish()
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: state)))
+        bytes[bytes.count / 2] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: state))
+        let r = try deflect(["restore", state, "--timeout", "5"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "snapshot")
+        #expect(r.stdout.isEmpty)
+        let missing = try deflect(["restore", directory + "/nothing.snap"])
+        #expect(missing.status == ExitStatus.badInput)
+        expectOneLineError(missing, "nothing.snap")
+    }
+}
