@@ -10,10 +10,12 @@ public enum StandardStreams {
         _ = writeAll(fd: 2, &bytes)
     }
 
-    /// Writes all of `text` to standard output.
-    public static func writeOutput(_ text: String) {
+    /// Writes all of `text` to standard output; false when it could not be
+    /// written (a closed pipe, a full disk).
+    @discardableResult
+    public static func writeOutput(_ text: String) -> Bool {
         var bytes = Array(text.utf8)
-        _ = writeAll(fd: 1, &bytes)
+        return writeAll(fd: 1, &bytes)
     }
 
     /// Loops over short writes and EINTR. Returns false on a write error.

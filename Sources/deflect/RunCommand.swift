@@ -93,14 +93,14 @@ func loadPolicy(_ path: String) throws -> MSRPolicy {
 /// SIGINT/SIGTERM stop the machine cleanly (statistics and output still
 /// flushed); SIGHUP reloads the MSR policy file into the running machine.
 final class SignalForwarder {
-    private var sources: [any DispatchSourceSignal] = []
+    private let sources = SignalSources()
 
     init(machine: Machine, policyPath: String?) {
         for signo in [SIGINT, SIGTERM] {
-            listen(signo) { machine.requestStop() }
+            sources.listen(signo) { machine.requestStop() }
         }
         if let policyPath {
-            listen(SIGHUP) {
+            sources.listen(SIGHUP) {
                 do {
                     try machine.replacePolicy(try loadPolicy(policyPath))
                     StandardStreams.writeError("deflect: policy \(policyPath) reloaded\n")
@@ -111,7 +111,14 @@ final class SignalForwarder {
         }
     }
 
-    private func listen(_ signo: Int32, _ handler: @escaping @Sendable () -> Void) {
+    func cancel() { sources.cancel() }
+}
+
+/// Signals handled on a Dispatch queue instead of by their default action.
+final class SignalSources {
+    private var sources: [any DispatchSourceSignal] = []
+
+    func listen(_ signo: Int32, _ handler: @escaping @Sendable () -> Void) {
         signal(signo, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
         source.setEventHandler(handler: handler)
