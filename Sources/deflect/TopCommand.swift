@@ -3,7 +3,6 @@
 // redrawn screen on a terminal, one plain line group per interval otherwise.
 import ArgumentParser
 import ControlAPI
-import Dispatch
 import Foundation
 import VMM
 
