@@ -141,6 +141,29 @@ struct MachineControlTests {
         _ = try? await vm.client.shutdown()
         _ = await vm.finish()
     }
+
+    /// The benchmark's guest (deflect-bench --control): vCPU 0 storms RDMSR
+    /// exits, vCPU 1 port exits on the POST port, vCPU 2 spins without exits;
+    /// it runs until stopped, and the live stats tell the two storms apart.
+    @Test func mixedStormSplitsMSRAndPortExitsByVCPU() async throws {
+        let vm = try await ServedMachine("long/mixed_storm.bin", policy: emulated, vcpus: 3)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var stats = try await vm.client.stats()
+        while stats.vcpus.prefix(2).contains(where: { $0.exits < 1000 }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            stats = try await vm.client.stats()
+        }
+        #expect(stats.state == .running)
+        let reads = stats.msrs.first { $0.index?.value == 0x2474 && $0.direction == .read }?.timing.count ?? 0
+        let posts = stats.ports.first { $0.port == 0x80 && $0.direction == .write }?.timing.count ?? 0
+        #expect(reads >= 1000 && posts >= 1000, "RDMSR 0x2474: \(reads), OUT 0x80: \(posts)")
+        #expect(stats.exits.map(\.kind).sorted() == ["io-out", "rdmsr"])
+        #expect(stats.vcpus.map(\.exits)[2] == 0)
+        #expect(stats.totalExits == reads + posts)
+        _ = try await vm.client.shutdown()
+        let report = try #require(await vm.finish())
+        #expect(report.outcome == .interruptedByUser)
+    }
 }
 
 private final class LockedLines: Sendable {
