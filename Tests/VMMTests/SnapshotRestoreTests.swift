@@ -138,6 +138,34 @@ struct SnapshotRestoreTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: a.memoryPath)) == Data(contentsOf: URL(fileURLWithPath: b.memoryPath)))
     }
 
+    /// Four vCPUs on the PC platform: in-kernel LAPICs, IOAPIC, PICs and the
+    /// PIT (running at 18.2 Hz in the BIOS environment) are saved and put back.
+    @Test func fourVCPUsOnThePCPlatformContinue() throws {
+        let directory = try temporaryDirectory()
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/sequence.bin"), mode: .long, memoryMiB: 16,
+                                          vcpuCount: 4, timeoutSeconds: 120)
+        config.platform = .pc
+        let output = CaptureSink()
+        let first = Running(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(first.waitForOutput("SEQ 20"))
+        try first.machine.pause()
+        let pit = try first.machine.vm.pitState()
+        _ = try first.machine.snapshot(to: directory + "/pc.snap")
+        first.machine.requestStop()
+        _ = first.finish()
+
+        let loaded = try load(directory + "/pc.snap")
+        #expect(loaded.vcpus.count == 4)
+        #expect(loaded.vcpus.allSatisfy { $0.localAPIC != nil })
+        let secondOutput = CaptureSink()
+        let restored = try Machine(restoring: loaded, timeout: 120, serialOutput: secondOutput)
+        #expect(try restored.vm.pitState().channels[0].count == pit.channels[0].count)
+        let report = try #require(Running(restored, output: secondOutput).finish())
+        // A vCPU finished its 2,000 lines after the restore (four vCPUs interleave their bytes).
+        #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
+        #expect(secondOutput.bytes.count > 1000)
+    }
+
     @Test func damagedFilesAreRefusedWithOneLine() throws {
         let directory = try temporaryDirectory()
         let path = directory + "/d.snap"
