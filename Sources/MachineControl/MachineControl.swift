@@ -148,9 +148,6 @@ public final class MachineControl: VMControl {
     public func events() -> EventSubscription { broadcaster.subscribe() }
 
     public func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport {
-        if request.type == .diff {
-            throw .badRequest("diff snapshots are not available yet; take a full snapshot")
-        }
         guard request.path.hasPrefix("/") else { throw .badRequest("the snapshot path must be absolute: \(request.path)") }
         let machine = self.machine
         let then = request.then ?? .resume
@@ -162,7 +159,7 @@ public final class MachineControl: VMControl {
             }
             let outcome: Result<SnapshotSummary, ControlError>
             do throws(MachineError) {
-                outcome = .success(try machine.snapshot(to: request.path))
+                outcome = .success(try machine.snapshot(to: request.path, diff: request.type == .diff))
             } catch {
                 outcome = .failure(.badRequest("\(error)"))
             }
@@ -176,7 +173,7 @@ public final class MachineControl: VMControl {
         }
         switch result {
         case let .success(summary):
-            return SnapshotReport(path: summary.statePath, memoryPath: summary.memoryPath, type: .full,
+            return SnapshotReport(path: summary.statePath, memoryPath: summary.memoryPath, type: request.type ?? .full,
                                   stateBytes: summary.stateBytes, memoryBytes: summary.memoryBytes,
                                   seconds: summary.seconds, state: Self.state(machine.state))
         case let .failure(error):

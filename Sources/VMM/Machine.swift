@@ -65,6 +65,8 @@ public final class Machine: @unchecked Sendable {
     /// ACPI S3 suspend and wake (PC platform only).
     private var sleepControl: SleepControl?
     private var started = false
+    /// KVM logs dirty pages (turned on by the first full snapshot).
+    let dirtyLogging = Mutex(false)
     /// Start with every vCPU parked before its first guest instruction
     /// (`deflect restore --paused`); `resume()` lets it go. Set before `run()`.
     public var startsPaused = false

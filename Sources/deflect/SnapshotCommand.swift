@@ -14,8 +14,27 @@ struct SnapshotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshot",
         abstract: "Work with snapshot files.",
-        subcommands: [Inspect.self]
+        subcommands: [Inspect.self, Merge.self]
     )
+
+    struct Merge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fold a diff snapshot into the snapshot before it: DIFF becomes a full snapshot (BASE is unchanged).")
+
+        @Argument(help: "The full snapshot the diff was taken after.")
+        var base: String
+        @Argument(help: "The diff snapshot (deflect ctl snapshot PATH --diff).")
+        var diff: String
+
+        func run() throws {
+            do {
+                let copied = try SnapshotMerge.merge(base: base, diff: diff)
+                StandardStreams.writeOutput("merged \(diff) into a full snapshot (\(copied) bytes of diff pages over \(base)'s memory)\n")
+            } catch {
+                throw fail("\(error)", status: ExitStatus.badInput)
+            }
+        }
+    }
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print what a snapshot holds as JSON.")

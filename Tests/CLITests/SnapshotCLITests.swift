@@ -54,3 +54,43 @@ struct SnapshotCLITests {
         expectOneLineError(missing, "nothing.snap")
     }
 }
+
+@Suite("deflect diff snapshots", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct DiffSnapshotCLITests {
+    /// A full snapshot, the guest runs on, a diff snapshot: the diff's memory
+    /// file holds only the written pages; merged into the full one it
+    /// restores in a new process and the guest continues from the diff.
+    @Test func diffMergeAndRestore() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-diff-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let socket = directory + "/vm.sock", full = directory + "/full.snap", diff = directory + "/diff.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--memory", "64",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 100\n"))
+        let first = try deflect(["ctl", "--socket", socket, "snapshot", full])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(vm.waitFor("SEQ 400\n"))
+        // A restore refuses a diff on its own; the diff is small.
+        let second = try deflect(["ctl", "--socket", socket, "snapshot", diff, "--diff", "--then", "stop"])
+        #expect(second.status == 0, "\(second.stderr)")
+        let before = vm.finish()
+        var status = stat()
+        #expect(stat(diff + ".mem", &status) == 0)
+        #expect(Int(status.st_blocks) * 512 < 4 << 20, "the diff's memory file uses \(Int(status.st_blocks) * 512) bytes")
+
+        let refused = try deflect(["restore", diff])
+        #expect(refused.status == ExitStatus.badInput)
+        expectOneLineError(refused, "deflect snapshot merge")
+
+        let merge = try deflect(["snapshot", "merge", full, diff])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        let after = try deflect(["restore", diff, "--timeout", "60"])
+        #expect(after.status == 35, "\(after.stderr)")
+        let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
+        #expect(before.stdout + after.stdout == expected)
+        // The full snapshot still restores on its own (BASE unchanged by the merge).
+        let fromFull = try deflect(["restore", full, "--timeout", "60"])
+        #expect(fromFull.status == 35)
+        #expect(expected.hasSuffix(fromFull.stdout))
+    }
+}

@@ -69,13 +69,12 @@ final class FakeVM: VMControl {
     func events() -> EventSubscription { broadcaster.subscribe() }
 
     func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport {
-        guard request.type != .diff else { throw .badRequest("diff snapshots are not available yet") }
         guard request.path.hasPrefix("/") else { throw .badRequest("the snapshot path must be absolute") }
         let state: VMState = recorded.withLock { r in
             if request.then == .pause { r.state = .paused } else if request.then == .stop { r.state = .stopping }
             return r.state
         }
-        return SnapshotReport(path: request.path, memoryPath: request.path + ".mem", type: .full, stateBytes: 4096,
+        return SnapshotReport(path: request.path, memoryPath: request.path + ".mem", type: request.type ?? .full, stateBytes: 4096,
                               memoryBytes: 16 << 20, seconds: 0.01, state: state)
     }
 

@@ -71,6 +71,10 @@ public struct SavedMemory: Codable, Sendable, Equatable {
     /// The memory file's name, relative to the state file's directory.
     public var file: String
     public var size: UInt64
+    /// nil or "full": the whole RAM. "diff": only the pages written since the
+    /// previous snapshot, the rest holes; `deflect snapshot merge BASE DIFF`
+    /// folds it into the previous snapshot's memory before a restore.
+    public var kind: String?
 }
 
 /// What `Machine.snapshot` wrote.
@@ -130,6 +134,9 @@ public struct LoadedSnapshot: Sendable {
         guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
             throw .snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
         }
+        guard memory.kind != "diff" else {
+            throw .snapshot("\(path) is a diff snapshot (only the pages written since the one before); fold it into that one first: deflect snapshot merge BASE \(path)")
+        }
         let vcpus = try format { () throws(SnapshotFormatError) in
             try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
                 try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
@@ -160,9 +167,11 @@ extension SnapshotHost {
 }
 
 extension Machine {
-    /// Writes a full snapshot of the paused machine: the memory file first
-    /// (`PATH.mem`), then the state file at `path`, each atomically.
-    public func snapshot(to path: String) throws(MachineError) -> SnapshotSummary {
+    /// Writes a snapshot of the paused machine: the memory file first
+    /// (`PATH.mem`), then the state file at `path`, each atomically. A full
+    /// snapshot turns on dirty logging, so that the next can be a diff: only
+    /// the pages written since, as a sparse memory file.
+    public func snapshot(to path: String, diff: Bool = false) throws(MachineError) -> SnapshotSummary {
         guard state == .paused else { throw .snapshot("the VM must be paused to take a snapshot (it is \(state.rawValue))") }
         let begin = Date()
         let memoryName = (path as NSString).lastPathComponent + ".mem"
@@ -178,13 +187,14 @@ extension Machine {
             for (i, vcpu) in vcpus.enumerated() {
                 try file.append(section: "vcpu.\(i)", encoding: try VCPUSnapshot.capture(vcpu, msrIndices: msrs))
             }
-            try file.append(section: "memory", encoding: SavedMemory(file: memoryName, size: configuration.memoryBytes))
+            try file.append(section: "memory", encoding: SavedMemory(file: memoryName, size: configuration.memoryBytes,
+                                                                    kind: diff ? "diff" : "full"))
         } catch let error as MachineError {
             throw error
         } catch {
             throw .snapshot("capturing the state: \(error)")
         }
-        try writeMemoryFile(memoryPath)
+        let memoryBytes = try writeMemoryFile(memoryPath, diff: diff)
         let bytes: [UInt8]
         do {
             bytes = try file.serialized()
@@ -193,12 +203,18 @@ extension Machine {
             throw .snapshot("\(error)")
         }
         return SnapshotSummary(statePath: path, memoryPath: memoryPath, stateBytes: bytes.count,
-                               memoryBytes: configuration.memoryBytes, seconds: Date().timeIntervalSince(begin))
+                               memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
     }
 
     /// Guest RAM into `path` (temporary file, fsync, rename): each slot's
-    /// mapping written at its guest-physical offset, straight from memory.
-    private func writeMemoryFile(_ path: String) throws(MachineError) {
+    /// mapping written at its guest-physical offset, straight from memory —
+    /// every page, or for a diff only the pages KVM's dirty log reports
+    /// (holes elsewhere). Returns the bytes of RAM written.
+    private func writeMemoryFile(_ path: String, diff: Bool) throws(MachineError) -> UInt64 {
+        let writable = ram.regions.filter { !$0.readOnly }
+        if diff && !dirtyLogging.withLock({ $0 }) {
+            throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
+        }
         let temporary = path + ".tmp-\(getpid())"
         let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .snapshot("cannot create \(temporary): \(String(cString: strerror(errno)))") }
@@ -207,9 +223,26 @@ extension Machine {
         guard ftruncate(fd, off_t(configuration.memoryBytes)) == 0 else {
             throw .snapshot("cannot size \(temporary): \(String(cString: strerror(errno)))")
         }
+        var written: UInt64 = 0
         do throws(KVMError) {
             for region in ram.regions {
-                try region.writeContents(to: fd, fileOffset: region.start.rawValue)
+                if diff {
+                    guard !region.readOnly else { continue }   // the BIOS area never changes
+                    written += try region.writeDirtyPages(try vm.dirtyPages(slot: region.slot), to: fd,
+                                                          fileOffset: region.start.rawValue)
+                } else {
+                    try region.writeContents(to: fd, fileOffset: region.start.rawValue)
+                    written += region.size
+                }
+            }
+            if !diff && !dirtyLogging.withLock({ $0 }) {
+                // From now on KVM records written pages: the next snapshot may be a diff.
+                _ = try vm.enableManualDirtyLogProtect()
+                for region in writable { try vm.setDirtyLogging(slot: region.slot, enabled: true) }
+                dirtyLogging.withLock { $0 = true }
+            } else if !diff {
+                // A full snapshot resets the log: drain what was recorded so far.
+                for region in writable { _ = try vm.dirtyPages(slot: region.slot) }
             }
         } catch {
             throw .snapshot("writing guest memory to \(temporary): \(error)")
@@ -222,5 +255,6 @@ extension Machine {
             _ = unlink(temporary)
             throw .snapshot("cannot rename \(temporary) to \(path): \(reason)")
         }
+        return written
     }
 }
