@@ -80,26 +80,16 @@ public enum SnapshotMerge {
 
     /// Copies `path` (all of it, or `range`) into `output` at the same offsets.
     private static func copy(from path: String, range: Range<UInt64>?, to output: CInt, size: UInt64) throws(MachineError) {
-        let input = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw .snapshot("cannot open \(path): \(String(cString: strerror(errno)))") }
+        let input = try openMemoryFile(path, size: size)
         defer { _ = Glibc.close(input) }
-        var status = stat()
-        guard fstat(input, &status) == 0, UInt64(status.st_size) == size else {
-            throw .snapshot("\(path) is not \(size) bytes: the memory file does not belong to its state file")
-        }
         try copyRange(input, output, range ?? 0..<size, path: path)
         guard ftruncate(output, off_t(size)) == 0 else { throw .snapshot("cannot size the merged memory file") }
     }
 
     /// The data extents of a sparse file (the pages a diff wrote), copied in place.
     private static func copyDataExtents(of path: String, to output: CInt, size: UInt64) throws(MachineError) -> UInt64 {
-        let input = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw .snapshot("cannot open \(path): \(String(cString: strerror(errno)))") }
+        let input = try openMemoryFile(path, size: size)
         defer { _ = Glibc.close(input) }
-        var status = stat()
-        guard fstat(input, &status) == 0, UInt64(status.st_size) == size else {
-            throw .snapshot("\(path) is not \(size) bytes: the memory file does not belong to its state file")
-        }
         var copied: UInt64 = 0
         var position: off_t = 0
         while UInt64(position) < size {
@@ -112,6 +102,18 @@ public enum SnapshotMerge {
             position = hole
         }
         return copied
+    }
+
+    /// Opens a memory file for reading after checking it has `size` bytes.
+    private static func openMemoryFile(_ path: String, size: UInt64) throws(MachineError) -> CInt {
+        let input = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw .snapshot("cannot open \(path): \(String(cString: strerror(errno)))") }
+        var status = stat()
+        guard fstat(input, &status) == 0, UInt64(status.st_size) == size else {
+            _ = Glibc.close(input)
+            throw .snapshot("\(path) is not \(size) bytes: the memory file does not belong to its state file")
+        }
+        return input
     }
 
     private static func copyRange(_ input: CInt, _ output: CInt, _ range: Range<UInt64>, path: String) throws(MachineError) {
