@@ -94,3 +94,43 @@ struct DiffSnapshotCLITests {
         #expect(expected.hasSuffix(fromFull.stdout))
     }
 }
+
+@Suite("deflect snapshot under kill -9", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct SnapshotKillTests {
+    /// `kill -9` of the VMM while it writes a snapshot over an earlier one:
+    /// the path still holds a complete snapshot that restores (the earlier
+    /// one, or the new one if the kill came after the rename), never a torn one.
+    @Test func aKilledWriteLeavesACompleteSnapshot() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-kill-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let socket = directory + "/vm.sock", state = directory + "/s.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--memory", "1024",
+                                  "--api-socket", socket, "--timeout", "120", "--quiet"])
+        #expect(vm.waitFor("SEQ 10\n"))
+        #expect(try deflect(["ctl", "--socket", socket, "snapshot", state]).status == 0)
+        #expect(vm.waitFor("SEQ 100\n"))
+        // The second snapshot writes 1 GiB; kill the VMM while it does.
+        let writer = Process()
+        writer.executableURL = URL(fileURLWithPath: deflectBinary)
+        writer.arguments = ["ctl", "--socket", socket, "snapshot", state]
+        writer.standardOutput = FileHandle.nullDevice
+        writer.standardError = FileHandle.nullDevice
+        try writer.run()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            if names.contains(where: { $0.contains(".tmp-") }) { break }   // the memory file is being written
+            usleep(1000)
+        }
+        vm.signal(SIGKILL)
+        _ = vm.finish()
+        writer.waitUntilExit()
+        let inspect = try deflect(["snapshot", "inspect", state])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let restored = try deflect(["restore", state, "--timeout", "60"])
+        #expect(restored.status == 35, "\(restored.stderr)")
+        // Whichever snapshot survived, the guest continues its sequence exactly.
+        let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
+        #expect(expected.hasSuffix(restored.stdout) && restored.stdout.count > 1000)
+    }
+}
