@@ -26,6 +26,7 @@ bench: guests
 	LD_PRELOAD=$(CURDIR)/Benchmarks/reference/malloc_count.so $$($(SWIFT) build -c release --show-bin-path)/deflect-bench $(BENCH_ARGS)
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --policy-fuzz 100000
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --snapshot-fuzz 10000
+	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --snapshot-timing 64,1024,3072 --rounds 3
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --control 500 --pause-cycles 100
 	$(SWIFT) build -c release --product hypercall-bench
 	$$($(SWIFT) build -c release --show-bin-path)/hypercall-bench --output BENCHMARKS.md

@@ -110,6 +110,7 @@ func main() throws {
     var output = "BENCHMARKS.md"
     var fuzzInputs: Int?
     var snapshotFuzzInputs: Int?
+    var snapshotTimingSizes: [Int]?
     var control: ControlBenchOptions?
     var pauseCycles: Int?
     var seed: UInt64 = 0x70_31_F0_22
@@ -123,6 +124,12 @@ func main() throws {
         case "--policy-fuzz":
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--policy-fuzz needs a positive count") }
             fuzzInputs = count
+        case "--snapshot-timing":
+            let sizes = value.split(separator: ",").compactMap { Int($0) }
+            guard !sizes.isEmpty, sizes.allSatisfy({ (1...3072).contains($0) }) else {
+                throw BenchError(description: "--snapshot-timing needs RAM sizes in MiB, e.g. 64,1024,3072")
+            }
+            snapshotTimingSizes = sizes
         case "--snapshot-fuzz":
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--snapshot-fuzz needs a positive count") }
             snapshotFuzzInputs = count
@@ -135,6 +142,10 @@ func main() throws {
             pauseCycles = count
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if let snapshotTimingSizes {
+        try snapshotTiming(sizesMiB: snapshotTimingSizes, rounds: min(rounds, 5), output: output)
+        return
     }
     if let snapshotFuzzInputs {
         try snapshotFuzz(count: snapshotFuzzInputs, seed: seed, output: output)
