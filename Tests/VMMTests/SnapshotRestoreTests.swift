@@ -7,6 +7,7 @@ import DeflectTestSupport
 import Devices
 import Foundation
 import KVM
+import KVMABI
 import MSRPolicy
 import Snapshot
 import Testing
@@ -164,6 +165,30 @@ struct SnapshotRestoreTests {
         // A vCPU finished its 2,000 lines after the restore (four vCPUs interleave their bytes).
         #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
         #expect(secondOutput.bytes.count > 1000)
+    }
+
+    /// PIT and PIC interrupts keep arriving after a restore: a real-mode
+    /// guest counting IRQ 0 (18.2 Hz) between HLTs prints consecutive lines
+    /// across the snapshot, and finishes only if ticks go on.
+    @Test func timerInterruptsContinueAfterRestore() throws {
+        let directory = try temporaryDirectory()
+        var config = MachineConfiguration(image: try GuestImages.bytes("real/pit_ticks.bin"), mode: .real, memoryMiB: 16,
+                                          timeoutSeconds: 60)
+        config.platform = .pc
+        let output = CaptureSink()
+        let first = Running(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(first.waitForOutput("TICK 0005\n"))
+        try first.machine.pause()
+        _ = try first.machine.snapshot(to: directory + "/ticks.snap")
+        first.machine.requestStop()
+        _ = first.finish()
+
+        let secondOutput = CaptureSink()
+        let restored = try Machine(restoring: try load(directory + "/ticks.snap"), timeout: 60, serialOutput: secondOutput)
+        let report = try #require(Running(restored, output: secondOutput).finish())
+        #expect(report.outcome == .guestExit(value: 0x15, status: 43), "\(report.outcome)")
+        let expected = (1...40).map { "TICK " + paddedHexDigits($0, 4) + "\n" }.joined()
+        #expect(output.text + secondOutput.text == expected)
     }
 
     @Test func damagedFilesAreRefusedWithOneLine() throws {
