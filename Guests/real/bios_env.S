@@ -168,47 +168,7 @@ result:
     mov $' ', %al
     jmp putc
 
-puts:
-    lodsb
-    test %al, %al
-    jz 1f
-    call putc
-    jmp puts
-1:  ret
-
-newline:
-    mov $10, %al
-putc:
-    push %dx
-    push %ax
-    mov $COM1_LSR, %dx
-1:  in %dx, %al
-    test $0x20, %al
-    jz 1b
-    pop %ax
-    mov $COM1, %dx
-    out %al, %dx
-    pop %dx
-    ret
-
-/* Prints AX as 4 hex digits. */
-puthex16:
-    push %cx
-    push %bx
-    mov %ax, %bx
-    mov $4, %cx
-1:  rol $4, %bx
-    mov %bl, %al
-    and $0xf, %al
-    add $'0', %al
-    cmp $'9', %al
-    jbe 2f
-    add $'a'-'9'-1, %al
-2:  call putc
-    loop 1b
-    pop %bx
-    pop %cx
-    ret
+#include "serial16.inc"
 
 failures: .word 0
 ticks:    .word 0

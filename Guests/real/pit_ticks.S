@@ -49,45 +49,7 @@ irq0:
     pop %ax
     iret
 
-puts:
-    lodsb
-    test %al, %al
-    jz 1f
-    call putc
-    jmp puts
-1:  ret
-
-putc:
-    push %dx
-    push %ax
-    mov $COM1_LSR, %dx
-1:  in %dx, %al
-    test $0x20, %al
-    jz 1b
-    pop %ax
-    mov $COM1, %dx
-    out %al, %dx
-    pop %dx
-    ret
-
-/* Prints AX as 4 hex digits. */
-puthex16:
-    push %cx
-    push %bx
-    mov %ax, %bx
-    mov $4, %cx
-1:  rol $4, %bx
-    mov %bl, %al
-    and $0xf, %al
-    add $'0', %al
-    cmp $'9', %al
-    jbe 2f
-    add $'a'-'9'-1, %al
-2:  call putc
-    loop 1b
-    pop %bx
-    pop %cx
-    ret
+#include "serial16.inc"
 
 ticks:      .word 0
 last:       .word 0
