@@ -8,51 +8,6 @@ import MSRPolicy
 import Testing
 @testable import VMM
 
-/// Builds a long-mode machine for `guest` and runs it on a thread of its own.
-private final class BackgroundRun: @unchecked Sendable {
-    let machine: Machine
-    let output = CaptureSink()
-    private let done = DispatchSemaphore(value: 0)
-    private var report: RunReport?
-
-    init(_ guest: String, msr: MSRSetup = .kernelOnly, vcpus: Int = 1, timeout: Double = 120) throws {
-        var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: .long, memoryMiB: 16,
-                                          vcpuCount: vcpus, timeoutSeconds: timeout)
-        config.msr = msr
-        machine = try Machine(configuration: config, serialOutput: output)
-        let thread = Thread { [self] in
-            report = machine.run()
-            done.signal()
-        }
-        thread.start()
-    }
-
-    /// Waits until the output contains `text` (false after `limit` seconds: a hang guard).
-    func waitForOutput(_ text: String, limit: Double = 60) -> Bool {
-        let deadline = Date().addingTimeInterval(limit)
-        while Date() < deadline {
-            if output.text.contains(text) { return true }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        return false
-    }
-
-    /// Waits until the guest wrote at least `count` bytes (vCPUs printing at once interleave).
-    func waitForBytes(_ count: Int, limit: Double = 60) -> Bool {
-        let deadline = Date().addingTimeInterval(limit)
-        while Date() < deadline {
-            if output.bytes.count >= count { return true }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        return false
-    }
-
-    func finish(limit: Double = 120) -> RunReport? {
-        guard done.wait(timeout: .now() + limit) == .success else { return nil }
-        return report
-    }
-}
-
 private let emulatedCounter = MSRPolicy(rules: [MSRRule(0x2474, .emulate(Emulation()))])
 
 @Suite("Pause and resume under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))

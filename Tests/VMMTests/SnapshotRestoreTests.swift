@@ -19,44 +19,6 @@ private func temporaryDirectory() throws -> String {
     return path
 }
 
-/// Runs `machine` on its own thread; `finish()` waits for the report.
-private final class Running: @unchecked Sendable {
-    let machine: Machine
-    let output: CaptureSink
-    private let done = DispatchSemaphore(value: 0)
-    private var report: RunReport?
-
-    init(_ machine: Machine, output: CaptureSink) {
-        self.machine = machine
-        self.output = output
-        let thread = Thread { [self] in
-            report = machine.run()
-            done.signal()
-        }
-        thread.start()
-    }
-
-    func waitForOutput(_ text: String, limit: Double = 60) -> Bool {
-        let deadline = Date().addingTimeInterval(limit)
-        while Date() < deadline {
-            if output.text.contains(text) { return true }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        return false
-    }
-
-    func finish(limit: Double = 120) -> RunReport? {
-        done.wait(timeout: .now() + limit) == .success ? report : nil
-    }
-}
-
-private func longMachine(_ guest: String, policy: MSRPolicy? = nil, vcpus: Int = 1, output: CaptureSink) throws -> Machine {
-    var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: .long, memoryMiB: 16, vcpuCount: vcpus,
-                                      timeoutSeconds: 120)
-    if let policy { config.msr = .policy(policy) }
-    return try Machine(configuration: config, serialOutput: output)
-}
-
 private func load(_ path: String) throws -> LoadedSnapshot {
     let system = try KVMSystem()
     return try LoadedSnapshot.load(path, host: try SnapshotHost.current(system), kvmAPIVersion: UInt32(try system.apiVersion()))
@@ -67,19 +29,18 @@ struct SnapshotRestoreTests {
     @Test func aSequenceContinuesInANewMachineWithNoGapAndNoRepeat() throws {
         let directory = try temporaryDirectory()
         let path = directory + "/seq.snap"
-        let firstOutput = CaptureSink()
-        let first = Running(try longMachine("long/sequence.bin", output: firstOutput), output: firstOutput)
+        let first = try BackgroundRun("long/sequence.bin")
         #expect(first.waitForOutput("SEQ 300\n"))
         try first.machine.pause()
         let summary = try first.machine.snapshot(to: path)
         #expect(summary.memoryBytes == 16 << 20)
         first.machine.requestStop()
         _ = first.finish()
-        let before = firstOutput.text
+        let before = first.output.text
 
         let secondOutput = CaptureSink()
         let restored = try Machine(restoring: try load(path), timeout: 120, serialOutput: secondOutput)
-        let second = Running(restored, output: secondOutput)
+        let second = BackgroundRun(restored, output: secondOutput)
         let report = try #require(second.finish())
         #expect(report.outcome == .guestExit(value: 0x11, status: 35))
         let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
@@ -90,8 +51,7 @@ struct SnapshotRestoreTests {
         let directory = try temporaryDirectory()
         let path = directory + "/msr.snap"
         let policy = MSRPolicy(rules: [MSRRule(0x2474, .emulate(Emulation()))])
-        let output = CaptureSink()
-        let first = Running(try longMachine("long/msr_counter.bin", policy: policy, output: output), output: output)
+        let first = try BackgroundRun("long/msr_counter.bin", msr: .policy(policy))
         Thread.sleep(forTimeInterval: 0.2)
         try first.machine.pause()
         let saved = first.machine.msrRuntime?.emulatedValues().first { $0.index == 0x2474 }?.value ?? 0
@@ -103,15 +63,14 @@ struct SnapshotRestoreTests {
         let secondOutput = CaptureSink()
         let restored = try Machine(restoring: try load(path), timeout: 120, serialOutput: secondOutput)
         #expect(restored.msrRuntime?.emulatedValues().first { $0.index == 0x2474 }?.value == saved)
-        let report = try #require(Running(restored, output: secondOutput).finish())
+        let report = try #require(BackgroundRun(restored, output: secondOutput).finish())
         #expect(secondOutput.text == "COUNT 30000\n")
         #expect(report.outcome == .guestExit(value: 0x12, status: 37))
     }
 
     @Test func snapshotOfARestoredMachineIsTheSame() throws {
         let directory = try temporaryDirectory()
-        let output = CaptureSink()
-        let first = Running(try longMachine("long/sequence.bin", vcpus: 2, output: output), output: output)
+        let first = try BackgroundRun("long/sequence.bin", vcpus: 2)
         #expect(first.waitForOutput("SEQ"))
         try first.machine.pause()
         _ = try first.machine.snapshot(to: directory + "/a.snap")
@@ -120,7 +79,7 @@ struct SnapshotRestoreTests {
 
         let restored = try Machine(restoring: try load(directory + "/a.snap"), timeout: 60, serialOutput: CaptureSink())
         restored.startsPaused = true
-        let second = Running(restored, output: CaptureSink())
+        let second = BackgroundRun(restored, output: CaptureSink())
         let deadline = Date().addingTimeInterval(20)
         while restored.state != .paused && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
         #expect(restored.state == .paused)
@@ -147,7 +106,7 @@ struct SnapshotRestoreTests {
                                           vcpuCount: 4, timeoutSeconds: 120)
         config.platform = .pc
         let output = CaptureSink()
-        let first = Running(try Machine(configuration: config, serialOutput: output), output: output)
+        let first = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
         #expect(first.waitForOutput("SEQ 20"))
         try first.machine.pause()
         let pit = try first.machine.vm.pitState()
@@ -161,7 +120,7 @@ struct SnapshotRestoreTests {
         let secondOutput = CaptureSink()
         let restored = try Machine(restoring: loaded, timeout: 120, serialOutput: secondOutput)
         #expect(try restored.vm.pitState().channels[0].count == pit.channels[0].count)
-        let report = try #require(Running(restored, output: secondOutput).finish())
+        let report = try #require(BackgroundRun(restored, output: secondOutput).finish())
         // A vCPU finished its 2,000 lines after the restore (four vCPUs interleave their bytes).
         #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
         #expect(secondOutput.bytes.count > 1000)
@@ -176,7 +135,7 @@ struct SnapshotRestoreTests {
                                           timeoutSeconds: 60)
         config.platform = .pc
         let output = CaptureSink()
-        let first = Running(try Machine(configuration: config, serialOutput: output), output: output)
+        let first = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
         #expect(first.waitForOutput("TICK 0005\n"))
         try first.machine.pause()
         _ = try first.machine.snapshot(to: directory + "/ticks.snap")
@@ -185,7 +144,7 @@ struct SnapshotRestoreTests {
 
         let secondOutput = CaptureSink()
         let restored = try Machine(restoring: try load(directory + "/ticks.snap"), timeout: 60, serialOutput: secondOutput)
-        let report = try #require(Running(restored, output: secondOutput).finish())
+        let report = try #require(BackgroundRun(restored, output: secondOutput).finish())
         #expect(report.outcome == .guestExit(value: 0x15, status: 43), "\(report.outcome)")
         let expected = (1...40).map { "TICK " + paddedHexDigits($0, 4) + "\n" }.joined()
         #expect(output.text + secondOutput.text == expected)
@@ -194,8 +153,7 @@ struct SnapshotRestoreTests {
     @Test func damagedFilesAreRefusedWithOneLine() throws {
         let directory = try temporaryDirectory()
         let path = directory + "/d.snap"
-        let output = CaptureSink()
-        let run = Running(try longMachine("long/sequence.bin", output: output), output: output)
+        let run = try BackgroundRun("long/sequence.bin")
         #expect(run.waitForOutput("SEQ 5\n"))
         try run.machine.pause()
         _ = try run.machine.snapshot(to: path)
