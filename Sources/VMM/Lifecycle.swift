@@ -35,7 +35,6 @@ final class Lifecycle: Sendable {
         var state: VMRunState = .created
         var startedAt: UInt64?
         var savedClock: KVMClockData?
-        var pauses = 0
     }
 
     private let state = Mutex(State())
@@ -62,8 +61,6 @@ final class Lifecycle: Sendable {
         return Double(DispatchTime.now().uptimeNanoseconds &- started) / 1e9
     }
 
-    var pauseCount: Int { state.withLock { $0.pauses } }
-
     /// Before the vCPU threads start: with `paused`, every vCPU parks at its
     /// first entry (the kick leaves `immediate_exit` set), so no guest
     /// instruction runs until `resume()`.
@@ -79,6 +76,12 @@ final class Lifecycle: Sendable {
     func started() {
         guard current == .pausing else { return }
         guard controller.parking.waitUntilAllParked(abandon: { controller.isFinished }) else { return }
+        enterPaused()
+    }
+
+    /// Every vCPU is out of KVM_RUN: the kvmclock base is stable now. Saves
+    /// it, stops the guest clock and marks the VM paused.
+    private func enterPaused() {
         let saved = adjustsClock ? try? vm.clock() : nil
         clock.pause()
         state.withLock { s in
@@ -113,15 +116,7 @@ final class Lifecycle: Sendable {
                 state.withLock { $0.state = .stopping }
                 throw .conflict("the VM stopped while it was being paused")
             }
-            // Every vCPU is out of KVM_RUN: the kvmclock base is stable now.
-            var saved: KVMClockData?
-            if adjustsClock { saved = try? vm.clock() }
-            clock.pause()
-            state.withLock { s in
-                s.state = .paused
-                s.savedClock = saved
-                s.pauses += 1
-            }
+            enterPaused()
             return Double(DispatchTime.now().uptimeNanoseconds &- begin) / 1e9
         }
     }
