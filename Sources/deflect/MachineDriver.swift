@@ -10,11 +10,30 @@ import MachineControl
 import MSRPolicy
 import VMM
 
+/// The options `run` and `restore` share for a running guest: events,
+/// statistics, the closing line and the control API.
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Write events as JSON lines to this file instead of readable lines on stderr.")
+    var events: String?
+
+    @Flag(help: "Print per-exit-kind and per-place counts with handling percentiles, and the per-MSR table, when the run ends.")
+    var stats = false
+
+    @Option(help: "Write the exit profile (counts and latency percentiles per exit kind and per port/MSR/hypercall) as JSON to this file when the run ends.")
+    var statsJSON: String?
+
+    @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
+    var quiet = false
+
+    @Option(help: "Serve the control API (pause, resume, registers, live stats, policy, events, snapshot) on this Unix socket, mode 0600.")
+    var apiSocket: String?
+}
+
 /// Runs `vm` to its end and reports it; returns the report (the caller adds
 /// its own output, then exits with the report's status).
 func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEventSink?, serialIsStdio: Bool,
-           policyPath: String?, apiSocket: String?, stats: Bool, statsJSON: String?, quiet: Bool,
-           apiConfiguration: VMConfiguration) async throws -> RunReport {
+           policyPath: String?, runtime: RuntimeOptions, apiConfiguration: VMConfiguration) async throws -> RunReport {
+    let (apiSocket, stats, statsJSON, quiet) = (runtime.apiSocket, runtime.stats, runtime.statsJSON, runtime.quiet)
     eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
     var api: (server: ControlServer, control: MachineControl)?
     if let apiSocket {

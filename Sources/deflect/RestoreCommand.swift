@@ -30,20 +30,7 @@ struct RestoreCommand: AsyncParsableCommand {
     @Option(help: "Stop the guest after this many seconds (exit status 8).")
     var timeout: Double?
 
-    @Option(help: "Write events as JSON lines to this file instead of readable lines on stderr.")
-    var events: String?
-
-    @Flag(help: "Print the exit profile and the per-MSR table when the run ends.")
-    var stats = false
-
-    @Option(help: "Write the exit profile as JSON to this file when the run ends.")
-    var statsJSON: String?
-
-    @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
-    var quiet = false
-
-    @Option(help: "Serve the control API on this Unix socket.")
-    var apiSocket: String?
+    @OptionGroup var runtime: RuntimeOptions
 
     @Flag(help: "Start paused: no guest instruction runs until the API resumes it (needs --api-socket).")
     var paused = false
@@ -52,7 +39,7 @@ struct RestoreCommand: AsyncParsableCommand {
     var kvmDevice: String = "/dev/kvm"
 
     func validate() throws {
-        if paused && apiSocket == nil { throw ValidationError("--paused needs --api-socket (nothing else could resume the VM)") }
+        if paused && runtime.apiSocket == nil { throw ValidationError("--paused needs --api-socket (nothing else could resume the VM)") }
         if let timeout, !(timeout > 0 && timeout <= 86_400) {
             throw ValidationError("--timeout must be more than 0 and at most 86400 seconds")
         }
@@ -78,7 +65,7 @@ struct RestoreCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
         }
-        let (eventLog, eventFile) = try makeEventLog(events)
+        let (eventLog, eventFile) = try makeEventLog(runtime.events)
         let sink: FileDescriptorSink
         do {
             sink = serial == "stdio" ? FileDescriptorSink.standardOutput(label: "standard output (--serial stdio)")
@@ -96,7 +83,7 @@ struct RestoreCommand: AsyncParsableCommand {
         vm.startsPaused = paused
         let c = vm.configuration
         let report = try await drive(vm, serialSink: sink, eventFile: eventFile, serialIsStdio: serial == "stdio",
-                                     policyPath: nil, apiSocket: apiSocket, stats: stats, statsJSON: statsJSON, quiet: quiet,
+                                     policyPath: nil, runtime: runtime,
                                      apiConfiguration: VMConfiguration(image: state, mode: c.mode.rawValue, memoryMib: c.memoryMiB,
                                                                        vcpus: c.vcpuCount, platform: c.platform.rawValue,
                                                                        policyPath: nil))

@@ -23,18 +23,10 @@ struct RunCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var runtime: RuntimeOptions
 
     @Option(help: "An MSR policy file (TOML) that decides every MSR access of this VM.")
     var policy: String?
-
-    @Option(help: "Write events as JSON lines to this file instead of readable lines on stderr.")
-    var events: String?
-
-    @Flag(help: "Print per-exit-kind and per-place counts with handling percentiles, and the per-MSR table, when the run ends.")
-    var stats = false
-
-    @Option(help: "Write the exit profile (counts and latency percentiles per exit kind and per port/MSR/hypercall) as JSON to this file when the run ends.")
-    var statsJSON: String?
 
     @Flag(help: "With --map-gpa-range: print the guest's shared regions as a table when the run ends.")
     var sharedRegions = false
@@ -48,19 +40,13 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 
-    @Flag(help: "Do not print the line that says how the run ended, unless it ended badly.")
-    var quiet = false
-
-    @Option(help: "Serve the control API (pause, resume, registers, live stats, policy, events) on this Unix socket, mode 0600.")
-    var apiSocket: String?
-
     func run() async throws {
         let msr: MSRSetup = try policy.map { .policy(try loadPolicy($0)) } ?? .kernelOnly
         let configuration = try machine.configuration(msr: msr)
-        let (eventLog, eventFile) = try makeEventLog(events)
+        let (eventLog, eventFile) = try makeEventLog(runtime.events)
         let (vm, serialSink) = try machine.buildMachine(configuration, events: eventLog)
         let report = try await drive(vm, serialSink: serialSink, eventFile: eventFile, serialIsStdio: machine.serial == "stdio",
-                                     policyPath: policy, apiSocket: apiSocket, stats: stats, statsJSON: statsJSON, quiet: quiet,
+                                     policyPath: policy, runtime: runtime,
                                      apiConfiguration: VMConfiguration(
                                          image: machine.image, mode: configuration.mode.rawValue, memoryMib: configuration.memoryMiB,
                                          vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy))
