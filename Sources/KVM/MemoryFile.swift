@@ -1,8 +1,8 @@
 // KVM: files behind guest RAM and what snapshots do with them: a memfd that
 // RAM is mapped from (MAP_SHARED), a snapshot memory file a restore maps
 // copy-on-write (MAP_PRIVATE: restore time does not grow with RAM, the file
-// never changes), writing RAM out in the kernel (copy_file_range, else
-// pwrite from the mapping: never through Swift arrays), and dirty-page
+// never changes), writing RAM out from the mapping with zero pages left as
+// holes (never through Swift arrays), and dirty-page
 // logging (KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG) with diff writes into a
 // sparse file.
 //
@@ -115,15 +115,74 @@ extension GuestMemory {
 
     public var pageCount: Int { Int(size / Self.pageSize) }
 
-    /// Writes the whole slot into `fd` at `fileOffset`: in the kernel from a
-    /// shared memory file (copy_file_range) where it can, else pwrite(2)
-    /// straight from the mapping. Never through a Swift array.
-    public func writeContents(to fd: CInt, fileOffset: UInt64) throws(KVMError) {
-        if case let .shared(file, offset) = backing,
-           try Syscall.copyFileRange(from: file.fd, at: offset, to: fd, at: fileOffset, count: size, what: "slot \(slot)") {
-            return
+    /// Writes the slot into `fd` at `fileOffset`, leaving pages that hold
+    /// only zeros as holes, as QEMU's migration stream skips zero pages: a
+    /// guest that has touched a little of a large RAM writes a little. The
+    /// file is grown to cover the slot, so a hole reads as the zero page it
+    /// stands for. Data goes straight from the mapping (pwrite), never
+    /// through a Swift array. Where the slot maps a memfd shared, the memfd's
+    /// own holes (pages never written) are skipped without reading them.
+    /// Returns the bytes written.
+    @discardableResult
+    public func writeContents(to fd: CInt, fileOffset: UInt64) throws(KVMError) -> UInt64 {
+        var written: UInt64 = 0
+        for extent in try dataExtents() {
+            var page = extent.lowerBound
+            while page < extent.upperBound {
+                guard !Self.isZeroPage(host + Int(page * Self.pageSize)) else { page += 1; continue }
+                let first = page
+                // A run of non-zero pages, at most 8 MiB per write.
+                while page < extent.upperBound, page - first < 2048, !Self.isZeroPage(host + Int(page * Self.pageSize)) {
+                    page += 1
+                }
+                let offset = first * Self.pageSize, length = (page - first) * Self.pageSize
+                // SAFETY: the run lies inside the slot (pages < pageCount).
+                try Syscall.pwrite(fd, from: host + Int(offset), count: Int(length), offset: fileOffset + offset, what: "slot \(slot)")
+                written += length
+            }
         }
-        try Syscall.pwrite(fd, from: host, count: Int(size), offset: fileOffset, what: "slot \(slot)")
+        try Syscall.ensureSize(fd, fileOffset + size, what: "slot \(slot)")
+        return written
+    }
+
+    /// The page ranges of the slot that may hold data: all of it, or for a
+    /// shared memfd only the ranges lseek(SEEK_DATA/SEEK_HOLE) reports.
+    private func dataExtents() throws(KVMError) -> [Range<UInt64>] {
+        let pages = UInt64(pageCount)
+        guard case let .shared(file, base) = backing else { return [0..<pages] }
+        var extents: [Range<UInt64>] = []
+        var offset = off_t(base)
+        let end = off_t(base + size)
+        while offset < end {
+            let data = Glibc.lseek(file.fd, offset, CKVM_SEEK_DATA)
+            if data < 0 {
+                if Glibc.errno == ENXIO { break }   // no data after offset
+                return [0..<pages]                   // no SEEK_DATA here: read it all
+            }
+            guard data < end else { break }
+            var hole = Glibc.lseek(file.fd, data, CKVM_SEEK_HOLE)
+            if hole < 0 || hole > end { hole = end }
+            let first = UInt64(data - off_t(base)) / Self.pageSize
+            let last = (UInt64(hole - off_t(base)) + Self.pageSize - 1) / Self.pageSize
+            extents.append(first..<min(last, pages))
+            offset = hole
+        }
+        return extents
+    }
+
+    /// Whether the 4 KiB page at `page` holds only zeros (stops at the first
+    /// non-zero word, so a page with data costs a few loads).
+    static func isZeroPage(_ page: UnsafeMutableRawPointer) -> Bool {
+        let words = UnsafeRawPointer(page).assumingMemoryBound(to: UInt64.self)
+        var index = 0
+        while index < Int(pageSize) / 8 {
+            // Eight words at a time: one branch per cache line.
+            let line = words[index] | words[index + 1] | words[index + 2] | words[index + 3]
+                | words[index + 4] | words[index + 5] | words[index + 6] | words[index + 7]
+            if line != 0 { return false }
+            index += 8
+        }
+        return true
     }
 
     /// Writes only the pages `dirty` marks into `fd` at `fileOffset` + their

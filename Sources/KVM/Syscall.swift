@@ -116,24 +116,4 @@ enum Syscall {
             done += n
         }
     }
-
-    /// copy_file_range from `input` to `output`, in the kernel. Returns false
-    /// (nothing copied) when the kernel cannot copy between these two files
-    /// (EXDEV, EINVAL, EOPNOTSUPP, ENOSYS), so the caller writes instead.
-    static func copyFileRange(from input: CInt, at inputOffset: UInt64, to output: CInt, at outputOffset: UInt64,
-                              count: UInt64, what: String) throws(KVMError) -> Bool {
-        var inOffset = Int64(inputOffset), outOffset = Int64(outputOffset)
-        var left = count
-        while left > 0 {
-            let n = ckvm_copy_file_range(input, &inOffset, output, &outOffset, Int(min(left, 1 << 30)))
-            if n == -Int(EINTR) { continue }
-            if n < 0 {
-                if left == count, [EXDEV, EINVAL, EOPNOTSUPP, ENOSYS].contains(Int32(-n)) { return false }
-                throw .ioctl(request: "copy_file_range(\(what))", errno: Int32(-n))
-            }
-            if n == 0 { throw .invalidArgument(request: "copy_file_range(\(what))", reason: "source ends \(left) bytes early") }
-            left -= UInt64(n)
-        }
-        return true
-    }
 }

@@ -406,6 +406,32 @@ struct MemoryFileTests {
         #expect(word == 0xA010_0010)
     }
 
+    @Test(arguments: [false, true])
+    func zeroPagesStayHolesAndReadBackAsZero(memfd: Bool) throws {
+        let size: UInt64 = 8 << 20
+        let vm = try KVMSystem().createVM()
+        let backing: GuestMemoryBacking = memfd ? .shared(try MemoryFile.anonymous(size: size), offset: 0) : .anonymous
+        let memory = try vm.addMemory(slot: 0, at: GuestPhysicalAddress(0), size: size, readOnly: false, backing: backing)
+        // Three pages with data (one of them only in its last byte), one
+        // written and zeroed again, the rest never touched.
+        try memory.store(UInt64(0x1122_3344), at: GuestPhysicalAddress(0x3000))
+        try memory.store(UInt64(0x5566), at: GuestPhysicalAddress(0x4000))
+        try memory.write([0x77], at: GuestPhysicalAddress(0x50_0FFF))
+        try memory.store(UInt64(1), at: GuestPhysicalAddress(0x60_0000))
+        try memory.store(UInt64(0), at: GuestPhysicalAddress(0x60_0000))
+        let image = try TemporaryFile()
+        let written = try memory.writeContents(to: image.fd, fileOffset: 0)
+        #expect(written == 3 * 4096)
+        #expect(image.size == Int(size))
+        #expect(image.allocatedBytes <= 64 * 1024, "zero pages must stay holes")
+        // The file reads back as the RAM it was written from, zeros included.
+        let file = try MemoryFile.open(path: image.path)
+        #expect(try file.read(at: 0x3000, count: 8) == [0x44, 0x33, 0x22, 0x11, 0, 0, 0, 0])
+        #expect(try file.read(at: 0x4000, count: 2) == [0x66, 0x55])
+        #expect(try file.read(at: 0x50_0FFE, count: 2) == [0, 0x77])
+        #expect(try file.read(at: 0x60_0000, count: 8) == [UInt8](repeating: 0, count: 8))
+    }
+
     @Test func aPrivateMappingNeverChangesTheFile() throws {
         let source = try TemporaryFile()
         let pattern = [UInt8](repeating: 0xAB, count: 8192)

@@ -177,17 +177,15 @@ static inline struct kvm_clear_dirty_log ckvm_clear_dirty_log(uint32_t slot, uin
 }
 
 // ---- host memory files -------------------------------------------------------
-// Why: memfd_create and copy_file_range are declared by glibc only under
-// _GNU_SOURCE, which the Swift Glibc module does not define; the raw system
-// calls have the same contract. Both return the result or -errno.
+// Why: memfd_create, SEEK_DATA and SEEK_HOLE are declared by glibc only
+// under _GNU_SOURCE, which the Swift Glibc module does not define; the raw
+// system call has the same contract and returns the result or -errno.
 static inline int ckvm_memfd_create(const char *name, unsigned flags) {
     long r = syscall(SYS_memfd_create, name, flags);
     return r < 0 ? -errno : (int)r;
 }
-static inline long ckvm_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len) {
-    long r = syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0U);
-    return r < 0 ? -errno : r;
-}
+static const int CKVM_SEEK_DATA = 3;   // SEEK_DATA (linux/fs.h, lseek(2))
+static const int CKVM_SEEK_HOLE = 4;   // SEEK_HOLE
 static const unsigned CKVM_MFD_CLOEXEC = 1U;   // MFD_CLOEXEC
 
 // ---- kvm_run: the exit union, read in one place -----------------------------

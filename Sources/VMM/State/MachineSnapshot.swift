@@ -208,8 +208,9 @@ extension Machine {
 
     /// Guest RAM into `path` (temporary file, fsync, rename): each slot's
     /// mapping written at its guest-physical offset, straight from memory —
-    /// every page, or for a diff only the pages KVM's dirty log reports
-    /// (holes elsewhere). Returns the bytes of RAM written.
+    /// every page that is not all zeros (zero pages are holes), or for a diff
+    /// only the pages KVM's dirty log reports (holes elsewhere). Returns the
+    /// bytes of RAM written.
     private func writeMemoryFile(_ path: String, diff: Bool) throws(MachineError) -> UInt64 {
         let writable = ram.regions.filter { !$0.readOnly }
         if diff && !dirtyLogging.withLock({ $0 }) {
@@ -231,8 +232,7 @@ extension Machine {
                     written += try region.writeDirtyPages(try vm.dirtyPages(slot: region.slot), to: fd,
                                                           fileOffset: region.start.rawValue)
                 } else {
-                    try region.writeContents(to: fd, fileOffset: region.start.rawValue)
-                    written += region.size
+                    written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
                 }
             }
             if !diff && !dirtyLogging.withLock({ $0 }) {
