@@ -22,6 +22,7 @@ test: guests
 # Benchmarks (not tests): release build, C reference, results into BENCHMARKS.md.
 bench: guests
 	$(SWIFT) build -c release --product deflect-bench
+	$(SWIFT) build -c release --product deflect
 	$(MAKE) -s -C Benchmarks/reference
 	LD_PRELOAD=$(CURDIR)/Benchmarks/reference/malloc_count.so $$($(SWIFT) build -c release --show-bin-path)/deflect-bench $(BENCH_ARGS)
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --policy-fuzz 100000

@@ -82,7 +82,7 @@ func runReference(_ binary: String, guest: String, mode: Mode, iterations: UInt3
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
-    return sorted[sorted.count / 2]
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
 }
 
 /// The user-space part of one MSR exit without KVM: the policy decision and
