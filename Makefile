@@ -21,6 +21,7 @@ test: guests
 
 # Benchmarks (not tests): release build, C reference, results into BENCHMARKS.md.
 bench: guests
+	@scripts/install-qemu-peer
 	$(SWIFT) build -c release --product deflect-bench
 	$(SWIFT) build -c release --product deflect
 	$(MAKE) -s -C Benchmarks/reference
