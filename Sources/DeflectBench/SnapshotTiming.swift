@@ -36,8 +36,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let system = try KVMSystem()
-    let host = try SnapshotHost.current(system)
-    let api = UInt32(try system.apiVersion())
+    let host = try RestoreHost.current(system)
 
     var rows: [String] = []
     var restoreMedians: [Int: Double] = [:]
@@ -59,7 +58,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
             running.done.wait()
 
             let t1 = DispatchTime.now().uptimeNanoseconds
-            let loaded = try LoadedSnapshot.load(path, host: host, kvmAPIVersion: api)
+            let loaded = try LoadedSnapshot.load(path, on: host)
             let restoredSink = CaptureSink()
             let restored = try Machine(restoring: loaded, timeout: 60, serialOutput: restoredSink)
             let again = Background(restored)

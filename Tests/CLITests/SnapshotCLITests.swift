@@ -33,6 +33,83 @@ struct SnapshotCLITests {
         #expect(first.stdout + second.stdout == expected)
     }
 
+    /// A multiboot platform kernel snapshotted in the middle of its checks
+    /// (`hold=2000` makes it wait between the timer checks and the CMOS
+    /// check, PIT-timed) finishes in a new process: `RESULT pass`, status 3,
+    /// and every check exactly once across the two outputs. The PM-timer
+    /// rate and PIT OUT2 checks time a few milliseconds from inside the
+    /// guest: a run whose only failures are those (a descheduled vCPU on this
+    /// 2-core host) is tried again, at most twice, as in PCPlatformTests.
+    @Test func aMultibootKernelSnapshottedMidRunStillPasses() throws {
+        var attempt = 0
+        var (first, second) = try multibootRunAcrossASnapshot()
+        while attempt < 2, second.stdout.contains("RESULT fail"),
+              (first.stdout + second.stdout).split(separator: "\n").filter({ $0.hasPrefix("FAIL ") })
+                  .allSatisfy({ $0.hasPrefix("FAIL pm-timer-rate") || $0.hasPrefix("FAIL pit-out2") }) {
+            attempt += 1
+            (first, second) = try multibootRunAcrossASnapshot()
+        }
+        #expect(first.stdout.contains("INFO hold 2000 ms\n"), "\(first.stdout)")
+        #expect(!first.stdout.contains("INFO hold done"), "the snapshot came after the hold: \(first.stdout)")
+        #expect(second.status == 3, "\(second.stdout)\n\(second.stderr)")
+        #expect(second.stdout.hasSuffix("RESULT pass\n"), "\(second.stdout)")
+        let whole = first.stdout + second.stdout
+        let checks = whole.split(separator: "\n").filter { $0.hasPrefix("PASS ") || $0.hasPrefix("FAIL ") }
+            .map { $0.split(separator: " ")[1] }
+        #expect(checks == ["magic", "fw-cfg-signature", "fw-cfg-ram", "fw-cfg-cpus", "acpi-rsdp", "acpi-rsdt", "acpi-tables",
+                           "madt", "fadt", "pm-timer-runs", "pm-timer-rate", "pit-out2", "cmos"], "\(whole)")
+        #expect(whole.contains("CHECKS total=13 failed=0\n"), "\(whole)")
+    }
+
+    /// Runs platform.elf with hold=2000, snapshots it (then stops it) when
+    /// "INFO hold" appears and restores the snapshot in a new process.
+    private func multibootRunAcrossASnapshot() throws -> (first: CommandResult, second: CommandResult) {
+        let directory = NSTemporaryDirectory() + "deflect-cli-mb-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/vm.sock", state = directory + "/mb.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/platform.elf"), "--platform", "pc",
+                                  "--mode", "multiboot", "--append", "hold=2000", "--api-socket", socket,
+                                  "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("INFO hold"))
+        let snap = try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"])
+        #expect(snap.status == 0, "\(snap.stderr)")
+        let first = vm.finish()
+        #expect(first.status == ExitStatus.interrupted, "\(first.stderr)")
+        let second = try deflect(["restore", state, "--timeout", "60", "--quiet"])
+        return (first, second)
+    }
+
+    /// A snapshot path nobody can create (a parent that is a regular file,
+    /// ENOTDIR; a name under /proc, where root cannot create files either):
+    /// `deflect ctl snapshot` (PUT /snapshot) answers one line naming the
+    /// path and the reason, status 66, and the VM keeps running.
+    @Test func anUnwritableSnapshotPathIsOneLineAndTheVMRunsOn() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/vm.sock", state = directory + "/ok.snap", plainFile = directory + "/plain"
+        _ = FileManager.default.createFile(atPath: plainFile, contents: Data([1]))
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 50\n"))
+        for (path, reason) in [(plainFile + "/x.snap", "Not a directory"),
+                               ("/proc/deflect-\(UUID().uuidString.prefix(8)).snap", "No such file or directory")] {
+            let r = try deflect(["ctl", "--socket", socket, "snapshot", path])
+            #expect(r.status == ExitStatus.badInput, "\(r.stdout)\n\(r.stderr)")
+            expectOneLineError(r, "cannot write \(path): ")
+            #expect(r.stderr.contains(reason), "\(r.stderr)")
+        }
+        // The guest goes on, and a snapshot to a good path still works.
+        #expect(vm.waitFor("SEQ 400\n"))
+        let good = try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"])
+        #expect(good.status == 0, "\(good.stderr)")
+        let first = vm.finish()
+        #expect(first.status == ExitStatus.interrupted, "\(first.stderr)")
+        #expect(FileManager.default.fileExists(atPath: state + ".mem"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).allSatisfy { !$0.contains(".tmp-") })
+    }
+
     @Test func aDamagedSnapshotIsOneLineAndStatus66() throws {
         let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
