@@ -3,6 +3,8 @@
 // inspect`, and damaged files refused with one line and status 66.
 import DeflectTestSupport
 import Foundation
+import KVM
+import Snapshot
 import Testing
 import VMM
 
@@ -110,15 +112,34 @@ struct SnapshotCLITests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).allSatisfy { !$0.contains(".tmp-") })
     }
 
+    /// A snapshot whose `host` section needs more than this host's KVM
+    /// offers (here an XSAVE image larger than KVM_CAP_XSAVE2 allows) is
+    /// refused by `deflect restore` with one line naming the capability and
+    /// status 66, before any guest runs.
+    @Test func aSnapshotNeedingAMissingCapabilityIsOneLineAndStatus66() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let state = try snapshotOfASequenceRun(in: directory)
+        let original = try SnapshotFile(parsing: [UInt8](Data(contentsOf: URL(fileURLWithPath: state))))
+        var needs = try original.decode(HostRequirements.self, section: HostRequirements.sectionName)
+        let wanted = max(try KVMSystem().check(.xsave2), 4096) + 4096
+        needs.capabilities.append(.init(.xsave2, minimum: wanted, reason: "an XSAVE image of \(wanted) bytes"))
+        var file = SnapshotFile(kvmAPIVersion: original.kvmAPIVersion, host: original.host)
+        for section in original.sections where section.name != HostRequirements.sectionName {
+            try file.append(section: section.name, payload: section.payload)
+        }
+        try file.append(section: HostRequirements.sectionName, encoding: needs)
+        try Data(try file.serialized()).write(to: URL(fileURLWithPath: state))
+
+        let r = try deflect(["restore", state, "--timeout", "5"])
+        #expect(r.status == ExitStatus.badInput)
+        expectOneLineError(r, "needs KVM_CAP_XSAVE2 >= \(wanted)")
+        #expect(r.stdout.isEmpty)
+    }
+
     @Test func aDamagedSnapshotIsOneLineAndStatus66() throws {
         let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let socket = directory + "/vm.sock", state = directory + "/s.snap"
-        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
-                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
-        #expect(vm.waitFor("SEQ 2\n"))
-        #expect(try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"]).status == 0)
-        _ = vm.finish()
+        let state = try snapshotOfASequenceRun(in: directory)
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: state)))
         bytes[bytes.count / 2] ^= 0x01
         try Data(bytes).write(to: URL(fileURLWithPath: state))
@@ -130,6 +151,20 @@ struct SnapshotCLITests {
         #expect(missing.status == ExitStatus.badInput)
         expectOneLineError(missing, "nothing.snap")
     }
+}
+
+/// Creates `directory`, runs long/sequence.bin with an API socket there and
+/// snapshots it with `deflect ctl snapshot ... --then stop` a few lines in;
+/// returns the state file's path (`directory`/s.snap).
+private func snapshotOfASequenceRun(in directory: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let socket = directory + "/vm.sock", state = directory + "/s.snap"
+    let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                              "--api-socket", socket, "--timeout", "60", "--quiet"])
+    #expect(vm.waitFor("SEQ 2\n"))
+    #expect(try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"]).status == 0)
+    _ = vm.finish()
+    return state
 }
 
 @Suite("deflect diff snapshots", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
