@@ -124,6 +124,6 @@ let package = Package(
         ),
         .testTarget(name: "MachineControlTests", dependencies: ["MachineControl", "ControlAPI", "VMM", "KVM", "MSRPolicy", "DeflectTestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["VMM", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

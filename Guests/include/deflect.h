@@ -12,4 +12,12 @@
                                    "stop here and change something"; see runtime64.inc */
 #define UNEXPECTED_EXCEPTION_EXIT 0x7e  /* debug-exit value of runtime64.inc's fatal path */
 
+#ifdef __ASSEMBLER__
+/* Entry of a flat real-mode guest (loaded at 0x7c00): interrupts off,
+   DS = ES = SS = 0, the stack below the image at 0x7000. */
+#define REAL_MODE_ENTRY \
+    .code16; .globl _start; _start: cli; xor %ax, %ax; \
+    mov %ax, %ds; mov %ax, %es; mov %ax, %ss; mov $0x7000, %sp
+#endif
+
 #endif

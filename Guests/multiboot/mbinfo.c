@@ -71,26 +71,6 @@ static void print_range(u64 a, u64 b)
     puthex(b, 8);
 }
 
-/* Finds "key=" as a whole token in a NUL-terminated command line; returns the
-   value's start and sets *len (up to the next space). */
-static const char *cmdline_value(const char *cmd, const char *key, u32 *len)
-{
-    u32 klen = strlen(key);
-    const char *p = cmd;
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        const char *tok = p;
-        while (*p && *p != ' ')
-            p++;
-        if ((u32)(p - tok) > klen && memcmp(tok, key, klen) == 0 && tok[klen] == '=') {
-            *len = (u32)(p - tok) - klen - 1;
-            return tok + klen + 1;
-        }
-    }
-    return NULL;
-}
-
 /* Length of the word at p (up to a space or the end). */
 static u32 word_length(const char *p)
 {

@@ -39,7 +39,11 @@
                     nested test host with KVM's in-kernel speaker port: no, the
                     bit toggles like the refresh bit 4)
      cmos           RTC status D (0x0D) bit 7 (valid RAM and time) set; year
-                    (0x09) valid BCD in BCD mode; prints registers A, B, year */
+                    (0x09) valid BCD in BCD mode; prints registers A, B, year
+
+   Command line (optional): hold=MS waits MS milliseconds after the pit-out2 check
+   (line "INFO hold MS ms", then "INFO hold done"); a bad value is a
+   "FAIL hold" line. Without it nothing changes. */
 #include "mbrt.h"
 
 static struct madt_summary madt_s;
@@ -77,6 +81,31 @@ static int check_table(u32 addr, const char *want_sig)
     }
     puts(ok ? " checksum ok\n" : " BAD\n");
     return ok;
+}
+
+/* Command line "hold=MS": prints "INFO hold MS ms" and busy-waits MS
+   milliseconds (PIT channel 2, polled) between the timer checks and the CMOS
+   check, so that a snapshot can be taken in the middle of a run; the rest
+   then runs in the restored machine. */
+static void hold(struct mb_info *mbi)
+{
+    u32 len = 0;
+    const char *value = mbi && (mbi->flags & MBI_CMDLINE) ? cmdline_value((const char *)mbi->cmdline, "hold", &len) : NULL;
+    if (!value)
+        return;
+    int ok = 0;
+    u32 ms = parse_decimal(value, len, &ok);
+    if (!ok) {
+        check(0, "hold", "hold= wants milliseconds (at most 9 digits)");
+        return;
+    }
+    puts("INFO hold ");
+    putdec(ms);
+    puts(" ms\n");
+    /* In 50 ms steps: the channel-2 count must be read before it wraps. */
+    for (u32 step = 0; step < ms; step += 50)
+        pit_delay_us((ms - step < 50 ? ms - step : 50) * 1000);
+    puts("INFO hold done\n");
 }
 
 static u8 cmos_read(u8 reg)
@@ -375,6 +404,8 @@ void kmain(u32 magic, struct mb_info *mbi)
         putdec(low_late);
         puts("/8 (want 0)\n");
     }
+
+    hold(mb_ok ? mbi : NULL);
 
     /* ---- CMOS / RTC ---- */
     u32 spins = 0;

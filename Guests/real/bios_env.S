@@ -17,15 +17,7 @@
 #include "deflect.h"
 #define PM_TIMER 0x608
 #define PM_HZ    3579545
-    .code16
-    .globl _start
-_start:
-    cli
-    xor %ax, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov $0x7000, %sp
+    REAL_MODE_ENTRY
 
     /* ---- int-returns ---- */
     mov $0x1234, %ax

@@ -6,15 +6,7 @@
    back: the lines go on, consecutive, only if interrupts keep arriving. */
 #include "deflect.h"
 #define LINES 40
-    .code16
-    .globl _start
-_start:
-    cli
-    xor %ax, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov $0x7000, %sp
+    REAL_MODE_ENTRY
     movw $irq0, 8*4
     movw $0, 8*4+2
     xor %di, %di                /* lines printed */

@@ -87,7 +87,7 @@ private struct SizeTiming {
 }
 
 private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt8], directory: String,
-                                    deflect: String?, host: SnapshotHost, api: UInt32) throws -> SizeTiming {
+                                    deflect: String?, host: RestoreHost) throws -> SizeTiming {
     var timing = SizeTiming()
     for round in 0..<rounds {
         let path = directory + "/\(size)-\(round).snap"
@@ -109,7 +109,7 @@ private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt
         running.done.wait()
 
         let t1 = DispatchTime.now().uptimeNanoseconds
-        let loaded = try LoadedSnapshot.load(path, host: host, kvmAPIVersion: api)
+        let loaded = try LoadedSnapshot.load(path, on: host)
         let restoredSink = CaptureSink()
         let restored = try Machine(restoring: loaded, timeout: 60, serialOutput: restoredSink)
         let again = Background(restored)
@@ -171,8 +171,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let system = try KVMSystem()
-    let host = try SnapshotHost.current(system)
-    let api = UInt32(try system.apiVersion())
+    let host = try RestoreHost.current(system)
     // `deflect` is built beside deflect-bench by `make bench`.
     let deflectPath = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deflect").path
     let deflect = FileManager.default.isExecutableFile(atPath: deflectPath) ? deflectPath : nil
@@ -182,7 +181,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     var restoreMedians: [Int: Double] = [:]
     for size in sizesMiB {
         let timing = try timeSnapshotAndRestore(sizeMiB: size, rounds: rounds, image: image, directory: directory,
-                                                deflect: deflect, host: host, api: api)
+                                                deflect: deflect, host: host)
         restoreMedians[size] = median(timing.restore)
         rows.append(String(format: "| %d MiB | %.1f | %@ | %.1f | %.1f | %@ |", size, median(timing.snapshot), mebibytes(timing.written),
                            median(timing.restore), timing.restore.max() ?? 0,

@@ -53,15 +53,15 @@ struct RestoreCommand: AsyncParsableCommand {
         } catch {
             throw fail("KVM is not usable: \(error)", status: ExitStatus.kvmUnavailable)
         }
-        let host: SnapshotHost
+        let host: RestoreHost
         do {
-            host = try SnapshotHost.current(system)
+            host = try RestoreHost.current(system)
         } catch {
             throw fail("\(error)", status: ExitStatus.hostError)
         }
         let loaded: LoadedSnapshot
         do {
-            loaded = try LoadedSnapshot.load(state, host: host, kvmAPIVersion: UInt32(clamping: try system.apiVersion()))
+            loaded = try LoadedSnapshot.load(state, on: host)
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
         }

@@ -20,8 +20,7 @@ private func temporaryDirectory() throws -> String {
 }
 
 private func load(_ path: String) throws -> LoadedSnapshot {
-    let system = try KVMSystem()
-    return try LoadedSnapshot.load(path, host: try SnapshotHost.current(system), kvmAPIVersion: UInt32(try system.apiVersion()))
+    try LoadedSnapshot.load(path, on: try RestoreHost.current(try KVMSystem()))
 }
 
 @Suite("Snapshot and restore under KVM", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
@@ -133,16 +132,8 @@ struct SnapshotRestoreTests {
     /// across the snapshot, and finishes only if ticks go on.
     @Test func timerInterruptsContinueAfterRestore() throws {
         let directory = try temporaryDirectory()
-        var config = MachineConfiguration(image: try GuestImages.bytes("real/pit_ticks.bin"), mode: .real, memoryMiB: 16,
-                                          timeoutSeconds: 60)
-        config.platform = .pc
-        let output = CaptureSink()
-        let first = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
-        #expect(first.waitForOutput("TICK 0005\n"))
-        try first.machine.pause()
-        _ = try first.machine.snapshot(to: directory + "/ticks.snap")
-        first.machine.requestStop()
-        _ = first.finish()
+        let output = try BackgroundRun(realModePC: "real/pit_ticks.bin")
+            .snapshotAndStop(after: "TICK 0005\n", to: directory + "/ticks.snap")
 
         let secondOutput = CaptureSink()
         let restored = try Machine(restoring: try load(directory + "/ticks.snap"), timeout: 60, serialOutput: secondOutput)
@@ -152,15 +143,103 @@ struct SnapshotRestoreTests {
         #expect(output.text + secondOutput.text == expected)
     }
 
+    /// The PIT (IRQ 0 through the PIC, as LVT0 ExtINT) and the local APIC
+    /// timer in periodic mode (x2APIC MSRs, from real mode) both keep
+    /// interrupting after a restore in a new machine: the guest's two counts
+    /// go on from where they were and keep growing.
+    @Test func pitAndLocalAPICTimerInterruptsContinueAfterRestore() throws {
+        let directory = try temporaryDirectory()
+        let output = try BackgroundRun(realModePC: "real/timers.bin")
+            .snapshotAndStop(after: "pit=000c ", to: directory + "/timers.snap")
+        let before = TimerCounts.parse(output.text)
+        let saved = try #require(before.last, "\(output.text)")
+        #expect(saved.lapic > 0, "the LAPIC timer never fired: \(output.text)")
+
+        let loaded = try load(directory + "/timers.snap")
+        // A PC snapshot needs the in-kernel irqchip and PIT from the restoring host.
+        let needs = try loaded.file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+        #expect(Set(needs.capabilities.map(\.name)).isSuperset(of: ["KVM_CAP_IRQCHIP", "KVM_CAP_PIT2"]), "\(needs)")
+        let secondOutput = CaptureSink()
+        let restored = try Machine(restoring: loaded, timeout: 60, serialOutput: secondOutput)
+        let second = BackgroundRun(restored, output: secondOutput)
+        // Five more lines (4 PIT ticks each) after the restore.
+        let awaited = second.waitForOutput("pit=" + paddedHexDigits(Int(saved.pit) + 20, 4) + " ")
+        restored.requestStop()
+        _ = second.finish()
+        #expect(awaited, "\(secondOutput.text)")
+        // A line cut by the snapshot ends in the second output: count whole lines.
+        let after = Array(TimerCounts.parse(output.text + secondOutput.text).dropFirst(before.count))
+        // The PIT lines are consecutive across the restore (every fourth tick) ...
+        #expect((before + after).map(\.pit) == (1...(before.count + after.count)).map { UInt16($0 * 4) },
+                "\(output.text)---\n\(secondOutput.text)")
+        // ... and the LAPIC count goes on from where it was and keeps growing.
+        let lapic = after.map(\.lapic)
+        #expect(lapic.first.map { $0 >= saved.lapic } == true, "\(saved) then \(lapic)")
+        #expect(zip(lapic, lapic.dropFirst()).allSatisfy { $0 < $1 }, "\(lapic)")
+        #expect(Int(lapic.last ?? 0) - Int(saved.lapic) >= 20, "about 100 Hz for more than a second: \(saved) then \(lapic)")
+    }
+
+    /// The `host` section records what a restore needs; a host that lacks a
+    /// recorded KVM capability or CPUID feature is refused before anything is
+    /// built, with one line naming it. A snapshot without the section (as
+    /// older ones are) still loads.
+    @Test func aSnapshotNeedingWhatThisHostLacksIsRefused() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/needs.snap"
+        try snapshotOfASequenceGuest(to: path)
+        let system = try KVMSystem()
+        let recorded = try load(path).file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+        #expect(recorded.cpuidFeatures.contains { $0.function == 1 && $0.register == "edx" }, "\(recorded)")
+
+        func refused(_ needs: HostRequirements, _ fragment: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+            let changed = directory + "/changed.snap"
+            try rewrite(path, to: changed, host: needs)
+            do {
+                _ = try load(changed)
+                Issue.record("a snapshot needing what this host lacks was accepted", sourceLocation: sourceLocation)
+            } catch {
+                #expect("\(error)".contains(fragment), "\(error)", sourceLocation: sourceLocation)
+                #expect(!"\(error)".contains("\n"), sourceLocation: sourceLocation)
+            }
+        }
+        // An XSAVE image larger than this host's KVM_CAP_XSAVE2 offers.
+        let xsave2 = max(try system.check(.xsave2), 4096)
+        var needs = recorded
+        needs.capabilities.append(.init(.xsave2, minimum: xsave2 + 4096, reason: "an XSAVE image of \(xsave2 + 4096) bytes"))
+        try refused(needs, "KVM_CAP_XSAVE2 >= \(xsave2 + 4096)")
+        // A capability this host's KVM does not know at all.
+        needs = recorded
+        needs.capabilities.append(.init(Capability(rawValue: 0xFFFF), reason: "a future feature"))
+        try refused(needs, "needs KVM_CAP_65535 (a future feature); this host's KVM lacks it")
+        // A CPUID feature bit KVM_GET_SUPPORTED_CPUID here does not offer.
+        let leaf7 = try system.supportedCPUID().first { $0.function == 7 && $0.index == 0 }?.ebx ?? 0
+        let absentBit = try #require((0..<32).map { UInt32(1) << $0 }.first { leaf7 & $0 == 0 })
+        needs = recorded
+        needs.cpuidFeatures.append(.init(function: 7, index: 0, register: "ebx", bits: absentBit))
+        try refused(needs, "CPUID.(EAX=0x7,ECX=0):EBX has bits 0x\(String(absentBit, radix: 16))")
+
+        // Without the section (an older snapshot) the restore goes ahead.
+        try rewrite(path, to: directory + "/old.snap", host: nil)
+        let old = try load(directory + "/old.snap")
+        #expect(old.file.section(named: HostRequirements.sectionName) == nil)
+        _ = try Machine(restoring: old, timeout: 5, serialOutput: CaptureSink())
+    }
+
+    @Test func aSnapshotFromAnotherCPUVendorIsRefused() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/vendor.snap"
+        try snapshotOfASequenceGuest(to: path)
+        var host = try RestoreHost.current(try KVMSystem())
+        let saved = host.cpu.vendor
+        host.cpu.vendor = saved == "AuthenticAMD" ? "GenuineIntel" : "AuthenticAMD"
+        let error = #expect(throws: MachineError.self) { try LoadedSnapshot.load(path, on: host) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("taken on a \(saved) CPU; this host is \(host.cpu.vendor)"), "\(String(describing: error))")
+    }
+
     @Test func damagedFilesAreRefusedWithOneLine() throws {
         let directory = try temporaryDirectory()
         let path = directory + "/d.snap"
-        let run = try BackgroundRun("long/sequence.bin")
-        #expect(run.waitForOutput("SEQ 5\n"))
-        try run.machine.pause()
-        _ = try run.machine.snapshot(to: path)
-        run.machine.requestStop()
-        _ = run.finish()
+        try snapshotOfASequenceGuest(to: path)
         let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
 
         func refused(_ bytes: [UInt8], _ fragment: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
@@ -190,6 +269,64 @@ struct SnapshotRestoreTests {
             Issue.record("a memory file of the wrong size was accepted")
         } catch let error as MachineError {
             #expect("\(error)".contains("memory file"), "\(error)")
+        }
+    }
+}
+
+/// A snapshot of long/sequence.bin a few lines in, at `path`; the machine is stopped.
+private func snapshotOfASequenceGuest(to path: String) throws {
+    try BackgroundRun("long/sequence.bin").snapshotAndStop(after: "SEQ 5\n", to: path)
+}
+
+extension BackgroundRun {
+    /// A real-mode guest on the PC platform (in-kernel irqchip and PIT, BIOS environment), 16 MiB.
+    fileprivate convenience init(realModePC guest: String) throws {
+        var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: .real, memoryMiB: 16, timeoutSeconds: 60)
+        config.platform = .pc
+        let output = CaptureSink()
+        self.init(try Machine(configuration: config, serialOutput: output), output: output)
+    }
+
+    /// Once the output contains `text`: pauses, snapshots to `path`, stops the
+    /// machine and returns what the guest printed.
+    @discardableResult
+    fileprivate func snapshotAndStop(after text: String, to path: String,
+                                     sourceLocation: Testing.SourceLocation = #_sourceLocation) throws -> CaptureSink {
+        #expect(waitForOutput(text), "\(output.text)", sourceLocation: sourceLocation)
+        try machine.pause()
+        _ = try machine.snapshot(to: path)
+        machine.requestStop()
+        _ = finish()
+        return output
+    }
+}
+
+/// Writes the state file at `path` again to `target` in the same directory
+/// (its memory section still names the original memory file) with `host` as
+/// its `host` section, or without one.
+private func rewrite(_ path: String, to target: String, host: HostRequirements?) throws {
+    let original = try SnapshotFile(parsing: [UInt8](Data(contentsOf: URL(fileURLWithPath: path))))
+    var file = SnapshotFile(kvmAPIVersion: original.kvmAPIVersion, host: original.host)
+    for section in original.sections where section.name != HostRequirements.sectionName {
+        try file.append(section: section.name, payload: section.payload)
+    }
+    if let host { try file.append(section: HostRequirements.sectionName, encoding: host) }
+    try Data(try file.serialized()).write(to: URL(fileURLWithPath: target))
+}
+
+/// One "pit=xxxx lapic=xxxx" line of Guests/real/timers.S.
+private struct TimerCounts: Equatable {
+    let pit: UInt16
+    let lapic: UInt16
+
+    /// The counts of every whole line (ended by a newline) in `text`.
+    static func parse(_ text: String) -> [TimerCounts] {
+        text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count == 2, fields[0].hasPrefix("pit="), fields[1].hasPrefix("lapic="),
+                  let pit = UInt16(fields[0].dropFirst(4), radix: 16),
+                  let lapic = UInt16(fields[1].dropFirst(6), radix: 16) else { return nil }
+            return TimerCounts(pit: pit, lapic: lapic)
         }
     }
 }

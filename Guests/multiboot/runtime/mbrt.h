@@ -133,6 +133,11 @@ int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 /* u64 / u32 without libgcc; *rem may be NULL. */
 u64 udiv64(u64 n, u32 d, u32 *rem);
+/* Finds "key=" as a whole token in a NUL-terminated command line; returns the
+   value's start and sets *len (up to the next space); NULL if absent. */
+const char *cmdline_value(const char *cmd, const char *key, u32 *len);
+/* The decimal number in p[0..len) (at most 9 digits); *ok = 0 if it is not one. */
+u32 parse_decimal(const char *p, u32 len, int *ok);
 
 /* ---- timing: PIT channel 2 (1.193182 MHz), mode 0, polled ----
    Elapsed time is measured by latching and reading the channel-2 counter

@@ -198,6 +198,36 @@ u64 udiv64(u64 n, u32 d, u32 *rem)
     return ((u64)qhi << 32) | qlo;
 }
 
+const char *cmdline_value(const char *cmd, const char *key, u32 *len)
+{
+    u32 klen = strlen(key);
+    const char *p = cmd;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *tok = p;
+        while (*p && *p != ' ')
+            p++;
+        if ((u32)(p - tok) > klen && memcmp(tok, key, klen) == 0 && tok[klen] == '=') {
+            *len = (u32)(p - tok) - klen - 1;
+            return tok + klen + 1;
+        }
+    }
+    return NULL;
+}
+
+
+u32 parse_decimal(const char *p, u32 len, int *ok)
+{
+    u32 v = 0;
+    *ok = len > 0 && len <= 9;
+    for (u32 i = 0; *ok && i < len; i++) {
+        *ok = p[i] >= '0' && p[i] <= '9';
+        v = v * 10 + (u32)(p[i] - '0');
+    }
+    return *ok ? v : 0;
+}
+
 /* ------------------------------------------------------------------- PIT */
 
 void pit2_start(u16 count)

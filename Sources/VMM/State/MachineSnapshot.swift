@@ -10,6 +10,8 @@
 //   devices       every port device's state (UART FIFOs, CMOS/RTC, PM timer …)
 //   vm            the in-kernel PICs, IOAPIC, PIT and the kvmclock
 //   vcpu.N        each vCPU, captured and restored in the documented order (VCPUSnapshot)
+//   host          what a restoring host must offer: KVM capabilities, CPUID features
+//                 (HostRequirements; optional, older snapshots lack it)
 //   memory        the memory file's name and size
 //
 // Both files are written atomically (temporary file, fsync, rename, fsync of
@@ -102,8 +104,10 @@ public struct LoadedSnapshot: Sendable {
     public static let maximumStateBytes = 256 << 20
 
     /// Reads and checks `path`: format, CRCs, host CPU vendor and KVM API
-    /// version, every section present and decodable, sizes consistent.
-    public static func load(_ path: String, host: SnapshotHost, kvmAPIVersion: UInt32) throws(MachineError) -> LoadedSnapshot {
+    /// version, every section present and decodable, sizes consistent, and
+    /// what the `host` section (when there is one) says the snapshot needs:
+    /// KVM capabilities and CPUID features `host` must have.
+    public static func load(_ path: String, on host: RestoreHost) throws(MachineError) -> LoadedSnapshot {
         let bytes: [UInt8]
         do {
             bytes = try AtomicFile.read(path, limit: maximumStateBytes)
@@ -118,11 +122,19 @@ public struct LoadedSnapshot: Sendable {
             }
         }
         let file = try format { () throws(SnapshotFormatError) in try SnapshotFile(parsing: bytes) }
-        guard file.host.vendor == host.vendor else {
-            throw .snapshot("\(path): taken on a \(file.host.vendor) CPU; this host is \(host.vendor)")
+        guard file.host.vendor == host.cpu.vendor else {
+            throw .snapshot("\(path): taken on a \(file.host.vendor) CPU; this host is \(host.cpu.vendor)")
         }
-        guard file.kvmAPIVersion == kvmAPIVersion else {
-            throw .snapshot("\(path): taken with KVM API \(file.kvmAPIVersion); this host has \(kvmAPIVersion)")
+        guard file.kvmAPIVersion == host.kvmAPIVersion else {
+            throw .snapshot("\(path): taken with KVM API \(file.kvmAPIVersion); this host has \(host.kvmAPIVersion)")
+        }
+        if file.section(named: HostRequirements.sectionName) != nil {
+            let needs = try format { () throws(SnapshotFormatError) in
+                try file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+            }
+            if let unmet = needs.firstUnmet(capabilityValue: host.capabilityValue, supportedCPUID: host.supportedCPUID) {
+                throw .snapshot("\(path): \(unmet)")
+            }
         }
         let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: "config") }
         let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: "memory") }
@@ -181,12 +193,16 @@ extension Machine {
             try file.append(section: "config", encoding: SavedConfiguration(configuration))
             try file.append(section: "user", encoding: try captureUserSpaceState())
             try file.append(section: "devices", encoding: devices.exportDeviceStates())
-            try file.append(section: "vm", encoding: try VMSnapshot.capture(vm))
+            let vmState = try VMSnapshot.capture(vm)
+            try file.append(section: "vm", encoding: vmState)
             let cpuid = try vcpus.first.map { try $0.cpuid() } ?? []
             let msrs = try saveableMSRs(system: system, cpuid: cpuid)
-            for (i, vcpu) in vcpus.enumerated() {
-                try file.append(section: "vcpu.\(i)", encoding: try VCPUSnapshot.capture(vcpu, msrIndices: msrs))
+            let vcpuStates = try vcpus.map { vcpu throws in try VCPUSnapshot.capture(vcpu, msrIndices: msrs) }
+            for (i, vcpuState) in vcpuStates.enumerated() {
+                try file.append(section: "vcpu.\(i)", encoding: vcpuState)
             }
+            let needs = HostRequirements.needed(vm: vmState, vcpus: vcpuStates, supportedCPUID: try system.supportedCPUID())
+            try file.append(section: HostRequirements.sectionName, encoding: needs)
             try file.append(section: "memory", encoding: SavedMemory(file: memoryName, size: configuration.memoryBytes,
                                                                     kind: diff ? "diff" : "full"))
         } catch let error as MachineError {
@@ -194,7 +210,7 @@ extension Machine {
         } catch {
             throw .snapshot("capturing the state: \(error)")
         }
-        let memoryBytes = try writeMemoryFile(memoryPath, diff: diff)
+        let memoryBytes = try writeMemoryFile(memoryPath, of: path, diff: diff)
         let bytes: [UInt8]
         do {
             bytes = try file.serialized()
@@ -211,14 +227,18 @@ extension Machine {
     /// every page that is not all zeros (zero pages are holes), or for a diff
     /// only the pages KVM's dirty log reports (holes elsewhere). Returns the
     /// bytes of RAM written.
-    private func writeMemoryFile(_ path: String, diff: Bool) throws(MachineError) -> UInt64 {
+    private func writeMemoryFile(_ path: String, of statePath: String, diff: Bool) throws(MachineError) -> UInt64 {
         let writable = ram.regions.filter { !$0.readOnly }
         if diff && !dirtyLogging.withLock({ $0 }) {
             throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
         }
         let temporary = path + ".tmp-\(getpid())"
         let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .snapshot("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            // The first file a snapshot creates: name the path the user gave, and why not.
+            let reason = String(cString: strerror(errno))
+            throw .snapshot("cannot write \(statePath): cannot create \(temporary): \(reason)")
+        }
         var closed = false
         defer { if !closed { _ = Glibc.close(fd); _ = unlink(temporary) } }
         guard ftruncate(fd, off_t(configuration.memoryBytes)) == 0 else {
