@@ -6,6 +6,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,12 +40,20 @@ public enum ControlClientError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// A flag the copies of one client share.
+private final class SharedFlag: Sendable {
+    let value = Mutex(false)
+}
+
 /// A client of one VM's control API.
 public struct ControlClient: Sendable {
     public let socketPath: String
     /// Time allowed for a whole request (not for `events`, which streams).
     public var timeout: Duration
     private let http: HTTPClient
+    /// Set once a probe found the socket served, cleared when a request
+    /// fails to connect: one probe per client, not one per request.
+    private let served = SharedFlag()
 
     public init(socketPath: String, timeout: Duration = .seconds(30), http: HTTPClient = .shared) {
         self.socketPath = socketPath
@@ -159,6 +168,7 @@ public struct ControlClient: Sendable {
         do {
             return try await http.execute(request, deadline: deadline)
         } catch {
+            served.value.withLock { $0 = false }
             throw classify(error)
         }
     }
@@ -172,13 +182,16 @@ public struct ControlClient: Sendable {
     }
 
     /// Fails at once when nothing serves the socket: AsyncHTTPClient would
-    /// retry a failed connection until the request's deadline.
+    /// retry a failed connection until the request's deadline. The socket
+    /// file is looked at every time (a VM that stopped removed it); the
+    /// connect probe runs until it has once succeeded.
     private func checkSocket() async throws(ControlClientError) {
         var status = stat()
         guard lstat(socketPath, &status) == 0 else {
             throw errno == ENOENT ? .noSocket(path: socketPath)
                 : .connection(path: socketPath, reason: String(cString: strerror(errno)))
         }
+        guard !served.value.withLock({ $0 }) else { return }
         let serving: Bool
         do {
             serving = try await ControlSocket.isServing(path: socketPath, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
@@ -186,6 +199,7 @@ public struct ControlClient: Sendable {
             throw .connection(path: socketPath, reason: error.description)
         }
         guard serving else { throw .refused(path: socketPath) }
+        served.value.withLock { $0 = true }
     }
 
     /// A connection failure in the words of the socket's state.
