@@ -82,7 +82,14 @@ struct SnapshotCommand: ParsableCommand {
             let memoryPath = (directory.isEmpty ? "." : directory) + "/" + memory.file
             let memorySize = (try? FileManager.default.attributesOfItem(atPath: memoryPath)[.size] as? UInt64) ?? nil
             let shared = user.pageMap?.filter { $0.attribute == .shared } ?? []
+            // What a restoring host must have (absent in snapshots from before the section existed).
+            let needs: Any = try file.section(named: HostRequirements.sectionName).map { _ in
+                let requirements = try file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+                return ["kvm_capabilities": requirements.capabilities.map { "\($0.name) >= \($0.minimum)" },
+                        "cpuid_feature_bits": requirements.cpuidFeatures.reduce(0) { $0 + $1.bits.nonzeroBitCount }] as [String: Any]
+            } ?? NSNull()
             return [
+                "host_needs": needs,
                 "format_version": Int(SnapshotFile.formatVersion),
                 "kvm_api_version": Int(file.kvmAPIVersion),
                 "host": ["vendor": file.host.vendor, "family": Int(file.host.family), "model": Int(file.host.model),
