@@ -97,7 +97,7 @@ public struct DirtyPageBitmap: Sendable, Equatable {
     public var dirtyCount: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
 
     /// Runs of consecutive dirty pages as (first page, count).
-    var runs: [(first: Int, count: Int)] {
+    public var runs: [(first: Int, count: Int)] {
         var result: [(first: Int, count: Int)] = []
         var page = 0
         while page < pageCount {

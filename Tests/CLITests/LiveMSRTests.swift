@@ -52,6 +52,9 @@ final class LiveDeflect {
     }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// The stderr read so far by `waitFor(_:onStderr: true)`.
+    var stderrSoFar: String { String(decoding: stderrBuffer, as: UTF8.self) }
 }
 
 @Suite("deflect: MSRs while the guest runs", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
