@@ -296,12 +296,15 @@ public final class Machine: @unchecked Sendable {
         return (handler, migrationState.map { MigrationGate(restoring: $0) } ?? MigrationGate(offered: true))
     }
 
+    /// The origin of the rule that routes MSR_KVM_MIGRATION_CONTROL to the VMM.
+    static let migrationControlRouteOrigin = "migration control (handled by the VMM)"
+
     /// The MSR setup with MSR_KVM_MIGRATION_CONTROL routed to user space when
     /// the VM offers migration control (the vCPU loop answers it before the policy).
     static func effectiveMSRSetup(_ configuration: MachineConfiguration) throws -> MSRSetup {
         guard configuration.hypercalls.migrationControl else { return configuration.msr }
         let index = MigrationControl.msrIndex
-        let route = MSRRule(index, .deny, origin: "migration control (handled by the VMM)")
+        let route = MSRRule(index, .deny, origin: migrationControlRouteOrigin)
         switch configuration.msr {
         case .kernelOnly:
             return .policy(MSRPolicy(rules: [route]))
