@@ -116,7 +116,7 @@ let package = Package(
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "Migration", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlAPITests",
             dependencies: [
