@@ -176,6 +176,94 @@ struct MigrationCLITests {
     }
 }
 
+struct NamespaceSetupError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Two network namespaces joined by a veth pair, made for one test and
+/// removed after it; nil (and the reason) where this process may not.
+final class NetworkNamespacePair {
+    let names: (source: String, receiver: String)
+    let receiverAddress: String
+    private static let ip = "/usr/sbin/ip"
+
+    /// Whether namespaces can be made here (root, a kernel and container that allow it), or why not.
+    static let unavailableReason: String? = {
+        guard FileManager.default.isExecutableFile(atPath: ip) else { return "no \(ip): veth/netns test skipped" }
+        let probe = "dfl-probe-\(getpid())"
+        guard run(["netns", "add", probe]) else { return "ip netns add is not permitted here: veth/netns test skipped" }
+        _ = run(["netns", "delete", probe])
+        return nil
+    }()
+
+    init() throws {
+        let tag = String(UInt32.random(in: 0..<0xFFFFFF), radix: 16)
+        let octet = Int.random(in: 1...250)
+        names = ("dfl-s-\(tag)", "dfl-r-\(tag)")
+        receiverAddress = "10.251.\(octet).2"
+        let steps: [[String]] = [
+            ["netns", "add", names.source], ["netns", "add", names.receiver],
+            ["link", "add", "dfs\(tag)", "netns", names.source, "type", "veth", "peer", "name", "dfr\(tag)", "netns", names.receiver],
+            ["-n", names.source, "addr", "add", "10.251.\(octet).1/30", "dev", "dfs\(tag)"],
+            ["-n", names.receiver, "addr", "add", "\(receiverAddress)/30", "dev", "dfr\(tag)"],
+            ["-n", names.source, "link", "set", "dfs\(tag)", "up"], ["-n", names.receiver, "link", "set", "dfr\(tag)", "up"],
+            ["-n", names.source, "link", "set", "lo", "up"], ["-n", names.receiver, "link", "set", "lo", "up"],
+        ]
+        for step in steps where !Self.run(step) {
+            remove()
+            throw NamespaceSetupError(description: "ip \(step.joined(separator: " ")) failed")
+        }
+    }
+
+    func launcher(_ name: String) -> [String] { [Self.ip, "netns", "exec", name] }
+
+    func remove() {
+        _ = Self.run(["netns", "delete", names.source])   // the veth pair goes with its namespaces
+        _ = Self.run(["netns", "delete", names.receiver])
+    }
+
+    @discardableResult
+    private static func run(_ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
+
+@Suite("deflect live migration between network namespaces", .serialized,
+       .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)),
+       .enabled(if: NetworkNamespacePair.unavailableReason == nil,
+                Comment(rawValue: NetworkNamespacePair.unavailableReason ?? "")))
+struct NamespaceMigrationTests {
+    /// The receiver in one namespace listens on its veth address (so it
+    /// needs --allow-remote and a key), the source runs in the other: the
+    /// guest moves across the veth pair with every frame authenticated.
+    @Test func aGuestMovesAcrossAVethPair() throws {
+        let namespaces = try NetworkNamespacePair()
+        defer { namespaces.remove() }
+        let directory = try scratchDirectory()
+        let key = directory + "/psk"
+        try Data("a key for the veth test, 32 bytes".utf8).write(to: URL(fileURLWithPath: key))
+        let receiver = try LiveDeflect(["receive", "--listen", "tcp:\(namespaces.receiverAddress):0", "--allow-remote",
+                                        "--psk-file", key, "--timeout", "90"], launcher: namespaces.launcher(namespaces.names.receiver))
+        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true), "\(receiver.stderrSoFar)")
+        let address = try #require(receiver.stderrSoFar.split(separator: "\n").first { $0.contains("waiting for a VM on ") }?
+            .split(separator: " ").last.map(String.init))
+        let source = try LiveDeflect(["run", try GuestImages.path("long/migration_load.bin"), "--mode", "long",
+                                      "--api-socket", directory + "/vm.sock", "--timeout", "90"],
+                                     launcher: namespaces.launcher(namespaces.names.source))
+        #expect(source.waitFor("TICK 30\n"))
+        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
+                                          ["--psk-file", key])
+        print("migration across a veth pair: \(summary)")
+    }
+}
+
 @Suite("deflect receive: bad addresses")
 struct ReceiveAddressTests {
     @Test func aRemoteListenAddressNeedsTheFlagAndAKey() throws {
