@@ -100,7 +100,7 @@ let package = Package(
         ),
         // The exit-path, control-API, pause/resume, policy- and snapshot-fuzz benchmarks (`make bench`), not part of the product.
         .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom",
-                                                                "ControlAPI", "MachineControl"],
+                                                                "ControlAPI", "MachineControl", "KVM", "Migration"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],

@@ -7,7 +7,6 @@ import DeflectTestSupport
 import Foundation
 import KVM
 import Migration
-import Snapshot
 import Synchronization
 import Testing
 import VMM
@@ -33,11 +32,8 @@ private final class ThreadReceiver: Sendable {
                 let connection = MigrationConnection(stream: SocketStream(peer), key: nil)
                 let system: KVMSystem
                 do throws(KVMError) { system = try KVMSystem() } catch { throw .kvmUnavailable(error) }
-                let loaded = try IncomingMigration.receive(connection, host: try SnapshotHost.current(system),
-                                                           kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12))
                 let output = CaptureSink()
-                let machine = try Machine(restoring: loaded, timeout: 120, serialOutput: output)
-                try IncomingMigration.acknowledge(connection)
+                let machine = try IncomingMigration.receiveMachine(connection, system: system, timeout: 120, serialOutput: output)
                 outcome = .success((machine, output))
             } catch {
                 outcome = .failure(error)

@@ -6,6 +6,7 @@
 // with the filled memfd as the memory. The caller builds the machine with
 // `Machine(restoring:)`, then acknowledges. Any failure before the ack: the
 // sender hears why, and everything received is discarded with the memfd.
+import Devices
 import KVM
 import Migration
 import Snapshot
@@ -78,6 +79,24 @@ public enum IncomingMigration {
             connection.abort("\(error)")
             throw .migration("\(error)")
         }
+    }
+
+    /// `receive`, then the machine built from it (`Machine(restoring:)`)
+    /// and the sender told: the machine is ready to run. For embedding
+    /// code; `deflect receive` builds the machine through its runtime options.
+    public static func receiveMachine(_ connection: MigrationConnection, system: KVMSystem, timeout: Double?,
+                                      serialOutput: sending any ByteSink) throws(MachineError) -> Machine {
+        let loaded = try receive(connection, host: try SnapshotHost.current(system),
+                                 kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12))
+        let machine: Machine
+        do throws(MachineError) {
+            machine = try Machine(restoring: loaded, timeout: timeout, serialOutput: serialOutput)
+        } catch {
+            connection.abort("the receiver could not build the machine: \(error)")
+            throw error
+        }
+        try acknowledge(connection)
+        return machine
     }
 
     /// Tells the sender the guest runs here (it ends its run on this).
