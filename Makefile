@@ -30,6 +30,7 @@ bench: guests
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --snapshot-fuzz 10000
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --snapshot-timing 64,1024,3072 --rounds 3
 	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --control 500 --pause-cycles 100
+	$$($(SWIFT) build -c release --show-bin-path)/deflect-bench --migration 64,1024 --dirty-rates 0,10,100
 	$(SWIFT) build -c release --product hypercall-bench
 	$$($(SWIFT) build -c release --show-bin-path)/hypercall-bench --output BENCHMARKS.md
 

@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // HMAC-SHA256 of live-migration frames when the peers share a key (Migration).
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
         // Tests only: parses docs/api.yaml to check the server against it.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -59,8 +61,12 @@ let package = Package(
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure snapshot file format: CRC-64, sectioned state file, atomic write.
         .target(name: "Snapshot", swiftSettings: strict),
+        // Pure live-migration protocol: handshake, framed messages with CRC-64
+        // and optional HMAC-SHA256, page ranges, limits, addresses.
+        .target(name: "Migration", dependencies: ["Snapshot", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot", "Migration",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The control API on a Unix socket: the VMControl boundary the VMM
         // implements, its JSON models, the HTTP server and the `deflect ctl` client.
@@ -82,19 +88,19 @@ let package = Package(
             swiftSettings: strict
         ),
         // The VMM's side of the control API: a running Machine as a VMControl.
-        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "ControlAPI"], swiftSettings: strict),
+        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "ControlAPI", "Migration"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices",
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices", "Migration",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
         // The exit-path, control-API, pause/resume, policy- and snapshot-fuzz benchmarks (`make bench`), not part of the product.
         .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom",
-                                                                "ControlAPI", "MachineControl"],
+                                                                "ControlAPI", "MachineControl", "KVM", "Migration"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
         .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
@@ -105,11 +111,12 @@ let package = Package(
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "Migration", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlAPITests",
             dependencies: [

@@ -84,6 +84,22 @@ public struct ControlClient: Sendable {
         return try decode(try await send(.PUT, "/snapshot", body: body, contentType: "application/json"))
     }
 
+    /// `PUT /migrate`: starts the migration; answers its first progress.
+    public func migrate(_ request: MigrationRequest) async throws(ControlClientError) -> MigrationStatus {
+        let body: Data
+        do {
+            body = try ControlJSON.encoder().encode(request)
+        } catch {
+            throw .malformedResponse("the migration request could not be encoded: \(error)")
+        }
+        return try decode(try await send(.PUT, "/migrate", body: body, contentType: "application/json"))
+    }
+
+    /// `GET /migration`: the outgoing migration's progress.
+    public func migration() async throws(ControlClientError) -> MigrationStatus {
+        try decode(try await send(.GET, "/migration"))
+    }
+
     public func shutdown() async throws(ControlClientError) -> VMInfo {
         try decode(try await send(.PUT, "/vm/shutdown"))
     }

@@ -10,7 +10,7 @@ import NIOCore
 /// One route the server answers.
 public struct ControlRoute: Sendable, Hashable {
     public enum Name: Sendable, Hashable {
-        case vm, vmState, vmShutdown, registers, stats, metrics, msrs, policy, events, snapshot
+        case vm, vmState, vmShutdown, registers, stats, metrics, msrs, policy, events, snapshot, migrate, migration
     }
 
     public let method: HTTPRequest.Method
@@ -30,6 +30,8 @@ public struct ControlRoute: Sendable, Hashable {
         .init(method: .put, path: "/policy", name: .policy),
         .init(method: .get, path: "/events", name: .events),
         .init(method: .put, path: "/snapshot", name: .snapshot),
+        .init(method: .put, path: "/migrate", name: .migrate),
+        .init(method: .get, path: "/migration", name: .migration),
     ]
 
     /// The path's segments, e.g. ["vcpus", "{i}", "registers"].
@@ -169,6 +171,13 @@ struct ControlResponder: HTTPResponder {
             let body = try await readBody(request, limit: limits.maximumJSONBodyBytes)
             let snapshot: SnapshotRequest = try Self.decode(body)
             return Self.json(try await control.snapshot(snapshot))
+        case .migrate:
+            try Self.requireContentType(request, accepted: ["application/json"])
+            let body = try await readBody(request, limit: limits.maximumJSONBodyBytes)
+            let migration: MigrationRequest = try Self.decode(body)
+            return Self.json(try await control.migrate(migration), status: .accepted)
+        case .migration:
+            return Self.json(await control.migration())
         }
     }
 

@@ -369,3 +369,64 @@ public struct SnapshotReport: Codable, Sendable, Equatable {
         (self.memoryBytes, self.seconds, self.state) = (memoryBytes, seconds, state)
     }
 }
+
+// MARK: - PUT /migrate, GET /migration
+
+/// The body of `PUT /migrate`.
+public struct MigrationRequest: Codable, Sendable, Equatable {
+    /// "tcp:HOST:PORT" or "unix:PATH": where `deflect receive` listens.
+    public var to: String
+    /// The pause the guest may see at the end (default 300 ms).
+    public var downtimeMs: Int?
+    /// Give up (the VM keeps running here) after this many seconds (default 600).
+    public var timeoutS: Double?
+    /// Migrate although the guest has not set KVM_MIGRATION_READY (logged).
+    public var force: Bool?
+    /// An absolute path to the pre-shared key the receiver was given
+    /// (`--psk-file`): every frame is then authenticated (HMAC-SHA256).
+    public var pskFile: String?
+
+    public init(to: String, downtimeMs: Int? = nil, timeoutS: Double? = nil, force: Bool? = nil, pskFile: String? = nil) {
+        (self.to, self.downtimeMs, self.timeoutS, self.force, self.pskFile) = (to, downtimeMs, timeoutS, force, pskFile)
+    }
+}
+
+/// The progress of the VM's outgoing migration (`GET /migration`, and the
+/// answer of `PUT /migrate`).
+public struct MigrationStatus: Codable, Sendable, Equatable {
+    public enum Phase: String, Codable, Sendable, CaseIterable {
+        case idle, connecting, copying, iterating
+        case stopAndCopy = "stop-and-copy"
+        case waitingForReceiver = "waiting-for-receiver"
+        case completed, failed
+    }
+
+    public var phase: Phase
+    public var destination: String?
+    /// Dirty-page rounds after the full copy.
+    public var iteration: Int
+    public var bytesSent: UInt64
+    public var dirtyBytesPerSecond: Double
+    public var bandwidthBytesPerSecond: Double
+    public var estimatedDowntimeMs: Double
+    /// The pause the guest saw, once the receiver runs it.
+    public var downtimeMs: Double?
+    public var elapsedS: Double
+    public var lastError: String?
+
+    public init(phase: Phase, destination: String?, iteration: Int, bytesSent: UInt64, dirtyBytesPerSecond: Double,
+                bandwidthBytesPerSecond: Double, estimatedDowntimeMs: Double, downtimeMs: Double?, elapsedS: Double,
+                lastError: String?) {
+        (self.phase, self.destination, self.iteration, self.bytesSent) = (phase, destination, iteration, bytesSent)
+        (self.dirtyBytesPerSecond, self.bandwidthBytesPerSecond) = (dirtyBytesPerSecond, bandwidthBytesPerSecond)
+        (self.estimatedDowntimeMs, self.downtimeMs, self.elapsedS, self.lastError) = (estimatedDowntimeMs, downtimeMs, elapsedS, lastError)
+    }
+
+    /// No migration has been asked for.
+    public static let idle = MigrationStatus(phase: .idle, destination: nil, iteration: 0, bytesSent: 0, dirtyBytesPerSecond: 0,
+                                             bandwidthBytesPerSecond: 0, estimatedDowntimeMs: 0, downtimeMs: nil, elapsedS: 0,
+                                             lastError: nil)
+
+    /// Whether the migration has ended (either way).
+    public var isFinished: Bool { phase == .completed || phase == .failed }
+}

@@ -49,6 +49,16 @@ public protocol VMControl: Sendable {
     /// paused or stops, as `request.then` says. A path that cannot be written
     /// is `.badRequest` with the reason; the VM is resumed as asked even then.
     func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport
+
+    /// Starts migrating the VM to `request.to` and answers at once with the
+    /// progress (the migration goes on in the background; `migration()`
+    /// follows it). Refused with `.badRequest` for a malformed request and
+    /// `.conflict` when the VM cannot be migrated now (the guest has not
+    /// agreed, a migration runs already, the VM is stopping).
+    func migrate(_ request: MigrationRequest) async throws(ControlError) -> MigrationStatus
+
+    /// The outgoing migration's progress (`.idle` before any).
+    func migration() async -> MigrationStatus
 }
 
 /// The states a client may ask for with `PUT /vm/state`.

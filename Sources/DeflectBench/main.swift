@@ -8,7 +8,8 @@
 // allocation-counting shim preloaded). `--policy-fuzz N` instead runs the
 // policy-file fuzz benchmark (PolicyFuzz.swift), `--snapshot-fuzz N` the
 // snapshot state-file fuzz benchmark (SnapshotFuzz.swift), `--control N` the
-// control-API and pause/resume benchmark (ControlBench.swift).
+// control-API and pause/resume benchmark (ControlBench.swift), `--migration
+// SIZES [--dirty-rates RATES]` the live-migration benchmark (MigrationTiming.swift).
 import Dispatch
 import Foundation
 import Loader
@@ -16,6 +17,13 @@ import MSRPolicy
 import VMM
 
 struct BenchError: Error, CustomStringConvertible { let description: String }
+
+/// A comma-separated list of numbers, each in `range`; `usage` otherwise.
+func numberList(_ value: String, in range: ClosedRange<Int>, _ usage: String) throws -> [Int] {
+    let numbers = value.split(separator: ",").map { Int($0) }
+    guard !numbers.isEmpty, numbers.allSatisfy({ $0.map(range.contains) ?? false }) else { throw BenchError(description: usage) }
+    return numbers.compactMap { $0 }
+}
 
 /// Parameter block of Guests/real/msr_loop.S: little-endian words at image
 /// offsets 4 (iterations), 8 (MSR index), 12 (0 = rdmsr, 1 = wrmsr).
@@ -111,6 +119,8 @@ func main() throws {
     var fuzzInputs: Int?
     var snapshotFuzzInputs: Int?
     var snapshotTimingSizes: [Int]?
+    var migrationSizes: [Int]?
+    var dirtyRates = [0, 10, 100]
     var control: ControlBenchOptions?
     var pauseCycles: Int?
     var seed: UInt64 = 0x70_31_F0_22
@@ -125,11 +135,11 @@ func main() throws {
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--policy-fuzz needs a positive count") }
             fuzzInputs = count
         case "--snapshot-timing":
-            let sizes = value.split(separator: ",").compactMap { Int($0) }
-            guard !sizes.isEmpty, sizes.allSatisfy({ (1...3072).contains($0) }) else {
-                throw BenchError(description: "--snapshot-timing needs RAM sizes in MiB, e.g. 64,1024,3072")
-            }
-            snapshotTimingSizes = sizes
+            snapshotTimingSizes = try numberList(value, in: 1...3072, "--snapshot-timing needs RAM sizes in MiB, e.g. 64,1024,3072")
+        case "--migration":
+            migrationSizes = try numberList(value, in: 64...3072, "--migration needs RAM sizes in MiB (at least 64), e.g. 64,1024")
+        case "--dirty-rates":
+            dirtyRates = try numberList(value, in: 0...4096, "--dirty-rates needs MiB/s values, e.g. 0,10,100")
         case "--snapshot-fuzz":
             guard let count = Int(value), count > 0 else { throw BenchError(description: "--snapshot-fuzz needs a positive count") }
             snapshotFuzzInputs = count
@@ -142,6 +152,10 @@ func main() throws {
             pauseCycles = count
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if let migrationSizes {
+        try migrationTiming(sizesMiB: migrationSizes, ratesMiBps: dirtyRates, output: output)
+        return
     }
     if let snapshotTimingSizes {
         try snapshotTiming(sizesMiB: snapshotTimingSizes, rounds: min(rounds, 5), output: output)

@@ -5,8 +5,10 @@
 // vCPU to park) run on a thread of their own, never on the server's tasks.
 import ControlAPI
 import Dispatch
+import Foundation
 import KVM
 import KVMABI
+import Migration
 import MSRPolicy
 import VMM
 
@@ -181,7 +183,59 @@ public final class MachineControl: VMControl {
         }
     }
 
+    /// Starts the migration on a thread of its own (it blocks for its whole
+    /// length) once `beginMigration` accepted it; answers the first progress.
+    public func migrate(_ request: MigrationRequest) async throws(ControlError) -> MigrationStatus {
+        var options: MigrationOptions
+        do {
+            options = MigrationOptions(destination: try MigrationAddress(parsing: request.to))
+        } catch {
+            throw .badRequest("\(error)")
+        }
+        if let downtime = request.downtimeMs {
+            guard downtime >= 1, downtime <= 600_000 else { throw .badRequest("downtime_ms must be 1–600000") }
+            options.downtimeBudgetSeconds = Double(downtime) / 1000
+        }
+        if let timeout = request.timeoutS {
+            guard timeout > 0, timeout <= 86_400 else { throw .badRequest("timeout_s must be more than 0 and at most 86400") }
+            options.timeoutSeconds = timeout
+        }
+        options.force = request.force ?? false
+        do throws(MachineError) {
+            if let pskFile = request.pskFile {
+                guard pskFile.hasPrefix("/") else { throw .migration("psk_file must be an absolute path: \(pskFile)") }
+                options.key = try MigrationTransport.loadKey(pskFile)
+            }
+        } catch {
+            throw .badRequest("\(error)")
+        }
+        do throws(MachineError) {
+            try machine.beginMigration(options)
+        } catch {
+            throw .conflict("\(error)")
+        }
+        let machine = self.machine
+        let accepted = options
+        let thread = Thread {
+            // The outcome is in the progress record (GET /migration); the
+            // VM keeps running on failure.
+            _ = try? machine.migrate(accepted)
+        }
+        thread.name = "migration"
+        thread.start()
+        return Self.status(machine.migrationProgress)
+    }
+
+    public func migration() async -> MigrationStatus { Self.status(machine.migrationProgress) }
+
     // MARK: - Conversions
+
+    static func status(_ p: MigrationProgress) -> MigrationStatus {
+        MigrationStatus(phase: MigrationStatus.Phase(rawValue: p.phase.rawValue) ?? .failed, destination: p.destination,
+                        iteration: p.iteration, bytesSent: p.bytesSent, dirtyBytesPerSecond: p.dirtyBytesPerSecond,
+                        bandwidthBytesPerSecond: p.bandwidthBytesPerSecond, estimatedDowntimeMs: p.estimatedDowntimeSeconds * 1000,
+                        downtimeMs: p.downtimeSeconds.map { $0 * 1000 }, elapsedS: p.elapsedSeconds, lastError: p.lastError)
+    }
 
     /// Outcome words of accesses answered with #GP (see `MSROutcome`; "gp" is the trace's).
     static let gpOutcomes: Set<String> = ["gp", "denied", "default-gp", "kernel-refused", "read-only-gp", "reserved-gp"]

@@ -4,7 +4,9 @@
 // width 64, poly 0xad93d23594c935a9, init 0, reflected in and out, xorout 0,
 // check ("123456789") 0xe9c6d914c4b8d9ca.
 
-/// CRC-64/Jones (CRC-64/REDIS), byte-wise with a 256-entry table.
+/// CRC-64/Jones (CRC-64/REDIS): byte-wise with a 256-entry table, and
+/// eight bytes a step (slicing-by-8) over arrays, which migration frames
+/// and memory files run through by the megabyte.
 public struct CRC64: Sendable {
     /// The polynomial in normal form, and bit-reversed as the reflected
     /// (LSB-first) algorithm uses it.
@@ -18,6 +20,19 @@ public struct CRC64: Sendable {
         }
         return crc
     }
+
+    /// Slicing-by-8: table k (entries 256k ..< 256(k+1)) is the CRC of a
+    /// byte followed by k zero bytes, so eight bytes fold in one step.
+    private static let slices: [UInt64] = {
+        var tables = table
+        for k in 1..<8 {
+            for index in 0..<256 {
+                let previous = tables[(k - 1) * 256 + index]
+                tables.append(table[Int(UInt8(truncatingIfNeeded: previous))] ^ (previous >> 8))
+            }
+        }
+        return tables
+    }()
 
     /// The running value (the CRC of everything fed so far, init 0, no xorout).
     public private(set) var value: UInt64 = 0
@@ -33,10 +48,43 @@ public struct CRC64: Sendable {
         value = crc
     }
 
+    /// `update` for contiguous bytes, eight at a time.
+    public mutating func update(_ bytes: ArraySlice<UInt8>) {
+        var crc = value
+        let t = Self.slices
+        var i = bytes.startIndex
+        let end = bytes.endIndex
+        while end - i >= 8 {
+            let low = UInt64(bytes[i]) | UInt64(bytes[i + 1]) << 8 | UInt64(bytes[i + 2]) << 16 | UInt64(bytes[i + 3]) << 24
+            let high = UInt64(bytes[i + 4]) | UInt64(bytes[i + 5]) << 8 | UInt64(bytes[i + 6]) << 16 | UInt64(bytes[i + 7]) << 24
+            let x = crc ^ (low | high << 32)
+            crc = t[7 * 256 + Int(x & 0xFF)] ^ t[6 * 256 + Int((x >> 8) & 0xFF)]
+                ^ t[5 * 256 + Int((x >> 16) & 0xFF)] ^ t[4 * 256 + Int((x >> 24) & 0xFF)]
+                ^ t[3 * 256 + Int((x >> 32) & 0xFF)] ^ t[2 * 256 + Int((x >> 40) & 0xFF)]
+                ^ t[256 + Int((x >> 48) & 0xFF)] ^ t[Int(x >> 56)]
+            i += 8
+        }
+        while i < end {
+            crc = t[Int(UInt8(truncatingIfNeeded: crc) ^ bytes[i])] ^ (crc >> 8)
+            i += 1
+        }
+        value = crc
+    }
+
+    public mutating func update(_ bytes: [UInt8]) { update(bytes[...]) }
+
     /// The CRC of `bytes`.
     public static func checksum(_ bytes: some Sequence<UInt8>) -> UInt64 {
         var crc = CRC64()
         crc.update(bytes)
         return crc.value
     }
+
+    public static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        var crc = CRC64()
+        crc.update(bytes)
+        return crc.value
+    }
+
+    public static func checksum(_ bytes: [UInt8]) -> UInt64 { checksum(bytes[...]) }
 }

@@ -60,13 +60,18 @@ public final class Machine: @unchecked Sendable {
     /// KVM_X86_SET_MSR_FILTER for policy replacement; tests replace it to make KVM refuse.
     var msrFilterInstaller: @Sendable (CompiledFilter) throws(KVMError) -> Void
     private let registerSync: Bool
-    private let controller: RunController
+    let controller: RunController
     private let lifecycle: Lifecycle
     /// ACPI S3 suspend and wake (PC platform only).
     private var sleepControl: SleepControl?
     private var started = false
-    /// KVM logs dirty pages (turned on by the first full snapshot).
+    /// KVM's dirty log covers every page written since the last full
+    /// snapshot (turned on by it; a migration attempt consumes the log).
     let dirtyLogging = Mutex(false)
+    /// KVM logs dirty pages on the writable slots (snapshot or migration turned it on).
+    let kvmDirtyLog = Mutex(false)
+    /// The outgoing migration's progress; one migration at a time.
+    let migration = MigrationTracker()
     /// Start with every vCPU parked before its first guest instruction
     /// (`deflect restore --paused`); `resume()` lets it go. Set before `run()`.
     public var startsPaused = false
@@ -138,7 +143,10 @@ public final class Machine: @unchecked Sendable {
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
             let backing: GuestRAM.Backing
             if let snapshot {
-                backing = .memoryFile(try MemoryFile.open(path: snapshot.memoryPath), shared: false)
+                switch snapshot.memorySource {
+                case let .file(path): backing = .memoryFile(try MemoryFile.open(path: path), shared: false)
+                case let .filled(memory): backing = .memoryFile(memory, shared: true)
+                }
             } else {
                 backing = .anonymous
             }
@@ -288,12 +296,15 @@ public final class Machine: @unchecked Sendable {
         return (handler, migrationState.map { MigrationGate(restoring: $0) } ?? MigrationGate(offered: true))
     }
 
+    /// The origin of the rule that routes MSR_KVM_MIGRATION_CONTROL to the VMM.
+    static let migrationControlRouteOrigin = "migration control (handled by the VMM)"
+
     /// The MSR setup with MSR_KVM_MIGRATION_CONTROL routed to user space when
     /// the VM offers migration control (the vCPU loop answers it before the policy).
     static func effectiveMSRSetup(_ configuration: MachineConfiguration) throws -> MSRSetup {
         guard configuration.hypercalls.migrationControl else { return configuration.msr }
         let index = MigrationControl.msrIndex
-        let route = MSRRule(index, .deny, origin: "migration control (handled by the VMM)")
+        let route = MSRRule(index, .deny, origin: migrationControlRouteOrigin)
         switch configuration.msr {
         case .kernelOnly:
             return .policy(MSRPolicy(rules: [route]))

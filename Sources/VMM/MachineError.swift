@@ -20,6 +20,8 @@ public enum MachineError: Error, CustomStringConvertible {
     case output(String)
     /// The MSR policy cannot be used (does not compile to a filter, needs what the host lacks).
     case policy(String)
+    /// A live migration failed or was refused (one line naming why).
+    case migration(String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .policy(message): return "MSR policy: \(message)"
         case let .output(message): return message
         case let .snapshot(message): return "snapshot: \(message)"
+        case let .migration(message): return "migration: \(message)"
         }
     }
 }

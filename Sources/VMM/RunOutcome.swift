@@ -61,6 +61,8 @@ public enum RunOutcome: Sendable, Equatable {
     case outputFailed(String)
     /// A KVM request failed on the host side.
     case hostError(String)
+    /// The guest was migrated and runs on the receiver now (status 0).
+    case migrated(destination: String)
 
     /// The process status `deflect run` exits with. Deflect's own statuses are
     /// even so that they never collide with a debug-exit status (always odd).
@@ -76,6 +78,7 @@ public enum RunOutcome: Sendable, Equatable {
         case .interruptedByUser: return ExitStatus.interrupted
         case .outputFailed: return ExitStatus.outputFailed
         case .hostError: return ExitStatus.hostError
+        case .migrated: return 0
         }
     }
 
@@ -94,6 +97,7 @@ public enum RunOutcome: Sendable, Equatable {
         case .interruptedByUser: return "stopped by signal"
         case let .outputFailed(message): return "error: \(message); the guest was stopped"
         case let .hostError(message): return "host error: \(message)"
+        case let .migrated(destination): return "migrated to \(destination)"
         }
     }
 

@@ -1,5 +1,6 @@
 // deflect ctl: a client of a running VM's control API (`--api-socket`):
-// pause, resume, stats, metrics, policy, events, registers, shutdown.
+// pause, resume, stats, metrics, policy, events, registers, shutdown,
+// snapshot, migrate.
 import ArgumentParser
 import ControlAPI
 import Foundation
@@ -15,7 +16,7 @@ struct CtlCommand: AsyncParsableCommand {
         be reached or the API failed.
         """,
         subcommands: [Pause.self, Resume.self, Stats.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
-                      Snapshot.self]
+                      Snapshot.self, Migrate.self]
     )
 
     // Declared here too so that `deflect ctl --socket PATH pause` parses (the

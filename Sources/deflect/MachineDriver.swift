@@ -57,6 +57,9 @@ func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEv
     }
     signals.cancel()
     if let api {
+        // A client following the migration (deflect ctl migrate) gets a
+        // moment to see it completed before the API goes away.
+        if case .migrated = report.outcome { try? await Task.sleep(for: .seconds(1)) }
         api.control.finish()
         await api.server.stop()
     }

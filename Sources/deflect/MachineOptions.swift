@@ -168,7 +168,7 @@ extension MachineError {
         case .image, .policy: return ExitStatus.badInput
         case .kvmUnavailable: return ExitStatus.kvmUnavailable
         case .kvm, .host: return ExitStatus.hostError
-        case .output, .snapshot: return ExitStatus.badInput
+        case .output, .snapshot, .migration: return ExitStatus.badInput
         }
     }
 }

@@ -40,53 +40,74 @@ struct RestoreCommand: AsyncParsableCommand {
 
     func validate() throws {
         if paused && runtime.apiSocket == nil { throw ValidationError("--paused needs --api-socket (nothing else could resume the VM)") }
-        if let timeout, !(timeout > 0 && timeout <= 86_400) {
-            throw ValidationError("--timeout must be more than 0 and at most 86400 seconds")
-        }
-        guard !serial.isEmpty else { throw ValidationError("--serial needs stdio or a file path") }
+        try validateRestoredRun(timeout: timeout, serial: serial)
     }
 
     func run() async throws {
-        let system: KVMSystem
-        do {
-            system = try KVMSystem(path: kvmDevice)
-        } catch {
-            throw fail("KVM is not usable: \(error)", status: ExitStatus.kvmUnavailable)
-        }
-        let host: RestoreHost
-        do {
-            host = try RestoreHost.current(system)
-        } catch {
-            throw fail("\(error)", status: ExitStatus.hostError)
-        }
+        let host = try thisHost(kvmDevice: kvmDevice)
         let loaded: LoadedSnapshot
         do {
             loaded = try LoadedSnapshot.load(state, on: host)
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
         }
-        let (eventLog, eventFile) = try makeEventLog(runtime.events)
-        let sink: FileDescriptorSink
-        do {
-            sink = serial == "stdio" ? FileDescriptorSink.standardOutput(label: "standard output (--serial stdio)")
-                : try FileDescriptorSink.file(serial, label: "--serial \(serial)")
-        } catch {
-            throw fail("\(error)", status: ExitStatus.badInput)
-        }
-        let vm: Machine
-        do {
-            vm = try Machine(restoring: loaded, timeout: timeout, serialOutput: sink, events: eventLog)
-        } catch {
-            throw fail("\(error)", status: error.exitStatus)
-        }
-        sink.onFailure = { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
-        vm.startsPaused = paused
-        let c = vm.configuration
-        let report = try await drive(vm, serialSink: sink, eventFile: eventFile, serialIsStdio: serial == "stdio",
-                                     policyPath: nil, runtime: runtime,
-                                     apiConfiguration: VMConfiguration(image: state, mode: c.mode.rawValue, memoryMib: c.memoryMiB,
-                                                                       vcpus: c.vcpuCount, platform: c.platform.rawValue,
-                                                                       policyPath: nil))
+        let report = try await runRestored(loaded, serial: serial, timeout: timeout, paused: paused, runtime: runtime,
+                                           source: state)
         throw ExitCode(report.outcome.exitStatus)
     }
+}
+
+/// The runtime options a restored or received guest shares with `run`.
+func validateRestoredRun(timeout: Double?, serial: String) throws {
+    if let timeout, !(timeout > 0 && timeout <= 86_400) {
+        throw ValidationError("--timeout must be more than 0 and at most 86400 seconds")
+    }
+    guard !serial.isEmpty else { throw ValidationError("--serial needs stdio or a file path") }
+}
+
+/// This host as a saved state is checked against: CPU, KVM API version,
+/// KVM capabilities and supported CPUID.
+func thisHost(kvmDevice: String) throws -> RestoreHost {
+    let system: KVMSystem
+    do {
+        system = try KVMSystem(path: kvmDevice)
+    } catch {
+        throw fail("KVM is not usable: \(error)", status: ExitStatus.kvmUnavailable)
+    }
+    do {
+        return try RestoreHost.current(system)
+    } catch {
+        throw fail("\(error)", status: ExitStatus.hostError)
+    }
+}
+
+/// Builds the machine a checked state describes (`Machine(restoring:)`),
+/// calls `ready` with it (an incoming migration acknowledges there) and
+/// runs it as `deflect run` would: shared by `restore` and `receive`.
+/// `source` names where the state came from in the API's configuration.
+func runRestored(_ loaded: LoadedSnapshot, serial: String, timeout: Double?, paused: Bool, runtime: RuntimeOptions,
+                 source: String, ready: (Machine) throws -> Void = { _ in }) async throws -> RunReport {
+    let (eventLog, eventFile) = try makeEventLog(runtime.events)
+    let sink: FileDescriptorSink
+    do {
+        sink = serial == "stdio" ? FileDescriptorSink.standardOutput(label: "standard output (--serial stdio)")
+            : try FileDescriptorSink.file(serial, label: "--serial \(serial)")
+    } catch {
+        throw fail("\(error)", status: ExitStatus.badInput)
+    }
+    let vm: Machine
+    do {
+        vm = try Machine(restoring: loaded, timeout: timeout, serialOutput: sink, events: eventLog)
+    } catch {
+        throw fail("\(error)", status: error.exitStatus)
+    }
+    try ready(vm)
+    sink.onFailure = { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
+    vm.startsPaused = paused
+    let c = vm.configuration
+    return try await drive(vm, serialSink: sink, eventFile: eventFile, serialIsStdio: serial == "stdio",
+                           policyPath: nil, runtime: runtime,
+                           apiConfiguration: VMConfiguration(image: source, mode: c.mode.rawValue, memoryMib: c.memoryMiB,
+                                                             vcpus: c.vcpuCount, platform: c.platform.rawValue,
+                                                             policyPath: nil))
 }

@@ -12,9 +12,15 @@ final class LiveDeflect {
     private let out = Pipe(), err = Pipe()
     private var stdoutBuffer = Data(), stderrBuffer = Data()
 
-    init(_ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: deflectBinary)
-        process.arguments = arguments
+    /// `launcher`: a command that runs deflect for the test (e.g. `ip netns exec NS`).
+    init(_ arguments: [String], launcher: [String] = []) throws {
+        if let tool = launcher.first {
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = Array(launcher.dropFirst()) + [deflectBinary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: deflectBinary)
+            process.arguments = arguments
+        }
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
@@ -52,6 +58,9 @@ final class LiveDeflect {
     }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// The stderr read so far by `waitFor(_:onStderr: true)`.
+    var stderrSoFar: String { String(decoding: stderrBuffer, as: UTF8.self) }
 }
 
 @Suite("deflect: MSRs while the guest runs", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))

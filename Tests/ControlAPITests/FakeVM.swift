@@ -10,6 +10,7 @@ final class FakeVM: VMControl {
         var stateRequests: [RequestedState] = []
         var shutdowns = 0
         var policies: [String] = []
+        var migration = MigrationStatus.idle
     }
 
     let recorded = Mutex(Recorded())
@@ -77,6 +78,18 @@ final class FakeVM: VMControl {
         return SnapshotReport(path: request.path, memoryPath: request.path + ".mem", type: request.type ?? .full, stateBytes: 4096,
                               memoryBytes: 16 << 20, seconds: 0.01, state: state)
     }
+
+    func migrate(_ request: MigrationRequest) async throws(ControlError) -> MigrationStatus {
+        guard request.to.hasPrefix("unix:") || request.to.hasPrefix("tcp:") else {
+            throw .badRequest("invalid migration address \"\(request.to)\"")
+        }
+        let status = MigrationStatus(phase: .connecting, destination: request.to, iteration: 0, bytesSent: 0, dirtyBytesPerSecond: 0,
+                                     bandwidthBytesPerSecond: 0, estimatedDowntimeMs: 0, downtimeMs: nil, elapsedS: 0, lastError: nil)
+        recorded.withLock { $0.migration = status }
+        return status
+    }
+
+    func migration() async -> MigrationStatus { recorded.withLock { $0.migration } }
 
     // MARK: Scripted reports
 

@@ -25,7 +25,7 @@ private final class ServedMachine: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private(set) var report: RunReport?
 
-    init(_ guest: String, policy: MSRPolicy? = nil, vcpus: Int = 1, timeout: Double = 60) async throws {
+    init(_ guest: String, policy: MSRPolicy? = nil, vcpus: Int = 1, timeout: Double = 60, paused: Bool = false) async throws {
         var config = MachineConfiguration(image: try GuestImages.bytes(guest), mode: .long, memoryMiB: 16,
                                           vcpuCount: vcpus, timeoutSeconds: timeout)
         if let policy { config.msr = .policy(policy) }
@@ -36,8 +36,12 @@ private final class ServedMachine: @unchecked Sendable {
         server = ControlServer(control: control, socketPath: socket)
         try await server.start()
         client = ControlClient(socketPath: socket)
+        machine.startsPaused = paused
         let thread = Thread { [self] in
             report = machine.run()
+            // As `deflect run` does when the run ends: open event streams
+            // end, so a test waiting on one fails instead of hanging.
+            control.finish()
             done.signal()
         }
         thread.start()
@@ -117,12 +121,19 @@ struct MachineControlTests {
 
     @Test func eventsStreamAsTheyHappen() async throws {
         let policy = MSRPolicy(rules: [], defaultAction: .gp, defaultScope: .unknown, logDefault: true)
-        let vm = try await ServedMachine("long/msr_storm.bin", policy: policy, timeout: 60)
+        // Started paused and resumed once the stream is open: a storm that
+        // ran before the subscription would leave nothing to stream.
+        let vm = try await ServedMachine("long/msr_storm.bin", policy: policy, timeout: 60, paused: true)
         let lines = LockedLines()
+        let resume = Task {
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await vm.client.setState(.running)
+        }
         try await vm.client.events { line in
             lines.append(line)
             return lines.count < 5
         }
+        _ = try await resume.value
         #expect(lines.all.count == 5)
         #expect(lines.all.allSatisfy { $0.contains(#""event":"#) })
         _ = try await vm.client.shutdown()

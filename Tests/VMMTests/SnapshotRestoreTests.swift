@@ -96,7 +96,8 @@ struct SnapshotRestoreTests {
         for (x, y) in zip(a.vcpus, b.vcpus) {
             #expect(try x.generalRegisters() == y.generalRegisters())
         }
-        #expect(try Data(contentsOf: URL(fileURLWithPath: a.memoryPath)) == Data(contentsOf: URL(fileURLWithPath: b.memoryPath)))
+        let memoryA = try #require(a.memoryPath), memoryB = try #require(b.memoryPath)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: memoryA)) == Data(contentsOf: URL(fileURLWithPath: memoryB)))
     }
 
     /// Four vCPUs on the PC platform: in-kernel LAPICs, IOAPIC, PICs and the

@@ -9,6 +9,15 @@
 #define DEFLECT_CKVM_H
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -302,5 +311,121 @@ static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
 }
 
 #pragma clang assume_nonnull end
+
+
+// ---- stream sockets for live migration ---------------------------------------
+// Why here: sockaddr structures are built through pointer casts that Swift
+// cannot express without unsafe code, and Deflect keeps all such code in the
+// KVM layer and this shim. Each helper returns a descriptor (or a count) or
+// -errno; -EADDRNOTAVAIL when a host name does not resolve.
+
+static inline int ckvm_socket_set_timeout(int fd, int milliseconds) {
+    struct timeval tv = { .tv_sec = milliseconds / 1000, .tv_usec = (milliseconds % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) return -errno;
+    return 0;
+}
+
+/// Listens on (backlog > 0) or connects to (backlog == 0) host:port over TCP.
+/// A connect gives up after timeout_ms (SO_SNDTIMEO bounds connect on Linux).
+static inline int ckvm_tcp_socket(const char *_Nonnull host, uint16_t port, int backlog, int timeout_ms) {
+    struct addrinfo hints, *_Nullable list = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (backlog > 0 ? AI_PASSIVE : 0);
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    if (getaddrinfo(host, service, &hints, &list) != 0 || list == NULL) return -EADDRNOTAVAIL;
+    int result = -EADDRNOTAVAIL;
+    for (struct addrinfo *_Nullable a = list; a != NULL; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) { result = -errno; continue; }
+        int one = 1;
+        int ok;
+        if (backlog > 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            ok = bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, backlog) == 0;
+        } else {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            ok = ckvm_socket_set_timeout(fd, timeout_ms) == 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        }
+        if (ok) { freeaddrinfo(list); return fd; }
+        result = -errno;
+        close(fd);
+    }
+    freeaddrinfo(list);
+    return result;
+}
+
+/// Listens on (backlog > 0) or connects to (backlog == 0) a Unix stream socket.
+static inline int ckvm_unix_socket(const char *_Nonnull path, int backlog, int timeout_ms) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address.sun_path) return -ENAMETOOLONG;
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int ok = backlog > 0
+        ? bind(fd, (struct sockaddr *)&address, sizeof address) == 0 && listen(fd, backlog) == 0
+        : ckvm_socket_set_timeout(fd, timeout_ms) == 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
+    if (ok) return fd;
+    int error = -errno;
+    close(fd);
+    return error;
+}
+
+/// accept4 after waiting at most timeout_ms (-1: no limit) for a peer.
+static inline int ckvm_socket_accept(int fd, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    for (;;) {
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) return -ETIMEDOUT;
+        break;
+    }
+    int peer = accept(fd, NULL, NULL);
+    if (peer < 0) return -errno;
+    fcntl(peer, F_SETFD, FD_CLOEXEC);
+    return peer;
+}
+
+/// The local port of a TCP socket (0 for other sockets).
+static inline int ckvm_socket_port(int fd) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    if (getsockname(fd, (struct sockaddr *)&address, &length) != 0) return -errno;
+    if (address.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&address)->sin_port);
+    if (address.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
+    return 0;
+}
+
+/// Reads until `count` bytes or end of stream; the bytes read, or -errno
+/// (-EAGAIN when the receive timeout passed).
+static inline long ckvm_socket_read_full(int fd, void *_Nullable buffer, size_t count) {
+    size_t done = 0;
+    while (done < count) {
+        ssize_t n = recv(fd, (char *)buffer + done, count - done, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) break;
+        done += (size_t)n;
+    }
+    return (long)done;
+}
+
+/// Writes all `count` bytes (no SIGPIPE); 0 or -errno.
+static inline long ckvm_socket_write_full(int fd, const void *_Nullable buffer, size_t count) {
+    size_t done = 0;
+    while (done < count) {
+        ssize_t n = send(fd, (const char *)buffer + done, count - done, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        done += (size_t)n;
+    }
+    return 0;
+}
 
 #endif

@@ -90,6 +90,14 @@ public struct SnapshotSummary: Sendable, Equatable {
 
 /// A state file read and checked against this host, ready for a restore.
 public struct LoadedSnapshot: Sendable {
+    /// Where the guest RAM of a restore comes from.
+    public enum MemorySource: Sendable {
+        /// A snapshot's memory file, mapped MAP_PRIVATE (the file never changes).
+        case file(path: String)
+        /// A memfd already filled (an incoming migration), mapped MAP_SHARED.
+        case filled(MemoryFile)
+    }
+
     public var file: SnapshotFile
     public var configuration: SavedConfiguration
     public var user: UserSpaceState
@@ -97,8 +105,13 @@ public struct LoadedSnapshot: Sendable {
     public var vm: VMSnapshot
     public var vcpus: [VCPUSnapshot]
     public var memory: SavedMemory
-    /// The memory file's path (resolved next to the state file).
-    public var memoryPath: String
+    public var memorySource: MemorySource
+
+    /// The memory file's path (resolved next to the state file), nil for a filled memfd.
+    public var memoryPath: String? {
+        if case let .file(path) = memorySource { return path }
+        return nil
+    }
 
     /// Largest state file accepted (guest RAM is in the memory file).
     public static let maximumStateBytes = 256 << 20
@@ -114,26 +127,43 @@ public struct LoadedSnapshot: Sendable {
         } catch {
             throw .snapshot("\(error)")
         }
+        return try decode(bytes, origin: path, on: host) { memory throws(MachineError) in
+            guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
+                throw .snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
+            }
+            guard memory.kind != "diff" else {
+                throw .snapshot("\(path) is a diff snapshot (only the pages written since the one before); fold it into that one first: deflect snapshot merge BASE \(path)")
+            }
+            let directory = (path as NSString).deletingLastPathComponent
+            return .file(path: (directory.isEmpty ? "." : directory) + "/" + memory.file)
+        }
+    }
+
+    /// Checks the state in `bytes` (a state file's, or the state message of
+    /// an incoming migration, `origin` naming it in errors) as `load` does;
+    /// `memorySource` checks the memory section and says where RAM comes from.
+    public static func decode(_ bytes: [UInt8], origin: String, on host: RestoreHost,
+                              memorySource: (SavedMemory) throws(MachineError) -> MemorySource) throws(MachineError) -> LoadedSnapshot {
         func format<T>(_ body: () throws(SnapshotFormatError) -> T) throws(MachineError) -> T {
             do {
                 return try body()
             } catch {
-                throw .snapshot("\(path): \(error)")
+                throw .snapshot("\(origin): \(error)")
             }
         }
         let file = try format { () throws(SnapshotFormatError) in try SnapshotFile(parsing: bytes) }
         guard file.host.vendor == host.cpu.vendor else {
-            throw .snapshot("\(path): taken on a \(file.host.vendor) CPU; this host is \(host.cpu.vendor)")
+            throw .snapshot("\(origin): taken on a \(file.host.vendor) CPU; this host is \(host.cpu.vendor)")
         }
         guard file.kvmAPIVersion == host.kvmAPIVersion else {
-            throw .snapshot("\(path): taken with KVM API \(file.kvmAPIVersion); this host has \(host.kvmAPIVersion)")
+            throw .snapshot("\(origin): taken with KVM API \(file.kvmAPIVersion); this host has \(host.kvmAPIVersion)")
         }
         if file.section(named: HostRequirements.sectionName) != nil {
             let needs = try format { () throws(SnapshotFormatError) in
                 try file.decode(HostRequirements.self, section: HostRequirements.sectionName)
             }
             if let unmet = needs.firstUnmet(capabilityValue: host.capabilityValue, supportedCPUID: host.supportedCPUID) {
-                throw .snapshot("\(path): \(unmet)")
+                throw .snapshot("\(origin): \(unmet)")
             }
         }
         let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: "config") }
@@ -141,14 +171,9 @@ public struct LoadedSnapshot: Sendable {
         guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
               MachineConfiguration.memoryRangeMiB.contains(configuration.memoryMiB),
               memory.size == UInt64(configuration.memoryMiB) << 20 else {
-            throw .snapshot("\(path): the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
+            throw .snapshot("\(origin): the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
         }
-        guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
-            throw .snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
-        }
-        guard memory.kind != "diff" else {
-            throw .snapshot("\(path) is a diff snapshot (only the pages written since the one before); fold it into that one first: deflect snapshot merge BASE \(path)")
-        }
+        let source = try memorySource(memory)
         let vcpus = try format { () throws(SnapshotFormatError) in
             try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
                 try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
@@ -157,9 +182,8 @@ public struct LoadedSnapshot: Sendable {
         let user = try format { () throws(SnapshotFormatError) in try file.decode(UserSpaceState.self, section: "user") }
         let devices = try format { () throws(SnapshotFormatError) in try file.decode([String: DeviceState].self, section: "devices") }
         let vm = try format { () throws(SnapshotFormatError) in try file.decode(VMSnapshot.self, section: "vm") }
-        let directory = (path as NSString).deletingLastPathComponent
         return LoadedSnapshot(file: file, configuration: configuration, user: user, devices: devices, vm: vm, vcpus: vcpus,
-                              memory: memory, memoryPath: (directory.isEmpty ? "." : directory) + "/" + memory.file)
+                              memory: memory, memorySource: source)
     }
 }
 
@@ -188,6 +212,24 @@ extension Machine {
         let begin = Date()
         let memoryName = (path as NSString).lastPathComponent + ".mem"
         let memoryPath = path + ".mem"
+        let file = try captureState(memory: SavedMemory(file: memoryName, size: configuration.memoryBytes,
+                                                        kind: diff ? "diff" : "full"))
+        let memoryBytes = try writeMemoryFile(memoryPath, of: path, diff: diff)
+        let bytes: [UInt8]
+        do {
+            bytes = try file.serialized()
+            try AtomicFile.write(bytes, to: path)
+        } catch {
+            throw .snapshot("\(error)")
+        }
+        return SnapshotSummary(statePath: path, memoryPath: memoryPath, stateBytes: bytes.count,
+                               memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
+    }
+
+    /// Every section but the memory itself (config, user, devices, vm,
+    /// vcpu.N, memory), captured from the paused machine: what a snapshot's
+    /// state file holds and what a migration sends as its state message.
+    func captureState(memory: SavedMemory) throws(MachineError) -> SnapshotFile {
         var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
             try file.append(section: "config", encoding: SavedConfiguration(configuration))
@@ -203,23 +245,26 @@ extension Machine {
             }
             let needs = HostRequirements.needed(vm: vmState, vcpus: vcpuStates, supportedCPUID: try system.supportedCPUID())
             try file.append(section: HostRequirements.sectionName, encoding: needs)
-            try file.append(section: "memory", encoding: SavedMemory(file: memoryName, size: configuration.memoryBytes,
-                                                                    kind: diff ? "diff" : "full"))
+            try file.append(section: "memory", encoding: memory)
         } catch let error as MachineError {
             throw error
         } catch {
             throw .snapshot("capturing the state: \(error)")
         }
-        let memoryBytes = try writeMemoryFile(memoryPath, of: path, diff: diff)
-        let bytes: [UInt8]
-        do {
-            bytes = try file.serialized()
-            try AtomicFile.write(bytes, to: path)
-        } catch {
-            throw .snapshot("\(error)")
+        return file
+    }
+
+    /// Starts KVM's dirty log on the writable slots unless it runs already;
+    /// true when it was started now (nothing recorded yet).
+    @discardableResult
+    func startDirtyLog() throws(KVMError) -> Bool {
+        try kvmDirtyLog.withLock { (on: inout Bool) throws(KVMError) -> Bool in
+            guard !on else { return false }
+            _ = try vm.enableManualDirtyLogProtect()
+            for region in ram.regions where !region.readOnly { try vm.setDirtyLogging(slot: region.slot, enabled: true) }
+            on = true
+            return true
         }
-        return SnapshotSummary(statePath: path, memoryPath: memoryPath, stateBytes: bytes.count,
-                               memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
     }
 
     /// Guest RAM into `path` (temporary file, fsync, rename): each slot's
@@ -255,14 +300,14 @@ extension Machine {
                     written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
                 }
             }
-            if !diff && !dirtyLogging.withLock({ $0 }) {
-                // From now on KVM records written pages: the next snapshot may be a diff.
-                _ = try vm.enableManualDirtyLogProtect()
-                for region in writable { try vm.setDirtyLogging(slot: region.slot, enabled: true) }
+            if !diff {
+                // From now on KVM records written pages: the next snapshot may
+                // be a diff. A log already running (an earlier snapshot or
+                // migration) is drained: this snapshot is the new base.
+                if !(try startDirtyLog()) {
+                    for region in writable { _ = try vm.dirtyPages(slot: region.slot) }
+                }
                 dirtyLogging.withLock { $0 = true }
-            } else if !diff {
-                // A full snapshot resets the log: drain what was recorded so far.
-                for region in writable { _ = try vm.dirtyPages(slot: region.slot) }
             }
         } catch {
             throw .snapshot("writing guest memory to \(temporary): \(error)")

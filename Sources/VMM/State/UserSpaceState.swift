@@ -40,8 +40,25 @@ extension Machine {
         case .policy: break
         }
         if let msrRuntime {
-            mode = "policy"
-            toml = PolicyWriter.toml(msrRuntime.policy)
+            // The route of MSR_KVM_MIGRATION_CONTROL to the VMM is not the
+            // user's: a restore adds it again (effectiveMSRSetup), so it is
+            // saved without it, and a VM that had no policy of its own
+            // restores with none.
+            var policy = msrRuntime.policy
+            if configuration.hypercalls.migrationControl {
+                let own = policy.rules.filter { !($0.first == MigrationControl.msrIndex && $0.last == MigrationControl.msrIndex
+                                                   && $0.origin == Machine.migrationControlRouteOrigin) }
+                var withoutRoute = MSRPolicy(rules: own, defaultAction: policy.defaultAction, defaultScope: policy.defaultScope,
+                                             logDefault: policy.logDefault, profile: policy.profile)
+                withoutRoute.profile = policy.profile
+                policy = withoutRoute
+            }
+            if case .kernelOnly = configuration.msr, policy.rules.isEmpty {
+                mode = "kernel-only"
+            } else {
+                mode = "policy"
+                toml = PolicyWriter.toml(policy)
+            }
             emulated = msrRuntime.emulatedValues()
         }
         let pageMap = hypercallHandler.map { handler in

@@ -1,0 +1,107 @@
+// VMM: the receiving side of a live migration. The hello is checked against
+// this host and its limits (vendor, KVM API, RAM and vCPUs a hostile peer
+// may claim) and refused with the reason sent back; pages go into a memfd as
+// they come (each range checked to lie inside the RAM the hello declared);
+// the state message is decoded exactly as a restore decodes a state file,
+// with the filled memfd as the memory. The caller builds the machine with
+// `Machine(restoring:)`, then acknowledges. Any failure before the ack: the
+// sender hears why, and everything received is discarded with the memfd.
+import Devices
+import KVM
+import Migration
+import Snapshot
+
+public enum IncomingMigration {
+    /// The memory section's kind in a migration's state message.
+    public static let memoryKind = "migration"
+
+    /// What this Deflect accepts from a sender.
+    public static let limits = MigrationLimits(
+        memoryBytes: UInt64(MachineConfiguration.memoryRangeMiB.lowerBound) << 20 ... UInt64(MachineConfiguration.memoryRangeMiB.upperBound) << 20,
+        vcpuCount: UInt32(MachineConfiguration.vcpuRange.lowerBound)...UInt32(MachineConfiguration.vcpuRange.upperBound),
+        maximumStateBytes: LoadedSnapshot.maximumStateBytes)
+
+    /// Receives one VM on `connection`, up to and including the sender's
+    /// complete message: the state checked for this host, RAM in a memfd.
+    public static func receive(_ connection: MigrationConnection, on host: RestoreHost) throws(MachineError) -> LoadedSnapshot {
+        let hello: MigrationHello
+        do {
+            hello = try MigrationHello(decoding: try connection.expect(.hello, during: "the handshake").payload)
+        } catch {
+            // Tell the sender (a wrong key, no key, a malformed hello) before giving up.
+            try? connection.send(.refuse, ReasonText.encode("\(error)"), authenticate: false)
+            throw .migration("refused the incoming VM: \(error)")
+        }
+        if let reason = hello.refusal(host: host.cpu, kvmAPIVersion: host.kvmAPIVersion, limits: limits, keyed: connection.authenticated) {
+            try? connection.send(.refuse, ReasonText.encode(reason), authenticate: false)
+            throw .migration("refused the incoming VM: \(reason)")
+        }
+        do {
+            let memory = try MemoryFile.anonymous(size: hello.memoryBytes, name: "deflect-incoming-ram")
+            try connection.send(.accept)
+            var state: [UInt8]?
+            receiving: while true {
+                let frame = try connection.receive(during: "the memory and state")
+                switch frame.kind {
+                case .pages:
+                    for range in try PagesMessage.decode(frame.payload, memoryBytes: hello.memoryBytes) {
+                        try memory.write(range.bytes, at: range.guestPhysicalAddress)
+                    }
+                case .state:
+                    guard state == nil else { throw MigrationError.unexpectedMessage(expected: "pages or complete", received: "a second state") }
+                    state = try connection.receiveState(startingWith: frame, limit: limits.maximumStateBytes)
+                case .complete:
+                    break receiving
+                default:
+                    _ = try MigrationConnection.checked(frame, is: [.pages, .state, .complete])
+                }
+            }
+            guard let state else { throw MigrationError.unexpectedMessage(expected: "state", received: "complete") }
+            let loaded = try LoadedSnapshot.decode(state, origin: "the incoming state", on: host) { saved throws(MachineError) in
+                guard saved.kind == memoryKind, saved.size == hello.memoryBytes else {
+                    throw .migration("the incoming state describes \(saved.size) bytes of RAM (\(saved.kind ?? "full")), the hello \(hello.memoryBytes)")
+                }
+                return .filled(memory)
+            }
+            guard loaded.configuration.vcpuCount == Int(hello.vcpuCount) else {
+                throw MachineError.migration("the incoming state has \(loaded.configuration.vcpuCount) vCPUs, the hello \(hello.vcpuCount)")
+            }
+            return loaded
+        } catch let error as MachineError {
+            connection.abort("\(error)")
+            throw error
+        } catch let error as MigrationError {
+            if case .aborted = error {} else { connection.abort("\(error)") }
+            throw .migration("\(error)")
+        } catch {
+            connection.abort("\(error)")
+            throw .migration("\(error)")
+        }
+    }
+
+    /// `receive`, then the machine built from it (`Machine(restoring:)`)
+    /// and the sender told: the machine is ready to run. For embedding
+    /// code; `deflect receive` builds the machine through its runtime options.
+    public static func receiveMachine(_ connection: MigrationConnection, system: KVMSystem, timeout: Double?,
+                                      serialOutput: sending any ByteSink) throws(MachineError) -> Machine {
+        let loaded = try receive(connection, on: try RestoreHost.current(system))
+        let machine: Machine
+        do throws(MachineError) {
+            machine = try Machine(restoring: loaded, timeout: timeout, serialOutput: serialOutput)
+        } catch {
+            connection.abort("the receiver could not build the machine: \(error)")
+            throw error
+        }
+        try acknowledge(connection)
+        return machine
+    }
+
+    /// Tells the sender the guest runs here (it ends its run on this).
+    public static func acknowledge(_ connection: MigrationConnection) throws(MachineError) {
+        do {
+            try connection.send(.runningAck)
+        } catch {
+            throw .migration("the running-ack could not be sent: \(error)")
+        }
+    }
+}

@@ -1,0 +1,311 @@
+// VMM: the sending side of a live migration (pre-copy). In order: the
+// guest's migration-control word is checked (a guest that was offered
+// KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY is not
+// migrated unless forced, which is logged); handshake; KVM's dirty log is
+// started and drained BEFORE any page is copied (so a page written during
+// the copy is sent again); all of RAM (zero pages skipped: a receiver's
+// memory starts zeroed); then rounds of the pages dirtied since, until
+// dirty bytes / measured bandwidth fit the downtime budget; then pause, the
+// last dirty pages, the state sections (what a snapshot's state file
+// holds), complete, and the receiver's running-ack. Only then does the
+// source run end ("migrated to DEST"). Any failure before the ack: the
+// source resumes if this migration paused it, and the error says why.
+import Dispatch
+import Foundation
+import KVM
+import Migration
+import Snapshot
+import Synchronization
+
+/// What `Machine.migrate` is asked to do.
+public struct MigrationOptions: Sendable {
+    public var destination: MigrationAddress
+    /// The pause the guest may see (QEMU's and cloud-hypervisor's default: 300 ms).
+    public var downtimeBudgetSeconds: Double = 0.3
+    /// Give up (the source keeps running) when the rounds have not converged by then.
+    public var timeoutSeconds: Double = 600
+    /// Migrate even though the guest has not agreed (logged).
+    public var force = false
+    public var key: MigrationKey?
+    public var ioTimeoutSeconds: Double = MigrationTransport.defaultIOTimeout
+
+    public init(destination: MigrationAddress) { self.destination = destination }
+}
+
+/// Where an outgoing migration is, for `GET /migration` and `deflect ctl migrate`.
+public struct MigrationProgress: Sendable, Equatable {
+    public enum Phase: String, Sendable, CaseIterable {
+        case idle, connecting, copying, iterating
+        case stopAndCopy = "stop-and-copy"
+        case waitingForReceiver = "waiting-for-receiver"
+        case completed, failed
+    }
+
+    public var phase: Phase = .idle
+    public var destination: String?
+    /// Dirty-page rounds after the full copy.
+    public var iteration = 0
+    /// Bytes written to the connection (frames, so headers and checksums included).
+    public var bytesSent: UInt64 = 0
+    public var dirtyBytesPerSecond: Double = 0
+    public var bandwidthBytesPerSecond: Double = 0
+    /// Dirty bytes now ÷ bandwidth: the pause a stop-and-copy now would cost.
+    public var estimatedDowntimeSeconds: Double = 0
+    /// The pause the guest saw (pause to the receiver's running-ack), once known.
+    public var downtimeSeconds: Double?
+    public var elapsedSeconds: Double = 0
+    public var lastError: String?
+
+    public init() {}
+}
+
+/// One outgoing migration at a time, and its progress.
+final class MigrationTracker: Sendable {
+    let progress = Mutex(MigrationProgress())
+    private let active = Mutex(false)
+
+    func claim() -> Bool {
+        active.withLock { busy in
+            guard !busy else { return false }
+            busy = true
+            return true
+        }
+    }
+
+    func release() { active.withLock { $0 = false } }
+
+    func update(_ change: (inout MigrationProgress) -> Void) { progress.withLock { change(&$0) } }
+}
+
+extension Machine {
+    /// The current (or last) outgoing migration's progress.
+    public var migrationProgress: MigrationProgress { migration.progress.withLock { $0 } }
+
+    /// Checks that a migration may start now and claims it (one at a time):
+    /// the run must be going, and a guest offered migration control must have
+    /// agreed, unless `force` (then a warning is logged). Call `migrate` next.
+    public func beginMigration(_ options: MigrationOptions) throws(MachineError) {
+        guard state == .running || state == .paused else {
+            throw .migration("the VM is \(state.rawValue); only a running or paused VM can be migrated")
+        }
+        if let gate = migrationGate, !gate.migrationAllowed {
+            guard options.force else {
+                throw .migration("the guest has not agreed to be migrated: it was offered KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY in MSR_KVM_MIGRATION_CONTROL (force overrides)")
+            }
+            StandardStreams.writeError("deflect: warning: migration to \(options.destination) forced although the guest has not set KVM_MIGRATION_READY\n")
+        }
+        guard migration.claim() else { throw .migration("a migration of this VM is already in progress") }
+        migration.update { progress in
+            progress = MigrationProgress()
+            progress.phase = .connecting
+            progress.destination = options.destination.description
+        }
+    }
+
+    /// Runs the migration `beginMigration` claimed, blocking until the
+    /// receiver runs the guest (then this run ends with `.migrated`) or it
+    /// fails (then the source runs on, resumed if this migration paused it).
+    public func migrate(_ options: MigrationOptions) throws(MachineError) {
+        defer { migration.release() }
+        let begin = DispatchTime.now()
+        var pausedHere = false
+        do {
+            try OutgoingMigration(machine: self, options: options, begin: begin).run(pausedHere: &pausedHere)
+        } catch {
+            let message = "\(error)"
+            if pausedHere { _ = try? resume() }
+            migration.update { progress in
+                progress.phase = .failed
+                progress.lastError = message
+                progress.elapsedSeconds = Self.seconds(since: begin)
+            }
+            throw .migration("to \(options.destination): \(message)\(pausedHere ? "; the VM resumed on this host" : "; the VM keeps running on this host")")
+        }
+    }
+
+    static func seconds(since begin: DispatchTime) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - begin.uptimeNanoseconds) / 1e9
+    }
+
+    /// Ends the run: the guest runs on the receiver now.
+    func finishMigrated(to destination: String) {
+        controller.finish(.migrated(destination: destination))
+    }
+}
+
+/// Why the sender gave up on its own (not a protocol or transport error).
+private struct MigrationStop: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The steps of one outgoing migration.
+private struct OutgoingMigration {
+    let machine: Machine
+    let options: MigrationOptions
+    let begin: DispatchTime
+    /// Pages per memory message (4 MiB of pages: well under the frame limit).
+    static let pagesPerMessage = 1024
+
+    func run(pausedHere: inout Bool) throws {
+        let stream = try MigrationTransport.connect(to: options.destination, ioTimeout: options.ioTimeoutSeconds)
+        defer { stream.close() }
+        let connection = MigrationConnection(stream: stream, key: options.key)
+        do {
+            try transfer(connection, pausedHere: &pausedHere)
+        } catch let error as MigrationError {
+            switch error {
+            case .refused, .aborted, .connectionClosed: break   // nothing to tell the peer
+            default: connection.abort("\(error)")
+            }
+            throw error
+        } catch {
+            connection.abort("the sender failed: \(error)")
+            throw error
+        }
+    }
+
+    private func transfer(_ connection: MigrationConnection, pausedHere: inout Bool) throws {
+        let ram = machine.ram
+        let hello = MigrationHello(kvmAPIVersion: UInt32(clamping: try machine.system.apiVersion()),
+                                   host: try SnapshotHost.current(machine.system),
+                                   memoryBytes: machine.configuration.memoryBytes,
+                                   vcpuCount: UInt32(machine.configuration.vcpuCount), authenticated: options.key != nil)
+        try connection.send(.hello, hello.encoded())
+        _ = try connection.expect(.accept, during: "the handshake")
+
+        // The log must run, drained, before the first page is read: a page
+        // written after its copy is then reported in the next round.
+        machine.dirtyLogging.withLock { $0 = false }   // a diff snapshot needs a new full one after this
+        try machine.startDirtyLog()
+        let writable = ram.regions.filter { !$0.readOnly }
+        for region in writable { _ = try machine.vm.dirtyPages(slot: region.slot) }
+        var lastCollection = DispatchTime.now()
+
+        progress { $0.phase = .copying }
+        var bandwidth = try measure(connection) { () throws in
+            for region in ram.regions {
+                try send(region, pages: (0..<region.pageCount).filter { !region.isZeroPage($0) }, connection)
+            }
+        }
+
+        var pending: [UInt32: DirtyPageBitmap] = [:]
+        while true {
+            if machine.controller.isFinished { throw MigrationStop("the guest's run ended during the migration") }
+            let dirty = try collect(writable)
+            let dirtyBytes = UInt64(dirty.values.reduce(0) { $0 + $1.dirtyCount }) * GuestMemory.pageSize
+            let interval = max(Machine.seconds(since: lastCollection), 1e-6)
+            lastCollection = DispatchTime.now()
+            let estimate = dirtyBytes == 0 ? 0 : Double(dirtyBytes) / max(bandwidth, 1)
+            progress {
+                $0.dirtyBytesPerSecond = Double(dirtyBytes) / interval
+                $0.bandwidthBytesPerSecond = bandwidth
+                $0.estimatedDowntimeSeconds = estimate
+            }
+            if estimate <= options.downtimeBudgetSeconds {
+                pending = dirty
+                break
+            }
+            if Machine.seconds(since: begin) > options.timeoutSeconds {
+                throw MigrationStop(String(format: "did not converge within %.0f s (%.1f MiB dirty, %.1f MiB/s bandwidth, estimated downtime %.0f ms over the %.0f ms budget)",
+                                                    options.timeoutSeconds, Double(dirtyBytes) / 1_048_576, bandwidth / 1_048_576,
+                                                    estimate * 1000, options.downtimeBudgetSeconds * 1000))
+            }
+            progress { $0.phase = .iterating; $0.iteration += 1 }
+            let roundBandwidth = try measure(connection) { () throws in try send(dirty, connection) }
+            if roundBandwidth > 0 { bandwidth = roundBandwidth }
+        }
+
+        // Stop and copy: from here the guest waits for the receiver.
+        if machine.state != .paused {
+            try machine.pause()
+            pausedHere = true
+        }
+        let pausedAt = DispatchTime.now()
+        progress { $0.phase = .stopAndCopy }
+        var final = try collect(writable)
+        for (slot, bitmap) in pending {
+            if let now = final[slot] {
+                final[slot] = DirtyPageBitmap(pageCount: now.pageCount, words: zip(now.words, bitmap.words).map { $0 | $1 })
+            } else {
+                final[slot] = bitmap
+            }
+        }
+        try send(final, connection)
+        let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.memoryBytes,
+                                                                 kind: IncomingMigration.memoryKind))
+        try connection.sendState(try state.serialized())
+        try connection.send(.complete)
+        progress { $0.phase = .waitingForReceiver; $0.bytesSent = connection.bytesSent }
+        _ = try connection.expect(.runningAck, during: "the wait for the receiver to run the guest")
+        let downtime = Machine.seconds(since: pausedAt)
+        progress {
+            $0.phase = .completed
+            $0.downtimeSeconds = downtime
+            $0.bytesSent = connection.bytesSent
+            $0.elapsedSeconds = Machine.seconds(since: begin)
+        }
+        machine.finishMigrated(to: options.destination.description)
+    }
+
+    private func progress(_ change: (inout MigrationProgress) -> Void) {
+        let elapsed = Machine.seconds(since: begin)
+        machine.migration.update { progress in
+            change(&progress)
+            progress.elapsedSeconds = elapsed
+        }
+    }
+
+    /// Runs `body` and answers the bytes per second it sent.
+    private func measure(_ connection: MigrationConnection, _ body: () throws -> Void) throws -> Double {
+        let before = connection.bytesSent
+        let start = DispatchTime.now()
+        try body()
+        let sent = connection.bytesSent - before
+        progress { $0.bytesSent = connection.bytesSent }
+        let seconds = Machine.seconds(since: start)
+        return sent == 0 || seconds <= 0 ? 0 : Double(sent) / seconds
+    }
+
+    /// The pages dirtied since the last collection, by slot.
+    private func collect(_ regions: [GuestMemory]) throws -> [UInt32: DirtyPageBitmap] {
+        var result: [UInt32: DirtyPageBitmap] = [:]
+        for region in regions { result[region.slot] = try machine.vm.dirtyPages(slot: region.slot) }
+        return result
+    }
+
+    private func send(_ dirty: [UInt32: DirtyPageBitmap], _ connection: MigrationConnection) throws {
+        for region in machine.ram.regions {
+            guard let bitmap = dirty[region.slot] else { continue }
+            try send(region, pages: bitmap.dirtyPages, connection)
+        }
+    }
+
+    /// Sends `pages` (ascending page numbers of `region`) as runs, at most
+    /// `pagesPerMessage` pages per memory message.
+    private func send(_ region: GuestMemory, pages: [Int], _ connection: MigrationConnection) throws {
+        var ranges: [PageRange] = []
+        var pagesInMessage = 0
+        func flush() throws {
+            guard !ranges.isEmpty else { return }
+            try connection.send(.pages, PagesMessage.encode(ranges))
+            ranges.removeAll(keepingCapacity: true)
+            pagesInMessage = 0
+        }
+        var index = 0
+        while index < pages.count {
+            var end = index + 1
+            let room = Self.pagesPerMessage - pagesInMessage
+            while end < pages.count, end - index < room, pages[end] == pages[end - 1] + 1 { end += 1 }
+            let first = UInt64(pages[index]) * GuestMemory.pageSize
+            let count = end - index
+            let address = region.start.rawValue + first
+            let bytes = try region.read(at: GuestPhysicalAddress(address), count: count * Int(GuestMemory.pageSize))
+            ranges.append(PageRange(guestPhysicalAddress: address, pageCount: UInt32(count), bytes: bytes[...]))
+            pagesInMessage += count
+            if pagesInMessage >= Self.pagesPerMessage { try flush() }
+            index = end
+        }
+        try flush()
+    }
+}

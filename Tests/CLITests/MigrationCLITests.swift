@@ -1,0 +1,333 @@
+// CLITests: live migration between two `deflect` processes as a user runs
+// it (`deflect receive`, `deflect ctl migrate`), over a Unix socket and over
+// loopback TCP, with a guest that keeps writing memory and checks it after
+// the move; the guest's migration-control word; and every failure the issue
+// names: the receiver killed mid-stream, a corrupted frame, a wrong key.
+import DeflectTestSupport
+import Foundation
+import Testing
+import VMM
+
+/// A temporary directory for one test's sockets and files.
+private func scratchDirectory() throws -> String {
+    let directory = NSTemporaryDirectory() + "deflect-mig-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory
+}
+
+/// `deflect receive` on `listen`; returns it and the address it reports
+/// (the port chosen for `tcp:...:0`).
+private func startReceiver(_ listen: String, _ extra: [String] = []) throws -> (LiveDeflect, String) {
+    let receiver = try LiveDeflect(["receive", "--listen", listen, "--timeout", "90"] + extra)
+    guard receiver.waitFor("waiting for a VM on ", onStderr: true),
+          let line = receiver.stderrSoFar.split(separator: "\n").first(where: { $0.contains("waiting for a VM on ") }),
+          let address = line.split(separator: " ").last else {
+        Issue.record("the receiver did not start listening: \(receiver.stderrSoFar)")
+        return (receiver, listen)
+    }
+    return (receiver, String(address))
+}
+
+/// The ticking, memory-writing guest (Guests/long/migration_load.S) with an API socket.
+private func startSource(socket: String, _ extra: [String] = []) throws -> LiveDeflect {
+    try LiveDeflect(["run", try GuestImages.path("long/migration_load.bin"), "--mode", "long", "--memory", "64",
+                     "--api-socket", socket, "--timeout", "90"] + extra)
+}
+
+/// The guest's whole output: TICK 0 … 299, its largest tick gap, the check.
+private func expectCompleteTicks(_ output: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let lines = output.split(separator: "\n").map(String.init)
+    let ticks = lines.filter { $0.hasPrefix("TICK ") }
+    #expect(ticks == (0..<300).map { "TICK \($0)" }, "ticks missing or repeated:\n\(output)", sourceLocation: sourceLocation)
+    #expect(lines.last == "CHECK ok", "\(output.suffix(300))", sourceLocation: sourceLocation)
+}
+
+/// Migrates the running source to the receiver with `deflect ctl migrate`
+/// (`extra` options), then checks both ends: status 0 and "migrated to ..."
+/// on the source, the guest finishing on the receiver with no tick lost or
+/// repeated and its memory check passed. Returns ctl's summary line.
+@discardableResult
+private func migrateAndCheck(source: LiveDeflect, receiver: LiveDeflect, socket: String, to address: String,
+                             _ extra: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let ctl = try deflect(["ctl", "--socket", socket, "migrate", address] + extra, limit: 60)
+    #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)", sourceLocation: sourceLocation)
+    #expect(ctl.stdout.contains("migrated to \(address):"), "\(ctl.stdout)", sourceLocation: sourceLocation)
+    let before = source.finish()
+    #expect(before.status == 0, "\(before.stderr)", sourceLocation: sourceLocation)
+    #expect(before.stderr.contains("deflect: migrated to \(address)"), "\(before.stderr)", sourceLocation: sourceLocation)
+    let after = receiver.finish()
+    #expect(after.status == 35, "\(after.stderr)", sourceLocation: sourceLocation)
+    expectCompleteTicks(before.stdout + after.stdout, sourceLocation: sourceLocation)
+    return String(ctl.stdout.split(separator: "\n").last ?? "") + (before.stderr.contains("forced") ? " (forced)" : "")
+}
+
+@Suite("deflect live migration", .serialized, .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct MigrationCLITests {
+    /// Over a Unix socket: the guest's ticks go on at the receiver with no
+    /// gap and no repeat, its memory check passes there, the source ends
+    /// with "migrated to ..." and status 0.
+    @Test func aWritingGuestMovesOverAUnixSocket() throws {
+        let directory = try scratchDirectory()
+        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
+        #expect(address == "unix:\(directory)/mig.sock")
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 30\n"))
+        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address)
+        print("migration over unix, 64 MiB guest dirtying memory: \(summary)")
+    }
+
+    /// Over loopback TCP (port chosen by the receiver), with a pre-shared key:
+    /// every frame authenticated, the same continuity.
+    @Test func aWritingGuestMovesOverLoopbackTCPWithAKey() throws {
+        let directory = try scratchDirectory()
+        let key = directory + "/psk"
+        try Data("a pre-shared key for this test only\n".utf8).write(to: URL(fileURLWithPath: key))
+        let (receiver, address) = try startReceiver("tcp:127.0.0.1:0", ["--psk-file", key])
+        #expect(address.hasPrefix("tcp:127.0.0.1:") && !address.hasSuffix(":0"), "\(address)")
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 30\n"))
+        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
+                                          ["--psk-file", key])
+        print("migration over tcp with HMAC: \(summary)")
+    }
+
+    /// A VM that offers KVM_FEATURE_MIGRATION_CONTROL to a guest that never
+    /// sets KVM_MIGRATION_READY: refused, saying so, the guest runs on;
+    /// with --force it moves, and the source logs that it was forced.
+    @Test func theGuestsWordGatesTheMigration() throws {
+        let directory = try scratchDirectory()
+        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
+        let source = try startSource(socket: directory + "/vm.sock", ["--migration-control"])
+        #expect(source.waitFor("TICK 10\n"))
+        let refused = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", address])
+        #expect(refused.status == ExitStatus.badInput)
+        expectOneLineError(refused, "has not set KVM_MIGRATION_READY")
+        #expect(source.waitFor("TICK 40\n"), "the guest stopped after the refusal")
+        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address, ["--force"])
+        #expect(summary.hasSuffix("(forced)"), "the source did not log the forced migration")
+    }
+
+    /// The receiver is killed while the sender copies (a proxy slows the
+    /// stream down so that the copy takes seconds): the migration fails with
+    /// the reason, the guest keeps running on the source and finishes there
+    /// with its memory intact.
+    @Test func killingTheReceiverMidStreamLeavesTheSourceRunning() throws {
+        let directory = try scratchDirectory()
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", bytesPerSecond: 1 << 20)
+        defer { proxy.stop() }
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 10\n"))
+        let ctl = try LiveDeflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"])
+        #expect(ctl.waitFor("migration copying"), "\(ctl.stderrSoFar)")
+        usleep(500_000)
+        receiver.signal(SIGKILL)
+        _ = receiver.finish()
+        let failed = ctl.finish()
+        #expect(failed.status == ExitStatus.hostError, "\(failed.stdout)")
+        #expect(failed.stderr.contains("the VM keeps running on this host"), "\(failed.stderr)")
+        let whole = source.finish()
+        #expect(whole.status == 35, "\(whole.stderr)")
+        expectCompleteTicks(whole.stdout)
+    }
+
+    /// One bit of a memory message flipped on the way (a proxy between the
+    /// two): the receiver refuses the stream with the CRC error and exits
+    /// non-zero; the source keeps running.
+    @Test func aCorruptedFrameIsRefusedAndTheSourceRunsOn() throws {
+        let directory = try scratchDirectory()
+        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", flipAt: 300)
+        defer { proxy.stop() }
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 10\n"))
+        let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
+        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
+        let refused = receiver.finish()
+        #expect(refused.status == ExitStatus.badInput)
+        #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
+        #expect(refused.stdout.isEmpty)
+        #expect(address.hasPrefix("unix:"))
+        let whole = source.finish()
+        #expect(whole.status == 35, "\(whole.stderr)")
+        expectCompleteTicks(whole.stdout)
+    }
+
+    /// Sender and receiver with different keys: the handshake fails on the
+    /// HMAC, the receiver says so and exits, the sender reports the reason.
+    @Test func aWrongKeyIsRefusedAtTheHandshake() throws {
+        let directory = try scratchDirectory()
+        try Data("the receiver's key, long enough".utf8).write(to: URL(fileURLWithPath: directory + "/right"))
+        try Data("another key entirely, also long".utf8).write(to: URL(fileURLWithPath: directory + "/wrong"))
+        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock", ["--psk-file", directory + "/right"])
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 5\n"))
+        let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", address, "--psk-file", directory + "/wrong"])
+        #expect(ctl.status == ExitStatus.hostError)
+        #expect(ctl.stderr.contains("refused the VM") && ctl.stderr.contains("HMAC"), "\(ctl.stderr)")
+        let refused = receiver.finish()
+        #expect(refused.status == ExitStatus.badInput)
+        // The line saying where it listened, then the one error line.
+        let lines = refused.stderr.split(separator: "\n")
+        #expect(lines.count == 2 && lines[1].hasPrefix("deflect: error: migration: refused the incoming VM: ") && lines[1].contains("HMAC"),
+                "\(refused.stderr)")
+        source.signal(SIGTERM)
+        #expect(source.finish().stdout.contains("TICK 5\n"))
+    }
+}
+
+struct NamespaceSetupError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Two network namespaces joined by a veth pair, made for one test and
+/// removed after it; nil (and the reason) where this process may not.
+final class NetworkNamespacePair {
+    let names: (source: String, receiver: String)
+    let receiverAddress: String
+    private static let ip = "/usr/sbin/ip"
+
+    /// Whether namespaces can be made here (root, a kernel and container that allow it), or why not.
+    static let unavailableReason: String? = {
+        guard FileManager.default.isExecutableFile(atPath: ip) else { return "no \(ip): veth/netns test skipped" }
+        let probe = "dfl-probe-\(getpid())"
+        guard run(["netns", "add", probe]) else { return "ip netns add is not permitted here: veth/netns test skipped" }
+        _ = run(["netns", "delete", probe])
+        return nil
+    }()
+
+    init() throws {
+        let tag = String(UInt32.random(in: 0..<0xFFFFFF), radix: 16)
+        let octet = Int.random(in: 1...250)
+        names = ("dfl-s-\(tag)", "dfl-r-\(tag)")
+        receiverAddress = "10.251.\(octet).2"
+        let steps: [[String]] = [
+            ["netns", "add", names.source], ["netns", "add", names.receiver],
+            ["link", "add", "dfs\(tag)", "netns", names.source, "type", "veth", "peer", "name", "dfr\(tag)", "netns", names.receiver],
+            ["-n", names.source, "addr", "add", "10.251.\(octet).1/30", "dev", "dfs\(tag)"],
+            ["-n", names.receiver, "addr", "add", "\(receiverAddress)/30", "dev", "dfr\(tag)"],
+            ["-n", names.source, "link", "set", "dfs\(tag)", "up"], ["-n", names.receiver, "link", "set", "dfr\(tag)", "up"],
+            ["-n", names.source, "link", "set", "lo", "up"], ["-n", names.receiver, "link", "set", "lo", "up"],
+        ]
+        for step in steps where !Self.run(step) {
+            remove()
+            throw NamespaceSetupError(description: "ip \(step.joined(separator: " ")) failed")
+        }
+    }
+
+    func launcher(_ name: String) -> [String] { [Self.ip, "netns", "exec", name] }
+
+    func remove() {
+        _ = Self.run(["netns", "delete", names.source])   // the veth pair goes with its namespaces
+        _ = Self.run(["netns", "delete", names.receiver])
+    }
+
+    @discardableResult
+    private static func run(_ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
+
+@Suite("deflect live migration between network namespaces", .serialized,
+       .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)),
+       .enabled(if: NetworkNamespacePair.unavailableReason == nil,
+                Comment(rawValue: NetworkNamespacePair.unavailableReason ?? "")))
+struct NamespaceMigrationTests {
+    /// The receiver in one namespace listens on its veth address (so it
+    /// needs --allow-remote and a key), the source runs in the other: the
+    /// guest moves across the veth pair with every frame authenticated.
+    @Test func aGuestMovesAcrossAVethPair() throws {
+        let namespaces = try NetworkNamespacePair()
+        defer { namespaces.remove() }
+        let directory = try scratchDirectory()
+        let key = directory + "/psk"
+        try Data("a key for the veth test, 32 bytes".utf8).write(to: URL(fileURLWithPath: key))
+        let receiver = try LiveDeflect(["receive", "--listen", "tcp:\(namespaces.receiverAddress):0", "--allow-remote",
+                                        "--psk-file", key, "--timeout", "90"], launcher: namespaces.launcher(namespaces.names.receiver))
+        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true), "\(receiver.stderrSoFar)")
+        let address = try #require(receiver.stderrSoFar.split(separator: "\n").first { $0.contains("waiting for a VM on ") }?
+            .split(separator: " ").last.map(String.init))
+        let source = try LiveDeflect(["run", try GuestImages.path("long/migration_load.bin"), "--mode", "long",
+                                      "--api-socket", directory + "/vm.sock", "--timeout", "90"],
+                                     launcher: namespaces.launcher(namespaces.names.source))
+        #expect(source.waitFor("TICK 30\n"))
+        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
+                                          ["--psk-file", key])
+        print("migration across a veth pair: \(summary)")
+    }
+}
+
+@Suite("deflect receive: bad addresses")
+struct ReceiveAddressTests {
+    @Test func aRemoteListenAddressNeedsTheFlagAndAKey() throws {
+        let r = try deflect(["receive", "--listen", "tcp:0.0.0.0:0"])
+        #expect(r.status == ExitStatus.usage)
+        #expect(r.stderr.contains("needs --allow-remote and --psk-file"), "\(r.stderr)")
+        let withFlagOnly = try deflect(["receive", "--listen", "tcp:0.0.0.0:0", "--allow-remote"])
+        #expect(withFlagOnly.status == ExitStatus.usage)
+    }
+
+    @Test func aMalformedAddressSaysWhatIsWrong() throws {
+        for (address, reason) in [("127.0.0.1:4444", "expected tcp:HOST:PORT or unix:PATH"), ("tcp:localhost:99999", "not a number"),
+                                  ("unix:", "path is empty")] {
+            let r = try deflect(["receive", "--listen", address])
+            #expect(r.status == ExitStatus.usage)
+            #expect(r.stderr.contains(reason), "\(address): \(r.stderr)")
+        }
+    }
+}
+
+/// A Unix-socket proxy (python3) between sender and receiver: forwards both
+/// directions, flips one bit of the byte at `flipAt` of the sender's stream,
+/// and forwards that stream at most `bytesPerSecond` fast.
+final class StreamProxy {
+    private let process = Process()
+
+    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0) throws {
+        let script = """
+        import socket, sys, threading, time
+        listen, target, flip, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        server = socket.socket(socket.AF_UNIX); server.bind(listen); server.listen(1)
+        print("ready", flush=True)
+        client, _ = server.accept()
+        upstream = socket.socket(socket.AF_UNIX); upstream.connect(target)
+        def pump(a, b, sender):
+            seen = 0
+            try:
+                while True:
+                    data = a.recv(16384)
+                    if not data: break
+                    if sender and seen <= flip < seen + len(data):
+                        data = bytearray(data); data[flip - seen] ^= 0x01; data = bytes(data)
+                    seen += len(data)
+                    b.sendall(data)
+                    if sender and rate > 0: time.sleep(len(data) / rate)
+            except OSError: pass
+            for s in (a, b):
+                try: s.shutdown(socket.SHUT_RDWR)
+                except OSError: pass
+        t = threading.Thread(target=pump, args=(upstream, client, False)); t.start()
+        pump(client, upstream, True); t.join()
+        """
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond)]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait for "ready": the socket exists before the sender connects.
+        _ = out.fileHandleForReading.readData(ofLength: 6)
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}

@@ -1,0 +1,117 @@
+// VMMTests: live migration between two machines in one process, through the
+// VMM's own API (Machine.beginMigration / migrate on one side,
+// IncomingMigration.receive and Machine(restoring:) on the other) over a
+// Unix socket: four vCPUs on the PC platform, the guest's migration-control
+// word, and a sender whose receiver is not there.
+import DeflectTestSupport
+import Foundation
+import KVM
+import Migration
+import Synchronization
+import Testing
+import VMM
+
+/// A receiver on a thread of its own: accepts one connection on `listener`,
+/// receives the VM, builds it, acknowledges; the machine (or the error) is
+/// handed to the test, which runs it.
+private final class ThreadReceiver: Sendable {
+    private let result = Mutex<Result<(Machine, CaptureSink), MachineError>?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(listener: StreamSocket) {
+        let thread = Thread { [self] in
+            let outcome: Result<(Machine, CaptureSink), MachineError>
+            do throws(MachineError) {
+                let peer: StreamSocket
+                do {
+                    peer = try listener.accept(timeoutSeconds: 60)
+                    try peer.setTimeout(seconds: 30)
+                } catch {
+                    throw .migration("\(error)")
+                }
+                let connection = MigrationConnection(stream: SocketStream(peer), key: nil)
+                let system: KVMSystem
+                do throws(KVMError) { system = try KVMSystem() } catch { throw .kvmUnavailable(error) }
+                let output = CaptureSink()
+                let machine = try IncomingMigration.receiveMachine(connection, system: system, timeout: 120, serialOutput: output)
+                outcome = .success((machine, output))
+            } catch {
+                outcome = .failure(error)
+            }
+            result.withLock { $0 = outcome }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func machine(limit: Double = 90) throws -> (Machine, CaptureSink) {
+        guard done.wait(timeout: .now() + limit) == .success else { throw MachineError.migration("the receiver did not finish") }
+        guard let result = result.withLock({ $0 }) else { throw MachineError.migration("no result") }
+        return try result.get()
+    }
+}
+
+private func socketPath() throws -> String {
+    let directory = NSTemporaryDirectory() + "deflect-vmm-mig-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory + "/m.sock"
+}
+
+@Suite("Machine migration", .serialized, .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct MachineMigrationTests {
+    /// Four vCPUs on the PC platform (in-kernel LAPICs, IOAPIC, PICs, PIT),
+    /// all writing the same memory: the source ends with `.migrated`, the
+    /// guest finishes on the receiver and its memory check passes there.
+    @Test func fourVCPUsOnThePCPlatformMigrate() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        let receiver = ThreadReceiver(listener: listener)
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/migration_load.bin"), mode: .long, memoryMiB: 64,
+                                          vcpuCount: 4, timeoutSeconds: 120)
+        config.platform = .pc
+        let output = CaptureSink()
+        let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(source.waitForBytes(400))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        try source.machine.migrate(options)
+        let progress = source.machine.migrationProgress
+        #expect(progress.phase == .completed && progress.downtimeSeconds != nil)
+        #expect(source.finish()?.outcome == .migrated(destination: "unix:\(path)"))
+
+        let (restored, restoredOutput) = try receiver.machine()
+        #expect(restored.vcpus.count == 4)
+        let report = try #require(BackgroundRun(restored, output: restoredOutput).finish())
+        #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)\n\(restoredOutput.text.suffix(400))")
+        #expect(restoredOutput.text.contains("CHECK ok"))
+    }
+
+    /// A guest offered migration control that has not agreed: refused with
+    /// the reason; forced, the attempt goes ahead (here to a receiver that
+    /// is not there: it fails, and the VM keeps running).
+    @Test func aGuestThatHasNotAgreedIsRefusedUnlessForced() throws {
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/migration_load.bin"), mode: .long, memoryMiB: 16,
+                                          vcpuCount: 1, timeoutSeconds: 120)
+        config.hypercalls = HypercallSetup(migrationControl: true)
+        let output = CaptureSink()
+        let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(source.waitForOutput("TICK 3\n"))
+        var options = MigrationOptions(destination: .unix(path: try socketPath()))
+        do {
+            try source.machine.beginMigration(options)
+            Issue.record("a migration the guest has not agreed to was not refused")
+        } catch {
+            #expect("\(error)".contains("has not set KVM_MIGRATION_READY"), "\(error)")
+        }
+        options.force = true
+        try source.machine.beginMigration(options)
+        #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        let progress = source.machine.migrationProgress
+        #expect(progress.phase == .failed)
+        #expect(progress.lastError?.contains("connect") == true, "\(progress.lastError ?? "")")
+        #expect(source.machine.state == .running)
+        #expect(source.waitForOutput("TICK 10\n"), "the guest stopped after the failed migration")
+        source.machine.requestStop()
+        #expect(source.finish()?.outcome == .interruptedByUser)
+    }
+}
