@@ -131,6 +131,27 @@ struct MigrationCLITests {
         expectCompleteTicks(whole.stdout)
     }
 
+    /// The connection cut in the middle of a memory message: the receiver
+    /// discards what it got and exits non-zero, the source runs on.
+    @Test func aCutConnectionLeavesTheSourceRunning() throws {
+        let directory = try scratchDirectory()
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", cutAt: 100_000)
+        defer { proxy.stop() }
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 10\n"))
+        let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
+        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
+        #expect(ctl.stderr.contains("the VM keeps running on this host"), "\(ctl.stderr)")
+        let cut = receiver.finish()
+        #expect(cut.status == ExitStatus.badInput)
+        #expect(cut.stderr.contains("the connection closed"), "\(cut.stderr)")
+        #expect(cut.stdout.isEmpty)
+        let whole = source.finish()
+        #expect(whole.status == 35, "\(whole.stderr)")
+        expectCompleteTicks(whole.stdout)
+    }
+
     /// One bit of a memory message flipped on the way (a proxy between the
     /// two): the receiver refuses the stream with the CRC error and exits
     /// non-zero; the source keeps running.
@@ -286,14 +307,15 @@ struct ReceiveAddressTests {
 
 /// A Unix-socket proxy (python3) between sender and receiver: forwards both
 /// directions, flips one bit of the byte at `flipAt` of the sender's stream,
-/// and forwards that stream at most `bytesPerSecond` fast.
+/// forwards that stream at most `bytesPerSecond` fast, and cuts both
+/// connections once `cutAt` bytes of it have passed.
 final class StreamProxy {
     private let process = Process()
 
-    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0) throws {
+    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0, cutAt: Int = -1) throws {
         let script = """
         import socket, sys, threading, time
-        listen, target, flip, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        listen, target, flip, rate, cut = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         server = socket.socket(socket.AF_UNIX); server.bind(listen); server.listen(1)
         print("ready", flush=True)
         client, _ = server.accept()
@@ -306,6 +328,8 @@ final class StreamProxy {
                     if not data: break
                     if sender and seen <= flip < seen + len(data):
                         data = bytearray(data); data[flip - seen] ^= 0x01; data = bytes(data)
+                    if sender and cut >= 0 and seen + len(data) > cut:
+                        b.sendall(data[:cut - seen]); break
                     seen += len(data)
                     b.sendall(data)
                     if sender and rate > 0: time.sleep(len(data) / rate)
@@ -317,7 +341,7 @@ final class StreamProxy {
         pump(client, upstream, True); t.join()
         """
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond)]
+        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond), String(cutAt)]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
