@@ -134,44 +134,39 @@ struct MigrationCLITests {
     /// The connection cut in the middle of a memory message: the receiver
     /// discards what it got and exits non-zero, the source runs on.
     @Test func aCutConnectionLeavesTheSourceRunning() throws {
-        let directory = try scratchDirectory()
-        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
-        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", cutAt: 100_000)
-        defer { proxy.stop() }
-        let source = try startSource(socket: directory + "/vm.sock")
-        #expect(source.waitFor("TICK 10\n"))
-        let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
-        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
-        #expect(ctl.stderr.contains("the VM keeps running on this host"), "\(ctl.stderr)")
-        let cut = receiver.finish()
-        #expect(cut.status == ExitStatus.badInput)
+        let cut = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, cutAt: 100_000) }
         #expect(cut.stderr.contains("the connection closed"), "\(cut.stderr)")
-        #expect(cut.stdout.isEmpty)
-        let whole = source.finish()
-        #expect(whole.status == 35, "\(whole.stderr)")
-        expectCompleteTicks(whole.stdout)
     }
 
-    /// One bit of a memory message flipped on the way (a proxy between the
-    /// two): the receiver refuses the stream with the CRC error and exits
-    /// non-zero; the source keeps running.
+    /// One bit of a memory message flipped on the way: the receiver refuses
+    /// the stream with the CRC error and exits non-zero; the source runs on.
     @Test func aCorruptedFrameIsRefusedAndTheSourceRunsOn() throws {
+        let refused = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, flipAt: 300) }
+        #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
+    }
+
+    /// Migrates the ticking guest through a proxy (`makeProxy(listen, receiver)`)
+    /// that breaks the stream: the migration fails, the VM keeps running and
+    /// finishes on the source, the receiver exits 66 having run nothing.
+    /// Returns the receiver's result.
+    private func migrateThroughBrokenProxy(_ makeProxy: (String, String) throws -> StreamProxy,
+                                           sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
         let directory = try scratchDirectory()
-        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
-        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", flipAt: 300)
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try makeProxy(directory + "/proxy.sock", directory + "/mig.sock")
         defer { proxy.stop() }
         let source = try startSource(socket: directory + "/vm.sock")
-        #expect(source.waitFor("TICK 10\n"))
+        #expect(source.waitFor("TICK 10\n"), sourceLocation: sourceLocation)
         let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
-        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
-        let refused = receiver.finish()
-        #expect(refused.status == ExitStatus.badInput)
-        #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
-        #expect(refused.stdout.isEmpty)
-        #expect(address.hasPrefix("unix:"))
+        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)", sourceLocation: sourceLocation)
+        #expect(ctl.stderr.contains("the VM keeps running on this host"), "\(ctl.stderr)", sourceLocation: sourceLocation)
+        let broken = receiver.finish()
+        #expect(broken.status == ExitStatus.badInput, sourceLocation: sourceLocation)
+        #expect(broken.stdout.isEmpty, sourceLocation: sourceLocation)
         let whole = source.finish()
-        #expect(whole.status == 35, "\(whole.stderr)")
-        expectCompleteTicks(whole.stdout)
+        #expect(whole.status == 35, "\(whole.stderr)", sourceLocation: sourceLocation)
+        expectCompleteTicks(whole.stdout, sourceLocation: sourceLocation)
+        return broken
     }
 
     /// Sender and receiver with different keys: the handshake fails on the
