@@ -131,26 +131,42 @@ struct MigrationCLITests {
         expectCompleteTicks(whole.stdout)
     }
 
-    /// One bit of a memory message flipped on the way (a proxy between the
-    /// two): the receiver refuses the stream with the CRC error and exits
-    /// non-zero; the source keeps running.
+    /// The connection cut in the middle of a memory message: the receiver
+    /// discards what it got and exits non-zero, the source runs on.
+    @Test func aCutConnectionLeavesTheSourceRunning() throws {
+        let cut = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, cutAt: 100_000) }
+        #expect(cut.stderr.contains("the connection closed"), "\(cut.stderr)")
+    }
+
+    /// One bit of a memory message flipped on the way: the receiver refuses
+    /// the stream with the CRC error and exits non-zero; the source runs on.
     @Test func aCorruptedFrameIsRefusedAndTheSourceRunsOn() throws {
+        let refused = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, flipAt: 300) }
+        #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
+    }
+
+    /// Migrates the ticking guest through a proxy (`makeProxy(listen, receiver)`)
+    /// that breaks the stream: the migration fails, the VM keeps running and
+    /// finishes on the source, the receiver exits 66 having run nothing.
+    /// Returns the receiver's result.
+    private func migrateThroughBrokenProxy(_ makeProxy: (String, String) throws -> StreamProxy,
+                                           sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
         let directory = try scratchDirectory()
-        let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
-        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", flipAt: 300)
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try makeProxy(directory + "/proxy.sock", directory + "/mig.sock")
         defer { proxy.stop() }
         let source = try startSource(socket: directory + "/vm.sock")
-        #expect(source.waitFor("TICK 10\n"))
+        #expect(source.waitFor("TICK 10\n"), sourceLocation: sourceLocation)
         let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
-        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
-        let refused = receiver.finish()
-        #expect(refused.status == ExitStatus.badInput)
-        #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
-        #expect(refused.stdout.isEmpty)
-        #expect(address.hasPrefix("unix:"))
+        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)", sourceLocation: sourceLocation)
+        #expect(ctl.stderr.contains("the VM keeps running on this host"), "\(ctl.stderr)", sourceLocation: sourceLocation)
+        let broken = receiver.finish()
+        #expect(broken.status == ExitStatus.badInput, sourceLocation: sourceLocation)
+        #expect(broken.stdout.isEmpty, sourceLocation: sourceLocation)
         let whole = source.finish()
-        #expect(whole.status == 35, "\(whole.stderr)")
-        expectCompleteTicks(whole.stdout)
+        #expect(whole.status == 35, "\(whole.stderr)", sourceLocation: sourceLocation)
+        expectCompleteTicks(whole.stdout, sourceLocation: sourceLocation)
+        return broken
     }
 
     /// Sender and receiver with different keys: the handshake fails on the
@@ -286,14 +302,15 @@ struct ReceiveAddressTests {
 
 /// A Unix-socket proxy (python3) between sender and receiver: forwards both
 /// directions, flips one bit of the byte at `flipAt` of the sender's stream,
-/// and forwards that stream at most `bytesPerSecond` fast.
+/// forwards that stream at most `bytesPerSecond` fast, and cuts both
+/// connections once `cutAt` bytes of it have passed.
 final class StreamProxy {
     private let process = Process()
 
-    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0) throws {
+    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0, cutAt: Int = -1) throws {
         let script = """
         import socket, sys, threading, time
-        listen, target, flip, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        listen, target, flip, rate, cut = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         server = socket.socket(socket.AF_UNIX); server.bind(listen); server.listen(1)
         print("ready", flush=True)
         client, _ = server.accept()
@@ -306,6 +323,8 @@ final class StreamProxy {
                     if not data: break
                     if sender and seen <= flip < seen + len(data):
                         data = bytearray(data); data[flip - seen] ^= 0x01; data = bytes(data)
+                    if sender and cut >= 0 and seen + len(data) > cut:
+                        b.sendall(data[:cut - seen]); break
                     seen += len(data)
                     b.sendall(data)
                     if sender and rate > 0: time.sleep(len(data) / rate)
@@ -317,7 +336,7 @@ final class StreamProxy {
         pump(client, upstream, True); t.join()
         """
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond)]
+        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond), String(cutAt)]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

@@ -25,6 +25,22 @@ struct ControlClientTests {
         }
     }
 
+    /// PUT /migrate with every option (snake_case on the wire), then GET /migration.
+    @Test func migrationRoundTrips() async throws {
+        let vm = FakeVM()
+        try await withServer(vm) { _, path in
+            let client = ControlClient(socketPath: path)
+            #expect(try await client.migration() == .idle)
+            let started = try await client.migrate(MigrationRequest(to: "tcp:127.0.0.1:4444", downtimeMs: 50, timeoutS: 9,
+                                                                    force: true, pskFile: "/k"))
+            #expect(started.phase == .connecting && started.destination == "tcp:127.0.0.1:4444")
+            #expect(try await client.migration() == started)
+            #expect(vm.recorded.withLock { $0.migrationRequests } == [MigrationRequest(to: "tcp:127.0.0.1:4444", downtimeMs: 50,
+                                                                                         timeoutS: 9, force: true, pskFile: "/k")])
+            await #expect(throws: ControlClientError.self) { try await client.migrate(MigrationRequest(to: "nowhere")) }
+        }
+    }
+
     @Test func apiErrorsComeBackWithTheirMessage() async throws {
         try await withServer { _, path in
             let client = ControlClient(socketPath: path)

@@ -11,6 +11,7 @@ final class FakeVM: VMControl {
         var shutdowns = 0
         var policies: [String] = []
         var migration = MigrationStatus.idle
+        var migrationRequests: [MigrationRequest] = []
     }
 
     let recorded = Mutex(Recorded())
@@ -85,7 +86,7 @@ final class FakeVM: VMControl {
         }
         let status = MigrationStatus(phase: .connecting, destination: request.to, iteration: 0, bytesSent: 0, dirtyBytesPerSecond: 0,
                                      bandwidthBytesPerSecond: 0, estimatedDowntimeMs: 0, downtimeMs: nil, elapsedS: 0, lastError: nil)
-        recorded.withLock { $0.migration = status }
+        recorded.withLock { $0.migration = status; $0.migrationRequests.append(request) }
         return status
     }
 

@@ -181,6 +181,11 @@ struct OpenAPIConformanceTests {
             found += try await check(document, socket: socket, .GET, "/vcpus/1/registers", route: "/vcpus/{i}/registers", expecting: 200)
             found += try await check(document, socket: socket, .PUT, "/policy", route: "/policy", expecting: 204,
                                      body: Data("default = \"kernel\"\n".utf8), contentType: "application/toml")
+            found += try await check(document, socket: socket, .GET, "/migration", route: "/migration", expecting: 200)
+            found += try await check(document, socket: socket, .PUT, "/migrate", route: "/migrate", expecting: 202,
+                                     body: Data(#"{"to":"unix:/tmp/m.sock","downtime_ms":300,"timeout_s":600,"force":false}"#.utf8),
+                                     contentType: "application/json")
+            found += try await check(document, socket: socket, .GET, "/migration", route: "/migration", expecting: 200)
             found += try await check(document, socket: socket, .PUT, "/vm/shutdown", route: "/vm/shutdown", expecting: 202)
             #expect(found.isEmpty, "\(found.joined(separator: "\n"))")
 
@@ -213,6 +218,10 @@ struct OpenAPIConformanceTests {
             found += try await check(document, socket: socket, .PUT, "/policy", route: "/policy", expecting: 422,
                                      body: Data("bogus = 1\n".utf8), contentType: "text/plain")
             found += try await check(document, socket: socket, .POST, "/stats", route: "/stats", expecting: 405)
+            found += try await check(document, socket: socket, .PUT, "/migrate", route: "/migrate", expecting: 400,
+                                     body: Data(#"{"to":"nowhere"}"#.utf8), contentType: "application/json")
+            found += try await check(document, socket: socket, .PUT, "/migrate", route: "/migrate", expecting: 415,
+                                     body: Data("{}".utf8), contentType: "text/plain")
             #expect(found.isEmpty, "\(found.joined(separator: "\n"))")
 
             // Unknown routes answer the shared Error response.

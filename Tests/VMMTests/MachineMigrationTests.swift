@@ -5,7 +5,9 @@
 // word, and a sender whose receiver is not there.
 import DeflectTestSupport
 import Foundation
+import Hypercalls
 import KVM
+import MSRPolicy
 import Migration
 import Synchronization
 import Testing
@@ -84,6 +86,40 @@ struct MachineMigrationTests {
         let report = try #require(BackgroundRun(restored, output: restoredOutput).finish())
         #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)\n\(restoredOutput.text.suffix(400))")
         #expect(restoredOutput.text.contains("CHECK ok"))
+    }
+
+    /// Deflect's own state travels with the VM: emulated MSR values and the
+    /// MAP_GPA_RANGE page map (fed to the handler directly: guest hypercalls
+    /// do not return on this host) arrive as the sender had them.
+    @Test(.enabled(if: KVMAvailability.capabilityValue(.exitHypercall) & (1 << 12) != 0,
+                   "KVM_CAP_EXIT_HYPERCALL does not offer KVM_HC_MAP_GPA_RANGE (bit 12) here: test skipped"))
+    func emulatedMSRsAndThePageMapTravel() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        let receiver = ThreadReceiver(listener: listener)
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/migration_load.bin"), mode: .long, memoryMiB: 16,
+                                          vcpuCount: 1, timeoutSeconds: 120)
+        config.msr = .policy(MSRPolicy(rules: [MSRRule(0x2474, .emulate(Emulation(initialValue: 0xFEED_F00D)))]))
+        config.hypercalls = HypercallSetup(mapGPARange: true)
+        let output = CaptureSink()
+        let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
+        let handler = try #require(source.machine.hypercallHandler)
+        // Pages 0x200000..0x204000 shared (MAP_GPA_RANGE: a0 GPA, a1 pages, a2 attributes: 4 KiB, decrypted).
+        #expect(handler.handle(number: 12, arguments: [0x20_0000, 4, 0, 0, 0, 0], longMode: true).returnValue == 0)
+        let map = handler.snapshot()
+        let emulated = try #require(source.machine.msrRuntime).emulatedValues()
+        #expect(source.waitForOutput("TICK 3\n"))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        try source.machine.migrate(options)
+        #expect(source.finish()?.outcome == .migrated(destination: "unix:\(path)"))
+
+        let (restored, restoredOutput) = try receiver.machine()
+        #expect(restored.hypercallHandler?.snapshot() == map)
+        #expect(restored.msrRuntime?.emulatedValues() == emulated)
+        #expect(emulated.contains { $0.index == 0x2474 && $0.value == 0xFEED_F00D })
+        let report = try #require(BackgroundRun(restored, output: restoredOutput).finish())
+        #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
     }
 
     /// A guest offered migration control that has not agreed: refused with
