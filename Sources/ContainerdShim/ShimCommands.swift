@@ -73,7 +73,7 @@ public enum ShimCommands {
         let bundle = TaskBundle(path: arguments.bundle.isEmpty ? FileManager.default.currentDirectoryPath : arguments.bundle)
         var response = Containerd_Task_V2_DeleteResponse()
         if let text = try? String(contentsOfFile: bundle.pidFile, encoding: .utf8),
-           let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, isDeflect(pid) {
+           let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, runsVM(pid, apiSocket: bundle.apiSocket) {
             kill(pid, SIGKILL)
             response.pid = UInt32(pid)
         }
@@ -83,10 +83,11 @@ public enum ShimCommands {
         return try response.serializedBytes()
     }
 
-    /// Whether `pid` still runs a deflect process (a recycled pid is left alone).
-    private static func isDeflect(_ pid: Int32) -> Bool {
+    /// Whether `pid` still runs this bundle's VM (its command line names the
+    /// bundle's API socket), so a recycled pid is left alone.
+    private static func runsVM(_ pid: Int32, apiSocket: String) -> Bool {
         guard let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
-        return command.split(separator: "\0").first.map { $0.hasSuffix("deflect") } ?? false
+        return command.split(separator: "\0").contains { $0 == apiSocket }
     }
 
     /// `serve`: the ttrpc server, until Shutdown.

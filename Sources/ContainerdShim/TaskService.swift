@@ -180,7 +180,7 @@ public final class TaskService: Sendable {
             // Nothing runs yet: the task ends as if the signal had killed it.
             stop(status: 128 + request.signal)
         case .running, .paused:
-            if request.signal == UInt32(SIGTERM), (try? control("shutdown")) != nil { break }
+            if request.signal == UInt32(SIGTERM), shutDownThroughAPI() { break }
             guard Foundation.kill(pid, Int32(request.signal)) == 0 else {
                 throw TTRPCError(.notFound, "task \(request.id): cannot signal pid \(pid): \(String(cString: strerror(errno)))")
             }
@@ -309,6 +309,19 @@ public final class TaskService: Sendable {
         }
         try control(command)
         state.withLock { if $0.phase == from { $0.phase = to } }
+    }
+
+    /// A clean stop through the control API. Right after Start the API may not
+    /// serve yet (a SIGTERM then could end Deflect before its handler is in
+    /// place), so this retries for up to 5 s while the VM runs.
+    private func shutDownThroughAPI() -> Bool {
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            if (try? control("shutdown")) != nil { return true }
+            if state.withLock({ $0.phase == .stopped }) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < deadline
+        return false
     }
 
     /// Runs `deflect ctl --socket API COMMAND`; its error line becomes the call's error.

@@ -93,7 +93,7 @@ final class PrivateContainerd {
             Thread.sleep(forTimeInterval: 0.1)
         }
         let log = stop()
-        throw GuestBuildError(description: "containerd did not start: \(log.suffix(2000))")
+        throw ContainerdStartError(description: "containerd did not start: \(log.suffix(2000))")
     }
 
     /// Runs ctr against this containerd and waits for it.
@@ -122,6 +122,10 @@ final class PrivateContainerd {
         try Data(description.utf8).write(to: URL(fileURLWithPath: root + "/deflect.json"))
         return root
     }
+}
+
+struct ContainerdStartError: Error, CustomStringConvertible {
+    let description: String
 }
 
 enum ContainerdAvailability {
@@ -168,7 +172,7 @@ struct ContainerdTests {
         #expect(try containerd.ctr(["task", "ls", "-q"]).stdout.isEmpty)
     }
 
-    @Test func pauseResumeAndKillARunningGuest() throws {
+    @Test func pauseAndResumeLoseNothing() throws {
         let containerd = try PrivateContainerd()
         defer { containerd.stop() }
         let root = try containerd.rootfs(guest: "long/sequence.bin", description: #"{"image": "sequence.bin", "mode": "long"}"#)
@@ -203,5 +207,44 @@ struct ContainerdTests {
         #expect(try containerd.ctr(["task", "kill", "spin"]).status == 0)
         let finished = run.finish()
         #expect(finished.status == 10, "\(finished.stderr)")   // deflect's status for a clean stop
+    }
+}
+
+extension ContainerdTests {
+    /// The VM's pid from `ctr task ls`, nil while the task is not RUNNING.
+    private func runningPid(_ containerd: PrivateContainerd, _ id: String) throws -> Int32? {
+        let columns = try containerd.ctr(["task", "ls"]).stdout.split(separator: "\n")
+            .map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            .first { $0.first.map(String.init) == id }
+        guard let columns, columns.count >= 3, columns[2] == "RUNNING" else { return nil }
+        return Int32(columns[1])
+    }
+
+    @Test func aShimKilledWithSIGKILLIsCleanedUpByDelete() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
+        let run = try containerd.ctr(["run", "-d", "--rootfs", "--runtime", shimBinary, root, "orphan"])
+        #expect(run.status == 0, "\(run.stderr)")
+        var vm: Int32?
+        for _ in 0..<200 where vm == nil {
+            vm = try runningPid(containerd, "orphan")
+            if vm == nil { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        let pid = try #require(vm)
+        // The shim is the VM's parent (field 4 of /proc/PID/stat).
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        let shim = try #require(stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { Int32($0) })
+        #expect(kill(shim, SIGKILL) == 0)
+        // containerd notices, runs the shim's `delete`, which ends the VM.
+        var gone = false
+        for _ in 0..<200 where !gone {
+            let listed = try containerd.ctr(["task", "ls", "-q"]).stdout
+            gone = kill(pid, 0) != 0 && listed.isEmpty
+            if !gone { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the VM \(pid) outlived its shim")
+        #expect(try containerd.ctr(["container", "rm", "orphan"]).status == 0)
     }
 }
