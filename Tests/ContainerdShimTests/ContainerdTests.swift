@@ -176,6 +176,7 @@ struct ContainerdTests {
         let containerd = try PrivateContainerd()
         defer { containerd.stop() }
         let root = try containerd.rootfs(guest: "long/sequence.bin", description: #"{"image": "sequence.bin", "mode": "long"}"#)
+        let events = try containerd.ctrInBackground(["events"])
         let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "seq"])
         #expect(run.waitFor("SEQ 3\n"))
         let pause = try containerd.ctr(["task", "pause", "seq"])
@@ -191,6 +192,13 @@ struct ContainerdTests {
         #expect(finished.status == 35, "\(finished.stderr)")
         let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
         #expect(finished.stdout == expected, "\(finished.stdout.suffix(200))")
+        // The shim forwarded its task events to containerd, which published them.
+        #expect(events.waitFor("/tasks/delete", limit: 10))
+        events.process.terminate()
+        let published = events.finish().stdout
+        for topic in ["/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed", "/tasks/exit", "/tasks/delete"] {
+            #expect(published.contains(topic), "\(topic) missing from:\n\(published)")
+        }
     }
 
     @Test func killEndsARunningGuestThroughTheAPI() throws {
@@ -198,12 +206,7 @@ struct ContainerdTests {
         defer { containerd.stop() }
         let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
         let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "spin"])
-        var running = false
-        for _ in 0..<200 where !running {
-            running = try containerd.ctr(["task", "ls"]).stdout.contains("RUNNING")
-            if !running { Thread.sleep(forTimeInterval: 0.05) }
-        }
-        #expect(running)
+        #expect(try waitUntilRunning(containerd, "spin") != nil)
         #expect(try containerd.ctr(["task", "kill", "spin"]).status == 0)
         let finished = run.finish()
         #expect(finished.status == 10, "\(finished.stderr)")   // deflect's status for a clean stop
@@ -211,6 +214,15 @@ struct ContainerdTests {
 }
 
 extension ContainerdTests {
+    /// The VM's pid once `ctr task ls` shows the task RUNNING (nil after 10 s).
+    func waitUntilRunning(_ containerd: PrivateContainerd, _ id: String) throws -> Int32? {
+        for _ in 0..<200 {
+            if let pid = try runningPid(containerd, id) { return pid }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return nil
+    }
+
     /// The VM's pid from `ctr task ls`, nil while the task is not RUNNING.
     private func runningPid(_ containerd: PrivateContainerd, _ id: String) throws -> Int32? {
         let columns = try containerd.ctr(["task", "ls"]).stdout.split(separator: "\n")
@@ -226,12 +238,7 @@ extension ContainerdTests {
         let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
         let run = try containerd.ctr(["run", "-d", "--rootfs", "--runtime", shimBinary, root, "orphan"])
         #expect(run.status == 0, "\(run.stderr)")
-        var vm: Int32?
-        for _ in 0..<200 where vm == nil {
-            vm = try runningPid(containerd, "orphan")
-            if vm == nil { Thread.sleep(forTimeInterval: 0.05) }
-        }
-        let pid = try #require(vm)
+        let pid = try #require(try waitUntilRunning(containerd, "orphan"))
         // The shim is the VM's parent (field 4 of /proc/PID/stat).
         let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
         let shim = try #require(stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { Int32($0) })
