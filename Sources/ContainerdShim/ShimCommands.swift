@@ -7,6 +7,11 @@ import Foundation
 import SwiftProtobuf
 import TTRPC
 
+/// `start` could not bring up the long-running shim.
+public struct ShimStartError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
 public enum ShimCommands {
     /// The ttrpc socket for this (containerd, namespace, id): a short path,
     /// since sun_path holds at most 107 bytes.
@@ -55,11 +60,11 @@ public enum ShimCommands {
                 try? Data(address.utf8).write(to: URL(fileURLWithPath: TaskBundle(path: bundle).addressFile))
                 return address
             }
-            guard server.isRunning else { throw ShimUsageError("the shim server exited with status \(server.terminationStatus) before serving \(socket)") }
+            guard server.isRunning else { throw ShimStartError(description: "the shim server exited with status \(server.terminationStatus) before serving \(socket)") }
             usleep(10_000)
         }
         kill(server.processIdentifier, SIGKILL)
-        throw ShimUsageError("the shim server did not serve \(socket) within 10 s")
+        throw ShimStartError(description: "the shim server did not serve \(socket) within 10 s")
     }
 
     /// containerd's shim log FIFO in the bundle (it reads it into its own log), else /dev/null.

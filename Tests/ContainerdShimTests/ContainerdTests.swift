@@ -10,7 +10,8 @@ let shimBinary = GuestImages.builtProduct("containerd-shim-deflect-v1")
 
 struct Finished {
     var status: Int32
-    var stdout: String
+    var stdoutBytes: Data
+    var stdout: String { String(decoding: stdoutBytes, as: UTF8.self) }
     var stderr: String
 }
 
@@ -60,7 +61,7 @@ final class Running: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         done.wait()
-        return lock.withLock { Finished(status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+        return lock.withLock { Finished(status: process.terminationStatus, stdoutBytes: out,
                                         stderr: String(decoding: err, as: UTF8.self)) }
     }
 }
