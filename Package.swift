@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "MSRPolicy", targets: ["MSRPolicy", "KVMABI"]),
         .library(name: "Hypercalls", targets: ["Hypercalls"]),
         .executable(name: "deflect-bench", targets: ["deflect-bench"]),
+        // containerd's runtime v2 shim: `--runtime io.containerd.deflect.v1` runs a Deflect VM as a task.
+        .executable(name: "containerd-shim-deflect-v1", targets: ["containerd-shim-deflect-v1"]),
         .executable(name: "hypercall-bench", targets: ["hypercall-bench"]),
     ],
     dependencies: [
@@ -39,6 +41,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         // HMAC-SHA256 of live-migration frames when the peers share a key (Migration).
         .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
+        // The runtime of the protobuf types of ttrpc and containerd's shim API
+        // (generated once by scripts/generate-protos and committed).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         // Tests only: parses docs/api.yaml to check the server against it.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -107,6 +112,13 @@ let package = Package(
                           path: "Sources/HypercallBench", swiftSettings: strict),
         // The seeded generator property tests, fuzz tests and benchmarks share.
         .target(name: "SeededRandom", swiftSettings: strict),
+        // ttrpc (containerd's RPC over a Unix socket): framing, request/response, a server and a client.
+        .target(name: "TTRPC", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")], swiftSettings: strict),
+        // The containerd shim: deflect.json, the task state machine, the containerd.task.v2.Task service.
+        .target(name: "ContainerdShim", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: strict),
+        .executableTarget(name: "containerd-shim-deflect-v1", dependencies: ["ContainerdShim"],
+                          path: "Sources/ContainerdShimMain", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
@@ -131,6 +143,9 @@ let package = Package(
         ),
         .testTarget(name: "MachineControlTests", dependencies: ["MachineControl", "ControlAPI", "VMM", "KVM", "MSRPolicy", "DeflectTestSupport"],
                     swiftSettings: strict),
+        .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                    swiftSettings: strict),
+        .testTarget(name: "ContainerdShimTests", dependencies: ["ContainerdShim", "TTRPC", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

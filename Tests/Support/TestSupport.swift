@@ -68,6 +68,14 @@ public enum GuestImages {
         return .success(guests.appendingPathComponent("build"))
     }()
 
+    /// A product of this package (`deflect`, `containerd-shim-deflect-v1`):
+    /// beside the test bundle, else in .build/debug.
+    public static func builtProduct(_ name: String) -> String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        return repositoryRoot.appendingPathComponent(".build/debug/\(name)").path
+    }
+
     /// Path of a built guest, e.g. `path("real/hello.bin")`.
     public static func path(_ name: String) throws -> String {
         let directory = try build.get()

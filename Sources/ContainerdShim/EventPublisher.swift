@@ -1,0 +1,51 @@
+// ContainerdShim: task events forwarded to containerd
+// (containerd.services.events.ttrpc.v1.Events/Forward on TTRPC_ADDRESS), in
+// order, off the request threads; a containerd that is gone loses the event
+// and never blocks the task.
+import Foundation
+import SwiftProtobuf
+import Synchronization
+import TTRPC
+
+public final class EventPublisher: Sendable {
+    private let address: String?
+    private let namespace: String
+    private let queue = DispatchQueue(label: "deflect.shim.events")
+    private let client = Mutex<TTRPCClient?>(nil)
+
+    /// `address` is containerd's ttrpc socket (nil: events are dropped).
+    public init(address: String?, namespace: String) {
+        self.address = address.map { $0.hasPrefix("unix://") ? String($0.dropFirst(7)) : $0 }
+        self.namespace = namespace
+    }
+
+    public func publish(topic: String, _ event: some SwiftProtobuf.Message) {
+        guard let address, let payload = try? event.serializedBytes() as [UInt8] else { return }
+        var envelope = Containerd_Task_V2_Envelope()
+        envelope.timestamp = Google_Protobuf_Timestamp(date: Date())
+        envelope.namespace = namespace
+        envelope.topic = topic
+        // containerd names event types by their protobuf names in containerd.events.
+        let name = type(of: event).protoMessageName
+        envelope.event.typeURL = "containerd.events." + (name.split(separator: ".").last.map(String.init) ?? name)
+        envelope.event.value = Data(payload)
+        var request = Containerd_Task_V2_ForwardRequest()
+        request.envelope = envelope
+        let forward = request
+        queue.async { [self] in
+            client.withLock { client in
+                do {
+                    if client == nil { client = try TTRPCClient(path: address) }
+                    _ = try client?.call(service: "containerd.services.events.ttrpc.v1.Events", method: "Forward",
+                                         forward, as: Google_Protobuf_Empty.self)
+                } catch {
+                    client = nil
+                    FileHandle.standardError.write(Data("deflect shim: event \(topic) not forwarded: \(error)\n".utf8))
+                }
+            }
+        }
+    }
+
+    /// Waits until every event published so far was sent (or dropped).
+    public func flush() { queue.sync {} }
+}

@@ -1,0 +1,347 @@
+// ContainerdShim: the containerd.task.v2.Task service for one task, which is
+// one VM: Create reads deflect.json, Start runs `deflect run --api-socket` (its
+// pid is the task's), Wait returns the VM's exit status, Kill/Pause/Resume go
+// through the VM's control API (`deflect ctl`), and calls that do not apply
+// to a VM answer UNIMPLEMENTED.
+import Foundation
+import SwiftProtobuf
+import Synchronization
+import TTRPC
+
+public final class TaskService: Sendable {
+    public static let serviceName = "containerd.task.v2.Task"
+
+    enum Phase: Equatable {
+        case none, created, running, paused, stopped
+    }
+
+    struct State {
+        var phase = Phase.none
+        var id = ""
+        var bundle = TaskBundle(path: "")
+        var stdin = "", stdout = "", stderr = ""
+        var description: VMDescription?
+        var process: Process?
+        var pid: Int32 = 0
+        var exitStatus: UInt32 = 0
+        var exitedAt: Date?
+    }
+
+    private let deflectBinary: String
+    private let events: EventPublisher
+    private let state = Mutex(State())
+    /// Wait blocks on this until the task has stopped.
+    private let exited = NSCondition()
+    /// Called once the shim should end (after Shutdown).
+    private let onShutdown: @Sendable () -> Void
+
+    public init(deflectBinary: String, events: EventPublisher, onShutdown: @escaping @Sendable () -> Void) {
+        self.deflectBinary = deflectBinary
+        self.events = events
+        self.onShutdown = onShutdown
+    }
+
+    public func register(in registry: TTRPCServiceRegistry) {
+        let s = Self.serviceName
+        registry.register(service: s, method: "Create") { [self] in try create($0) }
+        registry.register(service: s, method: "Start") { [self] in try start($0) }
+        registry.register(service: s, method: "Wait") { [self] in try wait($0) }
+        registry.register(service: s, method: "State") { [self] in try stateOf($0) }
+        registry.register(service: s, method: "Kill") { [self] in try kill($0) }
+        registry.register(service: s, method: "Pause") { [self] in try pause($0) }
+        registry.register(service: s, method: "Resume") { [self] in try resume($0) }
+        registry.register(service: s, method: "Delete") { [self] in try delete($0) }
+        registry.register(service: s, method: "Pids") { [self] in try pids($0) }
+        registry.register(service: s, method: "Connect") { [self] in try connect($0) }
+        registry.register(service: s, method: "Shutdown") { [self] in try shutdown($0) }
+        // Exec, ResizePty, CloseIO, Update, Checkpoint, Stats: not registered,
+        // so the registry answers UNIMPLEMENTED (containerd's ErrNotImplemented).
+    }
+
+    // MARK: - Calls
+
+    func create(_ request: Containerd_Task_V2_CreateTaskRequest) throws -> Containerd_Task_V2_CreateTaskResponse {
+        guard request.rootfs.isEmpty else {
+            throw TTRPCError(.unimplemented, "rootfs mounts are not supported: give the root filesystem as a directory (ctr run --rootfs)")
+        }
+        guard request.checkpoint.isEmpty else { throw TTRPCError(.unimplemented, "restoring a task from a checkpoint is not supported") }
+        guard !request.terminal else { throw TTRPCError(.unimplemented, "a terminal is not supported: the guest's serial console is the task's stdout") }
+        let bundle = TaskBundle(path: request.bundle)
+        let description: VMDescription
+        do {
+            description = try VMDescription.load(rootfs: try bundle.rootfs())
+        } catch let error as VMDescriptionError {
+            throw TTRPCError(.invalidArgument, error.description)
+        } catch {
+            throw TTRPCError(.invalidArgument, "\(error)")
+        }
+        try state.withLock { state in
+            guard state.phase == .none else { throw TTRPCError(.alreadyExists, "task \(state.id) already exists in this shim") }
+            state.phase = .created
+            state.id = request.id
+            state.bundle = bundle
+            state.stdin = request.stdin
+            state.stdout = request.stdout
+            state.stderr = request.stderr
+            state.description = description
+        }
+        var event = Containerd_Task_V2_TaskCreate()
+        event.containerID = request.id
+        event.bundle = request.bundle
+        event.io.stdin = request.stdin
+        event.io.stdout = request.stdout
+        event.io.stderr = request.stderr
+        publish("/tasks/create", event)
+        return Containerd_Task_V2_CreateTaskResponse()
+    }
+
+    func start(_ request: Containerd_Task_V2_StartRequest) throws -> Containerd_Task_V2_StartResponse {
+        let pid = try state.withLock { state throws -> Int32 in
+            try check(request.id, request.execID, in: state)
+            guard state.phase == .created, let description = state.description else {
+                throw TTRPCError(.failedPrecondition, "task \(state.id) was already started")
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: deflectBinary)
+            process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
+            process.currentDirectoryURL = URL(fileURLWithPath: state.bundle.path)
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = try openOutput(state.stdout)
+            process.standardError = try openOutput(state.stderr)
+            process.terminationHandler = { [self] process in exited(process) }
+            do {
+                try process.run()
+            } catch {
+                throw TTRPCError(.internal, "cannot start \(deflectBinary): \(error)")
+            }
+            state.process = process
+            state.pid = process.processIdentifier
+            state.phase = .running
+            try? Data("\(state.pid)\n".utf8).write(to: URL(fileURLWithPath: state.bundle.pidFile))
+            return state.pid
+        }
+        var event = Containerd_Task_V2_TaskStart()
+        event.containerID = request.id
+        event.pid = UInt32(pid)
+        publish("/tasks/start", event)
+        var response = Containerd_Task_V2_StartResponse()
+        response.pid = UInt32(pid)
+        return response
+    }
+
+    func wait(_ request: Containerd_Task_V2_WaitRequest) throws -> Containerd_Task_V2_WaitResponse {
+        try state.withLock { try check(request.id, request.execID, in: $0) }
+        exited.lock()
+        defer { exited.unlock() }
+        while true {
+            let (phase, status, at) = state.withLock { ($0.phase, $0.exitStatus, $0.exitedAt) }
+            if phase == .stopped {
+                var response = Containerd_Task_V2_WaitResponse()
+                response.exitStatus = status
+                response.exitedAt = Google_Protobuf_Timestamp(date: at ?? Date())
+                return response
+            }
+            exited.wait()
+        }
+    }
+
+    func stateOf(_ request: Containerd_Task_V2_StateRequest) throws -> Containerd_Task_V2_StateResponse {
+        try state.withLock { state in
+            try check(request.id, request.execID, in: state)
+            var response = Containerd_Task_V2_StateResponse()
+            response.id = state.id
+            response.bundle = state.bundle.path
+            response.pid = UInt32(state.pid)
+            response.status = switch state.phase {
+            case .none: .unknown
+            case .created: .created
+            case .running: .running
+            case .paused: .paused
+            case .stopped: .stopped
+            }
+            response.stdin = state.stdin
+            response.stdout = state.stdout
+            response.stderr = state.stderr
+            response.exitStatus = state.exitStatus
+            if let at = state.exitedAt { response.exitedAt = Google_Protobuf_Timestamp(date: at) }
+            return response
+        }
+    }
+
+    func kill(_ request: Containerd_Task_V2_KillRequest) throws -> Google_Protobuf_Empty {
+        let (phase, pid) = try state.withLock { state in
+            try check(request.id, request.execID, in: state)
+            return (state.phase, state.pid)
+        }
+        switch phase {
+        case .none, .stopped:
+            throw TTRPCError(.notFound, "task \(request.id): process already finished")
+        case .created:
+            // Nothing runs yet: the task ends as if the signal had killed it.
+            stop(status: 128 + request.signal)
+        case .running, .paused:
+            if request.signal == UInt32(SIGTERM), shutDownThroughAPI() { break }
+            guard Foundation.kill(pid, Int32(request.signal)) == 0 else {
+                throw TTRPCError(.notFound, "task \(request.id): cannot signal pid \(pid): \(String(cString: strerror(errno)))")
+            }
+        }
+        return Google_Protobuf_Empty()
+    }
+
+    func pause(_ request: Containerd_Task_V2_PauseRequest) throws -> Google_Protobuf_Empty {
+        try changeRunState(request.id, from: .running, to: .paused, command: "pause")
+        var event = Containerd_Task_V2_TaskPaused()
+        event.containerID = request.id
+        publish("/tasks/paused", event)
+        return Google_Protobuf_Empty()
+    }
+
+    func resume(_ request: Containerd_Task_V2_ResumeRequest) throws -> Google_Protobuf_Empty {
+        try changeRunState(request.id, from: .paused, to: .running, command: "resume")
+        var event = Containerd_Task_V2_TaskResumed()
+        event.containerID = request.id
+        publish("/tasks/resumed", event)
+        return Google_Protobuf_Empty()
+    }
+
+    func delete(_ request: Containerd_Task_V2_DeleteRequest) throws -> Containerd_Task_V2_DeleteResponse {
+        let response = try state.withLock { state in
+            try check(request.id, request.execID, in: state)
+            guard state.phase == .stopped || state.phase == .created else {
+                throw TTRPCError(.failedPrecondition, "task \(state.id) is still running: kill it first")
+            }
+            var response = Containerd_Task_V2_DeleteResponse()
+            response.pid = UInt32(state.pid)
+            response.exitStatus = state.exitStatus
+            response.exitedAt = Google_Protobuf_Timestamp(date: state.exitedAt ?? Date())
+            try? FileManager.default.removeItem(atPath: state.bundle.apiSocket)
+            try? FileManager.default.removeItem(atPath: state.bundle.pidFile)
+            return response
+        }
+        stop(status: response.exitStatus)   // wakes a Wait on a task deleted before it started
+        var event = Containerd_Task_V2_TaskDelete()
+        event.containerID = request.id
+        event.pid = response.pid
+        event.exitStatus = response.exitStatus
+        event.exitedAt = response.exitedAt
+        publish("/tasks/delete", event)
+        return response
+    }
+
+    func pids(_ request: Containerd_Task_V2_PidsRequest) throws -> Containerd_Task_V2_PidsResponse {
+        try state.withLock { state in
+            try check(request.id, "", in: state)
+            var response = Containerd_Task_V2_PidsResponse()
+            if state.pid > 0 {
+                var info = Containerd_Task_V2_ProcessInfo()
+                info.pid = UInt32(state.pid)
+                response.processes = [info]
+            }
+            return response
+        }
+    }
+
+    func connect(_ request: Containerd_Task_V2_ConnectRequest) throws -> Containerd_Task_V2_ConnectResponse {
+        var response = Containerd_Task_V2_ConnectResponse()
+        response.shimPid = UInt32(getpid())
+        response.taskPid = UInt32(state.withLock { $0.pid })
+        response.version = "deflect"
+        return response
+    }
+
+    func shutdown(_ request: Containerd_Task_V2_ShutdownRequest) throws -> Google_Protobuf_Empty {
+        let running = state.withLock { $0.phase == .running || $0.phase == .paused }
+        // A shim with a live VM stays (containerd asks again after Delete), unless told now.
+        if !running || request.now {
+            events.flush()
+            onShutdown()
+        }
+        return Google_Protobuf_Empty()
+    }
+
+    // MARK: - Helpers
+
+    private func check(_ id: String, _ execID: String, in state: State) throws {
+        guard state.phase != .none, id == state.id else { throw TTRPCError(.notFound, "task \(id) not found in this shim") }
+        guard execID.isEmpty else { throw TTRPCError(.notFound, "exec \(execID) not found: a VM task has no exec processes") }
+    }
+
+    private func openOutput(_ path: String) throws -> FileHandle {
+        guard !path.isEmpty else { return FileHandle.nullDevice }
+        // O_RDWR: opening a FIFO never blocks, whether or not its reader is there yet.
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw TTRPCError(.invalidArgument, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    /// The VM process ended: its status as `deflect run`'s, or 128 + signal.
+    private func exited(_ process: Process) {
+        let status = process.terminationReason == .uncaughtSignal
+            ? 128 + UInt32(process.terminationStatus) : UInt32(process.terminationStatus)
+        let (id, pid) = state.withLock { ($0.id, $0.pid) }
+        stop(status: status)
+        var event = Containerd_Task_V2_TaskExit()
+        event.containerID = id
+        event.id = id
+        event.pid = UInt32(pid)
+        event.exitStatus = status
+        event.exitedAt = Google_Protobuf_Timestamp(date: Date())
+        publish("/tasks/exit", event)
+    }
+
+    private func stop(status: UInt32) {
+        state.withLock { state in
+            guard state.phase != .stopped else { return }
+            state.phase = .stopped
+            state.exitStatus = status
+            state.exitedAt = Date()
+            state.process = nil
+        }
+        exited.lock()
+        exited.broadcast()
+        exited.unlock()
+    }
+
+    private func changeRunState(_ id: String, from: Phase, to: Phase, command: String) throws {
+        try state.withLock { state in
+            try check(id, "", in: state)
+            guard state.phase == from else { throw TTRPCError(.failedPrecondition, "task \(id) is not \(from == .running ? "running" : "paused")") }
+        }
+        try control(command)
+        state.withLock { if $0.phase == from { $0.phase = to } }
+    }
+
+    /// A clean stop through the control API. Right after Start the API may not
+    /// serve yet (a SIGTERM then could end Deflect before its handler is in
+    /// place), so this retries for up to 5 s while the VM runs.
+    private func shutDownThroughAPI() -> Bool {
+        let deadline = Date().addingTimeInterval(5)
+        repeat {
+            if (try? control("shutdown")) != nil { return true }
+            if state.withLock({ $0.phase == .stopped }) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < deadline
+        return false
+    }
+
+    /// Runs `deflect ctl --socket API COMMAND`; its error line becomes the call's error.
+    private func control(_ command: String) throws {
+        let socket = state.withLock { $0.bundle.apiSocket }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: deflectBinary)
+        process.arguments = ["ctl", "--socket", socket, command]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(error)") }
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let line = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw TTRPCError(.failedPrecondition, "deflect ctl \(command): \(line.isEmpty ? "status \(process.terminationStatus)" : line)")
+        }
+    }
+
+    private func publish(_ topic: String, _ event: some SwiftProtobuf.Message) { events.publish(topic: topic, event) }
+}

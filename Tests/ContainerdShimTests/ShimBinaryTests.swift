@@ -1,0 +1,38 @@
+// The shim binary's own actions, without containerd: usage errors and the
+// `delete` cleanup containerd runs after losing a shim.
+import DeflectTestSupport
+import Foundation
+import Testing
+@testable import ContainerdShim
+
+@Suite struct ShimBinaryTests {
+    @Test func aBadCommandLineIsOneLineWithStatus64() throws {
+        let run = try Running(shimBinary, ["-namespace", "default", "start"]).finish(limit: 30)
+        #expect(run.status == 64)
+        #expect(run.stderr == "containerd-shim-deflect-v1: error: -id is required\n")
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test func deletePrintsADeleteResponseAndEndsTheBundlesVM() throws {
+        let bundle = NSTemporaryDirectory() + "deflect-delete-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: bundle, withIntermediateDirectories: true)
+        // A stand-in VM whose command line names the bundle's API socket, as `deflect run --api-socket` would.
+        let vm = Process()
+        vm.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // `read` is a shell builtin: the shell itself waits (no child to outlive it) on a pipe that never ends.
+        vm.arguments = ["-c", "read line", "sh", TaskBundle(path: bundle).apiSocket]
+        let neverEnding = Pipe()
+        vm.standardInput = neverEnding
+        try vm.run()
+        try Data("\(vm.processIdentifier)\n".utf8).write(to: URL(fileURLWithPath: TaskBundle(path: bundle).pidFile))
+        let run = try Running(shimBinary, ["-namespace", "default", "-id", "gone", "-bundle", bundle, "delete"]).finish(limit: 30)
+        #expect(run.status == 0, "\(run.stderr)")
+        let response = try Containerd_Task_V2_DeleteResponse(serializedBytes: run.stdoutBytes)
+        #expect(response.pid == UInt32(vm.processIdentifier))
+        #expect(response.exitStatus == 137)
+        vm.waitUntilExit()
+        try neverEnding.fileHandleForWriting.close()
+        #expect(vm.terminationReason == .uncaughtSignal && vm.terminationStatus == SIGKILL)
+        #expect(!FileManager.default.fileExists(atPath: TaskBundle(path: bundle).pidFile))
+    }
+}

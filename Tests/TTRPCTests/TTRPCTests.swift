@@ -1,0 +1,105 @@
+// ttrpc framing against golden bytes, refused frames, and a server and
+// client talking over a real Unix socket.
+import Foundation
+import Testing
+@testable import TTRPC
+
+@Suite struct TTRPCFrameTests {
+    @Test func encodesTheTenByteHeaderBigEndian() throws {
+        let frame = TTRPCFrame(streamID: 0x0102_0304, type: .request, flags: 0, payload: [0xAA, 0xBB, 0xCC])
+        #expect(try frame.encoded() == [0, 0, 0, 3, 1, 2, 3, 4, 1, 0, 0xAA, 0xBB, 0xCC])
+        let response = TTRPCFrame(streamID: 1, type: .response, flags: 0x5, payload: [])
+        #expect(try response.encoded() == [0, 0, 0, 0, 0, 0, 0, 1, 2, 5])
+    }
+
+    @Test func decodesWhatItEncodes() throws {
+        let frame = TTRPCFrame(streamID: 7, type: .response, flags: 1, payload: Array(repeating: 9, count: 300))
+        #expect(try TTRPCFrame.decode(frame.encoded()) == frame)
+    }
+
+    @Test func aGoClientsRequestDecodes() throws {
+        // Request{service "s", method "m", payload 0x01}, stream 3, as ttrpc's Go client writes it.
+        let bytes: [UInt8] = [0, 0, 0, 9, 0, 0, 0, 3, 1, 0, 0x0A, 1, 0x73, 0x12, 1, 0x6D, 0x1A, 1, 0x01]
+        let frame = try TTRPCFrame.decode(bytes)
+        #expect(frame.streamID == 3 && frame.type == .request)
+        let request = try Ttrpc_Request(serializedBytes: frame.payload)
+        #expect(request.service == "s" && request.method == "m" && request.payload == Data([1]))
+    }
+
+    @Test func refusesOversizeFramesBeforeReadingThem() {
+        let header: [UInt8] = [0, 0x40, 0, 1, 0, 0, 0, 1, 1, 0]   // 4 MiB + 1
+        #expect(throws: TTRPCFrameError.oversize(length: 4 << 20 + 1)) { try TTRPCFrame.decodeHeader(header) }
+        let big = TTRPCFrame(streamID: 1, type: .request, payload: Array(repeating: 0, count: 4 << 20 + 1))
+        #expect(throws: TTRPCFrameError.oversize(length: 4 << 20 + 1)) { try big.encoded() }
+        // Exactly 4 MiB is allowed.
+        #expect(throws: Never.self) { try TTRPCFrame.decodeHeader([0, 0x40, 0, 0, 0, 0, 0, 1, 1, 0]) }
+    }
+
+    @Test func refusesTruncatedFramesAndUnknownTypes() {
+        #expect(throws: TTRPCFrameError.truncated(have: 9, need: 10)) { try TTRPCFrame.decode([0, 0, 0, 0, 0, 0, 0, 1, 1]) }
+        #expect(throws: TTRPCFrameError.truncated(have: 12, need: 13)) { try TTRPCFrame.decode([0, 0, 0, 3, 0, 0, 0, 1, 1, 0, 1, 2]) }
+        #expect(throws: TTRPCFrameError.unknownMessageType(3)) { try TTRPCFrame.decode([0, 0, 0, 0, 0, 0, 0, 1, 3, 0]) }
+    }
+}
+
+@Suite struct TTRPCServerTests {
+    private func temporarySocket() -> String {
+        "/tmp/ttrpc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    }
+
+    @Test func dispatchesByServiceAndMethodAndReportsStatuses() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "test.Echo", method: "Echo") { (request: Ttrpc_KeyValue) in
+            var reply = Ttrpc_KeyValue()
+            reply.key = request.value
+            reply.value = request.key
+            return reply
+        }
+        registry.register(service: "test.Echo", method: "Missing") { (_: Ttrpc_KeyValue) -> Ttrpc_KeyValue in
+            throw TTRPCError(.notFound, "no such thing")
+        }
+        let path = temporarySocket()
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        server.start()
+        defer { server.stop(); unlink(path) }
+
+        let client = try TTRPCClient(path: path)
+        var request = Ttrpc_KeyValue()
+        request.key = "k"
+        request.value = "v"
+        let reply = try client.call(service: "test.Echo", method: "Echo", request, as: Ttrpc_KeyValue.self)
+        #expect(reply.key == "v" && reply.value == "k")
+        #expect(throws: TTRPCError(.notFound, "no such thing")) {
+            try client.call(service: "test.Echo", method: "Missing", request, as: Ttrpc_KeyValue.self)
+        }
+        #expect(throws: TTRPCError(.unimplemented, "test.Other/Call is not implemented")) {
+            try client.call(service: "test.Other", method: "Call", request, as: Ttrpc_KeyValue.self)
+        }
+        let invalid = #expect(throws: TTRPCError.self) {
+            try client.call(service: "test.Echo", method: "Echo", payload: [0xFF, 0xFF])
+        }
+        #expect(invalid?.code == .invalidArgument)
+    }
+
+    @Test func aSlowHandlerDoesNotBlockOthersOnTheConnection() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "t", method: "Slow") { _ in Thread.sleep(forTimeInterval: 2); return [] }
+        registry.register(service: "t", method: "Fast") { _ in [42] }
+        let path = temporarySocket()
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        server.start()
+        defer { server.stop(); unlink(path) }
+        // Raw frames: the slow request first, then the fast one; the fast answer must come first.
+        let connection = TTRPCConnection(fd: try UnixSocket.connect(path: path))
+        defer { connection.close() }
+        for (stream, method) in [(UInt32(1), "Slow"), (3, "Fast")] {
+            var request = Ttrpc_Request()
+            request.service = "t"
+            request.method = method
+            try connection.writeFrame(TTRPCFrame(streamID: stream, type: .request, payload: try request.serializedBytes()))
+        }
+        let first = try #require(try connection.readFrame())
+        #expect(first.streamID == 3)
+        #expect(try Ttrpc_Response(serializedBytes: first.payload).payload == Data([42]))
+    }
+}
