@@ -208,7 +208,8 @@ struct ContainerdTests {
         let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
         let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "spin"])
         #expect(try waitUntilRunning(containerd, "spin") != nil)
-        #expect(try containerd.ctr(["task", "kill", "spin"]).status == 0)
+        let kill = try containerd.ctr(["task", "kill", "spin"])
+        #expect(kill.status == 0, "\(kill.stderr)")
         let finished = run.finish()
         #expect(finished.status == 10, "\(finished.stderr)")   // deflect's status for a clean stop
     }
