@@ -109,8 +109,10 @@ public enum ShimCommands {
         let server = TTRPCServer(listener: listener, registry: registry)
         server.start()
         done.wait()
-        // Let the Shutdown response leave before the process does.
-        usleep(100_000)
+        // Answer every call still running (the Shutdown itself, a Kill whose
+        // VM stop let containerd ask for this Shutdown) before leaving.
+        usleep(20_000)
+        server.waitUntilAnswered(limit: 10)
         server.stop()
         unlink(socket)
         exit(0)

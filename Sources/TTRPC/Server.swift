@@ -81,6 +81,8 @@ public final class TTRPCServer: Sendable {
     public let registry: TTRPCServiceRegistry
     private let listener: Int32
     private let connections = Mutex<[Int32: TTRPCConnection]>([:])
+    /// Requests whose response has not been written yet.
+    private let inFlight = Mutex(0)
     /// Called (on a connection's thread) when a connection has closed.
     private let onDisconnect: (@Sendable () -> Void)?
 
@@ -101,6 +103,14 @@ public final class TTRPCServer: Sendable {
         }
     }
 
+    /// Waits (at most `limit` seconds) until every request received has
+    /// been answered: a shim told to shut down while another call is still
+    /// running (a Kill waiting for the VM to stop) answers that call first.
+    public func waitUntilAnswered(limit: Double) {
+        let deadline = Date().addingTimeInterval(limit)
+        while inFlight.withLock({ $0 }) > 0, Date() < deadline { usleep(10_000) }
+    }
+
     /// Closes the listener and every connection.
     public func stop() {
         _ = Foundation.close(listener)
@@ -112,8 +122,10 @@ public final class TTRPCServer: Sendable {
         // cannot be resynchronised.
         while let frame = try? connection.readFrame() {
             guard frame.type == .request else { continue }
-            Thread.detachNewThread { [registry] in
+            inFlight.withLock { $0 += 1 }
+            Thread.detachNewThread { [self] in
                 try? connection.writeFrame(registry.respond(to: frame))
+                inFlight.withLock { $0 -= 1 }
             }
         }
         connections.withLock { _ = $0.removeValue(forKey: connection.fd) }
