@@ -11,14 +11,6 @@ import KVM
 import Migration
 import VMM
 
-private final class BackgroundMachine: @unchecked Sendable {
-    let done = DispatchSemaphore(value: 0)
-    init(_ machine: Machine) {
-        let thread = Thread { [done] in _ = machine.run(); done.signal() }
-        thread.start()
-    }
-}
-
 /// Pages per 10 ms tick for `mibPerSecond` (the guest's unit).
 private func pagesPerTick(_ mibPerSecond: Int) -> UInt64 { UInt64((Double(mibPerSecond) * 256 / 100).rounded()) }
 

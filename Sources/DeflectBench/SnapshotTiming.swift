@@ -13,14 +13,6 @@ import Loader
 import Snapshot
 import VMM
 
-private final class Background: @unchecked Sendable {
-    let done = DispatchSemaphore(value: 0)
-    init(_ machine: Machine) {
-        let thread = Thread { [done] in _ = machine.run(); done.signal() }
-        thread.start()
-    }
-}
-
 private func waitFor(_ sink: CaptureSink, bytes: Int, limit: Double = 60) throws {
     let deadline = Date().addingTimeInterval(limit)
     while sink.bytes.count < bytes {
@@ -99,7 +91,7 @@ private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt
         config.platform = .minimal
         let sink = CaptureSink()
         let machine = try Machine(configuration: config, serialOutput: sink)
-        let running = Background(machine)
+        let running = BackgroundMachine(machine)
         try waitFor(sink, bytes: 20)
         try machine.pause()
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -112,7 +104,7 @@ private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt
         let loaded = try LoadedSnapshot.load(path, on: host)
         let restoredSink = CaptureSink()
         let restored = try Machine(restoring: loaded, timeout: 60, serialOutput: restoredSink)
-        let again = Background(restored)
+        let again = BackgroundMachine(restored)
         try waitFor(restoredSink, bytes: 1)
         timing.restore.append(elapsedMilliseconds(since: t1))
         restored.requestStop()
@@ -146,7 +138,7 @@ private func timeDiffSnapshot(sizeMiB size: Int, rounds: Int, directory: String)
         config.platform = .minimal
         let sink = CaptureSink()
         let machine = try Machine(configuration: config, serialOutput: sink)
-        let running = Background(machine)
+        let running = BackgroundMachine(machine)
         defer { machine.requestStop(); running.done.wait() }
         try waitFor(sink, text: "READY\n")
         try machine.pause()

@@ -18,6 +18,15 @@ import VMM
 
 struct BenchError: Error, CustomStringConvertible { let description: String }
 
+/// A machine running on a thread of its own; `done` is signalled when its run ends.
+final class BackgroundMachine: @unchecked Sendable {
+    let done = DispatchSemaphore(value: 0)
+    init(_ machine: Machine) {
+        let thread = Thread { [done] in _ = machine.run(); done.signal() }
+        thread.start()
+    }
+}
+
 /// A comma-separated list of numbers, each in `range`; `usage` otherwise.
 func numberList(_ value: String, in range: ClosedRange<Int>, _ usage: String) throws -> [Int] {
     let numbers = value.split(separator: ",").map { Int($0) }
