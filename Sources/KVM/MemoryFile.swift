@@ -138,7 +138,7 @@ extension GuestMemory {
     @discardableResult
     public func writeContents(to fd: CInt, fileOffset: UInt64) throws(KVMError) -> UInt64 {
         var written: UInt64 = 0
-        for extent in try dataExtents() {
+        for extent in dataExtents() {
             var page = extent.lowerBound
             while page < extent.upperBound {
                 guard !Self.isZeroPage(host + Int(page * Self.pageSize)) else { page += 1; continue }
@@ -159,27 +159,15 @@ extension GuestMemory {
 
     /// The page ranges of the slot that may hold data: all of it, or for a
     /// shared memfd only the ranges lseek(SEEK_DATA/SEEK_HOLE) reports.
-    private func dataExtents() throws(KVMError) -> [Range<UInt64>] {
+    private func dataExtents() -> [Range<UInt64>] {
         let pages = UInt64(pageCount)
-        guard case let .shared(file, base) = backing else { return [0..<pages] }
-        var extents: [Range<UInt64>] = []
-        var offset = off_t(base)
-        let end = off_t(base + size)
-        while offset < end {
-            let data = Glibc.lseek(file.fd, offset, CKVM_SEEK_DATA)
-            if data < 0 {
-                if Glibc.errno == ENXIO { break }   // no data after offset
-                return [0..<pages]                   // no SEEK_DATA here: read it all
-            }
-            guard data < end else { break }
-            var hole = Glibc.lseek(file.fd, data, CKVM_SEEK_HOLE)
-            if hole < 0 || hole > end { hole = end }
-            let first = UInt64(data - off_t(base)) / Self.pageSize
-            let last = (UInt64(hole - off_t(base)) + Self.pageSize - 1) / Self.pageSize
-            extents.append(first..<min(last, pages))
-            offset = hole
+        guard case let .shared(file, base) = backing,
+              let extents = SparseFile.dataExtents(of: file.fd, in: base..<(base + size)) else { return [0..<pages] }
+        return extents.map { extent in
+            let first = (extent.lowerBound - base) / Self.pageSize
+            let last = (extent.upperBound - base + Self.pageSize - 1) / Self.pageSize
+            return first..<min(last, pages)
         }
-        return extents
     }
 
     /// Whether the 4 KiB page at `page` holds only zeros (stops at the first

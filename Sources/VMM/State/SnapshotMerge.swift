@@ -1,18 +1,15 @@
 // VMM: `deflect snapshot merge BASE DIFF`: folds a diff snapshot into the
 // snapshot before it, so that DIFF becomes a full snapshot that restores on
 // its own: its memory file is BASE's memory with every page the diff wrote
-// (the diff file's data extents, found with SEEK_DATA/SEEK_HOLE) on top. The
+// (the diff file's data extents, KVM's SparseFile) on top. The
 // new memory file and the rewritten state file are each written atomically;
 // BASE is not changed.
 import Foundation
 import Glibc
+import KVM
 import Snapshot
 
 public enum SnapshotMerge {
-    /// lseek whences for sparse files (Linux; glibc exposes them only with _GNU_SOURCE).
-    private static let seekData: Int32 = 3
-    private static let seekHole: Int32 = 4
-
     /// Returns the bytes of diff pages copied.
     @discardableResult
     public static func merge(base: String, diff: String) throws(MachineError) -> UInt64 {
@@ -90,18 +87,13 @@ public enum SnapshotMerge {
     private static func copyDataExtents(of path: String, to output: CInt, size: UInt64) throws(MachineError) -> UInt64 {
         let input = try openMemoryFile(path, size: size)
         defer { _ = Glibc.close(input) }
-        var copied: UInt64 = 0
-        var position: off_t = 0
-        while UInt64(position) < size {
-            let data = lseek(input, position, seekData)
-            if data < 0 { break }   // ENXIO: no data after `position`
-            let hole = lseek(input, data, seekHole)
-            guard hole > data else { throw .snapshot("\(path): cannot find the end of a data extent") }
-            try copyRange(input, output, UInt64(data)..<UInt64(hole), path: path)
-            copied += UInt64(hole - data)
-            position = hole
+        // Without hole reporting every page of the diff would look written
+        // and the merge would overwrite the base with zeros: refuse.
+        guard let extents = SparseFile.dataExtents(of: input, in: 0..<size) else {
+            throw .snapshot("\(path): this file system does not report which pages the diff wrote (lseek SEEK_DATA)")
         }
-        return copied
+        for extent in extents { try copyRange(input, output, extent, path: path) }
+        return extents.reduce(0) { $0 + UInt64($1.count) }
     }
 
     /// Opens a memory file for reading after checking it has `size` bytes.
@@ -117,22 +109,10 @@ public enum SnapshotMerge {
     }
 
     private static func copyRange(_ input: CInt, _ output: CInt, _ range: Range<UInt64>, path: String) throws(MachineError) {
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var offset = range.lowerBound
-        while offset < range.upperBound {
-            let want = Int(min(UInt64(buffer.count), range.upperBound - offset))
-            let got = buffer.withUnsafeMutableBytes { pread(input, $0.baseAddress, want, off_t(offset)) }
-            guard got > 0 else { throw .snapshot("reading \(path) at \(offset): \(got == 0 ? "end of file" : String(cString: strerror(errno)))") }
-            var done = 0
-            while done < got {
-                let put = buffer.withUnsafeBytes { raw -> Int in
-                    guard let base = raw.baseAddress else { return -1 }
-                    return pwrite(output, base + done, got - done, off_t(offset) + off_t(done))
-                }
-                guard put > 0 else { throw .snapshot("writing the merged memory file: \(String(cString: strerror(errno)))") }
-                done += put
-            }
-            offset += UInt64(got)
+        do {
+            try SparseFile.copy(range, from: input, to: output, what: path)
+        } catch {
+            throw .snapshot("copying \(path) into the merged memory file: \(error)")
         }
     }
 }
