@@ -1,6 +1,7 @@
 // ContainerdShim: the OCI bundle containerd hands a task — where its root
 // filesystem is (config.json's root.path, relative to the bundle) — and the
-// files the shim keeps in it (the VM's API socket, the VM's pid for `delete`).
+// files the shim keeps in it (the VM's API socket, the VM's pid for `delete`,
+// the mount point of the snapshotter's layers).
 import Foundation
 
 public struct TaskBundle: Sendable {
@@ -11,6 +12,8 @@ public struct TaskBundle: Sendable {
     public var apiSocket: String { file("deflect-api.sock") }
     public var pidFile: String { file("deflect-vm.pid") }
     public var addressFile: String { file("address") }
+    /// Where the snapshotter's mounts go (the runc shim's place; containerd's spec names it as root.path).
+    public var rootfsMountPoint: String { file("rootfs") }
 
     public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 

@@ -1,7 +1,7 @@
 // ContainerdShim: task events forwarded to containerd
 // (containerd.services.events.ttrpc.v1.Events/Forward on TTRPC_ADDRESS), in
-// order, off the request threads; a containerd that is gone loses the event
-// and never blocks the task.
+// order, off the request threads; a containerd that is gone (or stopped and
+// silent) loses the event with a logged line and never blocks the task.
 import Foundation
 import SwiftProtobuf
 import Synchronization
@@ -35,17 +35,35 @@ public final class EventPublisher: Sendable {
         queue.async { [self] in
             client.withLock { client in
                 do {
-                    if client == nil { client = try TTRPCClient(path: address) }
+                    if client == nil { client = try TTRPCClient(path: address, timeoutSeconds: Self.timeoutSeconds) }
                     _ = try client?.call(service: "containerd.services.events.ttrpc.v1.Events", method: "Forward",
                                          forward, as: Google_Protobuf_Empty.self)
                 } catch {
                     client = nil
-                    FileHandle.standardError.write(Data("deflect shim: event \(topic) not forwarded: \(error)\n".utf8))
+                    Self.log("deflect shim: event \(topic) not forwarded: \(error)\n")
                 }
             }
         }
     }
 
-    /// Waits until every event published so far was sent (or dropped).
-    public func flush() { queue.sync {} }
+    /// A line on the shim's stderr (containerd's log FIFO), through write(2):
+    /// Foundation's FileHandle.write traps when the write fails, and it fails
+    /// (EPIPE) exactly when containerd — the FIFO's reader — has gone.
+    static func log(_ line: String) {
+        var bytes = Array(line.utf8)
+        _ = write(STDERR_FILENO, &bytes, bytes.count)
+    }
+
+    /// How long one forward may wait for containerd before the event is dropped.
+    static let timeoutSeconds = 2
+
+    /// Waits until every event published so far was sent (or dropped), at
+    /// most `limit` seconds: a shim shutting down never waits on containerd.
+    /// Whether everything was sent or dropped by then.
+    @discardableResult
+    public func flush(limit: Double = 5) -> Bool {
+        let done = DispatchSemaphore(value: 0)
+        queue.async { done.signal() }
+        return done.wait(timeout: .now() + limit) == .success
+    }
 }

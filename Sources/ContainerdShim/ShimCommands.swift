@@ -1,8 +1,8 @@
 // ContainerdShim: the shim binary's actions. `start` launches the long-running
 // shim (`serve`, a new session with no tie to containerd's pipes), waits until
 // its ttrpc socket answers, prints the socket's address and exits; `delete`
-// cleans up after a shim containerd lost (kills the VM, prints a
-// DeleteResponse); `serve` is the ttrpc server itself.
+// cleans up after a shim containerd lost (kills the VM, unmounts the root
+// filesystem, prints a DeleteResponse); `serve` is the ttrpc server itself.
 import Foundation
 import SwiftProtobuf
 import TTRPC
@@ -81,11 +81,24 @@ public enum ShimCommands {
            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, runsVM(pid, apiSocket: bundle.apiSocket) {
             kill(pid, SIGKILL)
             response.pid = UInt32(pid)
+            waitUntilGone(pid)
         }
+        // The root filesystem Create mounted from the snapshotter's layers, as the runc shim's delete does.
+        RootfsMounts.unmountAll(bundle.rootfsMountPoint)
         response.exitStatus = 128 + UInt32(SIGKILL)
         response.exitedAt = Google_Protobuf_Timestamp(date: Date())
         for file in [bundle.apiSocket, bundle.pidFile, socketPath(for: arguments)] { unlink(file) }
         return try response.serializedBytes()
+    }
+
+    /// Waits up to 2 s for a killed process to vanish (it no longer holds the root filesystem).
+    private static func waitUntilGone(_ pid: Int32) {
+        for _ in 0..<200 where Foundation.kill(pid, 0) == 0 && !isZombie(pid) { usleep(10_000) }
+    }
+
+    private static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
     }
 
     /// Whether `pid` still runs this bundle's VM (its command line names the

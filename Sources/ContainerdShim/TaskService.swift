@@ -1,8 +1,9 @@
 // ContainerdShim: the containerd.task.v2.Task service for one task, which is
 // one VM: Create reads deflect.json, Start runs `deflect run --api-socket` (its
-// pid is the task's), Wait returns the VM's exit status, Kill/Pause/Resume go
-// through the VM's control API (`deflect ctl`), and calls that do not apply
-// to a VM answer UNIMPLEMENTED.
+// pid is the task's), Wait returns the VM's exit status, Kill/Pause/Resume and
+// Checkpoint (a Deflect snapshot) go through the VM's control API (`deflect
+// ctl`), Stats reads the VM process's usage, and calls that do not apply to a
+// VM answer UNIMPLEMENTED.
 import Foundation
 import SwiftProtobuf
 import Synchronization
@@ -19,6 +20,8 @@ public final class TaskService: Sendable {
         var phase = Phase.none
         var id = ""
         var bundle = TaskBundle(path: "")
+        /// Create mounted the snapshotter's layers on the bundle's rootfs; Delete unmounts them.
+        var rootfsMounted = false
         var stdin = "", stdout = "", stderr = ""
         var description: VMDescription?
         var process: Process?
@@ -54,36 +57,35 @@ public final class TaskService: Sendable {
         registry.register(service: s, method: "Pids") { [self] in try pids($0) }
         registry.register(service: s, method: "Connect") { [self] in try connect($0) }
         registry.register(service: s, method: "Shutdown") { [self] in try shutdown($0) }
-        // Exec, ResizePty, CloseIO, Update, Checkpoint, Stats: not registered,
+        registry.register(service: s, method: "Stats") { [self] in try stats($0) }
+        registry.register(service: s, method: "Checkpoint") { [self] in try checkpoint($0) }
+        // Exec, ResizePty, CloseIO, Update: not registered,
         // so the registry answers UNIMPLEMENTED (containerd's ErrNotImplemented).
     }
 
     // MARK: - Calls
 
     func create(_ request: Containerd_Task_V2_CreateTaskRequest) throws -> Containerd_Task_V2_CreateTaskResponse {
-        guard request.rootfs.isEmpty else {
-            throw TTRPCError(.unimplemented, "rootfs mounts are not supported: give the root filesystem as a directory (ctr run --rootfs)")
-        }
         guard request.checkpoint.isEmpty else { throw TTRPCError(.unimplemented, "restoring a task from a checkpoint is not supported") }
         guard !request.terminal else { throw TTRPCError(.unimplemented, "a terminal is not supported: the guest's serial console is the task's stdout") }
-        let bundle = TaskBundle(path: request.bundle)
-        let description: VMDescription
-        do {
-            description = try VMDescription.load(rootfs: try bundle.rootfs())
-        } catch let error as VMDescriptionError {
-            throw TTRPCError(.invalidArgument, error.description)
-        } catch {
-            throw TTRPCError(.invalidArgument, "\(error)")
-        }
         try state.withLock { state in
             guard state.phase == .none else { throw TTRPCError(.alreadyExists, "task \(state.id) already exists in this shim") }
-            state.phase = .created
-            state.id = request.id
-            state.bundle = bundle
-            state.stdin = request.stdin
-            state.stdout = request.stdout
-            state.stderr = request.stderr
-            state.description = description
+        }
+        let bundle = TaskBundle(path: request.bundle)
+        // The snapshotter's layers (an image containerd pulled or imported), as the runc shim mounts them.
+        let mounted = !request.rootfs.isEmpty
+        if mounted {
+            do {
+                try RootfsMounts.mount(request.rootfs, onto: bundle.rootfsMountPoint)
+            } catch {
+                throw TTRPCError(.internal, error.description)
+            }
+        }
+        do {
+            try commitCreate(request, bundle: bundle, mounted: mounted)
+        } catch {
+            if mounted { RootfsMounts.unmountAll(bundle.rootfsMountPoint) }
+            throw error
         }
         var event = Containerd_Task_V2_TaskCreate()
         event.containerID = request.id
@@ -216,6 +218,10 @@ public final class TaskService: Sendable {
             response.exitedAt = Google_Protobuf_Timestamp(date: state.exitedAt ?? Date())
             try? FileManager.default.removeItem(atPath: state.bundle.apiSocket)
             try? FileManager.default.removeItem(atPath: state.bundle.pidFile)
+            if state.rootfsMounted {
+                RootfsMounts.unmountAll(state.bundle.rootfsMountPoint)
+                state.rootfsMounted = false
+            }
             return response
         }
         stop(status: response.exitStatus)   // wakes a Wait on a task deleted before it started
@@ -249,6 +255,51 @@ public final class TaskService: Sendable {
         return response
     }
 
+    /// The VM process's usage as cgroup v2 metrics (see TaskMetrics).
+    func stats(_ request: Containerd_Task_V2_StatsRequest) throws -> Containerd_Task_V2_StatsResponse {
+        let pid = try runningPid(request.id)
+        guard let usage = ProcessUsage.of(pid: pid) else { throw TTRPCError(.notFound, "task \(request.id): process \(pid) has gone") }
+        var response = Containerd_Task_V2_StatsResponse()
+        response.stats = try TaskMetrics.any(TaskMetrics.metrics(usage, ticksPerSecond: UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))))
+        return response
+    }
+
+    /// A Deflect snapshot of the running VM in the request's directory
+    /// (`deflect.snap` and `deflect.snap.mem`, for `deflect restore`): the VM
+    /// pauses at a consistent point, is written, then runs on — stays paused
+    /// if it was paused (containerd's client pauses around a checkpoint), or
+    /// stops when the options ask for `exit`.
+    func checkpoint(_ request: Containerd_Task_V2_CheckpointTaskRequest) throws -> Google_Protobuf_Empty {
+        _ = try runningPid(request.id)
+        let exit = try Self.checkpointExits(request.options)
+        guard request.path.hasPrefix("/") else { throw TTRPCError(.invalidArgument, "checkpoint path '\(request.path)' is not absolute") }
+        do {
+            try FileManager.default.createDirectory(atPath: request.path, withIntermediateDirectories: true)
+        } catch {
+            throw TTRPCError(.invalidArgument, "cannot create \(request.path): \(error.localizedDescription)")
+        }
+        let paused = state.withLock { $0.phase == .paused }
+        let then = exit ? "stop" : paused ? "pause" : "resume"
+        try control(["snapshot", (request.path as NSString).appendingPathComponent(Self.checkpointFile), "--then", then])
+        return Google_Protobuf_Empty()
+    }
+
+    /// The snapshot's state file in a checkpoint directory (its memory file is this + ".mem").
+    public static let checkpointFile = "deflect.snap"
+
+    /// Whether the checkpoint options ask the task to end (runc's CheckpointOptions.exit).
+    static func checkpointExits(_ options: Google_Protobuf_Any) throws -> Bool {
+        guard !options.typeURL.isEmpty else { return false }
+        guard options.typeURL.hasSuffix(Containerd_Runc_V1_CheckpointOptions.protoMessageName) else {
+            throw TTRPCError(.invalidArgument, "checkpoint options of type \(options.typeURL) are not understood")
+        }
+        do {
+            return try Containerd_Runc_V1_CheckpointOptions(serializedBytes: options.value).exit
+        } catch {
+            throw TTRPCError(.invalidArgument, "checkpoint options: \(error)")
+        }
+    }
+
     func shutdown(_ request: Containerd_Task_V2_ShutdownRequest) throws -> Google_Protobuf_Empty {
         let running = state.withLock { $0.phase == .running || $0.phase == .paused }
         // A shim with a live VM stays (containerd asks again after Delete), unless told now.
@@ -259,11 +310,43 @@ public final class TaskService: Sendable {
         return Google_Protobuf_Empty()
     }
 
+    /// Create's second half, once the root filesystem is in place: deflect.json, then the task.
+    private func commitCreate(_ request: Containerd_Task_V2_CreateTaskRequest, bundle: TaskBundle, mounted: Bool) throws {
+        let description: VMDescription
+        do {
+            description = try VMDescription.load(rootfs: try bundle.rootfs())
+        } catch let error as VMDescriptionError {
+            throw TTRPCError(.invalidArgument, error.description)
+        } catch {
+            throw TTRPCError(.invalidArgument, "\(error)")
+        }
+        try state.withLock { state in
+            guard state.phase == .none else { throw TTRPCError(.alreadyExists, "task \(state.id) already exists in this shim") }
+            state.phase = .created
+            state.id = request.id
+            state.bundle = bundle
+            state.rootfsMounted = mounted
+            state.stdin = request.stdin
+            state.stdout = request.stdout
+            state.stderr = request.stderr
+            state.description = description
+        }
+    }
+
     // MARK: - Helpers
 
     private func check(_ id: String, _ execID: String, in state: State) throws {
         guard state.phase != .none, id == state.id else { throw TTRPCError(.notFound, "task \(id) not found in this shim") }
         guard execID.isEmpty else { throw TTRPCError(.notFound, "exec \(execID) not found: a VM task has no exec processes") }
+    }
+
+    /// The VM's pid while the task runs or is paused.
+    private func runningPid(_ id: String) throws -> Int32 {
+        try state.withLock { state in
+            try check(id, "", in: state)
+            guard state.phase == .running || state.phase == .paused else { throw TTRPCError(.failedPrecondition, "task \(id) is not running") }
+            return state.pid
+        }
     }
 
     private func openOutput(_ path: String) throws -> FileHandle {
@@ -307,7 +390,7 @@ public final class TaskService: Sendable {
             try check(id, "", in: state)
             guard state.phase == from else { throw TTRPCError(.failedPrecondition, "task \(id) is not \(from == .running ? "running" : "paused")") }
         }
-        try control(command)
+        try control([command])
         state.withLock { if $0.phase == from { $0.phase = to } }
     }
 
@@ -317,19 +400,20 @@ public final class TaskService: Sendable {
     private func shutDownThroughAPI() -> Bool {
         let deadline = Date().addingTimeInterval(5)
         repeat {
-            if (try? control("shutdown")) != nil { return true }
+            if (try? control(["shutdown"])) != nil { return true }
             if state.withLock({ $0.phase == .stopped }) { return true }
             Thread.sleep(forTimeInterval: 0.05)
         } while Date() < deadline
         return false
     }
 
-    /// Runs `deflect ctl --socket API COMMAND`; its error line becomes the call's error.
-    private func control(_ command: String) throws {
+    /// Runs `deflect ctl --socket API COMMAND...`; its error line becomes the call's error.
+    private func control(_ command: [String]) throws {
         let socket = state.withLock { $0.bundle.apiSocket }
+        let name = command.first ?? ""
         let process = Process()
         process.executableURL = URL(fileURLWithPath: deflectBinary)
-        process.arguments = ["ctl", "--socket", socket, command]
+        process.arguments = ["ctl", "--socket", socket] + command
         let errors = Pipe()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errors
@@ -339,7 +423,7 @@ public final class TaskService: Sendable {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let line = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw TTRPCError(.failedPrecondition, "deflect ctl \(command): \(line.isEmpty ? "status \(process.terminationStatus)" : line)")
+            throw TTRPCError(.failedPrecondition, "deflect ctl \(name): \(line.isEmpty ? "status \(process.terminationStatus)" : line)")
         }
     }
 

@@ -9,8 +9,10 @@ public final class TTRPCClient: Sendable {
     /// Client stream ids are odd and increase (ttrpc's rule).
     private let nextStream = Mutex<UInt32>(1)
 
-    public init(path: String) throws {
-        connection = TTRPCConnection(fd: try UnixSocket.connect(path: path))
+    /// `timeoutSeconds` > 0 bounds the connect and each read and write: a
+    /// server that stops answering fails the call instead of holding the caller.
+    public init(path: String, timeoutSeconds: Int = 0) throws {
+        connection = TTRPCConnection(fd: try UnixSocket.connect(path: path, timeoutSeconds: timeoutSeconds))
     }
 
     deinit { connection.close() }

@@ -32,15 +32,35 @@ public enum UnixSocket {
         return fd
     }
 
-    /// A socket connected to `path`.
-    public static func connect(path: String) throws(SocketError) -> Int32 {
+    /// A socket connected to `path`; `timeoutSeconds` > 0 bounds the connect
+    /// (a listener whose backlog is full) and every later read and write.
+    public static func connect(path: String, timeoutSeconds: Int = 0) throws(SocketError) -> Int32 {
         let fd = try stream(path)
+        if timeoutSeconds > 0 {
+            do {
+                try setTimeout(fd, seconds: timeoutSeconds)
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
         guard withAddress(path, { Glibc.connect(fd, $0, $1) }) == 0 else {
             let code = errno
             close(fd)
             throw SocketError(operation: "connect", path: path, code: code)
         }
         return fd
+    }
+
+    /// Bounds every later read and write on `fd` to `seconds` (SO_RCVTIMEO,
+    /// SO_SNDTIMEO): a peer that stops answering fails the call with EAGAIN.
+    private static func setTimeout(_ fd: Int32, seconds: Int) throws(SocketError) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            guard setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+                throw SocketError(operation: "setsockopt", path: "fd \(fd)", code: errno)
+            }
+        }
     }
 
     /// The next connection on a listening socket; retried on EINTR.

@@ -3,7 +3,10 @@
 // containerd, ctr, root or /dev/kvm is missing, or containerd cannot start.
 import DeflectTestSupport
 import Foundation
+import SwiftProtobuf
 import Testing
+import TTRPC
+@testable import ContainerdShim
 
 /// The built shim (it runs the `deflect` built beside it).
 let shimBinary = GuestImages.builtProduct("containerd-shim-deflect-v1")
@@ -104,6 +107,12 @@ final class PrivateContainerd {
 
     func ctrInBackground(_ arguments: [String]) throws -> Running {
         try Running("/usr/bin/ctr", ["--address", socket] + arguments)
+    }
+
+    /// Kills containerd at once (SIGKILL), leaving its shims running, as a crash would.
+    func killDaemon() {
+        kill(daemon.process.processIdentifier, SIGKILL)
+        daemon.process.waitUntilExit()
     }
 
     /// Stops containerd (and with it every shim it started is left to be cleaned up here); returns its log.
@@ -241,9 +250,8 @@ extension ContainerdTests {
         let run = try containerd.ctr(["run", "-d", "--rootfs", "--runtime", shimBinary, root, "orphan"])
         #expect(run.status == 0, "\(run.stderr)")
         let pid = try #require(try waitUntilRunning(containerd, "orphan"))
-        // The shim is the VM's parent (field 4 of /proc/PID/stat).
-        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-        let shim = try #require(stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { Int32($0) })
+        // The shim is the VM's parent.
+        let shim = try #require(parentPid(of: pid))
         #expect(kill(shim, SIGKILL) == 0)
         // containerd notices, runs the shim's `delete`, which ends the VM.
         var gone = false
@@ -255,5 +263,213 @@ extension ContainerdTests {
         if !gone { kill(pid, SIGKILL) }
         #expect(gone, "the VM \(pid) outlived its shim")
         #expect(try containerd.ctr(["container", "rm", "orphan"]).status == 0)
+    }
+}
+
+/// An OCI image archive built here, with no registry: one uncompressed layer
+/// holding `files`, a config, a manifest and an index naming it `name`.
+enum OCIImageArchive {
+    static func build(name: String, files root: String, into directory: String) throws -> String {
+        let layout = directory + "/layout-" + UUID().uuidString.prefix(6)
+        let blobs = layout + "/blobs/sha256"
+        try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
+        let layerTar = directory + "/layer.tar"
+        try tar(["-C", root, "-cf", layerTar, "."])
+        let layer = try blob(Data(contentsOf: URL(fileURLWithPath: layerTar)), in: blobs)
+        let config = try blob(json([
+            "architecture": "amd64", "os": "linux",
+            "config": ["Cmd": ["/deflect.json"]],
+            "rootfs": ["type": "layers", "diff_ids": [layer.digest]],
+        ]), in: blobs)
+        let manifest = try blob(json([
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest, "size": config.size],
+            "layers": [["mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.digest, "size": layer.size]],
+        ]), in: blobs)
+        try json([
+            "schemaVersion": 2,
+            "manifests": [["mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest.digest, "size": manifest.size,
+                           "annotations": ["io.containerd.image.name": name]]],
+        ]).write(to: URL(fileURLWithPath: layout + "/index.json"))
+        try Data(#"{"imageLayoutVersion": "1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: layout + "/oci-layout"))
+        let archive = directory + "/image.tar"
+        try tar(["-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"])
+        return archive
+    }
+
+    private static func json(_ object: [String: Any]) throws -> Data {
+        try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    }
+
+    /// Stores `data` under its SHA-256 (sha256sum: Foundation has no hash here).
+    private static func blob(_ data: Data, in blobs: String) throws -> (digest: String, size: Int) {
+        let staged = blobs + "/staged"
+        try data.write(to: URL(fileURLWithPath: staged))
+        let sum = try Running("/usr/bin/sha256sum", [staged]).finish(limit: 30)
+        guard sum.status == 0, let hex = sum.stdout.split(separator: " ").first, hex.count == 64 else {
+            throw ContainerdStartError(description: "sha256sum failed: \(sum.stderr)")
+        }
+        try FileManager.default.moveItem(atPath: staged, toPath: blobs + "/" + hex)
+        return ("sha256:" + hex, data.count)
+    }
+
+    private static func tar(_ arguments: [String]) throws {
+        let run = try Running("/bin/tar", arguments).finish(limit: 60)
+        guard run.status == 0 else { throw ContainerdStartError(description: "tar \(arguments) failed: \(run.stderr)") }
+    }
+}
+
+enum OverlayAvailability {
+    /// nil when an overlay mount works here (containerd's overlayfs snapshotter needs it); otherwise why not.
+    static let unusableReason: String? = {
+        let base = NSTemporaryDirectory() + "deflect-overlay-probe-" + UUID().uuidString.prefix(6)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        for part in ["lower", "upper", "work", "merged"] {
+            try? FileManager.default.createDirectory(atPath: "\(base)/\(part)", withIntermediateDirectories: true)
+        }
+        let options = "lowerdir=\(base)/lower,upperdir=\(base)/upper,workdir=\(base)/work"
+        guard mount("overlay", base + "/merged", "overlay", 0, options) == 0 else {
+            return "overlay mounts are not permitted here (\(String(cString: strerror(errno)))): image test skipped"
+        }
+        umount2(base + "/merged", 0)
+        return nil
+    }()
+}
+
+extension ContainerdTests {
+    @Test(.enabled(if: OverlayAvailability.unusableReason == nil, Comment(rawValue: OverlayAvailability.unusableReason ?? "")))
+    func ctrRunsAnImportedImageFromItsSnapshotterLayers() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let files = try containerd.rootfs(guest: "real/hello.bin", description: #"{"image": "hello.bin", "mode": "real"}"#)
+        let archive = try OCIImageArchive.build(name: "deflect.test/hello:1", files: files, into: containerd.directory)
+        let imported = try containerd.ctr(["image", "import", archive])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let run = try containerd.ctr(["run", "--rm", "--runtime", shimBinary, "deflect.test/hello:1", "fromimage"])
+        #expect(run.status == 85, "\(run.stderr)")
+        #expect(run.stdout == "hello from real mode\n", "\(run.stdout)")
+        #expect(try containerd.ctr(["task", "ls", "-q"]).stdout.isEmpty)
+        // The overlay the shim mounted on the bundle's rootfs is gone with the task.
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        #expect(!mounts.split(separator: "\n").contains { $0.contains(containerd.directory) && $0.contains("fromimage") }, "\(mounts)")
+    }
+}
+
+extension ContainerdTests {
+    /// The numbers `ctr task metrics` prints, by metric name.
+    private func metrics(_ containerd: PrivateContainerd, _ id: String) throws -> [String: UInt64] {
+        let printed = try containerd.ctr(["task", "metrics", id])
+        #expect(printed.status == 0, "\(printed.stderr)")
+        var values: [String: UInt64] = [:]
+        for line in printed.stdout.split(separator: "\n") {
+            let columns = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if columns.count == 2, let value = UInt64(columns[1]) { values[String(columns[0])] = value }
+        }
+        return values
+    }
+
+    /// ps and metrics name the VM process; SIGKILL ends it at once with status 137.
+    @Test func ctrTaskMetricsPsAndSIGKILLOfARunningVM() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
+        let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "busy"])
+        let pid = try #require(try waitUntilRunning(containerd, "busy"))
+        let ps = try containerd.ctr(["task", "ps", "busy"])
+        #expect(ps.status == 0, "\(ps.stderr)")
+        #expect(ps.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ").first.map(String.init) } == ["\(pid)"],
+                "\(ps.stdout)")
+        Thread.sleep(forTimeInterval: 0.3)   // the spinning guest accumulates CPU time
+        let values = try metrics(containerd, "busy")
+        let usage = try #require(ProcessUsage.of(pid: pid))
+        #expect((values["pids.current"] ?? 0) >= 2, "\(values)")   // Deflect's main thread and a vCPU thread at least
+        #expect((values["cpu.usage_usec"] ?? 0) > 0, "\(values)")
+        // Resident memory as /proc says, within what a moment's difference can change.
+        let resident = Double(values["memory.usage"] ?? 0)
+        #expect(resident > 0 && abs(resident - Double(usage.residentBytes)) < 0.2 * Double(usage.residentBytes), "\(values) vs \(usage)")
+        let kill = try containerd.ctr(["task", "kill", "-s", "SIGKILL", "busy"])
+        #expect(kill.status == 0, "\(kill.stderr)")
+        let finished = run.finish()
+        #expect(finished.status == 137, "\(finished.stderr)")
+        #expect(Foundation.kill(pid, 0) != 0, "the VM \(pid) outlived SIGKILL")
+        #expect(try containerd.ctr(["task", "ls", "-q"]).stdout.isEmpty)
+    }
+
+    @Test func ctrTaskCheckpointWritesADeflectSnapshotThatRestores() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let root = try containerd.rootfs(guest: "long/sequence.bin", description: #"{"image": "sequence.bin", "mode": "long", "memory": 16}"#)
+        let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "cp"])
+        #expect(run.waitFor("SEQ 3\n"))
+        let checkpoint = try containerd.ctr(["task", "checkpoint", "cp"])
+        #expect(checkpoint.status == 0, "\(checkpoint.stderr)")
+        // The task ran on after the checkpoint (ctr resumes it): the whole sequence, nothing lost.
+        let finished = run.finish()
+        let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
+        #expect(finished.status == 35, "\(finished.stderr)")
+        #expect(finished.stdout == expected, "\(finished.stdout.suffix(200))")
+        // containerd stored the checkpoint directory as a tar in a checkpoint image.
+        let name = checkpoint.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let image = try containerd.ctr(["image", "ls"]).stdout.split(separator: "\n")
+            .map { $0.split(separator: " ", omittingEmptySubsequences: true) }.first { $0.first.map(String.init) == name }
+        let indexDigest = try #require(image?.first { $0.hasPrefix("sha256:") }, "no image \(name)")
+        let index = try containerd.ctr(["content", "get", String(indexDigest)]).stdoutBytes
+        let manifests = (try JSONSerialization.jsonObject(with: index) as? [String: Any])?["manifests"] as? [[String: Any]] ?? []
+        let tarDigest = try #require(manifests.first { ($0["mediaType"] as? String)?.contains("checkpoint") == true }?["digest"] as? String,
+                                     "\(String(decoding: index, as: UTF8.self))")
+        let directory = containerd.directory + "/restored"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let tarFile = containerd.directory + "/checkpoint.tar"
+        try containerd.ctr(["content", "get", tarDigest]).stdoutBytes.write(to: URL(fileURLWithPath: tarFile))
+        #expect(try Running("/bin/tar", ["-C", directory, "-xf", tarFile]).finish(limit: 60).status == 0)
+        // The snapshot restores in a new process: it continues where the checkpoint was taken.
+        let restored = try Running(GuestImages.builtProduct("deflect"), ["restore", directory + "/deflect.snap"]).finish(limit: 60)
+        #expect(restored.status == 35, "\(restored.stderr)")
+        #expect(restored.stdout.hasSuffix("END\n") && expected.hasSuffix(restored.stdout) && restored.stdout.count < expected.count - 20,
+                "\(restored.stdout.prefix(200))")
+    }
+
+    @Test func aShimOutlivesContainerdAndStillEndsItsVM() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
+        #expect(try containerd.ctr(["run", "-d", "--rootfs", "--runtime", shimBinary, root, "lost"]).status == 0)
+        let pid = try #require(try waitUntilRunning(containerd, "lost"))
+        let shim = try #require(parentPid(of: pid))
+        // A failed call below must not leave either process behind.
+        defer { for leftover in [pid, shim] where Foundation.kill(leftover, 0) == 0 { Foundation.kill(leftover, SIGKILL) } }
+        let bundle = containerd.directory + "/state/io.containerd.runtime.v2.task/default/lost"
+        let address = try String(contentsOfFile: bundle + "/address", encoding: .utf8)
+        containerd.killDaemon()
+        // containerd is gone: the shim still answers on its socket, and its events are dropped, not waited for.
+        let client = try TTRPCClient(path: String(address.dropFirst("unix://".count)), timeoutSeconds: 20)
+        let service = "containerd.task.v2.Task"
+        var state = Containerd_Task_V2_StateRequest()
+        state.id = "lost"
+        #expect(try client.call(service: service, method: "State", state, as: Containerd_Task_V2_StateResponse.self).status == .running)
+        var kill = Containerd_Task_V2_KillRequest()
+        kill.id = "lost"
+        kill.signal = UInt32(SIGKILL)
+        _ = try client.call(service: service, method: "Kill", kill, as: Google_Protobuf_Empty.self)
+        var wait = Containerd_Task_V2_WaitRequest()
+        wait.id = "lost"
+        #expect(try client.call(service: service, method: "Wait", wait, as: Containerd_Task_V2_WaitResponse.self).exitStatus == 137)
+        var delete = Containerd_Task_V2_DeleteRequest()
+        delete.id = "lost"
+        _ = try client.call(service: service, method: "Delete", delete, as: Containerd_Task_V2_DeleteResponse.self)
+        _ = try client.call(service: service, method: "Shutdown", Containerd_Task_V2_ShutdownRequest(), as: Google_Protobuf_Empty.self)
+        // Neither the VM nor the shim is left.
+        var gone = false
+        for _ in 0..<200 where !gone {
+            gone = Foundation.kill(pid, 0) != 0 && Foundation.kill(shim, 0) != 0
+            if !gone { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(gone, "VM \(pid) or shim \(shim) left running")
+    }
+
+    /// Field 4 of /proc/PID/stat.
+    func parentPid(of pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
+        return stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { Int32($0) }
     }
 }

@@ -35,4 +35,23 @@ import Testing
         #expect(vm.terminationReason == .uncaughtSignal && vm.terminationStatus == SIGKILL)
         #expect(!FileManager.default.fileExists(atPath: TaskBundle(path: bundle).pidFile))
     }
+
+    /// containerd runs `delete` after losing a shim: the layers Create mounted
+    /// on the bundle's rootfs must not stay mounted.
+    @Test(.enabled(if: getuid() == 0, "mounting needs root: delete unmount test skipped"))
+    func deleteUnmountsTheBundlesRootfs() throws {
+        let bundle = NSTemporaryDirectory() + "deflect-delete-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: bundle + "/layer", withIntermediateDirectories: true)
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: bundle + "/layer/deflect.json"))
+        var layer = Containerd_Task_V2_Mount()
+        layer.type = "bind"
+        layer.source = bundle + "/layer"
+        layer.options = ["rbind", "ro"]
+        try RootfsMounts.mount([layer], onto: TaskBundle(path: bundle).rootfsMountPoint)
+        #expect(isMountPoint(bundle + "/rootfs"))
+        let run = try Running(shimBinary, ["-namespace", "default", "-id", "gone", "-bundle", bundle, "delete"]).finish(limit: 30)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(!isMountPoint(bundle + "/rootfs"))
+        if isMountPoint(bundle + "/rootfs") { RootfsMounts.unmountAll(bundle + "/rootfs") }
+    }
 }
