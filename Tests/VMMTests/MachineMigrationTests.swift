@@ -122,6 +122,42 @@ struct MachineMigrationTests {
         #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
     }
 
+    /// A receiver that takes go and then vanishes without its running-ack:
+    /// the source cannot know whether the guest runs there, so its VM stays
+    /// paused (neither resumed nor ended), the phase is in-doubt and the
+    /// error tells the operator what to check before resuming.
+    @Test func aLostRunningAckLeavesTheVMPausedInDoubt() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        let tookGo = DispatchSemaphore(value: 0)
+        let vanishing = Thread {
+            guard let peer = try? listener.accept(timeoutSeconds: 60), (try? peer.setTimeout(seconds: 30)) != nil,
+                  let system = try? KVMSystem() else { return }
+            let connection = MigrationConnection(stream: SocketStream(peer), key: nil)
+            if (try? IncomingMigration.receive(connection, on: try RestoreHost.current(system))) != nil,
+               (try? IncomingMigration.awaitGo(connection)) != nil {
+                tookGo.signal()
+            }
+            peer.shutdown()
+        }
+        vanishing.start()
+        let source = try BackgroundRun("long/migration_load.bin")
+        #expect(source.waitForOutput("TICK 3\n"))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        #expect(tookGo.wait(timeout: .now() + 10) == .success)
+        let progress = source.machine.migrationProgress
+        #expect(progress.phase == .inDoubt)
+        #expect(progress.lastError?.contains("may be running on unix:\(path)") == true, "\(progress.lastError ?? "")")
+        #expect(source.machine.state == .paused)
+        let ticks = source.output.text
+        usleep(300_000)
+        #expect(source.output.text == ticks, "the VM ran on after go")
+        source.machine.requestStop()
+        #expect(source.finish() != nil)
+    }
+
     /// A guest dirtying memory faster than a tiny downtime budget allows
     /// never converges: by default the migration gives up at the timeout
     /// and the VM runs on; with pause-and-copy it pauses and sends the
