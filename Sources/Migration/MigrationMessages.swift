@@ -48,10 +48,14 @@ public struct MigrationHello: Sendable, Equatable {
     }
 
     public init(decoding payload: [UInt8]) throws(MigrationError) {
-        guard payload.count == Self.size else { throw .malformed("a hello is \(Self.size) bytes, this one \(payload.count)") }
-        guard Array(payload[0..<8]) == Self.magic else { throw .malformed("the hello does not start with \"DFLCTMIG\"") }
+        guard payload.prefix(8).elementsEqual(Self.magic) else { throw .malformed("the hello does not start with \"DFLCTMIG\"") }
         var reader = ByteReader(payload[8...])
         protocolVersion = try reader.get("protocol version")
+        // Another version's hello has another size: say which version, not which size.
+        guard protocolVersion == Self.protocolVersion else {
+            throw .malformed("protocol version \(protocolVersion) is not supported (this receiver speaks version \(Self.protocolVersion))")
+        }
+        guard payload.count == Self.size else { throw .malformed("a hello is \(Self.size) bytes, this one \(payload.count)") }
         kvmAPIVersion = try reader.get("KVM API version")
         let vendorBytes = try reader.bytes(Self.vendorSize, "CPU vendor")
         let vendor = vendorBytes.prefix { $0 != 0 }

@@ -19,6 +19,12 @@ struct MessageTests {
         #expect(hello.nonce != MigrationHello(kvmAPIVersion: 12, host: intel, memoryBytes: 64 << 20, vcpuCount: 4, authenticated: true).nonce)
         #expect(try MigrationHello(decoding: bytes) == hello)
         #expect(throws: MigrationError.self) { try MigrationHello(decoding: Array(bytes.dropLast())) }
+        // A version 1 sender's hello (56 bytes, no nonce): refused by its version.
+        var versionOne = Array(bytes[0..<56])
+        versionOne[8] = 1
+        #expect(throws: MigrationError.malformed("protocol version 1 is not supported (this receiver speaks version 2)")) {
+            try MigrationHello(decoding: versionOne)
+        }
         var badMagic = bytes
         badMagic[0] = 0
         #expect(throws: MigrationError.self) { try MigrationHello(decoding: badMagic) }
