@@ -146,6 +146,6 @@ let package = Package(
         .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                     swiftSettings: strict),
         .testTarget(name: "ContainerdShimTests", dependencies: ["ContainerdShim", "TTRPC", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "Migration", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

@@ -385,9 +385,14 @@ public struct MigrationRequest: Codable, Sendable, Equatable {
     /// An absolute path to the pre-shared key the receiver was given
     /// (`--psk-file`): every frame is then authenticated (HMAC-SHA256).
     public var pskFile: String?
+    /// Not converged by `timeoutS`: pause and send the rest anyway (the
+    /// downtime exceeds the budget) instead of giving up (default false).
+    public var pauseAndCopy: Bool?
 
-    public init(to: String, downtimeMs: Int? = nil, timeoutS: Double? = nil, force: Bool? = nil, pskFile: String? = nil) {
+    public init(to: String, downtimeMs: Int? = nil, timeoutS: Double? = nil, force: Bool? = nil, pskFile: String? = nil,
+                pauseAndCopy: Bool? = nil) {
         (self.to, self.downtimeMs, self.timeoutS, self.force, self.pskFile) = (to, downtimeMs, timeoutS, force, pskFile)
+        self.pauseAndCopy = pauseAndCopy
     }
 }
 
@@ -399,6 +404,9 @@ public struct MigrationStatus: Codable, Sendable, Equatable {
         case stopAndCopy = "stop-and-copy"
         case waitingForReceiver = "waiting-for-receiver"
         case completed, failed
+        /// Go was sent, no running-ack came: the guest may run on the
+        /// receiver; this VM stays paused (`last_error` says what to check).
+        case inDoubt = "in-doubt"
     }
 
     public var phase: Phase
@@ -413,10 +421,13 @@ public struct MigrationStatus: Codable, Sendable, Equatable {
     public var downtimeMs: Double?
     public var elapsedS: Double
     public var lastError: String?
+    /// Not converged by the timeout, the VM was paused anyway (pause_and_copy).
+    public var pausedBeforeConvergence: Bool?
 
     public init(phase: Phase, destination: String?, iteration: Int, bytesSent: UInt64, dirtyBytesPerSecond: Double,
                 bandwidthBytesPerSecond: Double, estimatedDowntimeMs: Double, downtimeMs: Double?, elapsedS: Double,
-                lastError: String?) {
+                lastError: String?, pausedBeforeConvergence: Bool? = nil) {
+        self.pausedBeforeConvergence = pausedBeforeConvergence
         (self.phase, self.destination, self.iteration, self.bytesSent) = (phase, destination, iteration, bytesSent)
         (self.dirtyBytesPerSecond, self.bandwidthBytesPerSecond) = (dirtyBytesPerSecond, bandwidthBytesPerSecond)
         (self.estimatedDowntimeMs, self.downtimeMs, self.elapsedS, self.lastError) = (estimatedDowntimeMs, downtimeMs, elapsedS, lastError)
@@ -427,6 +438,6 @@ public struct MigrationStatus: Codable, Sendable, Equatable {
                                              bandwidthBytesPerSecond: 0, estimatedDowntimeMs: 0, downtimeMs: nil, elapsedS: 0,
                                              lastError: nil)
 
-    /// Whether the migration has ended (either way).
-    public var isFinished: Bool { phase == .completed || phase == .failed }
+    /// Whether the migration has ended (any of three ways).
+    public var isFinished: Bool { phase == .completed || phase == .failed || phase == .inDoubt }
 }

@@ -90,6 +90,14 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 
+    /// Appends `count` bytes of guest memory at `address` to `buffer`: one
+    /// copy into a buffer the caller reuses (migration frames).
+    public func append(at address: GuestPhysicalAddress, count: Int, to buffer: inout [UInt8]) throws(GuestMemoryError) {
+        let offset = try offset(of: address, length: count)
+        // SAFETY: [offset, offset+count) was checked to lie inside the mapping; the bytes are copied before the call returns.
+        buffer.append(contentsOf: UnsafeRawBufferPointer(start: host + offset, count: count))
+    }
+
     /// Reads a little-endian integer at `address` (any alignment).
     public func load<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
         let offset = try offset(of: address, length: MemoryLayout<T>.size)

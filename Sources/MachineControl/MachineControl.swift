@@ -201,6 +201,7 @@ public final class MachineControl: VMControl {
             options.timeoutSeconds = timeout
         }
         options.force = request.force ?? false
+        options.pauseAndCopy = request.pauseAndCopy ?? false
         do throws(MachineError) {
             if let pskFile = request.pskFile {
                 guard pskFile.hasPrefix("/") else { throw .migration("psk_file must be an absolute path: \(pskFile)") }
@@ -234,7 +235,8 @@ public final class MachineControl: VMControl {
         MigrationStatus(phase: MigrationStatus.Phase(rawValue: p.phase.rawValue) ?? .failed, destination: p.destination,
                         iteration: p.iteration, bytesSent: p.bytesSent, dirtyBytesPerSecond: p.dirtyBytesPerSecond,
                         bandwidthBytesPerSecond: p.bandwidthBytesPerSecond, estimatedDowntimeMs: p.estimatedDowntimeSeconds * 1000,
-                        downtimeMs: p.downtimeSeconds.map { $0 * 1000 }, elapsedS: p.elapsedSeconds, lastError: p.lastError)
+                        downtimeMs: p.downtimeSeconds.map { $0 * 1000 }, elapsedS: p.elapsedSeconds, lastError: p.lastError,
+                        pausedBeforeConvergence: p.pausedBeforeConvergence)
     }
 
     /// Outcome words of accesses answered with #GP (see `MSROutcome`; "gp" is the trace's).

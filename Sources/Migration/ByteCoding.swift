@@ -6,7 +6,10 @@ struct ByteWriter {
 
     init(bytes: [UInt8] = []) { self.bytes = bytes }
 
-    mutating func put<T: FixedWidthInteger>(_ value: T) {
+    mutating func put<T: FixedWidthInteger>(_ value: T) { Self.put(value, into: &bytes) }
+
+    /// Appends `value` to `bytes` in place (a reused frame buffer).
+    static func put<T: FixedWidthInteger>(_ value: T, into bytes: inout [UInt8]) {
         for index in 0..<MemoryLayout<T>.size {
             bytes.append(UInt8(truncatingIfNeeded: value >> (8 * index)))
         }

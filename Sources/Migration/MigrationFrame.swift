@@ -26,6 +26,8 @@ public enum MessageKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case complete = 6
     case runningAck = 7
     case abort = 8
+    case ready = 9
+    case go = 10
 
     public var description: String {
         switch self {
@@ -37,12 +39,16 @@ public enum MessageKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .complete: "complete"
         case .runningAck: "running-ack"
         case .abort: "abort"
+        case .ready: "ready"
+        case .go: "go"
         }
     }
 }
 
-/// A pre-shared key: every frame of a keyed stream carries an HMAC-SHA256
-/// made with it, and a receiver with a key accepts no other stream.
+/// A pre-shared key: the hello and accept of a keyed stream carry an
+/// HMAC-SHA256 made with it, every later frame one made with a key derived
+/// from it and both sides' nonces, and a receiver with a key accepts no
+/// other stream.
 public struct MigrationKey: Sendable {
     /// Shorter keys are refused (128 bits).
     public static let minimumBytes = 16
@@ -57,6 +63,33 @@ public struct MigrationKey: Sendable {
             throw .authenticationMismatch("the pre-shared key has \(bytes.count) bytes; at least \(Self.minimumBytes) are needed")
         }
         symmetricKey = SymmetricKey(data: bytes)
+    }
+
+    init(symmetricKey: SymmetricKey) { self.symmetricKey = symmetricKey }
+
+    /// The keys of one connection, one per direction: HKDF-SHA256 with this
+    /// key as input, the sender's nonce then the receiver's as salt, and the
+    /// direction as info. A frame recorded from another connection (other
+    /// nonces) or reflected back to its sender (the other direction) fails
+    /// its HMAC.
+    public func sessionKeys(senderNonce: [UInt8], receiverNonce: [UInt8]) -> (senderToReceiver: MigrationKey, receiverToSender: MigrationKey) {
+        func derive(_ direction: String) -> MigrationKey {
+            MigrationKey(symmetricKey: HKDF<SHA256>.deriveKey(inputKeyMaterial: symmetricKey, salt: senderNonce + receiverNonce,
+                                                              info: Array("deflect migration v2 \(direction)".utf8), outputByteCount: 32))
+        }
+        return (derive("sender to receiver"), derive("receiver to sender"))
+    }
+}
+
+/// The 32 random bytes each side puts into a connection (the sender's in
+/// its hello, the receiver's as the accept's payload): its keys derive from
+/// both, so no frame of another connection verifies in this one.
+public enum SessionNonce {
+    public static let size = 32
+
+    public static func random() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<size).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
     }
 }
 
@@ -97,25 +130,36 @@ public struct FrameCodec: Sendable {
     /// The frame's bytes: header, payload, CRC-64, HMAC when keyed.
     public func encode(_ kind: MessageKind, payload: [UInt8], sequence: UInt64, more: Bool = false,
                        authenticate: Bool = true) throws(MigrationError) -> [UInt8] {
-        guard payload.count <= maximumPayload else {
-            throw .frameTooLarge(length: UInt64(payload.count), limit: maximumPayload)
+        var frame: [UInt8] = []
+        frame.reserveCapacity(Self.headerSize + payload.count + Self.checksumSize + Self.macSize)
+        frame += repeatElement(0, count: Self.headerSize)
+        frame += payload
+        try seal(&frame, kind, sequence: sequence, more: more, authenticate: authenticate)
+        return frame
+    }
+
+    /// Completes a frame built in place (a reused buffer, no payload copy):
+    /// `frame` holds `headerSize` bytes to overwrite, then the payload; the
+    /// header is written, the CRC-64 and the HMAC when keyed appended.
+    public func seal(_ frame: inout [UInt8], _ kind: MessageKind, sequence: UInt64, more: Bool = false,
+                     authenticate: Bool = true) throws(MigrationError) {
+        let payloadCount = frame.count - Self.headerSize
+        guard payloadCount >= 0 else { throw .malformed("a frame is at least its \(Self.headerSize)-byte header") }
+        guard payloadCount <= maximumPayload else {
+            throw .frameTooLarge(length: UInt64(payloadCount), limit: maximumPayload)
         }
         let keyed = authenticate ? key?.symmetricKey : nil
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Self.headerSize + payload.count + Self.checksumSize + (keyed == nil ? 0 : Self.macSize))
-        var writer = ByteWriter(bytes: bytes)
-        writer.put(kind.rawValue)
-        writer.put((keyed == nil ? 0 : Self.flagAuthenticated) | (more ? Self.flagMore : 0))
-        writer.put(UInt32(payload.count))
-        writer.put(sequence)
-        writer.bytes += payload
-        writer.put(CRC64.checksum(writer.bytes))
-        bytes = writer.bytes
+        var header = ByteWriter()
+        header.put(kind.rawValue)
+        header.put((keyed == nil ? 0 : Self.flagAuthenticated) | (more ? Self.flagMore : 0))
+        header.put(UInt32(payloadCount))
+        header.put(sequence)
+        frame.replaceSubrange(0..<Self.headerSize, with: header.bytes)
+        let signed = frame.count
+        ByteWriter.put(CRC64.checksum(frame[0..<signed]), into: &frame)
         if let keyed {
-            let mac = HMAC<SHA256>.authenticationCode(for: bytes[0..<(bytes.count - Self.checksumSize)], using: keyed)
-            bytes += Array(mac)
+            frame += HMAC<SHA256>.authenticationCode(for: frame[0..<signed], using: keyed)
         }
-        return bytes
     }
 
     /// The header's fields, checked: how many bytes follow it.

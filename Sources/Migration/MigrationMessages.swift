@@ -8,11 +8,12 @@ import Snapshot
 ///   +0  magic "DFLCTMIG" 8 | +8 protocol version u32 | +12 KVM API u32
 ///   +16 CPU vendor 12 (NUL-padded) | +28 family u32 | +32 model u32 | +36 stepping u32
 ///   +40 guest RAM bytes u64 | +48 vCPU count u32 | +52 flags u32 (bit 0 authenticated)
+///   +56 the sender's session nonce 32
 public struct MigrationHello: Sendable, Equatable {
     public static let magic: [UInt8] = Array("DFLCTMIG".utf8)
     /// The protocol version this code speaks.
-    public static let protocolVersion: UInt32 = 1
-    public static let size = 56
+    public static let protocolVersion: UInt32 = 2
+    public static let size = 88
     static let vendorSize = 12
 
     public var protocolVersion: UInt32
@@ -21,11 +22,13 @@ public struct MigrationHello: Sendable, Equatable {
     public var memoryBytes: UInt64
     public var vcpuCount: UInt32
     public var authenticated: Bool
+    /// `SessionNonce.size` random bytes, new for each connection.
+    public var nonce: [UInt8]
 
     public init(protocolVersion: UInt32 = Self.protocolVersion, kvmAPIVersion: UInt32, host: SnapshotHost,
-                memoryBytes: UInt64, vcpuCount: UInt32, authenticated: Bool) {
+                memoryBytes: UInt64, vcpuCount: UInt32, authenticated: Bool, nonce: [UInt8] = SessionNonce.random()) {
         (self.protocolVersion, self.kvmAPIVersion, self.host) = (protocolVersion, kvmAPIVersion, host)
-        (self.memoryBytes, self.vcpuCount, self.authenticated) = (memoryBytes, vcpuCount, authenticated)
+        (self.memoryBytes, self.vcpuCount, self.authenticated, self.nonce) = (memoryBytes, vcpuCount, authenticated, nonce)
     }
 
     public func encoded() -> [UInt8] {
@@ -40,14 +43,19 @@ public struct MigrationHello: Sendable, Equatable {
         writer.put(memoryBytes)
         writer.put(vcpuCount)
         writer.put(UInt32(authenticated ? 1 : 0))
+        writer.bytes += nonce.prefix(SessionNonce.size) + [UInt8](repeating: 0, count: max(0, SessionNonce.size - nonce.count))
         return writer.bytes
     }
 
     public init(decoding payload: [UInt8]) throws(MigrationError) {
-        guard payload.count == Self.size else { throw .malformed("a hello is \(Self.size) bytes, this one \(payload.count)") }
-        guard Array(payload[0..<8]) == Self.magic else { throw .malformed("the hello does not start with \"DFLCTMIG\"") }
+        guard payload.prefix(8).elementsEqual(Self.magic) else { throw .malformed("the hello does not start with \"DFLCTMIG\"") }
         var reader = ByteReader(payload[8...])
         protocolVersion = try reader.get("protocol version")
+        // Another version's hello has another size: say which version, not which size.
+        guard protocolVersion == Self.protocolVersion else {
+            throw .malformed("protocol version \(protocolVersion) is not supported (this receiver speaks version \(Self.protocolVersion))")
+        }
+        guard payload.count == Self.size else { throw .malformed("a hello is \(Self.size) bytes, this one \(payload.count)") }
         kvmAPIVersion = try reader.get("KVM API version")
         let vendorBytes = try reader.bytes(Self.vendorSize, "CPU vendor")
         let vendor = vendorBytes.prefix { $0 != 0 }
@@ -61,6 +69,7 @@ public struct MigrationHello: Sendable, Equatable {
         let flags: UInt32 = try reader.get("hello flags")
         guard flags & ~1 == 0 else { throw .malformed("the hello has unknown flags 0x\(String(flags, radix: 16))") }
         authenticated = flags & 1 != 0
+        nonce = Array(try reader.bytes(SessionNonce.size, "session nonce"))
     }
 }
 
@@ -115,11 +124,26 @@ public struct PageRange: Sendable, Equatable {
     }
 }
 
+/// Where a run of pages goes, without its bytes (`MigrationConnection.sendPages`).
+public struct PageRun: Sendable, Equatable {
+    public var guestPhysicalAddress: UInt64
+    public var pageCount: UInt32
+
+    public init(guestPhysicalAddress: UInt64, pageCount: UInt32) {
+        (self.guestPhysicalAddress, self.pageCount) = (guestPhysicalAddress, pageCount)
+    }
+}
+
 /// The payload of a memory message: u32 range count, then per range
 /// { gpa u64, page count u32, the pages' bytes }.
 public enum PagesMessage {
     /// Bytes a range adds to a payload besides its pages.
     public static let rangeOverhead = 12
+
+    /// The payload bytes of a message with these runs.
+    public static func payloadSize(_ runs: [PageRun]) -> Int {
+        4 + runs.reduce(0) { $0 + rangeOverhead + Int($1.pageCount) * Int(PageRange.pageSize) }
+    }
 
     public static func encode(_ ranges: [PageRange]) -> [UInt8] {
         var writer = ByteWriter()

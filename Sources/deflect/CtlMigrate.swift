@@ -13,7 +13,8 @@ extension CtlCommand {
             discussion: """
             Exit status: 0 when the receiver runs the guest (the source's run ends with "migrated to DEST"); \
             66 when the VM refuses (the guest has not agreed, a migration runs already); 70 when the migration \
-            fails (the VM keeps running here) or the API cannot be reached.
+            fails (the VM keeps running here), is in doubt (go sent, no running-ack: the VM stays paused \
+            here and may run on DEST) or the API cannot be reached.
             """)
         @OptionGroup var connection: CtlConnection
         @Argument(help: "Where deflect receive listens: tcp:HOST:PORT or unix:PATH.")
@@ -22,6 +23,8 @@ extension CtlCommand {
         var downtimeMs: Int = 300
         @Option(help: "Give up (the VM keeps running here) after this many seconds.")
         var timeoutS: Double = 600
+        @Flag(help: "Not converged by --timeout-s: pause and send the rest anyway (the downtime exceeds the budget) instead of giving up.")
+        var pauseAndCopy = false
         @Flag(help: "Migrate although the guest has not set KVM_MIGRATION_READY (logged by the VM).")
         var force = false
         @Option(help: "The pre-shared key file the receiver was started with (--psk-file).")
@@ -32,7 +35,8 @@ extension CtlCommand {
         func run() async throws {
             let client = connection.client
             let key = pskFile.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 }
-            let request = MigrationRequest(to: destination, downtimeMs: downtimeMs, timeoutS: timeoutS, force: force, pskFile: key)
+            let request = MigrationRequest(to: destination, downtimeMs: downtimeMs, timeoutS: timeoutS, force: force, pskFile: key,
+                                           pauseAndCopy: pauseAndCopy ? true : nil)
             var status = try await ctl { () async throws(ControlClientError) in try await client.migrate(request) }
             if noWait {
                 StandardStreams.writeOutput(Self.line(status) + "\n")
@@ -59,13 +63,19 @@ extension CtlCommand {
                 lastShown = Self.milestone(status)
             }
             if terminal { StandardStreams.writeOutput("\n") }
+            if status.phase == .inDoubt {
+                throw fail("migration to \(destination) is in doubt: \(status.lastError ?? "no running-ack after go")",
+                           status: ExitStatus.hostError)
+            }
             guard status.phase == .completed else {
                 throw fail("migration to \(destination) failed: \(status.lastError ?? "no reason given"); the VM keeps running on this host",
                            status: ExitStatus.hostError)
             }
-            StandardStreams.writeOutput(String(format: "migrated to %@: %.1f MiB sent in %.2f s, %d rounds, downtime %.0f ms\n",
+            let overBudget = status.pausedBeforeConvergence == true
+                ? String(format: " (paused and copied: not converged within %.0f s, over the %d ms budget)", timeoutS, downtimeMs) : ""
+            StandardStreams.writeOutput(String(format: "migrated to %@: %.1f MiB sent in %.2f s, %d rounds, downtime %.0f ms%@\n",
                                                destination, Double(status.bytesSent) / 1_048_576, status.elapsedS,
-                                               status.iteration, status.downtimeMs ?? 0))
+                                               status.iteration, status.downtimeMs ?? 0, overBudget))
         }
 
         /// What changes often enough to be worth a plain line: phase and round.

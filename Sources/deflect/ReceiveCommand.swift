@@ -1,6 +1,7 @@
 // deflect receive: the receiving side of a live migration: listen on one
 // address, take one incoming VM (docs/migration-protocol.md), build it as a
-// restore builds a snapshot, acknowledge, and run it as `deflect run` would.
+// restore builds a snapshot, say ready, and on the sender's go run it as
+// `deflect run` would (acknowledged with running-ack).
 import ArgumentParser
 import Foundation
 import KVM
@@ -15,8 +16,9 @@ struct ReceiveCommand: AsyncParsableCommand {
         discussion: """
         Listens on a Unix socket or a loopback TCP address; any other address needs --allow-remote and \
         --psk-file (every frame then carries an HMAC-SHA256). The sender's hello is checked against this \
-        host (CPU vendor, KVM API, RAM and vCPU limits) and refused with the reason sent back. Once the \
-        guest runs here the sender is told, and its run ends. Runtime options and exit statuses are those \
+        host (CPU vendor, KVM API, RAM and vCPU limits) and refused with the reason sent back. The machine \
+        is built, then runs only on the sender's go (a lost go: discarded); once it runs the sender is \
+        told, and its run ends. Runtime options and exit statuses are those \
         of deflect run; 66 when the incoming VM is refused or the stream fails before the guest runs.
         """
     )
@@ -81,20 +83,22 @@ struct ReceiveCommand: AsyncParsableCommand {
         } catch {
             throw fail("\(error)", status: error.exitStatus)
         }
-        var acknowledged = false
+        var committed = false
         let report: RunReport
         do {
             report = try await runRestored(loaded, serial: serial, timeout: timeout, paused: false, runtime: runtime,
                                            source: "migration on \(address)") { _ in
+                // The machine is built: the guest runs only once the sender says go.
                 do throws(MachineError) {
-                    try IncomingMigration.acknowledge(connection)
+                    try IncomingMigration.awaitGo(connection)
                 } catch {
                     throw fail("\(error)", status: error.exitStatus)
                 }
-                acknowledged = true
+                committed = true
+                IncomingMigration.acknowledge(connection)
             }
         } catch {
-            if !acknowledged { connection.abort("the receiver could not start the guest") }
+            if !committed { connection.abort("the receiver could not start the guest") }
             throw error
         }
         throw ExitCode(report.outcome.exitStatus)

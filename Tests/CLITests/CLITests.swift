@@ -21,8 +21,13 @@ struct CommandResult {
 /// Runs deflect with `arguments` (in `directory` when given); kills it after
 /// `limit` seconds (a hang is a failure).
 func deflect(_ arguments: [String], limit: Double = 30, directory: String? = nil) throws -> CommandResult {
+    try runProgram(deflectBinary, arguments, limit: limit, directory: directory)
+}
+
+/// Runs the program at `path` as `deflect` runs deflect.
+func runProgram(_ path: String, _ arguments: [String], limit: Double = 30, directory: String? = nil) throws -> CommandResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: deflectBinary)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()

@@ -5,6 +5,7 @@
 // names: the receiver killed mid-stream, a corrupted frame, a wrong key.
 import DeflectTestSupport
 import Foundation
+import Migration
 import Testing
 import VMM
 
@@ -52,6 +53,10 @@ private func migrateAndCheck(source: LiveDeflect, receiver: LiveDeflect, socket:
     let ctl = try deflect(["ctl", "--socket", socket, "migrate", address] + extra, limit: 60)
     #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)", sourceLocation: sourceLocation)
     #expect(ctl.stdout.contains("migrated to \(address):"), "\(ctl.stdout)", sourceLocation: sourceLocation)
+    // Not a terminal: plain lines, no carriage return, no escape sequence.
+    #expect(!ctl.stdout.contains("\r") && !ctl.stdout.contains("\u{1B}"), "\(ctl.stdout.debugDescription)", sourceLocation: sourceLocation)
+    #expect(ctl.stdout.split(separator: "\n").allSatisfy { $0.hasPrefix("migration ") || $0.hasPrefix("migrated to ") },
+            "\(ctl.stdout)", sourceLocation: sourceLocation)
     let before = source.finish()
     #expect(before.status == 0, "\(before.stderr)", sourceLocation: sourceLocation)
     #expect(before.stderr.contains("deflect: migrated to \(address)"), "\(before.stderr)", sourceLocation: sourceLocation)
@@ -107,6 +112,37 @@ struct MigrationCLITests {
         #expect(summary.hasSuffix("(forced)"), "the source did not log the forced migration")
     }
 
+    /// On a terminal (`script` gives ctl a pseudo-terminal) the progress is
+    /// one line rewritten in place (carriage return, erase to the end of the
+    /// line) with the phase, round and bytes sent; the final line is plain.
+    /// A proxy slows the stream so that the copy shows several updates.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "no /usr/bin/script (util-linux): test skipped"))
+    func theProgressLineUpdatesInPlaceOnATerminal() throws {
+        let directory = try scratchDirectory()
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", bytesPerSecond: 4 << 20)
+        defer { proxy.stop() }
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 30\n"))
+        let command = [deflectBinary, "ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"]
+            .map { "'\($0)'" }.joined(separator: " ")
+        let terminal = try runProgram("/usr/bin/script", ["-qefc", command, "/dev/null"], limit: 60)
+        #expect(terminal.status == 0, "\(terminal.stdout.debugDescription)")
+        // The terminal turns each "\n" into "\r\n"; the updates are "\r ESC[K line".
+        let lines = terminal.stdout.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+        #expect(lines.count == 2, "\(terminal.stdout.debugDescription)")
+        let updates = (lines.first ?? "").components(separatedBy: "\r\u{1B}[K").filter { !$0.isEmpty }
+        #expect(updates.count >= 3, "\(terminal.stdout.debugDescription)")
+        #expect(updates.allSatisfy { $0.hasPrefix("migration ") && $0.contains(" MiB sent") && !$0.contains("\n") },
+                "\(updates)")
+        #expect(updates.contains { $0.hasPrefix("migration copying: round 0, ") }, "\(updates)")
+        let final = lines.last ?? ""
+        #expect(final.hasPrefix("migrated to unix:\(directory)/proxy.sock: ") && final.contains("MiB sent in")
+                    && !final.contains("\u{1B}") && !final.contains("\r"), "\(final.debugDescription)")
+        #expect(source.finish().status == 0)
+        #expect(receiver.finish().status == 35)
+    }
+
     /// The receiver is killed while the sender copies (a proxy slows the
     /// stream down so that the copy takes seconds): the migration fails with
     /// the reason, the guest keeps running on the source and finishes there
@@ -143,6 +179,40 @@ struct MigrationCLITests {
     @Test func aCorruptedFrameIsRefusedAndTheSourceRunsOn() throws {
         let refused = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, flipAt: 300) }
         #expect(refused.stderr.contains("failed its CRC-64 check"), "\(refused.stderr)")
+    }
+
+    /// The receiver's ready never reaches the sender (the proxy cuts the
+    /// connection on it): no go is sent, the source resumes and finishes the
+    /// guest, the receiver discards the built machine and runs nothing.
+    @Test func aLostGoLeavesOnlyTheSourceRunning() throws {
+        let discarded = try migrateThroughBrokenProxy { try StreamProxy(listen: $0, to: $1, cutAtReply: .ready) }
+        let lines = discarded.stderr.split(separator: "\n")
+        #expect(lines.count == 2 && lines[1].hasPrefix("deflect: error: ") && lines[1].contains("no go from the sender"),
+                "\(discarded.stderr)")
+    }
+
+    /// The running-ack is lost after go (the proxy cuts the connection on
+    /// it): the guest runs on the receiver, and the source cannot know, so
+    /// it stays paused, in doubt, saying so; never both running: the ticks
+    /// of both ends together have no gap and no repeat.
+    @Test func aLostRunningAckLeavesTheSourcePausedInDoubt() throws {
+        let directory = try scratchDirectory()
+        let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
+        let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", cutAtReply: .runningAck)
+        defer { proxy.stop() }
+        let source = try startSource(socket: directory + "/vm.sock")
+        #expect(source.waitFor("TICK 10\n"))
+        let ctl = try deflect(["ctl", "--socket", directory + "/vm.sock", "migrate", "unix:\(directory)/proxy.sock"], limit: 60)
+        #expect(ctl.status == ExitStatus.hostError, "\(ctl.stdout)")
+        #expect(ctl.stderr.contains("is in doubt") && ctl.stderr.contains("may be running on unix:\(directory)/proxy.sock")
+                    && ctl.stderr.contains("deflect ctl resume here is only safe if it does not run there"), "\(ctl.stderr)")
+        let moved = receiver.finish()
+        #expect(moved.status == 35, "\(moved.stderr)")
+        #expect(source.process.isRunning, "the source ended although it could not know where the guest runs")
+        source.signal(SIGTERM)
+        let paused = source.finish()
+        #expect(paused.stderr.contains("migration in doubt"), "\(paused.stderr)")
+        expectCompleteTicks(paused.stdout + moved.stdout)
     }
 
     /// Migrates the ticking guest through a proxy (`makeProxy(listen, receiver)`)
@@ -303,24 +373,42 @@ struct ReceiveAddressTests {
 /// A Unix-socket proxy (python3) between sender and receiver: forwards both
 /// directions, flips one bit of the byte at `flipAt` of the sender's stream,
 /// forwards that stream at most `bytesPerSecond` fast, and cuts both
-/// connections once `cutAt` bytes of it have passed.
+/// connections once `cutAt` bytes of it have passed, or when the receiver
+/// sends a frame of type `cutAtReply` (that frame is not forwarded).
 final class StreamProxy {
     private let process = Process()
 
-    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0, cutAt: Int = -1) throws {
+    init(listen: String, to target: String, flipAt: Int = -1, bytesPerSecond: Int = 0, cutAt: Int = -1,
+         cutAtReply: MessageKind? = nil) throws {
         let script = """
-        import socket, sys, threading, time
+        import socket, struct, sys, threading, time
         listen, target, flip, rate, cut = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        cut_reply = int(sys.argv[6])
         server = socket.socket(socket.AF_UNIX); server.bind(listen); server.listen(1)
         print("ready", flush=True)
         client, _ = server.accept()
         upstream = socket.socket(socket.AF_UNIX); upstream.connect(target)
+        def whole_frames(pending):
+            # Splits the receiver's stream into frames: header 16, payload, CRC 8, HMAC 32 when flag bit 0.
+            frames = []
+            while len(pending) >= 16:
+                kind, flags, length = struct.unpack_from("<HHI", pending)
+                size = 16 + length + 8 + (32 if flags & 1 else 0)
+                if len(pending) < size: break
+                frames.append((kind, pending[:size])); pending = pending[size:]
+            return frames, pending
         def pump(a, b, sender):
             seen = 0
+            pending = b""
             try:
                 while True:
                     data = a.recv(16384)
                     if not data: break
+                    if not sender and cut_reply >= 0:
+                        frames, pending = whole_frames(pending + data)
+                        if any(kind == cut_reply for kind, _ in frames):
+                            b.sendall(b"".join(f for kind, f in frames[:[k for k, _ in frames].index(cut_reply)])); break
+                        b.sendall(b"".join(f for _, f in frames)); continue
                     if sender and seen <= flip < seen + len(data):
                         data = bytearray(data); data[flip - seen] ^= 0x01; data = bytes(data)
                     if sender and cut >= 0 and seen + len(data) > cut:
@@ -336,7 +424,8 @@ final class StreamProxy {
         pump(client, upstream, True); t.join()
         """
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond), String(cutAt)]
+        process.arguments = ["python3", "-c", script, listen, target, String(flipAt), String(bytesPerSecond), String(cutAt),
+                             String(cutAtReply.map { Int($0.rawValue) } ?? -1)]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice

@@ -32,11 +32,12 @@ struct ControlClientTests {
             let client = ControlClient(socketPath: path)
             #expect(try await client.migration() == .idle)
             let started = try await client.migrate(MigrationRequest(to: "tcp:127.0.0.1:4444", downtimeMs: 50, timeoutS: 9,
-                                                                    force: true, pskFile: "/k"))
+                                                                    force: true, pskFile: "/k", pauseAndCopy: true))
             #expect(started.phase == .connecting && started.destination == "tcp:127.0.0.1:4444")
             #expect(try await client.migration() == started)
             #expect(vm.recorded.withLock { $0.migrationRequests } == [MigrationRequest(to: "tcp:127.0.0.1:4444", downtimeMs: 50,
-                                                                                         timeoutS: 9, force: true, pskFile: "/k")])
+                                                                                         timeoutS: 9, force: true, pskFile: "/k",
+                                                                                         pauseAndCopy: true)])
             await #expect(throws: ControlClientError.self) { try await client.migrate(MigrationRequest(to: "nowhere")) }
         }
     }

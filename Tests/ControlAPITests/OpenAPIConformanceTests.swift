@@ -183,7 +183,7 @@ struct OpenAPIConformanceTests {
                                      body: Data("default = \"kernel\"\n".utf8), contentType: "application/toml")
             found += try await check(document, socket: socket, .GET, "/migration", route: "/migration", expecting: 200)
             found += try await check(document, socket: socket, .PUT, "/migrate", route: "/migrate", expecting: 202,
-                                     body: Data(#"{"to":"unix:/tmp/m.sock","downtime_ms":300,"timeout_s":600,"force":false}"#.utf8),
+                                     body: Data(#"{"to":"unix:/tmp/m.sock","downtime_ms":300,"timeout_s":600,"force":false,"pause_and_copy":true}"#.utf8),
                                      contentType: "application/json")
             found += try await check(document, socket: socket, .GET, "/migration", route: "/migration", expecting: 200)
             found += try await check(document, socket: socket, .PUT, "/vm/shutdown", route: "/vm/shutdown", expecting: 202)

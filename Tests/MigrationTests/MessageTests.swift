@@ -14,9 +14,17 @@ struct MessageTests {
         let bytes = hello.encoded()
         #expect(bytes.count == MigrationHello.size)
         #expect(Array(bytes[0..<8]) == Array("DFLCTMIG".utf8))
-        #expect(hex(Array(bytes[8..<16])) == "010000000c000000")
+        #expect(hex(Array(bytes[8..<16])) == "020000000c000000")
+        #expect(Array(bytes[56..<88]) == hello.nonce && hello.nonce.count == 32)
+        #expect(hello.nonce != MigrationHello(kvmAPIVersion: 12, host: intel, memoryBytes: 64 << 20, vcpuCount: 4, authenticated: true).nonce)
         #expect(try MigrationHello(decoding: bytes) == hello)
         #expect(throws: MigrationError.self) { try MigrationHello(decoding: Array(bytes.dropLast())) }
+        // A version 1 sender's hello (56 bytes, no nonce): refused by its version.
+        var versionOne = Array(bytes[0..<56])
+        versionOne[8] = 1
+        #expect(throws: MigrationError.malformed("protocol version 1 is not supported (this receiver speaks version 2)")) {
+            try MigrationHello(decoding: versionOne)
+        }
         var badMagic = bytes
         badMagic[0] = 0
         #expect(throws: MigrationError.self) { try MigrationHello(decoding: badMagic) }
@@ -31,7 +39,8 @@ struct MessageTests {
         #expect(refusal { _ in } == nil)
         #expect(refusal { $0.host.vendor = "AuthenticAMD" }?.contains("AuthenticAMD CPU") == true)
         #expect(refusal { $0.kvmAPIVersion = 13 }?.contains("KVM API 13") == true)
-        #expect(refusal { $0.protocolVersion = 2 }?.contains("protocol version 2") == true)
+        // Version 1 had no commit (ready, go): its sender could resume a guest running here.
+        #expect(refusal { $0.protocolVersion = 1 }?.contains("protocol version 1") == true)
         #expect(refusal { $0.memoryBytes = 1 << 50 }?.contains("outside this receiver") == true)
         #expect(refusal { $0.memoryBytes = (64 << 20) + 4096 }?.contains("outside this receiver") == true)
         #expect(refusal { $0.vcpuCount = 0 }?.contains("0 vCPUs") == true)

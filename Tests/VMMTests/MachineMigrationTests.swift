@@ -122,6 +122,89 @@ struct MachineMigrationTests {
         #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)")
     }
 
+    /// A receiver that takes go and then vanishes without its running-ack:
+    /// the source cannot know whether the guest runs there, so its VM stays
+    /// paused (neither resumed nor ended), the phase is in-doubt and the
+    /// error tells the operator what to check before resuming.
+    @Test func aLostRunningAckLeavesTheVMPausedInDoubt() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        let tookGo = DispatchSemaphore(value: 0)
+        let vanishing = Thread {
+            guard let peer = try? listener.accept(timeoutSeconds: 60), (try? peer.setTimeout(seconds: 30)) != nil,
+                  let system = try? KVMSystem() else { return }
+            let connection = MigrationConnection(stream: SocketStream(peer), key: nil)
+            if (try? IncomingMigration.receive(connection, on: try RestoreHost.current(system))) != nil,
+               (try? IncomingMigration.awaitGo(connection)) != nil {
+                tookGo.signal()
+            }
+            peer.shutdown()
+        }
+        vanishing.start()
+        let source = try BackgroundRun("long/migration_load.bin")
+        #expect(source.waitForOutput("TICK 3\n"))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        #expect(tookGo.wait(timeout: .now() + 10) == .success)
+        let progress = source.machine.migrationProgress
+        #expect(progress.phase == .inDoubt)
+        #expect(progress.lastError?.contains("may be running on unix:\(path)") == true, "\(progress.lastError ?? "")")
+        #expect(source.machine.state == .paused)
+        let ticks = source.output.text
+        usleep(300_000)
+        #expect(source.output.text == ticks, "the VM ran on after go")
+        source.machine.requestStop()
+        #expect(source.finish() != nil)
+    }
+
+    /// A guest dirtying memory faster than a tiny downtime budget allows
+    /// never converges: by default the migration gives up at the timeout
+    /// and the VM runs on; with pause-and-copy it pauses and sends the
+    /// rest, and the progress says the downtime went over the budget.
+    @Test func pauseAndCopyMovesAGuestThatNeverConverges() throws {
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/dirty_rate.bin"), mode: .long, memoryMiB: 64,
+                                          vcpuCount: 1, timeoutSeconds: 120)
+        config.platform = .minimal
+        let output = CaptureSink()
+        let machine = try Machine(configuration: config, serialOutput: output)
+        // Guests/long/dirty_rate.S: pages to write per 10 ms tick, at 0x3FF000 (here 10 MiB a tick).
+        let pagesPerTick: UInt64 = 2560
+        try machine.ram.write((0..<8).map { UInt8(truncatingIfNeeded: pagesPerTick >> (8 * UInt64($0))) }, at: 0x3F_F000)
+        let source = BackgroundRun(machine, output: output)
+        #expect(source.waitForOutput("DIRTY\n"))
+
+        let givingUpPath = try socketPath()
+        let givingUp = ThreadReceiver(listener: try MigrationTransport.listen(on: .unix(path: givingUpPath)))
+        var options = MigrationOptions(destination: .unix(path: givingUpPath))
+        options.downtimeBudgetSeconds = 0.000_01
+        options.timeoutSeconds = 1.5
+        try source.machine.beginMigration(options)
+        #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        #expect(source.machine.migrationProgress.lastError?.contains("did not converge") == true,
+                "\(source.machine.migrationProgress.lastError ?? "")")
+        #expect(source.machine.state == .running)
+        #expect(throws: MachineError.self) { try givingUp.machine() }
+
+        let path = try socketPath()
+        let receiver = ThreadReceiver(listener: try MigrationTransport.listen(on: .unix(path: path)))
+        options.destination = .unix(path: path)
+        options.pauseAndCopy = true
+        try source.machine.beginMigration(options)
+        try source.machine.migrate(options)
+        let progress = source.machine.migrationProgress
+        #expect(progress.phase == .completed && progress.pausedBeforeConvergence)
+        #expect(progress.elapsedSeconds >= 1.5)
+        #expect((progress.downtimeSeconds ?? 0) > options.downtimeBudgetSeconds, "\(progress)")
+        #expect(source.finish()?.outcome == .migrated(destination: "unix:\(path)"))
+
+        let (restored, restoredOutput) = try receiver.machine()
+        let moved = BackgroundRun(restored, output: restoredOutput)
+        usleep(200_000)
+        restored.requestStop()
+        #expect(moved.finish()?.outcome == .interruptedByUser)
+    }
+
     /// A guest offered migration control that has not agreed: refused with
     /// the reason; forced, the attempt goes ahead (here to a receiver that
     /// is not there: it fails, and the VM keeps running).

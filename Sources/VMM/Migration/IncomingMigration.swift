@@ -4,8 +4,10 @@
 // they come (each range checked to lie inside the RAM the hello declared);
 // the state message is decoded exactly as a restore decodes a state file,
 // with the filled memfd as the memory. The caller builds the machine with
-// `Machine(restoring:)`, then acknowledges. Any failure before the ack: the
-// sender hears why, and everything received is discarded with the memfd.
+// `Machine(restoring:)`, says ready and waits for the sender's go: only on
+// go may the guest run here (then the running-ack). Any failure before go:
+// the sender hears why when it still can, and everything received is
+// discarded with the memfd; the source resumes the guest.
 import Devices
 import KVM
 import Migration
@@ -38,7 +40,7 @@ public enum IncomingMigration {
         }
         do {
             let memory = try MemoryFile.anonymous(size: hello.memoryBytes, name: "deflect-incoming-ram")
-            try connection.send(.accept)
+            try connection.accept(hello)
             var state: [UInt8]?
             receiving: while true {
                 let frame = try connection.receive(during: "the memory and state")
@@ -79,9 +81,10 @@ public enum IncomingMigration {
         }
     }
 
-    /// `receive`, then the machine built from it (`Machine(restoring:)`)
-    /// and the sender told: the machine is ready to run. For embedding
-    /// code; `deflect receive` builds the machine through its runtime options.
+    /// `receive`, then the machine built from it (`Machine(restoring:)`),
+    /// the sender's go awaited and the running-ack sent: the caller runs
+    /// the machine. For embedding code; `deflect receive` builds the
+    /// machine through its runtime options.
     public static func receiveMachine(_ connection: MigrationConnection, system: KVMSystem, timeout: Double?,
                                       serialOutput: sending any ByteSink) throws(MachineError) -> Machine {
         let loaded = try receive(connection, on: try RestoreHost.current(system))
@@ -92,16 +95,35 @@ public enum IncomingMigration {
             connection.abort("the receiver could not build the machine: \(error)")
             throw error
         }
-        try acknowledge(connection)
+        try awaitGo(connection)
+        acknowledge(connection)
         return machine
     }
 
-    /// Tells the sender the guest runs here (it ends its run on this).
-    public static func acknowledge(_ connection: MigrationConnection) throws(MachineError) {
+    /// Tells the sender the machine is built (ready) and waits for its go.
+    /// Without go (the sender gave up, the connection closed, the wait timed
+    /// out) the guest must not run here: the source resumes it.
+    public static func awaitGo(_ connection: MigrationConnection) throws(MachineError) {
+        do throws(MigrationError) {
+            try connection.send(.ready)
+            _ = try connection.expect(.go, during: "the wait for the sender's go")
+        } catch {
+            switch error {
+            case .aborted, .connectionClosed: break   // nothing to tell the peer
+            default: connection.abort("\(error)")
+            }
+            throw .migration("no go from the sender, the incoming VM is discarded: \(error)")
+        }
+    }
+
+    /// Tells the sender the guest runs here (it ends its run on this). After
+    /// go the guest runs here whatever happens to the ack: a sender that
+    /// does not get it keeps its copy paused (in doubt), never running.
+    public static func acknowledge(_ connection: MigrationConnection) {
         do {
             try connection.send(.runningAck)
         } catch {
-            throw .migration("the running-ack could not be sent: \(error)")
+            StandardStreams.writeError("deflect: warning: the running-ack could not be sent (\(error)); the guest runs here, the sender keeps its copy paused\n")
         }
     }
 }

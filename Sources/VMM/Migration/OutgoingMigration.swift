@@ -7,9 +7,12 @@
 // memory starts zeroed); then rounds of the pages dirtied since, until
 // dirty bytes / measured bandwidth fit the downtime budget; then pause, the
 // last dirty pages, the state sections (what a snapshot's state file
-// holds), complete, and the receiver's running-ack. Only then does the
-// source run end ("migrated to DEST"). Any failure before the ack: the
-// source resumes if this migration paused it, and the error says why.
+// holds), complete; the receiver builds the machine and says ready; the
+// sender's go commits (the receiver runs the guest only on it), and its
+// running-ack ends the source run ("migrated to DEST"). Any failure before
+// go is written: the source resumes if this migration paused it, and the
+// error says why. After go, a lost ack leaves the migration in doubt: the
+// VM stays paused here, never resumed on its own (it may run on DEST).
 import Dispatch
 import Foundation
 import KVM
@@ -26,6 +29,9 @@ public struct MigrationOptions: Sendable {
     public var timeoutSeconds: Double = 600
     /// Migrate even though the guest has not agreed (logged).
     public var force = false
+    /// Not converged by the timeout: pause and send the rest anyway (the
+    /// downtime then exceeds the budget) instead of giving up.
+    public var pauseAndCopy = false
     public var key: MigrationKey?
     public var ioTimeoutSeconds: Double = MigrationTransport.defaultIOTimeout
 
@@ -39,6 +45,9 @@ public struct MigrationProgress: Sendable, Equatable {
         case stopAndCopy = "stop-and-copy"
         case waitingForReceiver = "waiting-for-receiver"
         case completed, failed
+        /// `go` was sent and no running-ack came: the guest may run on
+        /// the receiver; this VM stays paused until an operator decides.
+        case inDoubt = "in-doubt"
     }
 
     public var phase: Phase = .idle
@@ -55,6 +64,9 @@ public struct MigrationProgress: Sendable, Equatable {
     public var downtimeSeconds: Double?
     public var elapsedSeconds: Double = 0
     public var lastError: String?
+    /// The rounds did not converge by the timeout and the VM was paused
+    /// anyway (pause-and-copy): the downtime exceeds the budget.
+    public var pausedBeforeConvergence = false
 
     public init() {}
 }
@@ -104,15 +116,28 @@ extension Machine {
 
     /// Runs the migration `beginMigration` claimed, blocking until the
     /// receiver runs the guest (then this run ends with `.migrated`) or it
-    /// fails (then the source runs on, resumed if this migration paused it).
+    /// fails (then the source runs on, resumed if this migration paused it),
+    /// or it is in doubt (go sent, no running-ack: the VM stays paused).
     public func migrate(_ options: MigrationOptions) throws(MachineError) {
         defer { migration.release() }
         let begin = DispatchTime.now()
         var pausedHere = false
+        var committed = false
         do {
-            try OutgoingMigration(machine: self, options: options, begin: begin).run(pausedHere: &pausedHere)
+            try OutgoingMigration(machine: self, options: options, begin: begin).run(pausedHere: &pausedHere, committed: &committed)
         } catch {
             let message = "\(error)"
+            // An abort after go: the receiver says it will not run the guest.
+            if committed && !Self.receiverDeclined(error) {
+                let line = "sent go to \(options.destination) but got no running-ack (\(message)): the guest may be running on \(options.destination); this VM stays paused, and deflect ctl resume here is only safe if it does not run there"
+                migration.update { progress in
+                    progress.phase = .inDoubt
+                    progress.lastError = line
+                    progress.elapsedSeconds = Self.seconds(since: begin)
+                }
+                StandardStreams.writeError("deflect: warning: migration in doubt: \(line)\n")
+                throw .migration("in doubt: \(line)")
+            }
             if pausedHere { _ = try? resume() }
             migration.update { progress in
                 progress.phase = .failed
@@ -121,6 +146,11 @@ extension Machine {
             }
             throw .migration("to \(options.destination): \(message)\(pausedHere ? "; the VM resumed on this host" : "; the VM keeps running on this host")")
         }
+    }
+
+    private static func receiverDeclined(_ error: any Error) -> Bool {
+        if case .aborted? = error as? MigrationError { return true }
+        return false
     }
 
     static func seconds(since begin: DispatchTime) -> Double {
@@ -147,12 +177,12 @@ private struct OutgoingMigration {
     /// Pages per memory message (4 MiB of pages: well under the frame limit).
     static let pagesPerMessage = 1024
 
-    func run(pausedHere: inout Bool) throws {
+    func run(pausedHere: inout Bool, committed: inout Bool) throws {
         let stream = try MigrationTransport.connect(to: options.destination, ioTimeout: options.ioTimeoutSeconds)
         defer { stream.close() }
         let connection = MigrationConnection(stream: stream, key: options.key)
         do {
-            try transfer(connection, pausedHere: &pausedHere)
+            try transfer(connection, pausedHere: &pausedHere, committed: &committed)
         } catch let error as MigrationError {
             switch error {
             case .refused, .aborted, .connectionClosed: break   // nothing to tell the peer
@@ -165,14 +195,13 @@ private struct OutgoingMigration {
         }
     }
 
-    private func transfer(_ connection: MigrationConnection, pausedHere: inout Bool) throws {
+    private func transfer(_ connection: MigrationConnection, pausedHere: inout Bool, committed: inout Bool) throws {
         let ram = machine.ram
         let hello = MigrationHello(kvmAPIVersion: UInt32(clamping: try machine.system.apiVersion()),
                                    host: try SnapshotHost.current(machine.system),
                                    memoryBytes: machine.configuration.memoryBytes,
                                    vcpuCount: UInt32(machine.configuration.vcpuCount), authenticated: options.key != nil)
-        try connection.send(.hello, hello.encoded())
-        _ = try connection.expect(.accept, during: "the handshake")
+        try connection.handshake(hello)
 
         // The log must run, drained, before the first page is read: a page
         // written after its copy is then reported in the next round.
@@ -207,6 +236,11 @@ private struct OutgoingMigration {
                 break
             }
             if Machine.seconds(since: begin) > options.timeoutSeconds {
+                if options.pauseAndCopy {
+                    pending = dirty
+                    progress { $0.pausedBeforeConvergence = true }
+                    break
+                }
                 throw MigrationStop(String(format: "did not converge within %.0f s (%.1f MiB dirty, %.1f MiB/s bandwidth, estimated downtime %.0f ms over the %.0f ms budget)",
                                                     options.timeoutSeconds, Double(dirtyBytes) / 1_048_576, bandwidth / 1_048_576,
                                                     estimate * 1000, options.downtimeBudgetSeconds * 1000))
@@ -237,6 +271,11 @@ private struct OutgoingMigration {
         try connection.sendState(try state.serialized())
         try connection.send(.complete)
         progress { $0.phase = .waitingForReceiver; $0.bytesSent = connection.bytesSent }
+        _ = try connection.expect(.ready, during: "the wait for the receiver to build the machine")
+        // The commit: a go that failed to be written cannot have reached the
+        // receiver whole (it checks the CRC), so only a written go commits.
+        try connection.send(.go)
+        committed = true
         _ = try connection.expect(.runningAck, during: "the wait for the receiver to run the guest")
         let downtime = Machine.seconds(since: pausedAt)
         progress {
@@ -282,14 +321,18 @@ private struct OutgoingMigration {
     }
 
     /// Sends `pages` (ascending page numbers of `region`) as runs, at most
-    /// `pagesPerMessage` pages per memory message.
+    /// `pagesPerMessage` pages per memory message, each copied from guest
+    /// memory straight into the connection's frame buffer.
     private func send(_ region: GuestMemory, pages: [Int], _ connection: MigrationConnection) throws {
-        var ranges: [PageRange] = []
+        var runs: [PageRun] = []
         var pagesInMessage = 0
         func flush() throws {
-            guard !ranges.isEmpty else { return }
-            try connection.send(.pages, PagesMessage.encode(ranges))
-            ranges.removeAll(keepingCapacity: true)
+            guard !runs.isEmpty else { return }
+            try connection.sendPages(runs) { index, buffer in
+                try region.append(at: GuestPhysicalAddress(runs[index].guestPhysicalAddress),
+                                  count: Int(runs[index].pageCount) * Int(GuestMemory.pageSize), to: &buffer)
+            }
+            runs.removeAll(keepingCapacity: true)
             pagesInMessage = 0
         }
         var index = 0
@@ -297,12 +340,9 @@ private struct OutgoingMigration {
             var end = index + 1
             let room = Self.pagesPerMessage - pagesInMessage
             while end < pages.count, end - index < room, pages[end] == pages[end - 1] + 1 { end += 1 }
-            let first = UInt64(pages[index]) * GuestMemory.pageSize
-            let count = end - index
-            let address = region.start.rawValue + first
-            let bytes = try region.read(at: GuestPhysicalAddress(address), count: count * Int(GuestMemory.pageSize))
-            ranges.append(PageRange(guestPhysicalAddress: address, pageCount: UInt32(count), bytes: bytes[...]))
-            pagesInMessage += count
+            let address = region.start.rawValue + UInt64(pages[index]) * GuestMemory.pageSize
+            runs.append(PageRun(guestPhysicalAddress: address, pageCount: UInt32(end - index)))
+            pagesInMessage += end - index
             if pagesInMessage >= Self.pagesPerMessage { try flush() }
             index = end
         }
