@@ -1,13 +1,17 @@
-// deflect-bench: QEMU as the peer of the snapshot benchmark. Debian's
-// qemu-system-x86_64 with KVM saves a guest of the same RAM size with
-// `migrate "exec:cat > FILE"` and restores it with `-incoming "exec:cat FILE"`,
-// driven over QMP on a Unix socket, so BENCHMARKS.md can show both side by
-// side. The QEMU guest is SeaBIOS with no boot device (it touches little
-// RAM, like Deflect's sequence guest); QEMU skips zero pages in its stream
-// as Deflect's memory file leaves them as holes.
+// deflect-bench: QEMU as the peer of the snapshot and migration benchmarks.
+// Snapshot: Debian's qemu-system-x86_64 with KVM saves a guest of the same
+// RAM size with `migrate "exec:cat > FILE"` and restores it with
+// `-incoming "exec:cat FILE"`; the guest is SeaBIOS with no boot device (it
+// touches little RAM, like Deflect's sequence guest); QEMU skips zero pages
+// in its stream as Deflect's memory file leaves them as holes. Live
+// migration: the multiboot guest Deflect migrates, booted with -kernel in a
+// destination started with `-incoming tcp:127.0.0.1:PORT` and a source told
+// to `migrate` there. Both driven over QMP on Unix sockets, so BENCHMARKS.md
+// can show both side by side.
 import Dispatch
 import Foundation
 import Glibc
+import KVM
 
 struct QEMUSaveRestore {
     var saveMilliseconds: Double
@@ -64,17 +68,107 @@ enum QEMUPeer {
     }
 }
 
+extension QEMUPeer {
+    /// "QEMU 7.2.22 (Debian ...)", from `-version`.
+    static func version() -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["-version"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return "(version unknown)" }
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let first = text.split(separator: "\n").first.map(String.init) ?? ""
+        return first.replacingOccurrences(of: "QEMU emulator version ", with: "")
+    }
+
+    /// Live-migrates the multiboot `kernel` (command line `append`) between
+    /// two QEMU processes over loopback TCP, with the downtime limit Deflect
+    /// uses by default; cancelled when not converged after `timeout` seconds.
+    static func migrate(kernel: String, sizeMiB: Int, append: String, directory: String, timeout: Double) throws -> MigrationRun {
+        let port = try freeLoopbackPort()
+        let guest = ["-kernel", kernel, "-append", append]
+        let destinationSerial = directory + "/qemu-destination.serial"
+        let sourceSerial = directory + "/qemu-source.serial"
+        for file in [destinationSerial, sourceSerial] { try? FileManager.default.removeItem(atPath: file) }
+        let destination = try QEMUProcess(sizeMiB: sizeMiB, socket: directory + "/qmp-destination.sock",
+                                          incoming: "tcp:127.0.0.1:\(port)", serial: destinationSerial, extra: guest)
+        defer { destination.stop() }
+        let source = try QEMUProcess(sizeMiB: sizeMiB, socket: directory + "/qmp-source.sock", incoming: nil,
+                                     serial: sourceSerial, extra: guest)
+        defer { source.stop() }
+        // SeaBIOS runs through the nested host's instruction emulator: booting takes tens of seconds here.
+        let booted = Date().addingTimeInterval(300)
+        while !((try? String(contentsOfFile: sourceSerial, encoding: .utf8))?.contains("DIRTY") ?? false) {
+            guard Date() < booted else { throw BenchError(description: "QEMU's guest did not print DIRTY within 300 s") }
+            usleep(10_000)
+        }
+        usleep(300_000)   // the dirty rate settles, as for Deflect
+        try source.qmp.execute("migrate-set-parameters", arguments: ["downtime-limit": 300, "max-bandwidth": 100 << 30])
+        let begin = DispatchTime.now().uptimeNanoseconds
+        try source.qmp.execute("migrate", arguments: ["uri": "tcp:127.0.0.1:\(port)"])
+        var dirtyPagesPerSecond = 0.0
+        var status: [String: Any] = [:]
+        var failure: String?
+        polling: while true {
+            status = try source.qmp.execute("query-migrate")
+            let ram = status["ram"] as? [String: Any] ?? [:]
+            if let rate = (ram["dirty-pages-rate"] as? NSNumber)?.doubleValue, rate > 0 { dirtyPagesPerSecond = rate }
+            switch status["status"] as? String ?? "" {
+            case "completed": break polling
+            case "failed", "cancelled":
+                failure = "QEMU's migration \(status["status"] as? String ?? ""): \(status["error-desc"] as? String ?? "no reason given")"
+                break polling
+            default: break
+            }
+            if Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9 > timeout {
+                _ = try? source.qmp.execute("migrate_cancel")
+                failure = "did not converge in \(Int(timeout)) s"
+                break polling
+            }
+            usleep(2_000)
+        }
+        let wall = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+        let ram = status["ram"] as? [String: Any] ?? [:]
+        let pageSize = (ram["page-size"] as? NSNumber)?.doubleValue ?? 4096
+        var run = MigrationRun(failure: failure, totalSeconds: wall,
+                               rounds: (ram["dirty-sync-count"] as? NSNumber)?.intValue ?? 0,
+                               bytesSent: (ram["transferred"] as? NSNumber)?.doubleValue ?? 0,
+                               dirtyBytesPerSecond: dirtyPagesPerSecond * pageSize)
+        guard failure == nil else { return run }
+        run.totalSeconds = ((status["total-time"] as? NSNumber)?.doubleValue ?? wall * 1000) / 1000
+        run.downtimeMilliseconds = (status["downtime"] as? NSNumber)?.doubleValue
+        try destination.qmp.waitUntilRunning(limit: 60)
+        // The guest prints the migration's gap on its first loop iteration on the destination.
+        let until = Date().addingTimeInterval(2)
+        repeat {
+            run.guestGapMilliseconds = firstGuestGapMilliseconds((try? String(contentsOfFile: destinationSerial, encoding: .utf8)) ?? "")
+            if run.guestGapMilliseconds == nil { usleep(10_000) }
+        } while run.guestGapMilliseconds == nil && Date() < until
+        return run
+    }
+
+    /// A loopback TCP port nobody listens on now (the kernel's choice for port 0).
+    private static func freeLoopbackPort() throws -> Int {
+        let listener = try StreamSocket.listenTCP(host: "127.0.0.1", port: 0)
+        return Int(listener.localPort)   // closed when `listener` goes
+    }
+}
+
 /// One QEMU process with a QMP socket; killed when stopped.
 private final class QEMUProcess {
     let process = Process()
     let qmp: QMPConnection
 
-    init(sizeMiB: Int, socket: String, incoming: String?) throws {
+    /// `serial`: a file for COM1 (none when nil); `extra`: more arguments (the guest).
+    init(sizeMiB: Int, socket: String, incoming: String?, serial: String? = nil, extra: [String] = []) throws {
         try? FileManager.default.removeItem(atPath: socket)
         process.executableURL = URL(fileURLWithPath: QEMUPeer.binary)
         process.arguments = ["-accel", "kvm", "-m", "\(sizeMiB)", "-smp", "1", "-nodefaults", "-no-user-config",
-                             "-display", "none", "-serial", "none", "-monitor", "none",
-                             "-qmp", "unix:\(socket),server=on,wait=off"] + (incoming.map { ["-incoming", $0] } ?? [])
+                             "-display", "none", "-serial", serial.map { "file:\($0)" } ?? "none", "-monitor", "none",
+                             "-qmp", "unix:\(socket),server=on,wait=off"] + (incoming.map { ["-incoming", $0] } ?? []) + extra
         process.standardOutput = FileHandle.nullDevice
         let errors = Pipe()
         process.standardError = errors

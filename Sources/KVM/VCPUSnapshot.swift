@@ -209,6 +209,14 @@ public struct VCPUSnapshot: Codable, Sendable, Equatable {
     /// IA32_TSC: always restored (never "unchanged").
     static let tscMSR: UInt32 = 0x10
 
+    /// Moves the saved IA32_TSC on by `ticks` (the time a migrated guest was
+    /// away); false when the state has no IA32_TSC to move.
+    public mutating func advanceTSC(by ticks: UInt64) -> Bool {
+        guard let i = msrs.firstIndex(where: { $0.index == Self.tscMSR }) else { return false }
+        msrs[i].value &+= ticks
+        return true
+    }
+
     /// Scales the TSC where KVM can (KVM_SET_TSC_KHZ); otherwise the mismatch.
     /// Rates within 250 ppm are the same clock calibrated twice (Firecracker's tolerance).
     private func tscFrequencyCheck(_ vcpu: VCPU) throws(KVMError) -> TSCFrequencyMismatch? {

@@ -75,6 +75,10 @@ public final class Machine: @unchecked Sendable {
     /// Start with every vCPU parked before its first guest instruction
     /// (`deflect restore --paused`); `resume()` lets it go. Set before `run()`.
     public var startsPaused = false
+    /// How far a migration's restore moved the guest's TSC on (nil for a new
+    /// machine, a snapshot restore, or a sender that did not record when it
+    /// captured the vCPUs).
+    public private(set) var guestTimeAdvance: TSCAdvance?
     /// Called on the vCPU's thread when the guest writes a phase to the sync
     /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
     public var phaseHandler: (@Sendable (UInt32, Int) -> Void)?
@@ -205,8 +209,9 @@ public final class Machine: @unchecked Sendable {
             if snapshot == nil, pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
             vcpus = created
             if let snapshot {
-                try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices, msrRuntime: msrRuntime,
-                                      hypercalls: hypercallHandler, memorySize: configuration.memoryBytes)
+                guestTimeAdvance = try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices,
+                                                         msrRuntime: msrRuntime, hypercalls: hypercallHandler,
+                                                         memorySize: configuration.memoryBytes)
             }
         } catch let error as MachineError {
             throw error
@@ -236,12 +241,16 @@ public final class Machine: @unchecked Sendable {
     /// user-space engines (emulated MSR values, page map), then every vCPU
     /// in the order `VCPUSnapshot.restore` documents (CPUID … vCPU events).
     /// The TSC rate cannot be set on a host without KVM_CAP_TSC_CONTROL: a
-    /// snapshot from another rate is refused.
+    /// snapshot from another rate is refused. A migration's state moves the
+    /// guest's time on by the realtime since its capture: the kvmclock first
+    /// (KVM_SET_CLOCK with KVM_CLOCK_REALTIME), then each TSC (the kernel
+    /// documentation's order; KVM recomputes the kvmclock page from the new
+    /// TSC, so the two stay consistent). Returns that advance.
     private static func restoreState(_ snapshot: LoadedSnapshot, vm: VirtualMachine, vcpus: [VCPU], devices: DeviceHub,
                                      msrRuntime: MSRRuntime?, hypercalls: HypercallHandler?,
-                                     memorySize: UInt64) throws(MachineError) {
+                                     memorySize: UInt64) throws(MachineError) -> TSCAdvance? {
         do throws(KVMError) {
-            try snapshot.vm.restore(to: vm)
+            try snapshot.vm.restore(to: vm, advanceClockByElapsedRealtime: snapshot.advancesGuestTime)
         } catch {
             throw .snapshot("restoring the VM state (PIT, clock, irqchip): \(error)")
         }
@@ -267,8 +276,17 @@ public final class Machine: @unchecked Sendable {
                 throw .snapshot("page map: \(error)")
             }
         }
-        for (i, (vcpu, saved)) in zip(vcpus, snapshot.vcpus).enumerated() {
+        var advance: TSCAdvance?
+        if snapshot.advancesGuestTime, let captured = snapshot.user.vcpuCaptureRealtimeNanoseconds,
+           let tscKHz = snapshot.vcpus.first?.tscKHz ?? vcpus.first.flatMap({ try? $0.tscKHz() }) {
+            advance = TSCAdvance(capturedRealtime: captured, restoreRealtime: TSCAdvance.hostRealtimeNanoseconds(),
+                                 tscKHz: tscKHz)
+        }
+        for (i, (vcpu, var saved)) in zip(vcpus, snapshot.vcpus).enumerated() {
             do throws(KVMError) {
+                if let advance, !saved.advanceTSC(by: advance.ticks) {
+                    throw KVMError.invalidArgument(request: "KVM_SET_MSRS", reason: "the state has no IA32_TSC to advance by the migration's pause")
+                }
                 if let mismatch = try saved.restore(to: vcpu) {
                     throw KVMError.invalidArgument(request: "KVM_SET_TSC_KHZ", reason: "\(mismatch)")
                 }
@@ -276,6 +294,7 @@ public final class Machine: @unchecked Sendable {
                 throw .snapshot("restoring vCPU \(i): \(error)")
             }
         }
+        return advance
     }
 
     /// Turns on hypercall exits for KVM_HC_MAP_GPA_RANGE and creates the

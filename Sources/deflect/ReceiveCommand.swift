@@ -87,7 +87,10 @@ struct ReceiveCommand: AsyncParsableCommand {
         let report: RunReport
         do {
             report = try await runRestored(loaded, serial: serial, timeout: timeout, paused: false, runtime: runtime,
-                                           source: "migration on \(address)") { _ in
+                                           source: "migration on \(address)") { machine in
+                if let advance = machine.guestTimeAdvance, advance.clampedNanoseconds > 0 {
+                    StandardStreams.writeError("deflect: warning: this host's clock is \(advance.clampedNanoseconds / 1_000_000) ms behind the sender's; the guest's TSC continues from the sent value (it never moves backwards)\n")
+                }
                 // The machine is built: the guest runs only once the sender says go.
                 do throws(MachineError) {
                     try IncomingMigration.awaitGo(connection)

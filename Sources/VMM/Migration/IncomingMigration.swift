@@ -59,7 +59,7 @@ public enum IncomingMigration {
                 }
             }
             guard let state else { throw MigrationError.unexpectedMessage(expected: "state", received: "complete") }
-            let loaded = try LoadedSnapshot.decode(state, origin: "the incoming state", on: host) { saved throws(MachineError) in
+            var loaded = try LoadedSnapshot.decode(state, origin: "the incoming state", on: host) { saved throws(MachineError) in
                 guard saved.kind == memoryKind, saved.size == hello.memoryBytes else {
                     throw .migration("the incoming state describes \(saved.size) bytes of RAM (\(saved.kind ?? "full")), the hello \(hello.memoryBytes)")
                 }
@@ -68,6 +68,7 @@ public enum IncomingMigration {
             guard loaded.configuration.vcpuCount == Int(hello.vcpuCount) else {
                 throw MachineError.migration("the incoming state has \(loaded.configuration.vcpuCount) vCPUs, the hello \(hello.vcpuCount)")
             }
+            loaded.advancesGuestTime = true   // the guest's TSC and kvmclock see the pause
             return loaded
         } catch let error as MachineError {
             connection.abort("\(error)")

@@ -106,6 +106,12 @@ public struct LoadedSnapshot: Sendable {
     public var vcpus: [VCPUSnapshot]
     public var memory: SavedMemory
     public var memorySource: MemorySource
+    /// A migration's state: the restore advances the guest's kvmclock
+    /// (KVM_CLOCK_REALTIME) and every vCPU's TSC by the host realtime elapsed
+    /// since the capture, so the guest sees its pause. False for a snapshot
+    /// file: the guest's time continues from the saved values (as QEMU's
+    /// loadvm and Firecracker do).
+    public var advancesGuestTime = false
 
     /// The memory file's path (resolved next to the state file), nil for a filled memfd.
     public var memoryPath: String? {
@@ -232,14 +238,18 @@ extension Machine {
     func captureState(memory: SavedMemory) throws(MachineError) -> SnapshotFile {
         var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
-            try file.append(section: "config", encoding: SavedConfiguration(configuration))
-            try file.append(section: "user", encoding: try captureUserSpaceState())
-            try file.append(section: "devices", encoding: devices.exportDeviceStates())
+            var user = try captureUserSpaceState()
             let vmState = try VMSnapshot.capture(vm)
-            try file.append(section: "vm", encoding: vmState)
             let cpuid = try vcpus.first.map { try $0.cpuid() } ?? []
             let msrs = try saveableMSRs(system: system, cpuid: cpuid)
+            // Taken just before the TSCs are read: a receiver's advance then
+            // covers the whole pause (microseconds too much rather than too little).
+            user.vcpuCaptureRealtimeNanoseconds = TSCAdvance.hostRealtimeNanoseconds()
             let vcpuStates = try vcpus.map { vcpu throws in try VCPUSnapshot.capture(vcpu, msrIndices: msrs) }
+            try file.append(section: "config", encoding: SavedConfiguration(configuration))
+            try file.append(section: "user", encoding: user)
+            try file.append(section: "devices", encoding: devices.exportDeviceStates())
+            try file.append(section: "vm", encoding: vmState)
             for (i, vcpuState) in vcpuStates.enumerated() {
                 try file.append(section: "vcpu.\(i)", encoding: vcpuState)
             }

@@ -28,6 +28,10 @@ public struct UserSpaceState: Codable, Sendable, Equatable {
     public var migrationControl: MigrationControlState?
     /// `GuestClock.now()` at the capture.
     public var guestClockNanoseconds: UInt64
+    /// The host's CLOCK_REALTIME (ns) just before the vCPUs were captured: a
+    /// migration's receiver advances the guest TSC by the time since
+    /// (`TSCAdvance`). nil in files written before it was recorded.
+    public var vcpuCaptureRealtimeNanoseconds: UInt64?
 }
 
 extension Machine {
