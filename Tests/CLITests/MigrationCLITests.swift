@@ -132,10 +132,12 @@ struct MigrationCLITests {
         let lines = terminal.stdout.components(separatedBy: "\r\n").filter { !$0.isEmpty }
         #expect(lines.count == 2, "\(terminal.stdout.debugDescription)")
         let updates = (lines.first ?? "").components(separatedBy: "\r\u{1B}[K").filter { !$0.isEmpty }
-        #expect(updates.count >= 3, "\(terminal.stdout.debugDescription)")
+        #expect(updates.count >= 2, "\(terminal.stdout.debugDescription)")
         #expect(updates.allSatisfy { $0.hasPrefix("migration ") && $0.contains(" MiB sent") && !$0.contains("\n") },
                 "\(updates)")
-        #expect(updates.contains { $0.hasPrefix("migration copying: round 0, ") }, "\(updates)")
+        // The line follows the phases (which ones a 100 ms poll catches depends on the load).
+        let phases = Set(updates.compactMap { $0.split(separator: ":").first })
+        #expect(phases.count >= 2 && phases.contains("migration completed"), "\(updates)")
         let final = lines.last ?? ""
         #expect(final.hasPrefix("migrated to unix:\(directory)/proxy.sock: ") && final.contains("MiB sent in")
                     && !final.contains("\u{1B}") && !final.contains("\r"), "\(final.debugDescription)")
