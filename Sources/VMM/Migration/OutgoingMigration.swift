@@ -5,7 +5,8 @@
 // started and drained BEFORE any page is copied (so a page written during
 // the copy is sent again); all of RAM (zero pages skipped: a receiver's
 // memory starts zeroed); then rounds of the pages dirtied since, until
-// dirty bytes / measured bandwidth fit the downtime budget; then pause, the
+// dirty bytes / measured bandwidth fit the downtime budget and another
+// round would not shrink them much (MigrationConvergence); then pause, the
 // last dirty pages, the state sections (what a snapshot's state file
 // holds), complete; the receiver builds the machine and says ready; the
 // sender's go commits (the receiver runs the guest only on it), and its
@@ -219,6 +220,7 @@ private struct OutgoingMigration {
         }
 
         var pending: [UInt32: DirtyPageBitmap] = [:]
+        var previousRoundBytes = connection.bytesSent
         while true {
             if machine.controller.isFinished { throw MigrationStop("the guest's run ended during the migration") }
             let dirty = try collect(writable)
@@ -231,10 +233,12 @@ private struct OutgoingMigration {
                 $0.bandwidthBytesPerSecond = bandwidth
                 $0.estimatedDowntimeSeconds = estimate
             }
-            if estimate <= options.downtimeBudgetSeconds {
+            if MigrationConvergence.readyToStop(estimatedDowntime: estimate, budget: options.downtimeBudgetSeconds,
+                                                dirtyBytes: dirtyBytes, previousRoundBytes: previousRoundBytes) {
                 pending = dirty
                 break
             }
+            previousRoundBytes = dirtyBytes
             if Machine.seconds(since: begin) > options.timeoutSeconds {
                 if options.pauseAndCopy {
                     pending = dirty
@@ -347,5 +351,21 @@ private struct OutgoingMigration {
             index = end
         }
         try flush()
+    }
+}
+
+/// When pre-copy stops iterating. The estimate (dirty bytes ÷ bandwidth)
+/// must fit the budget, as in QEMU; but a round that fits the budget while
+/// the dirty set is still shrinking fast is worth sending first: a guest
+/// dirtying 100 MiB/s leaves ~20 MiB after the full copy (tens of ms of
+/// pause), a few MiB after one more round. So while the estimate is above a
+/// tenth of the budget and this round's set is at most half the last one,
+/// iterate on; the set then shrinks geometrically, so this adds a few
+/// rounds at most, and a set that stops shrinking ends it at once.
+enum MigrationConvergence {
+    static func readyToStop(estimatedDowntime: Double, budget: Double, dirtyBytes: UInt64, previousRoundBytes: UInt64) -> Bool {
+        guard estimatedDowntime <= budget else { return false }
+        let worthAnotherRound = estimatedDowntime > budget / 10 && dirtyBytes * 2 <= previousRoundBytes
+        return !worthAnotherRound
     }
 }
