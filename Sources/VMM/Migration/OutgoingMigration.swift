@@ -359,13 +359,13 @@ private struct OutgoingMigration {
 /// the dirty set is still shrinking fast is worth sending first: a guest
 /// dirtying 100 MiB/s leaves ~20 MiB after the full copy (tens of ms of
 /// pause), a few MiB after one more round. So while the estimate is above a
-/// tenth of the budget and this round's set is at most half the last one,
-/// iterate on; the set then shrinks geometrically, so this adds a few
-/// rounds at most, and a set that stops shrinking ends it at once.
+/// tenth of the budget and this round's set is at most two thirds of the
+/// last one, iterate on; the set then shrinks geometrically, so this adds a
+/// few rounds at most (≤ 6), and a set that stops shrinking ends it at once.
 enum MigrationConvergence {
     static func readyToStop(estimatedDowntime: Double, budget: Double, dirtyBytes: UInt64, previousRoundBytes: UInt64) -> Bool {
         guard estimatedDowntime <= budget else { return false }
-        let worthAnotherRound = estimatedDowntime > budget / 10 && dirtyBytes * 2 <= previousRoundBytes
+        let worthAnotherRound = estimatedDowntime > budget / 10 && dirtyBytes * 3 <= previousRoundBytes * 2
         return !worthAnotherRound
     }
 }
