@@ -1,7 +1,7 @@
-// ContainerdShim: the OCI bundle containerd hands a task — where its root
-// filesystem is (config.json's root.path, relative to the bundle) — and the
-// files the shim keeps in it (the VM's API socket, the VM's pid for `delete`,
-// the mount point of the snapshotter's layers).
+// ContainerdShim: the OCI bundle containerd hands a task — what the shim reads
+// of its config.json (root.path, and the CRI's annotations that mark a pod's
+// sandbox) — and the files the shim keeps in it (the VM's API socket, the
+// VM's pid for `delete`, the mount point of the snapshotter's layers).
 import Foundation
 
 public struct TaskBundle: Sendable {
@@ -17,19 +17,70 @@ public struct TaskBundle: Sendable {
 
     public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
 
-    /// The root filesystem: config.json's root.path (default "rootfs").
-    public func rootfs() throws(TaskBundleError) -> String {
+    /// What the shim needs of config.json; a bundle without one is an empty spec.
+    public func spec() throws(TaskBundleError) -> BundleSpec {
         let configPath = file("config.json")
-        var root = "rootfs"
-        if let data = FileManager.default.contents(atPath: configPath) {
-            guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-                throw TaskBundleError(description: "\(configPath) is not a JSON object")
-            }
-            if let rootObject = object["root"] as? [String: Any], let path = rootObject["path"] as? String, !path.isEmpty {
-                root = path
-            }
+        guard let data = FileManager.default.contents(atPath: configPath) else { return BundleSpec() }
+        do {
+            return try JSONDecoder().decode(BundleSpec.self, from: data)
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
+                let DecodingError.keyNotFound(_, context), let DecodingError.dataCorrupted(context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw TaskBundleError(description: "\(configPath): \(field.isEmpty ? "" : field + ": ")\(context.debugDescription)")
+        } catch {
+            throw TaskBundleError(description: "\(configPath): \(error)")
         }
+    }
+
+    /// The root filesystem: config.json's root.path (default "rootfs").
+    public func rootfs(of spec: BundleSpec) -> String {
+        let root = spec.root?.path.flatMap { $0.isEmpty ? nil : $0 } ?? "rootfs"
         return root.hasPrefix("/") ? root : file(root)
+    }
+}
+
+/// The few fields of an OCI runtime spec (config.json) the shim reads; the rest is ignored.
+public struct BundleSpec: Decodable, Sendable {
+    public struct Root: Decodable, Sendable {
+        public var path: String?
+    }
+
+    public var root: Root?
+    public var annotations: [String: String]?
+
+    public init(root: Root? = nil, annotations: [String: String]? = nil) {
+        self.root = root
+        self.annotations = annotations
+    }
+}
+
+/// The part a task plays in a Kubernetes pod, from the annotations the CRI
+/// plugin (containerd 1.6/1.7, pkg/cri/annotations) puts on every container it creates.
+public enum PodRole: Equatable, Sendable {
+    /// Not created by the CRI (ctr, Nomad, …): a VM task.
+    case none
+    /// The pod's sandbox ("pause") container: held by a placeholder process, no VM.
+    case sandbox(id: String)
+    /// An application container of the pod: a VM task.
+    case container(sandboxID: String)
+
+    static let containerTypeKey = "io.kubernetes.cri.container-type"
+    static let sandboxIDKey = "io.kubernetes.cri.sandbox-id"
+
+    public init(annotations: [String: String]) throws(TaskBundleError) {
+        let sandboxID = annotations[Self.sandboxIDKey] ?? ""
+        switch annotations[Self.containerTypeKey] {
+        case nil: self = .none
+        case "sandbox": self = .sandbox(id: sandboxID)
+        case "container": self = .container(sandboxID: sandboxID)
+        case let other?:
+            throw TaskBundleError(description: "annotation \(Self.containerTypeKey): '\(other)' is neither 'sandbox' nor 'container'")
+        }
+    }
+
+    public var isSandbox: Bool {
+        if case .sandbox = self { return true }
+        return false
     }
 }
 

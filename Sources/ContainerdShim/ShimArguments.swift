@@ -1,6 +1,7 @@
 // ContainerdShim: the shim binary's command line as containerd passes it —
 // Go flag syntax (`-namespace NS`, `-id=ID`, `--address A`), then the action
-// (`start`, `delete`; `serve` is the shim's own long-running half).
+// (`start`, `delete`; `serve` is the shim's own long-running half, `pause` a
+// pod sandbox's placeholder).
 public struct ShimArguments: Equatable, Sendable {
     public var namespace = ""
     public var id = ""
@@ -54,7 +55,8 @@ public struct ShimArguments: Equatable, Sendable {
                 index += 1
             }
         }
-        guard ["start", "delete", "serve"].contains(parsed.action) else {
+        // `serve` and `pause` are the shim's own: not named in the messages.
+        guard ["start", "delete", "serve", "pause"].contains(parsed.action) else {
             throw ShimUsageError(parsed.action.isEmpty ? "no action: expected start or delete" : "unknown action '\(parsed.action)': expected start or delete")
         }
         guard !parsed.id.isEmpty else { throw ShimUsageError("-id is required") }

@@ -2,7 +2,8 @@
 // shim (`serve`, a new session with no tie to containerd's pipes), waits until
 // its ttrpc socket answers, prints the socket's address and exits; `delete`
 // cleans up after a shim containerd lost (kills the VM, unmounts the root
-// filesystem, prints a DeleteResponse); `serve` is the ttrpc server itself.
+// filesystem, prints a DeleteResponse); `serve` is the ttrpc server itself;
+// `pause` (hidden) holds a pod's sandbox (SandboxPlaceholder).
 import Foundation
 import SwiftProtobuf
 import TTRPC
@@ -37,13 +38,18 @@ public enum ShimCommands {
         return "deflect"
     }
 
+    /// This shim's own binary (it serves the socket, and holds a pod sandbox as its `pause` action).
+    public static func shimBinary() -> String {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    }
+
     /// `start`: prints `unix://SOCKET` once the new shim answers on it.
     public static func start(_ arguments: ShimArguments) throws -> String {
         let socket = socketPath(for: arguments)
         try FileManager.default.createDirectory(atPath: (socket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let bundle = FileManager.default.currentDirectoryPath
         let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        server.executableURL = URL(fileURLWithPath: shimBinary())
         server.arguments = ["-namespace", arguments.namespace, "-id", arguments.id, "-address", arguments.address,
                             "-publish-binary", arguments.publishBinary, "-bundle", bundle, "-socket", socket, "serve"]
         server.standardInput = FileHandle.nullDevice

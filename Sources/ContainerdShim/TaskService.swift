@@ -3,7 +3,9 @@
 // pid is the task's), Wait returns the VM's exit status, Kill/Pause/Resume and
 // Checkpoint (a Deflect snapshot) go through the VM's control API (`deflect
 // ctl`), Stats reads the VM process's usage, and calls that do not apply to a
-// VM answer UNIMPLEMENTED.
+// VM answer UNIMPLEMENTED. A Kubernetes pod's sandbox task (the CRI's
+// annotation) runs no VM: a placeholder process holds it (SandboxPlaceholder),
+// signalled directly.
 import Foundation
 import SwiftProtobuf
 import Synchronization
@@ -24,13 +26,18 @@ public final class TaskService: Sendable {
         var rootfsMounted = false
         var stdin = "", stdout = "", stderr = ""
         var description: VMDescription?
+        var role = PodRole.none
         var process: Process?
+        /// A sandbox's lifeline: the shim's end of the socket pair that is the placeholder's stdin, open while the shim lives.
+        var lifeline: Int32 = -1
         var pid: Int32 = 0
         var exitStatus: UInt32 = 0
         var exitedAt: Date?
     }
 
     private let deflectBinary: String
+    /// The shim binary, run as a pod sandbox's placeholder (its hidden `pause` action).
+    private let placeholderBinary: String
     private let events: EventPublisher
     private let state = Mutex(State())
     /// Wait blocks on this until the task has stopped.
@@ -38,8 +45,10 @@ public final class TaskService: Sendable {
     /// Called once the shim should end (after Shutdown).
     private let onShutdown: @Sendable () -> Void
 
-    public init(deflectBinary: String, events: EventPublisher, onShutdown: @escaping @Sendable () -> Void) {
+    public init(deflectBinary: String, placeholderBinary: String = ShimCommands.shimBinary(), events: EventPublisher,
+                onShutdown: @escaping @Sendable () -> Void) {
         self.deflectBinary = deflectBinary
+        self.placeholderBinary = placeholderBinary
         self.events = events
         self.onShutdown = onShutdown
     }
@@ -72,8 +81,16 @@ public final class TaskService: Sendable {
             guard state.phase == .none else { throw TTRPCError(.alreadyExists, "task \(state.id) already exists in this shim") }
         }
         let bundle = TaskBundle(path: request.bundle)
-        // The snapshotter's layers (an image containerd pulled or imported), as the runc shim mounts them.
-        let mounted = !request.rootfs.isEmpty
+        let spec: BundleSpec, role: PodRole
+        do {
+            spec = try bundle.spec()
+            role = try PodRole(annotations: spec.annotations ?? [:])
+        } catch {
+            throw TTRPCError(.invalidArgument, error.description)
+        }
+        // The snapshotter's layers (an image containerd pulled or imported), as
+        // the runc shim mounts them; a sandbox's placeholder needs no files.
+        let mounted = !request.rootfs.isEmpty && !role.isSandbox
         if mounted {
             do {
                 try RootfsMounts.mount(request.rootfs, onto: bundle.rootfsMountPoint)
@@ -82,7 +99,7 @@ public final class TaskService: Sendable {
             }
         }
         do {
-            try commitCreate(request, bundle: bundle, mounted: mounted)
+            try commitCreate(request, bundle: bundle, spec: spec, role: role, mounted: mounted)
         } catch {
             if mounted { RootfsMounts.unmountAll(bundle.rootfsMountPoint) }
             throw error
@@ -100,21 +117,37 @@ public final class TaskService: Sendable {
     func start(_ request: Containerd_Task_V2_StartRequest) throws -> Containerd_Task_V2_StartResponse {
         let pid = try state.withLock { state throws -> Int32 in
             try check(request.id, request.execID, in: state)
-            guard state.phase == .created, let description = state.description else {
+            guard state.phase == .created else {
                 throw TTRPCError(.failedPrecondition, "task \(state.id) was already started")
             }
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: deflectBinary)
-            process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
             process.currentDirectoryURL = URL(fileURLWithPath: state.bundle.path)
-            process.standardInput = FileHandle.nullDevice
             process.standardOutput = try openOutput(state.stdout)
             process.standardError = try openOutput(state.stderr)
             process.terminationHandler = { [self] process in exited(process) }
+            var lifelineReader: Int32 = -1
+            if case .sandbox(let sandboxID) = state.role {
+                // Close-on-exec from the start: no other child (a `deflect ctl`) may hold an end.
+                var ends: [Int32] = [-1, -1]
+                guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+                    throw TTRPCError(.internal, "cannot make the sandbox's lifeline: \(String(cString: strerror(errno)))")
+                }
+                (lifelineReader, state.lifeline) = (ends[0], ends[1])
+                process.executableURL = URL(fileURLWithPath: placeholderBinary)
+                process.arguments = SandboxPlaceholder.arguments(sandboxID: sandboxID.isEmpty ? state.id : sandboxID)
+                process.standardInput = FileHandle(fileDescriptor: lifelineReader, closeOnDealloc: false)
+            } else if let description = state.description {
+                process.executableURL = URL(fileURLWithPath: deflectBinary)
+                process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
+                process.standardInput = FileHandle.nullDevice
+            }
+            // Only the placeholder holds its end; the shim keeps the other.
+            defer { if lifelineReader >= 0 { close(lifelineReader) } }
             do {
                 try process.run()
             } catch {
-                throw TTRPCError(.internal, "cannot start \(deflectBinary): \(error)")
+                Self.closeLifeline(&state)
+                throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(error)")
             }
             state.process = process
             state.pid = process.processIdentifier
@@ -171,9 +204,9 @@ public final class TaskService: Sendable {
     }
 
     func kill(_ request: Containerd_Task_V2_KillRequest) throws -> Google_Protobuf_Empty {
-        let (phase, pid) = try state.withLock { state in
+        let (phase, pid, sandbox) = try state.withLock { state in
             try check(request.id, request.execID, in: state)
-            return (state.phase, state.pid)
+            return (state.phase, state.pid, state.role.isSandbox)
         }
         switch phase {
         case .none, .stopped:
@@ -182,7 +215,12 @@ public final class TaskService: Sendable {
             // Nothing runs yet: the task ends as if the signal had killed it.
             stop(status: 128 + request.signal)
         case .running, .paused:
-            if request.signal == UInt32(SIGTERM), shutDownThroughAPI() { break }
+            if sandbox {
+                // Right after Start the placeholder may not catch SIGTERM yet (it would die of it, not exit 0).
+                SandboxPlaceholder.waitUntilCatching(pid: pid, signal: Int32(request.signal), limit: 2)
+            } else if request.signal == UInt32(SIGTERM), shutDownThroughAPI() {
+                break
+            }
             guard Foundation.kill(pid, Int32(request.signal)) == 0 else {
                 throw TTRPCError(.notFound, "task \(request.id): cannot signal pid \(pid): \(String(cString: strerror(errno)))")
             }
@@ -271,6 +309,9 @@ public final class TaskService: Sendable {
     /// stops when the options ask for `exit`.
     func checkpoint(_ request: Containerd_Task_V2_CheckpointTaskRequest) throws -> Google_Protobuf_Empty {
         _ = try runningPid(request.id)
+        guard !state.withLock({ $0.role.isSandbox }) else {
+            throw TTRPCError(.unimplemented, "task \(request.id) is a pod sandbox: it has no VM to checkpoint")
+        }
         let exit = try Self.checkpointExits(request.options)
         guard request.path.hasPrefix("/") else { throw TTRPCError(.invalidArgument, "checkpoint path '\(request.path)' is not absolute") }
         do {
@@ -311,14 +352,15 @@ public final class TaskService: Sendable {
     }
 
     /// Create's second half, once the root filesystem is in place: deflect.json, then the task.
-    private func commitCreate(_ request: Containerd_Task_V2_CreateTaskRequest, bundle: TaskBundle, mounted: Bool) throws {
-        let description: VMDescription
-        do {
-            description = try VMDescription.load(rootfs: try bundle.rootfs())
-        } catch let error as VMDescriptionError {
-            throw TTRPCError(.invalidArgument, error.description)
-        } catch {
-            throw TTRPCError(.invalidArgument, "\(error)")
+    private func commitCreate(_ request: Containerd_Task_V2_CreateTaskRequest, bundle: TaskBundle, spec: BundleSpec,
+                              role: PodRole, mounted: Bool) throws {
+        var description: VMDescription?
+        if !role.isSandbox {
+            do {
+                description = try VMDescription.load(rootfs: bundle.rootfs(of: spec))
+            } catch {
+                throw TTRPCError(.invalidArgument, error.description)
+            }
         }
         try state.withLock { state in
             guard state.phase == .none else { throw TTRPCError(.alreadyExists, "task \(state.id) already exists in this shim") }
@@ -330,6 +372,7 @@ public final class TaskService: Sendable {
             state.stdout = request.stdout
             state.stderr = request.stderr
             state.description = description
+            state.role = role
         }
     }
 
@@ -379,18 +422,32 @@ public final class TaskService: Sendable {
             state.exitStatus = status
             state.exitedAt = Date()
             state.process = nil
+            Self.closeLifeline(&state)
         }
         exited.lock()
         exited.broadcast()
         exited.unlock()
     }
 
+    private static func closeLifeline(_ state: inout State) {
+        if state.lifeline >= 0 { close(state.lifeline) }
+        state.lifeline = -1
+    }
+
+    /// A VM through its control API; a sandbox's placeholder with SIGSTOP/SIGCONT.
     private func changeRunState(_ id: String, from: Phase, to: Phase, command: String) throws {
-        try state.withLock { state in
+        let (sandbox, pid) = try state.withLock { state in
             try check(id, "", in: state)
             guard state.phase == from else { throw TTRPCError(.failedPrecondition, "task \(id) is not \(from == .running ? "running" : "paused")") }
+            return (state.role.isSandbox, state.pid)
         }
-        try control([command])
+        if sandbox {
+            guard Foundation.kill(pid, to == .paused ? SIGSTOP : SIGCONT) == 0 else {
+                throw TTRPCError(.failedPrecondition, "task \(id): cannot \(command) pid \(pid): \(String(cString: strerror(errno)))")
+            }
+        } else {
+            try control([command])
+        }
         state.withLock { if $0.phase == from { $0.phase = to } }
     }
 

@@ -21,6 +21,8 @@ do {
         print(try ShimCommands.start(arguments), terminator: "")
     case "delete":
         FileHandle.standardOutput.write(Data(try ShimCommands.delete(arguments)))
+    case "pause":
+        SandboxPlaceholder.hold()
     default:
         try ShimCommands.serve(arguments)
     }

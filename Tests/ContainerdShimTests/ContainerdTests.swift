@@ -467,9 +467,82 @@ extension ContainerdTests {
         #expect(gone, "VM \(pid) or shim \(shim) left running")
     }
 
+    /// Whether process `pid` has ended: gone, or a zombie its new parent has not reaped yet.
+    func hasEnded(_ pid: Int32) -> Bool {
+        guard Foundation.kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+
     /// Field 4 of /proc/PID/stat.
     func parentPid(of pid: Int32) -> Int32? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
         return stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { Int32($0) }
+    }
+}
+
+/// A pod as the CRI plugin creates it, through ctr with the CRI's annotations:
+/// the sandbox (no deflect.json, no VM) and a VM container that is its member.
+extension ContainerdTests {
+    private static func podAnnotations(_ type: String, sandbox: String) -> [String] {
+        ["--annotation", "io.kubernetes.cri.container-type=\(type)", "--annotation", "io.kubernetes.cri.sandbox-id=\(sandbox)"]
+    }
+
+    @Test func aPodSandboxAndItsVMContainerRunSideBySide() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        // The pause image's place: a root filesystem with no deflect.json.
+        let empty = containerd.directory + "/pause-rootfs"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let sandbox = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary]
+                                                     + Self.podAnnotations("sandbox", sandbox: "pod1") + [empty, "pod1"])
+        let holder = try #require(try waitUntilRunning(containerd, "pod1"), "the sandbox did not run: \(sandbox.finish(limit: 5).stderr)")
+        let root = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
+        let app = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary]
+                                                 + Self.podAnnotations("container", sandbox: "pod1") + [root, "app1"])
+        let vm = try #require(try waitUntilRunning(containerd, "app1"), "the VM did not run: \(app.finish(limit: 5).stderr)")
+        let shims = [parentPid(of: holder), parentPid(of: vm)].compactMap { $0 }
+        defer { for leftover in [holder, vm] + shims where Foundation.kill(leftover, 0) == 0 { Foundation.kill(leftover, SIGKILL) } }
+        // The sandbox's process is the shim's placeholder, the app's a Deflect VM.
+        let holderCommand = try String(contentsOfFile: "/proc/\(holder)/cmdline", encoding: .utf8).split(separator: "\0")
+        #expect(holderCommand.last == "pause", "\(holderCommand)")
+        let vmCommand = try String(contentsOfFile: "/proc/\(vm)/cmdline", encoding: .utf8).split(separator: "\0")
+        #expect(vmCommand.contains("run"), "\(vmCommand)")
+        let listed = try containerd.ctr(["task", "ls"]).stdout
+        #expect(listed.contains("pod1") && listed.contains("app1"), "\(listed)")
+        // As the CRI stops a pod: its containers first, then the sandbox, each with SIGTERM.
+        #expect(try containerd.ctr(["task", "kill", "app1"]).status == 0)
+        #expect(app.finish().status == 10)   // a clean stop of the VM
+        #expect(try containerd.ctr(["task", "kill", "pod1"]).status == 0)
+        let sandboxRun = sandbox.finish()
+        #expect(sandboxRun.status == 0, "\(sandboxRun.stderr)")
+        #expect(try containerd.ctr(["task", "ls", "-q"]).stdout.isEmpty)
+        var gone = false
+        for _ in 0..<200 where !gone {
+            gone = ([holder, vm] + shims).allSatisfy(hasEnded)
+            if !gone { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(gone, "a placeholder, VM or shim of \(([holder, vm] + shims)) is left")
+    }
+
+    @Test func aSandboxsPlaceholderDiesWithItsSIGKILLedShim() throws {
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let empty = containerd.directory + "/pause-rootfs"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let run = try containerd.ctr(["run", "-d", "--rootfs", "--runtime", shimBinary]
+                                     + Self.podAnnotations("sandbox", sandbox: "pod2") + [empty, "pod2"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let holder = try #require(try waitUntilRunning(containerd, "pod2"))
+        let shim = try #require(parentPid(of: holder))
+        #expect(Foundation.kill(shim, SIGKILL) == 0)
+        var gone = false
+        for _ in 0..<200 where !gone {
+            let listed = try containerd.ctr(["task", "ls", "-q"]).stdout
+            gone = hasEnded(holder) && listed.isEmpty
+            if !gone { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        if Foundation.kill(holder, 0) == 0 { Foundation.kill(holder, SIGKILL) }
+        #expect(gone, "the placeholder \(holder) outlived its shim")
+        #expect(try containerd.ctr(["container", "rm", "pod2"]).status == 0)
     }
 }

@@ -12,6 +12,13 @@ import Testing
         #expect(parsed.address == "/run/containerd/containerd.sock" && parsed.publishBinary == "/usr/bin/containerd")
         let delete = try ShimArguments.parse(["--namespace=n", "-id=x", "-bundle", "/b", "delete"])
         #expect(delete.namespace == "n" && delete.id == "x" && delete.bundle == "/b" && delete.action == "delete")
+        // A pod sandbox's placeholder: the shim's hidden action, named by the sandbox id.
+        #expect(try ShimArguments.parse(SandboxPlaceholder.arguments(sandboxID: "pod1")) == {
+            var placeholder = ShimArguments()
+            placeholder.id = "pod1"
+            placeholder.action = "pause"
+            return placeholder
+        }())
     }
 
     @Test func refusesBadCommandLines() {
