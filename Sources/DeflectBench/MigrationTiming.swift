@@ -122,6 +122,14 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     (0 when QEMU never reported one). The guest's writes are one 32-bit store per page; what it reaches on this
     host is the measured column. On this nested host the guest also sees gaps of 10–100 ms without any
     migration (the host deschedules its vCPU), so a GAP line is an upper bound of the pause when the pause is short.
+
+    Where Deflect's pause is longer (a guest dirtying 100 MiB/s): Deflect stops iterating once the estimate
+    fits the budget and the dirty set no longer shrinks to two thirds of the last round, or is under a tenth of
+    the budget (docs/migration-protocol.md, pre-copy); its sender moves roughly 130–200 MiB/s on this host (every
+    frame is copied once and checksummed with CRC-64 on both sides, and the receiver runs in the same process,
+    sharing the 2 cores with the sender and the dirtying vCPU), so the set left for the pause stays larger than
+    QEMU's, whose stream carries no checksum. Single runs on a shared host: the rows vary by tens of ms from run
+    to run (earlier runs this session: 1 GiB at 100 MiB/s 70–138 ms, 64 MiB idle 17–59 ms).
     """
     try BenchmarkFile.replaceSection(in: output, heading: "## Live migration", with: section)
     print("results written to \(output)")
