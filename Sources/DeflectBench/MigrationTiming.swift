@@ -4,7 +4,7 @@
 // dirties pages at the rate its command line asks and prints "GAP <µs>"
 // whenever two of its consecutive TSC reads are more than 2 ms apart, so the
 // receiver's serial output says how long the guest itself saw itself stopped.
-// Deflect: two machines in this process over a Unix socket. QEMU: two
+// Deflect: two machines in this process over loopback TCP. QEMU: two
 // qemu-system-x86_64 processes over loopback TCP (QEMUPeer). Both get the
 // same downtime budget (300 ms) and the same convergence timeout. Writes its
 // section of BENCHMARKS.md.
@@ -64,7 +64,7 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     for size in sizesMiB {
         for rate in ratesMiBps {
             let deflect = try deflectMigration(image: [UInt8](image), sizeMiB: size, rateMiBps: rate, tscKHz: tscKHz,
-                                               system: system, socket: directory + "/\(size)-\(rate).sock")
+                                               system: system)
             if size == 1024 && rate == 0 && deflect.failure == nil { idleOneGiBDowntime = deflect.downtimeMilliseconds }
             rows.append(migrationRow(peer: "Deflect", size: size, rate: rate, deflect))
             print(rows.last ?? "")
@@ -92,7 +92,7 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     \(hostLoad())). Guest: `\(migrationGuestPath)` (1 vCPU, `Guests/multiboot/migration_dirty.c`), booted with
     `\(migrationGuestArguments(rateMiBps: 0, tscKHz: tscKHz).replacingOccurrences(of: "rate=0", with: "rate=R"))` by both peers; it dirties pages of
     [16, 48) MiB at the target rate and prints `GAP <µs>` whenever two consecutive reads of its TSC are more than
-    2 ms apart. Deflect: two machines in one process over a Unix socket, no key, platform `pc`. QEMU \(qemuVersion):
+    2 ms apart. Deflect: two machines in one process over loopback TCP (127.0.0.1), no key, platform `pc`. QEMU \(qemuVersion):
     two `qemu-system-x86_64 -accel kvm` processes over loopback TCP (`-incoming tcp:127.0.0.1:PORT`), QMP
     `migrate-set-parameters` downtime-limit 300 ms (Deflect's default budget) and max-bandwidth 100 GiB/s (QEMU's
     default cap of 128 MiB/s off, as Deflect has none), `migrate`, `query-migrate` polled. Both peers: a migration
@@ -102,7 +102,7 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     |---|---|---|---|---|---|---|---|---|
     \(rows.joined(separator: "\n"))
 
-    Target (issue 11): downtime ≤ 50 ms for an idle 1 GiB guest. \(idleOneGiBDowntime.map { String(format: "Deflect here: %.0f ms, %@ (over a Unix socket in one process, not TCP loopback).", $0, $0 <= 50 ? "met" : "not met") } ?? "Not measured in this run.")
+    Target (issue 11): downtime ≤ 50 ms for an idle 1 GiB guest. \(idleOneGiBDowntime.map { String(format: "Deflect here: %.0f ms, %@ (loopback TCP).", $0, $0 <= 50 ? "met" : "not met") } ?? "Not measured in this run.")
 
     What the columns mean. *Total*: Deflect, from the start of the migration until the receiver acknowledged
     that the guest runs there; QEMU, `query-migrate` total-time (start to completion on the source).
@@ -148,10 +148,11 @@ private func migrationRow(peer: String, size: Int, rate: Int, _ run: MigrationRu
                   outcome.total, outcome.downtime, run.failure == nil ? gap : "—")
 }
 
-/// Two machines in this process over a Unix socket.
+/// Two machines in this process over loopback TCP (a port the kernel picks).
 private func deflectMigration(image: [UInt8], sizeMiB size: Int, rateMiBps rate: Int, tscKHz: UInt32,
-                              system: KVMSystem, socket path: String) throws -> MigrationRun {
-    let listener = try MigrationTransport.listen(on: .unix(path: path))
+                              system: KVMSystem) throws -> MigrationRun {
+    let listener = try MigrationTransport.listen(on: .tcp(host: "127.0.0.1", port: 0))
+    let destination = MigrationAddress.tcp(host: "127.0.0.1", port: listener.localPort)
     let received = ReceivedMachine()
     let receiverThread = Thread {
         do {
@@ -181,7 +182,7 @@ private func deflectMigration(image: [UInt8], sizeMiB size: Int, rateMiBps rate:
     }
     usleep(300_000)   // the dirty rate settles
 
-    var options = MigrationOptions(destination: .unix(path: path))
+    var options = MigrationOptions(destination: destination)
     options.timeoutSeconds = migrationConvergenceTimeout
     let begin = DispatchTime.now().uptimeNanoseconds
     try source.beginMigration(options)
