@@ -60,7 +60,7 @@ import Testing
         }
         let path = temporarySocket()
         let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        server.start()
+        try server.start()
         defer { server.stop(); unlink(path) }
 
         let client = try TTRPCClient(path: path)
@@ -87,19 +87,49 @@ import Testing
         registry.register(service: "t", method: "Fast") { _ in [42] }
         let path = temporarySocket()
         let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        server.start()
+        try server.start()
         defer { server.stop(); unlink(path) }
-        // Raw frames: the slow request first, then the fast one; the fast answer must come first.
-        let connection = TTRPCConnection(fd: try UnixSocket.connect(path: path))
-        defer { connection.close() }
-        for (stream, method) in [(UInt32(1), "Slow"), (3, "Fast")] {
-            var request = Ttrpc_Request()
-            request.service = "t"
-            request.method = method
-            try connection.writeFrame(TTRPCFrame(streamID: stream, type: .request, payload: try request.serializedBytes()))
+        // One connection: the slow call first, then the fast one; the fast answer must come first.
+        let client = try TTRPCClient(path: path)
+        let slowDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = try? client.call(service: "t", method: "Slow", payload: [])
+            slowDone.signal()
         }
-        let first = try #require(try connection.readFrame())
-        #expect(first.streamID == 3)
-        #expect(try Ttrpc_Response(serializedBytes: first.payload).payload == Data([42]))
+        Thread.sleep(forTimeInterval: 0.2)
+        let started = Date()
+        #expect(try client.call(service: "t", method: "Fast", payload: []) == [42])
+        #expect(Date().timeIntervalSince(started) < 1)
+        #expect(slowDone.wait(timeout: .now()) == .timedOut)
+        #expect(slowDone.wait(timeout: .now() + 5) == .success)
+    }
+
+    @Test func aClientWithATimeoutGivesUpOnASilentServer() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "t", method: "Silent") { _ in Thread.sleep(forTimeInterval: 3); return [] }
+        let path = temporarySocket()
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        try server.start()
+        defer { server.stop(); unlink(path) }
+        let client = try TTRPCClient(path: path, timeoutSeconds: 1)
+        let started = Date()
+        let error = #expect(throws: TTRPCError.self) { try client.call(service: "t", method: "Silent", payload: []) }
+        #expect(error?.code == .deadlineExceeded)
+        #expect(Date().timeIntervalSince(started) < 2.5)
+    }
+
+    @Test func aFrameOfUnknownTypeEndsTheConnection() throws {
+        let path = temporarySocket()
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: TTRPCServiceRegistry())
+        try server.start()
+        defer { server.stop(); unlink(path) }
+        let fd = try UnixSocket.connect(path: path)
+        defer { close(fd) }
+        var limit = timeval(tv_sec: 5, tv_usec: 0)   // a server that kept the connection fails the test, not hangs it
+        #expect(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0)
+        var bad: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 1, 3, 0]
+        #expect(write(fd, &bad, bad.count) == bad.count)
+        var byte: UInt8 = 0
+        #expect(read(fd, &byte, 1) == 0)   // closed by the server, nothing answered
     }
 }
