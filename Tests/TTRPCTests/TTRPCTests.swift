@@ -104,6 +104,26 @@ import Testing
         #expect(slowDone.wait(timeout: .now() + 5) == .success)
     }
 
+    @Test func waitUntilAnsweredReturnsOnceARunningCallIsAnswered() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "t", method: "Kill") { _ in Thread.sleep(forTimeInterval: 0.5); return [7] }
+        let path = temporarySocket()
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        try server.start()
+        defer { server.stop(); unlink(path) }
+        let client = try TTRPCClient(path: path)
+        let answered = DispatchSemaphore(value: 0)
+        let started = Date()
+        Thread.detachNewThread {
+            if (try? client.call(service: "t", method: "Kill", payload: [])) == [7] { answered.signal() }
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        server.waitUntilAnswered(limit: 5)
+        // It waited for the handler, and the response was written before it returned.
+        #expect(Date().timeIntervalSince(started) >= 0.45)
+        #expect(answered.wait(timeout: .now() + 1) == .success)
+    }
+
     @Test func aClientWithATimeoutGivesUpOnASilentServer() throws {
         let registry = TTRPCServiceRegistry()
         registry.register(service: "t", method: "Silent") { _ in Thread.sleep(forTimeInterval: 3); return [] }
