@@ -43,8 +43,12 @@ import Testing
 }
 
 @Suite struct TTRPCServerTests {
-    private func temporarySocket() -> String {
-        "/tmp/ttrpc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    /// A server of `registry` on a fresh socket; the caller stops it and removes the path.
+    private func startedServer(_ registry: TTRPCServiceRegistry) throws -> (TTRPCServer, String) {
+        let path = "/tmp/ttrpc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        try server.start()
+        return (server, path)
     }
 
     @Test func dispatchesByServiceAndMethodAndReportsStatuses() throws {
@@ -58,9 +62,7 @@ import Testing
         registry.register(service: "test.Echo", method: "Missing") { (_: Ttrpc_KeyValue) -> Ttrpc_KeyValue in
             throw TTRPCError(.notFound, "no such thing")
         }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        try server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
 
         let client = try TTRPCClient(path: path)
@@ -85,9 +87,7 @@ import Testing
         let registry = TTRPCServiceRegistry()
         registry.register(service: "t", method: "Slow") { _ in Thread.sleep(forTimeInterval: 2); return [] }
         registry.register(service: "t", method: "Fast") { _ in [42] }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        try server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
         // One connection: the slow call first, then the fast one; the fast answer must come first.
         let client = try TTRPCClient(path: path)
@@ -107,9 +107,7 @@ import Testing
     @Test func waitUntilAnsweredReturnsOnceARunningCallIsAnswered() throws {
         let registry = TTRPCServiceRegistry()
         registry.register(service: "t", method: "Kill") { _ in Thread.sleep(forTimeInterval: 0.5); return [7] }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        try server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
         let client = try TTRPCClient(path: path)
         let answered = DispatchSemaphore(value: 0)
@@ -127,9 +125,7 @@ import Testing
     @Test func aClientWithATimeoutGivesUpOnASilentServer() throws {
         let registry = TTRPCServiceRegistry()
         registry.register(service: "t", method: "Silent") { _ in Thread.sleep(forTimeInterval: 3); return [] }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        try server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
         let client = try TTRPCClient(path: path, timeoutSeconds: 1)
         let started = Date()
@@ -139,9 +135,7 @@ import Testing
     }
 
     @Test func aFrameOfUnknownTypeEndsTheConnection() throws {
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: TTRPCServiceRegistry())
-        try server.start()
+        let (server, path) = try startedServer(TTRPCServiceRegistry())
         defer { server.stop(); unlink(path) }
         let fd = try UnixSocket.connect(path: path)
         defer { close(fd) }
