@@ -113,7 +113,9 @@ let package = Package(
         // The seeded generator property tests, fuzz tests and benchmarks share.
         .target(name: "SeededRandom", swiftSettings: strict),
         // ttrpc (containerd's RPC over a Unix socket): framing, request/response, a server and a client.
-        .target(name: "TTRPC", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")], swiftSettings: strict),
+        .target(name: "TTRPC", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                                              .product(name: "NIOCore", package: "swift-nio"),
+                                              .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // The containerd shim: deflect.json, the task state machine, the containerd.task.v2.Task service.
         .target(name: "ContainerdShim", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: strict),

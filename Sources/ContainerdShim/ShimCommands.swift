@@ -126,7 +126,7 @@ public enum ShimCommands {
         let service = TaskService(deflectBinary: deflectBinary(), events: events) { done.signal() }
         service.register(in: registry)
         let server = TTRPCServer(listener: listener, registry: registry)
-        server.start()
+        try server.start()
         done.wait()
         // Answer every call still running (the Shutdown itself, a Kill whose
         // VM stop let containerd ask for this Shutdown) before leaving.

@@ -1,8 +1,12 @@
-// TTRPC: the server — a registry of "service/method" handlers and a blocking
-// accept loop: one thread per connection reads frames, one thread per
-// request runs its handler (a Wait may block until the task exits), and the
-// response goes back on the request's stream id.
+// TTRPC: the server — a registry of "service/method" handlers, served over
+// SwiftNIO on a listening Unix socket: the event loop reads frames, each
+// request's handler runs on a thread of its own (a Wait blocks until the
+// task exits, which must not hold the event loop or the connection's other
+// calls), and the response goes back through the channel on the request's
+// stream id.
 import Foundation
+import NIOCore
+import NIOPosix
 import SwiftProtobuf
 import Synchronization
 
@@ -80,27 +84,31 @@ extension Ttrpc_RPCStatus {
 public final class TTRPCServer: Sendable {
     public let registry: TTRPCServiceRegistry
     private let listener: Int32
-    private let connections = Mutex<[Int32: TTRPCConnection]>([:])
+    private let serverChannel = Mutex<Channel?>(nil)
+    private let connections = Mutex<[ObjectIdentifier: Channel]>([:])
     /// Requests whose response has not been written yet.
     private let inFlight = Mutex(0)
-    /// Called (on a connection's thread) when a connection has closed.
+    /// Called when a connection has closed.
     private let onDisconnect: (@Sendable () -> Void)?
 
+    /// `listener` is a bound, listening Unix socket; the server owns it from `start()` on.
     public init(listener: Int32, registry: TTRPCServiceRegistry, onDisconnect: (@Sendable () -> Void)? = nil) {
         self.listener = listener
         self.registry = registry
         self.onDisconnect = onDisconnect
     }
 
-    /// Accepts connections on a thread of its own.
-    public func start() {
-        Thread.detachNewThread { [self] in
-            while let fd = try? UnixSocket.accept(listener) {
-                let connection = TTRPCConnection(fd: fd)
-                connections.withLock { $0[fd] = connection }
-                Thread.detachNewThread { [self] in serve(connection) }
+    /// Starts accepting connections on NIO's event loops.
+    public func start() throws {
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { [self] child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addTTRPCHandlers(TTRPCServerConnectionHandler(server: self))
+                }
             }
-        }
+            .withBoundSocket(listener)
+            .wait()
+        serverChannel.withLock { $0 = channel }
     }
 
     /// Waits (at most `limit` seconds) until every request received has
@@ -113,23 +121,57 @@ public final class TTRPCServer: Sendable {
 
     /// Closes the listener and every connection.
     public func stop() {
-        _ = Foundation.close(listener)
-        for connection in connections.withLock({ Array($0.values) }) { connection.shutdownBoth() }
+        let listening = serverChannel.withLock { channel in defer { channel = nil }; return channel }
+        try? listening?.close().wait()
+        for connection in connections.withLock({ Array($0.values) }) { try? connection.close().wait() }
     }
 
-    private func serve(_ connection: TTRPCConnection) {
-        // Any frame error ends the connection: after a bad header the stream
-        // cannot be resynchronised.
-        while let frame = try? connection.readFrame() {
-            guard frame.type == .request else { continue }
-            inFlight.withLock { $0 += 1 }
-            Thread.detachNewThread { [self] in
-                try? connection.writeFrame(registry.respond(to: frame))
+    fileprivate func opened(_ channel: Channel) {
+        connections.withLock { $0[ObjectIdentifier(channel)] = channel }
+    }
+
+    fileprivate func closed(_ channel: Channel) {
+        connections.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(channel)) }
+        onDisconnect?()
+    }
+
+    /// Runs the request's handler off the event loop and writes its response back.
+    fileprivate func dispatch(_ frame: TTRPCFrame, on channel: Channel) {
+        inFlight.withLock { $0 += 1 }
+        Thread.detachNewThread { [self] in
+            channel.writeAndFlush(registry.respond(to: frame)).whenComplete { [self] _ in
                 inFlight.withLock { $0 -= 1 }
             }
         }
-        connections.withLock { _ = $0.removeValue(forKey: connection.fd) }
-        connection.close()
-        onDisconnect?()
+    }
+}
+
+/// One connection's frames: requests are dispatched; any frame error closes
+/// the connection.
+private final class TTRPCServerConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = TTRPCFrame
+
+    private let server: TTRPCServer
+
+    init(server: TTRPCServer) { self.server = server }
+
+    func channelActive(context: ChannelHandlerContext) {
+        server.opened(context.channel)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        server.closed(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard frame.type == .request else { return }
+        server.dispatch(frame, on: context.channel)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 }

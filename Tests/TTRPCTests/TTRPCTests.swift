@@ -43,8 +43,12 @@ import Testing
 }
 
 @Suite struct TTRPCServerTests {
-    private func temporarySocket() -> String {
-        "/tmp/ttrpc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    /// A server of `registry` on a fresh socket; the caller stops it and removes the path.
+    private func startedServer(_ registry: TTRPCServiceRegistry) throws -> (TTRPCServer, String) {
+        let path = "/tmp/ttrpc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
+        try server.start()
+        return (server, path)
     }
 
     @Test func dispatchesByServiceAndMethodAndReportsStatuses() throws {
@@ -58,9 +62,7 @@ import Testing
         registry.register(service: "test.Echo", method: "Missing") { (_: Ttrpc_KeyValue) -> Ttrpc_KeyValue in
             throw TTRPCError(.notFound, "no such thing")
         }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
 
         let client = try TTRPCClient(path: path)
@@ -85,21 +87,63 @@ import Testing
         let registry = TTRPCServiceRegistry()
         registry.register(service: "t", method: "Slow") { _ in Thread.sleep(forTimeInterval: 2); return [] }
         registry.register(service: "t", method: "Fast") { _ in [42] }
-        let path = temporarySocket()
-        let server = TTRPCServer(listener: try UnixSocket.listen(path: path), registry: registry)
-        server.start()
+        let (server, path) = try startedServer(registry)
         defer { server.stop(); unlink(path) }
-        // Raw frames: the slow request first, then the fast one; the fast answer must come first.
-        let connection = TTRPCConnection(fd: try UnixSocket.connect(path: path))
-        defer { connection.close() }
-        for (stream, method) in [(UInt32(1), "Slow"), (3, "Fast")] {
-            var request = Ttrpc_Request()
-            request.service = "t"
-            request.method = method
-            try connection.writeFrame(TTRPCFrame(streamID: stream, type: .request, payload: try request.serializedBytes()))
+        // One connection: the slow call first, then the fast one; the fast answer must come first.
+        let client = try TTRPCClient(path: path)
+        let slowDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = try? client.call(service: "t", method: "Slow", payload: [])
+            slowDone.signal()
         }
-        let first = try #require(try connection.readFrame())
-        #expect(first.streamID == 3)
-        #expect(try Ttrpc_Response(serializedBytes: first.payload).payload == Data([42]))
+        Thread.sleep(forTimeInterval: 0.2)
+        let started = Date()
+        #expect(try client.call(service: "t", method: "Fast", payload: []) == [42])
+        #expect(Date().timeIntervalSince(started) < 1)
+        #expect(slowDone.wait(timeout: .now()) == .timedOut)
+        #expect(slowDone.wait(timeout: .now() + 5) == .success)
+    }
+
+    @Test func waitUntilAnsweredReturnsOnceARunningCallIsAnswered() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "t", method: "Kill") { _ in Thread.sleep(forTimeInterval: 0.5); return [7] }
+        let (server, path) = try startedServer(registry)
+        defer { server.stop(); unlink(path) }
+        let client = try TTRPCClient(path: path)
+        let answered = DispatchSemaphore(value: 0)
+        let started = Date()
+        Thread.detachNewThread {
+            if (try? client.call(service: "t", method: "Kill", payload: [])) == [7] { answered.signal() }
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        server.waitUntilAnswered(limit: 5)
+        // It waited for the handler, and the response was written before it returned.
+        #expect(Date().timeIntervalSince(started) >= 0.45)
+        #expect(answered.wait(timeout: .now() + 1) == .success)
+    }
+
+    @Test func aClientWithATimeoutGivesUpOnASilentServer() throws {
+        let registry = TTRPCServiceRegistry()
+        registry.register(service: "t", method: "Silent") { _ in Thread.sleep(forTimeInterval: 3); return [] }
+        let (server, path) = try startedServer(registry)
+        defer { server.stop(); unlink(path) }
+        let client = try TTRPCClient(path: path, timeoutSeconds: 1)
+        let started = Date()
+        let error = #expect(throws: TTRPCError.self) { try client.call(service: "t", method: "Silent", payload: []) }
+        #expect(error?.code == .deadlineExceeded)
+        #expect(Date().timeIntervalSince(started) < 2.5)
+    }
+
+    @Test func aFrameOfUnknownTypeEndsTheConnection() throws {
+        let (server, path) = try startedServer(TTRPCServiceRegistry())
+        defer { server.stop(); unlink(path) }
+        let fd = try UnixSocket.connect(path: path)
+        defer { close(fd) }
+        var limit = timeval(tv_sec: 5, tv_usec: 0)   // a server that kept the connection fails the test, not hangs it
+        #expect(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0)
+        var bad: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 1, 3, 0]
+        #expect(write(fd, &bad, bad.count) == bad.count)
+        var byte: UInt8 = 0
+        #expect(read(fd, &byte, 1) == 0)   // closed by the server, nothing answered
     }
 }
