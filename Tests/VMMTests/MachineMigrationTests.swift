@@ -248,7 +248,10 @@ struct MachineMigrationTests {
         let givingUp = ThreadReceiver(listener: try MigrationTransport.listen(on: .unix(path: givingUpPath)))
         var options = MigrationOptions(destination: .unix(path: givingUpPath))
         options.downtimeBudgetSeconds = 0.000_01
-        options.timeoutSeconds = 1.5
+        // No time for rounds: the one check after the full copy decides. A
+        // longer timeout let a loaded host converge by chance: a short round
+        // while the guest's vCPU got no CPU finds no dirty page (seen in CI).
+        options.timeoutSeconds = 0
         try source.machine.beginMigration(options)
         #expect(throws: MachineError.self) { try source.machine.migrate(options) }
         #expect(source.machine.migrationProgress.lastError?.contains("did not converge") == true,
@@ -264,7 +267,6 @@ struct MachineMigrationTests {
         try source.machine.migrate(options)
         let progress = source.machine.migrationProgress
         #expect(progress.phase == .completed && progress.pausedBeforeConvergence)
-        #expect(progress.elapsedSeconds >= 1.5)
         #expect((progress.downtimeSeconds ?? 0) > options.downtimeBudgetSeconds, "\(progress)")
         #expect(source.finish()?.outcome == .migrated(destination: "unix:\(path)"))
 
