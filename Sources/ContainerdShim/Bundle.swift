@@ -1,6 +1,6 @@
 // ContainerdShim: the OCI bundle containerd hands a task — what the shim reads
 // of its config.json (root.path, and the CRI's annotations that mark a pod's
-// sandbox) — and the files the shim keeps in it (the VM's API socket, the
+// sandbox) — and the files the shim keeps for it (the VM's API socket, the
 // VM's pid for `delete`, the mount point of the snapshotter's layers).
 import Foundation
 
@@ -9,7 +9,10 @@ public struct TaskBundle: Sendable {
 
     public init(path: String) { self.path = path }
 
-    public var apiSocket: String { file("deflect-api.sock") }
+    /// The VM's control API socket: not in the bundle, whose path can be too
+    /// long for a socket (see ShortSocketPath), but named by the bundle's path,
+    /// which is unique for each containerd, namespace and task.
+    public var apiSocket: String { ShortSocketPath.path(in: ShortSocketPath.apiDirectory, key: path) }
     public var pidFile: String { file("deflect-vm.pid") }
     public var addressFile: String { file("address") }
     /// Where the snapshotter's mounts go (the runc shim's place; containerd's spec names it as root.path).
@@ -28,7 +31,7 @@ public struct TaskBundle: Sendable {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw TaskBundleError(description: "\(configPath): \(field.isEmpty ? "" : field + ": ")\(context.debugDescription)")
         } catch {
-            throw TaskBundleError(description: "\(configPath): \(error)")
+            throw TaskBundleError(description: "\(configPath): \(SystemErrorText.describe(error))")
         }
     }
 

@@ -17,12 +17,7 @@ public enum ShimCommands {
     /// The ttrpc socket for this (containerd, namespace, id): a short path,
     /// since sun_path holds at most 107 bytes.
     public static func socketPath(for arguments: ShimArguments) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325   // FNV-1a, 64-bit
-        for byte in "\(arguments.address)|\(arguments.namespace)|\(arguments.id)".utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        let directory = FileManager.default.isWritableFile(atPath: "/run") ? "/run/deflect-shim" : NSTemporaryDirectory() + "deflect-shim"
-        return directory + "/" + String(hash, radix: 16) + ".sock"
+        ShortSocketPath.path(in: ShortSocketPath.shimDirectory, key: "\(arguments.address)|\(arguments.namespace)|\(arguments.id)")
     }
 
     /// The `deflect` binary: $DEFLECT_BINARY, else beside this shim, else on PATH.

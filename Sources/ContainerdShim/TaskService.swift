@@ -137,6 +137,11 @@ public final class TaskService: Sendable {
                 process.arguments = SandboxPlaceholder.arguments(sandboxID: sandboxID.isEmpty ? state.id : sandboxID)
                 process.standardInput = FileHandle(fileDescriptor: lifelineReader, closeOnDealloc: false)
             } else if let description = state.description {
+                do {
+                    try ShortSocketPath.makePrivateDirectory((state.bundle.apiSocket as NSString).deletingLastPathComponent)
+                } catch {
+                    throw TTRPCError(.internal, "cannot make the VM's API socket directory: \(SystemErrorText.describe(error))")
+                }
                 process.executableURL = URL(fileURLWithPath: deflectBinary)
                 process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
                 process.standardInput = FileHandle.nullDevice
@@ -147,7 +152,7 @@ public final class TaskService: Sendable {
                 try process.run()
             } catch {
                 Self.closeLifeline(&state)
-                throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(error)")
+                throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(SystemErrorText.describe(error))")
             }
             state.process = process
             state.pid = process.processIdentifier
@@ -317,7 +322,7 @@ public final class TaskService: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: request.path, withIntermediateDirectories: true)
         } catch {
-            throw TTRPCError(.invalidArgument, "cannot create \(request.path): \(error.localizedDescription)")
+            throw TTRPCError(.invalidArgument, "cannot create \(request.path): \(SystemErrorText.describe(error))")
         }
         let paused = state.withLock { $0.phase == .paused }
         let then = exit ? "stop" : paused ? "pause" : "resume"
@@ -475,7 +480,7 @@ public final class TaskService: Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(error)") }
+        do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(SystemErrorText.describe(error))") }
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {

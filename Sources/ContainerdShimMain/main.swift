@@ -27,5 +27,5 @@ do {
         try ShimCommands.serve(arguments)
     }
 } catch {
-    fail("\(arguments.action): \(error)", status: 1)
+    fail("\(arguments.action): \(SystemErrorText.describe(error))", status: 1)
 }

@@ -25,9 +25,10 @@ final class Running: @unchecked Sendable {
     private var out = Data(), err = Data()
     private let done = DispatchGroup()
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         process.standardInput = FileHandle.nullDevice
         let outPipe = Pipe(), errPipe = Pipe()
         process.standardOutput = outPipe
@@ -75,7 +76,9 @@ final class PrivateContainerd {
     let socket: String
     private let daemon: Running
 
-    init() throws {
+    /// `plugins`: the config's plugin tables (given `directory`); without them the CRI plugin is disabled.
+    /// `path`: directories put first on containerd's PATH (where it finds shims by name).
+    init(plugins: ((String) -> String)? = nil, path: [String] = []) throws {
         // Short: containerd's ttrpc socket is this path + ".ttrpc", within sun_path's 107 bytes.
         directory = "/tmp/dfc-" + UUID().uuidString.prefix(8)
         socket = directory + "/c.sock"
@@ -83,13 +86,16 @@ final class PrivateContainerd {
         let config = directory + "/config.toml"
         try Data("""
             version = 2
-            disabled_plugins = ["io.containerd.grpc.v1.cri"]
+            \(plugins == nil ? #"disabled_plugins = ["io.containerd.grpc.v1.cri"]"# : "")
             [grpc]
               address = "\(socket)"
+            \(plugins?(directory) ?? "")
 
             """.utf8).write(to: URL(fileURLWithPath: config))
+        var environment = ProcessInfo.processInfo.environment
+        environment["PATH"] = (path + [environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"]).joined(separator: ":")
         daemon = try Running("/usr/bin/containerd", ["--config", config, "--root", directory + "/root",
-                                                      "--state", directory + "/state", "--address", socket])
+                                                      "--state", directory + "/state", "--address", socket], environment: environment)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if try ctr(["version"]).status == 0 { return }
@@ -98,6 +104,20 @@ final class PrivateContainerd {
         }
         let log = stop()
         throw ContainerdStartError(description: "containerd did not start: \(log.suffix(2000))")
+    }
+
+    var pid: Int32 { daemon.process.processIdentifier }
+
+    /// The task's pid once `ctr task ls` (in containerd namespace `namespace`) shows it RUNNING (nil after 10 s).
+    func waitUntilRunning(_ id: String, namespace: String = "default") throws -> Int32? {
+        for _ in 0..<200 {
+            let columns = try ctr(["-n", namespace, "task", "ls"]).stdout.split(separator: "\n")
+                .map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+                .first { $0.first.map(String.init) == id }
+            if let columns, columns.count >= 3, columns[2] == "RUNNING" { return Int32(columns[1]) }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return nil
     }
 
     /// Runs ctr against this containerd and waits for it.
@@ -115,11 +135,15 @@ final class PrivateContainerd {
         daemon.process.waitUntilExit()
     }
 
-    /// Stops containerd (and with it every shim it started is left to be cleaned up here); returns its log.
+    /// Stops containerd, then removes what a failed test may have left of it:
+    /// processes started for it (shims name its socket, VMs its directory),
+    /// mounts under its directory, the directory. Returns containerd's log.
     @discardableResult
     func stop() -> String {
         daemon.process.terminate()
         let log = daemon.finish(limit: 20).stderr
+        for leftover in LeftoverProcesses.mentioning([directory]) { kill(leftover, SIGKILL) }
+        LeftoverMounts.unmount(under: directory)
         try? FileManager.default.removeItem(atPath: directory)
         return log
     }
@@ -176,7 +200,7 @@ struct ContainerdTests {
         let root = try containerd.rootfs(guest: "real/hello.bin", description: #"{"image": "../../../etc/passwd", "vcpus": 0}"#)
         let run = try containerd.ctr(["run", "--rm", "--rootfs", "--runtime", shimBinary, root, "bad"])
         #expect(run.status != 0)
-        #expect(run.stderr.contains("deflect.json: image: '../../../etc/passwd' resolves to /etc/passwd, outside the root filesystem"),
+        #expect(run.stderr.contains("deflect.json: image: '../../../etc/passwd' leads outside the root filesystem"),
                 "\(run.stderr)")
         #expect(run.stderr.contains("vcpus: 0 is outside 1–64"), "\(run.stderr)")
         #expect(try containerd.ctr(["task", "ls", "-q"]).stdout.isEmpty)
@@ -225,22 +249,8 @@ struct ContainerdTests {
 }
 
 extension ContainerdTests {
-    /// The VM's pid once `ctr task ls` shows the task RUNNING (nil after 10 s).
     func waitUntilRunning(_ containerd: PrivateContainerd, _ id: String) throws -> Int32? {
-        for _ in 0..<200 {
-            if let pid = try runningPid(containerd, id) { return pid }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        return nil
-    }
-
-    /// The VM's pid from `ctr task ls`, nil while the task is not RUNNING.
-    private func runningPid(_ containerd: PrivateContainerd, _ id: String) throws -> Int32? {
-        let columns = try containerd.ctr(["task", "ls"]).stdout.split(separator: "\n")
-            .map { $0.split(separator: " ", omittingEmptySubsequences: true) }
-            .first { $0.first.map(String.init) == id }
-        guard let columns, columns.count >= 3, columns[2] == "RUNNING" else { return nil }
-        return Int32(columns[1])
+        try containerd.waitUntilRunning(id)
     }
 
     @Test func aShimKilledWithSIGKILLIsCleanedUpByDelete() throws {
@@ -266,19 +276,60 @@ extension ContainerdTests {
     }
 }
 
+/// Processes whose command line mentions one of some strings (this one's excepted).
+enum LeftoverProcesses {
+    /// Whether process `pid` has ended: gone, or a zombie its new parent has not reaped yet.
+    static func hasEnded(_ pid: Int32) -> Bool {
+        guard Foundation.kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
+
+    static func commandLine(_ pid: Int32) -> String {
+        String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data(), as: UTF8.self)
+            .replacingOccurrences(of: "\0", with: " ")
+    }
+
+    static func mentioning(_ fragments: [String]) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard pid != getpid(), let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let text = String(decoding: command, as: UTF8.self)
+            return fragments.contains { text.contains($0) }
+        }
+    }
+}
+
+/// Mount points under a directory, from /proc/self/mountinfo.
+enum LeftoverMounts {
+    static func list(under directory: String) -> [String] {
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return table.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            let point = String(fields[4])
+            return point.hasPrefix(directory + "/") ? point : nil
+        }
+    }
+
+    /// Detaches them, deepest first.
+    static func unmount(under directory: String) {
+        for point in list(under: directory).sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+    }
+}
+
 /// An OCI image archive built here, with no registry: one uncompressed layer
-/// holding `files`, a config, a manifest and an index naming it `name`.
+/// holding `files`, a config (whose command is `command`), a manifest and an index naming it `name`.
 enum OCIImageArchive {
-    static func build(name: String, files root: String, into directory: String) throws -> String {
+    static func build(name: String, files root: String, into directory: String, command: [String] = ["/deflect.json"]) throws -> String {
         let layout = directory + "/layout-" + UUID().uuidString.prefix(6)
         let blobs = layout + "/blobs/sha256"
         try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
-        let layerTar = directory + "/layer.tar"
+        let layerTar = layout + "-layer.tar"
         try tar(["-C", root, "-cf", layerTar, "."])
         let layer = try blob(Data(contentsOf: URL(fileURLWithPath: layerTar)), in: blobs)
         let config = try blob(json([
             "architecture": "amd64", "os": "linux",
-            "config": ["Cmd": ["/deflect.json"]],
+            "config": ["Cmd": command],
             "rootfs": ["type": "layers", "diff_ids": [layer.digest]],
         ]), in: blobs)
         let manifest = try blob(json([
@@ -292,7 +343,7 @@ enum OCIImageArchive {
                            "annotations": ["io.containerd.image.name": name]]],
         ]).write(to: URL(fileURLWithPath: layout + "/index.json"))
         try Data(#"{"imageLayoutVersion": "1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: layout + "/oci-layout"))
-        let archive = directory + "/image.tar"
+        let archive = layout + ".tar"
         try tar(["-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"])
         return archive
     }
@@ -467,11 +518,7 @@ extension ContainerdTests {
         #expect(gone, "VM \(pid) or shim \(shim) left running")
     }
 
-    /// Whether process `pid` has ended: gone, or a zombie its new parent has not reaped yet.
-    func hasEnded(_ pid: Int32) -> Bool {
-        guard Foundation.kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
-        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
-    }
+    func hasEnded(_ pid: Int32) -> Bool { LeftoverProcesses.hasEnded(pid) }
 
     /// Field 4 of /proc/PID/stat.
     func parentPid(of pid: Int32) -> Int32? {

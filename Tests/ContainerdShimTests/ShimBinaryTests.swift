@@ -25,6 +25,10 @@ import Testing
         vm.standardInput = neverEnding
         try vm.run()
         try Data("\(vm.processIdentifier)\n".utf8).write(to: URL(fileURLWithPath: TaskBundle(path: bundle).pidFile))
+        // What the killed VM left at its API socket's place.
+        let socket = TaskBundle(path: bundle).apiSocket
+        try ShortSocketPath.makePrivateDirectory((socket as NSString).deletingLastPathComponent)
+        #expect(FileManager.default.createFile(atPath: socket, contents: Data()))
         let run = try Running(shimBinary, ["-namespace", "default", "-id", "gone", "-bundle", bundle, "delete"]).finish(limit: 30)
         #expect(run.status == 0, "\(run.stderr)")
         let response = try Containerd_Task_V2_DeleteResponse(serializedBytes: run.stdoutBytes)
@@ -34,6 +38,7 @@ import Testing
         try neverEnding.fileHandleForWriting.close()
         #expect(vm.terminationReason == .uncaughtSignal && vm.terminationStatus == SIGKILL)
         #expect(!FileManager.default.fileExists(atPath: TaskBundle(path: bundle).pidFile))
+        #expect(!FileManager.default.fileExists(atPath: socket))
     }
 
     /// containerd runs `delete` after losing a shim: the layers Create mounted
