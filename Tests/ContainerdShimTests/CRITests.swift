@@ -100,7 +100,9 @@ struct CRITests {
         try Data("the shim holds a sandbox with its own placeholder; this file is never run\n".utf8)
             .write(to: URL(fileURLWithPath: pauseFiles + "/pause"))
         let vmFiles = try containerd.rootfs(guest: "real/hello.bin", description: #"{"image": "hello.bin", "mode": "real"}"#)
-        for (name, files, command) in [(CRIConfiguration.sandboxImage, pauseFiles, ["/pause"]), ("deflect.test/hello:1", vmFiles, ["/deflect.json"])] {
+        let spinFiles = try containerd.rootfs(guest: "real/spin.bin", description: #"{"image": "spin.bin", "mode": "real"}"#)
+        for (name, files, command) in [(CRIConfiguration.sandboxImage, pauseFiles, ["/pause"]), ("deflect.test/hello:1", vmFiles, ["/deflect.json"]),
+                                       ("deflect.test/spin:1", spinFiles, ["/deflect.json"])] {
             let archive = try OCIImageArchive.build(name: name, files: files, into: directory, command: command)
             let imported = try containerd.ctr(["-n", "k8s.io", "image", "import", archive])
             #expect(imported.status == 0, "\(imported.stderr)")
@@ -135,6 +137,11 @@ struct CRITests {
                                               "log_path": "vm/0.log"]
         let containerID = try #require(try cri.call("CreateContainer", ["pod_sandbox_id": sandboxID, "config": containerConfig,
                                                                         "sandbox_config": sandboxConfig])["container_id"] as? String)
+        // (Later, a VM that keeps running, stopped as a kubelet stops one.)
+        let spinConfig: [String: Any] = ["metadata": ["name": "spin", "attempt": 0], "image": ["image": "deflect.test/spin:1"],
+                                         "log_path": "spin/0.log"]
+        let spinID = try #require(try cri.call("CreateContainer", ["pod_sandbox_id": sandboxID, "config": spinConfig,
+                                                                   "sandbox_config": sandboxConfig])["container_id"] as? String)
         let info = try containerd.ctr(["-n", "k8s.io", "container", "info", containerID])
         let container = try JSONSerialization.jsonObject(with: info.stdoutBytes) as? [String: Any]
         #expect((container?["Runtime"] as? [String: Any])?["Name"] as? String == "io.containerd.deflect.v1", "\(info.stdout)")
@@ -148,12 +155,7 @@ struct CRITests {
 
         // StartContainer: the VM runs from the image, prints, and exits with the guest's status.
         _ = try cri.call("StartContainer", ["container_id": containerID])
-        var status: [String: Any] = [:]
-        for _ in 0..<600 {
-            status = try cri.call("ContainerStatus", ["container_id": containerID])["status"] as? [String: Any] ?? [:]
-            if status["state"] as? String == "CONTAINER_EXITED" { break }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
+        var status = try waitForState(cri, containerID, "CONTAINER_EXITED")
         #expect(status["state"] as? String == "CONTAINER_EXITED", "\(status)")
         #expect(status["exit_code"] as? Int == 85, "\(status)")
         #expect(status["log_path"] as? String == logs + "/vm/0.log", "\(status)")
@@ -161,6 +163,20 @@ struct CRITests {
         let logged = try waitForLogLine(logs + "/vm/0.log", stream: "stdout", text: "hello from real mode")
         #expect(logged, "\((try? String(contentsOfFile: logs + "/vm/0.log", encoding: .utf8)) ?? "no log file")")
         #expect(!FileManager.default.fileExists(atPath: TaskBundle(path: bundle).apiSocket))
+
+        // A running VM: its control API socket is the short one, and StopContainer with a
+        // grace period (the kubelet's SIGTERM) ends it cleanly through that API: status 10.
+        _ = try cri.call("StartContainer", ["container_id": spinID])
+        status = try waitForState(cri, spinID, "CONTAINER_RUNNING")
+        #expect(status["state"] as? String == "CONTAINER_RUNNING", "\(status)")
+        let spinSocket = TaskBundle(path: bundles + "/" + spinID).apiSocket
+        let vm = try #require(try containerd.waitUntilRunning(spinID, namespace: "k8s.io"))
+        let vmArguments = LeftoverProcesses.commandLine(vm).split(separator: " ").map(String.init)
+        #expect(vmArguments.contains(spinSocket) && spinSocket.utf8.count <= 107, "\(vmArguments)")
+        _ = try cri.call("StopContainer", ["container_id": spinID, "timeout": 20])
+        status = try waitForState(cri, spinID, "CONTAINER_EXITED")
+        #expect(status["state"] as? String == "CONTAINER_EXITED" && status["exit_code"] as? Int == 10, "\(status)")
+        #expect(!FileManager.default.fileExists(atPath: spinSocket))
 
         // StopPodSandbox, RemovePodSandbox: nothing is left.
         _ = try cri.call("StopPodSandbox", ["pod_sandbox_id": sandboxID])
@@ -174,7 +190,7 @@ struct CRITests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: bundles)) ?? []).isEmpty)
         var left: [Int32] = []
         for _ in 0..<100 {
-            left = LeftoverProcesses.mentioning([directory, sandboxID, containerID]).filter { $0 != containerd.pid && !LeftoverProcesses.hasEnded($0) }
+            left = LeftoverProcesses.mentioning([directory, sandboxID, containerID, spinID]).filter { $0 != containerd.pid && !LeftoverProcesses.hasEnded($0) }
             if left.isEmpty { break }
             Thread.sleep(forTimeInterval: 0.05)
         }
@@ -184,6 +200,17 @@ struct CRITests {
 
     private func bundleSpec(_ bundle: String) throws -> BundleSpec {
         try TaskBundle(path: bundle).spec()
+    }
+
+    /// The container's status once in `state` (or after 60 s).
+    private func waitForState(_ cri: CRIClient, _ id: String, _ state: String) throws -> [String: Any] {
+        var status: [String: Any] = [:]
+        for _ in 0..<300 {
+            status = try cri.call("ContainerStatus", ["container_id": id])["status"] as? [String: Any] ?? [:]
+            if status["state"] as? String == state { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return status
     }
 
     /// Whether the CRI log at `path` has `TIMESTAMP STREAM F TEXT` (waiting up to 5 s for it to be written).
