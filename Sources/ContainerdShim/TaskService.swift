@@ -462,7 +462,7 @@ public final class TaskService: Sendable {
     private func shutDownThroughAPI() -> Bool {
         let deadline = Date().addingTimeInterval(5)
         repeat {
-            if (try? control(["shutdown"])) != nil { return true }
+            if (try? control(["shutdown"], untilStopped: true)) != nil { return true }
             if state.withLock({ $0.phase == .stopped }) { return true }
             Thread.sleep(forTimeInterval: 0.05)
         } while Date() < deadline
@@ -470,7 +470,8 @@ public final class TaskService: Sendable {
     }
 
     /// Runs `deflect ctl --socket API COMMAND...`; its error line becomes the call's error.
-    private func control(_ command: [String]) throws {
+    /// `untilStopped`: done as soon as the VM has ended, even if `deflect ctl` has not yet.
+    private func control(_ command: [String], untilStopped: Bool = false) throws {
         let socket = state.withLock { $0.bundle.apiSocket }
         let name = command.first ?? ""
         let process = Process()
@@ -481,6 +482,15 @@ public final class TaskService: Sendable {
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(SystemErrorText.describe(error))") }
+        if untilStopped {
+            // A Kill answers once the VM has stopped: containerd, told of the exit,
+            // deletes the task and closes its connection to this shim, failing a
+            // Kill still waiting for `deflect ctl` to end ("ttrpc: closed").
+            while process.isRunning {
+                if state.withLock({ $0.phase == .stopped }) { return }
+                usleep(5_000)
+            }
+        }
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {

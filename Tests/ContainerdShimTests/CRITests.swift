@@ -87,9 +87,10 @@ struct CRIClient {
     }
 }
 
-@Suite(.serialized, .enabled(if: CRIAvailability.unusableReason == nil, Comment(rawValue: CRIAvailability.unusableReason ?? "")))
-struct CRITests {
-    @Test func aPodWithADeflectVMRunsThroughContainerdsCRIPlugin() throws {
+/// In ContainerdTests' serialized suite: one private containerd at a time.
+extension ContainerdTests {
+    @Test(.enabled(if: CRIAvailability.unusableReason == nil, Comment(rawValue: CRIAvailability.unusableReason ?? "")))
+    func aPodWithADeflectVMRunsThroughContainerdsCRIPlugin() throws {
         let containerd = try PrivateContainerd(plugins: CRIConfiguration.plugins, path: CRIConfiguration.path)
         defer { containerd.stop() }
         let directory = containerd.directory

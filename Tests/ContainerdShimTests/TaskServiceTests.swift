@@ -78,6 +78,42 @@ import TTRPC
         #expect(deleted.exitStatus == 1 && deleted.pid == started.pid)
     }
 
+    /// SIGTERM stops the VM through `deflect ctl shutdown`, and Kill answers as
+    /// soon as the VM has ended, not when `deflect ctl` does: containerd, told
+    /// of the exit, deletes the task and closes its connection, failing a Kill
+    /// still waiting ("ttrpc: closed").
+    @Test func aSIGTERMKillAnswersOnceTheVMHasStopped() throws {
+        let path = try bundle()
+        let standIn = path + "/deflect"
+        try Data("""
+            #!/bin/sh
+            if [ "$1" = ctl ]; then kill "$(cat "$0.pid")"; exec sleep 8; fi
+            echo $$ > "$0.pid.new" && mv "$0.pid.new" "$0.pid"
+            exec sleep 60
+
+            """.utf8).write(to: URL(fileURLWithPath: standIn))
+        chmod(standIn, 0o755)
+        let registry = TTRPCServiceRegistry()
+        TaskService(deflectBinary: standIn, events: EventPublisher(address: nil, namespace: "t")) {}.register(in: registry)
+        var create = Containerd_Task_V2_CreateTaskRequest()
+        create.id = "vm"
+        create.bundle = path
+        _ = try call(registry, "Create", create, as: Containerd_Task_V2_CreateTaskResponse.self)
+        var start = Containerd_Task_V2_StartRequest()
+        start.id = "vm"
+        _ = try call(registry, "Start", start, as: Containerd_Task_V2_StartResponse.self)
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: standIn + ".pid") { Thread.sleep(forTimeInterval: 0.01) }
+        var kill = Containerd_Task_V2_KillRequest()
+        kill.id = "vm"
+        kill.signal = UInt32(SIGTERM)
+        let began = Date()
+        _ = try call(registry, "Kill", kill, as: Google_Protobuf_Empty.self)
+        #expect(Date().timeIntervalSince(began) < 4, "Kill waited for deflect ctl, not for the VM")
+        var wait = Containerd_Task_V2_WaitRequest()
+        wait.id = "vm"
+        #expect(try call(registry, "Wait", wait, as: Containerd_Task_V2_WaitResponse.self).exitStatus == 128 + UInt32(SIGTERM))
+    }
+
     @Test func createRefusesABadDescriptionAndMounts() throws {
         let registry = TTRPCServiceRegistry()
         TaskService(deflectBinary: "/bin/false", events: EventPublisher(address: nil, namespace: "t")) {}.register(in: registry)
