@@ -93,12 +93,7 @@ import TTRPC
 
             """.utf8).write(to: URL(fileURLWithPath: standIn))
         chmod(standIn, 0o755)
-        let registry = TTRPCServiceRegistry()
-        TaskService(deflectBinary: standIn, events: EventPublisher(address: nil, namespace: "t")) {}.register(in: registry)
-        var create = Containerd_Task_V2_CreateTaskRequest()
-        create.id = "vm"
-        create.bundle = path
-        _ = try call(registry, "Create", create, as: Containerd_Task_V2_CreateTaskResponse.self)
+        let registry = try createdTask(bundle: path, deflect: standIn)
         var start = Containerd_Task_V2_StartRequest()
         start.id = "vm"
         _ = try call(registry, "Start", start, as: Containerd_Task_V2_StartResponse.self)
@@ -189,6 +184,17 @@ func callTask<Response: SwiftProtobuf.Message>(_ registry: TTRPCServiceRegistry,
         throw TTRPCError(TTRPCStatusCode(rawValue: response.status.code) ?? .unknown, response.status.message)
     }
     return try Response(serializedBytes: response.payload)
+}
+
+/// A Task service running `deflect` as its Deflect, with task "vm" created from `bundle`.
+func createdTask(bundle: String, deflect: String) throws -> TTRPCServiceRegistry {
+    let registry = TTRPCServiceRegistry()
+    TaskService(deflectBinary: deflect, events: EventPublisher(address: nil, namespace: "t")) {}.register(in: registry)
+    var request = Containerd_Task_V2_CreateTaskRequest()
+    request.id = "vm"
+    request.bundle = bundle
+    _ = try callTask(registry, "Create", request, as: Containerd_Task_V2_CreateTaskResponse.self)
+    return registry
 }
 
 /// Whether `path` is a mount point of this process's mount namespace (/proc/self/mountinfo's field 5).

@@ -128,13 +128,7 @@ import TTRPC
     }
 
     private func create(_ bundle: String, deflect: String = "/bin/false") throws -> TTRPCServiceRegistry {
-        let registry = TTRPCServiceRegistry()
-        TaskService(deflectBinary: deflect, events: EventPublisher(address: nil, namespace: "t")) {}.register(in: registry)
-        var request = Containerd_Task_V2_CreateTaskRequest()
-        request.id = "vm"
-        request.bundle = bundle
-        _ = try callTask(registry, "Create", request, as: Containerd_Task_V2_CreateTaskResponse.self)
-        return registry
+        try createdTask(bundle: bundle, deflect: deflect)
     }
 
     @Test func aSymlinkToAHostFileIsInvalidArgumentWithoutItsValues() throws {
