@@ -40,7 +40,7 @@ public final class EventPublisher: Sendable {
                                          forward, as: Google_Protobuf_Empty.self)
                 } catch {
                     client = nil
-                    Self.log("deflect shim: event \(topic) not forwarded: \(error)\n")
+                    Self.log("deflect shim: event \(topic) not forwarded: \(SystemErrorText.describe(error))\n")
                 }
             }
         }

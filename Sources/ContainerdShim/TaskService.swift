@@ -342,7 +342,7 @@ public final class TaskService: Sendable {
         do {
             return try Containerd_Runc_V1_CheckpointOptions(serializedBytes: options.value).exit
         } catch {
-            throw TTRPCError(.invalidArgument, "checkpoint options: \(error)")
+            throw TTRPCError(.invalidArgument, "checkpoint options: \(SystemErrorText.describe(error))")
         }
     }
 
