@@ -41,7 +41,7 @@ public enum ShimCommands {
     /// `start`: prints `unix://SOCKET` once the new shim answers on it.
     public static func start(_ arguments: ShimArguments) throws -> String {
         let socket = socketPath(for: arguments)
-        try FileManager.default.createDirectory(atPath: (socket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try ShortSocketPath.makePrivateDirectory((socket as NSString).deletingLastPathComponent)
         let bundle = FileManager.default.currentDirectoryPath
         let server = Process()
         server.executableURL = URL(fileURLWithPath: shimBinary())
