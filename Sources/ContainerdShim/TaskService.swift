@@ -303,7 +303,7 @@ public final class TaskService: Sendable {
     }
 
     /// A Deflect snapshot of the running VM in the request's directory
-    /// (`deflect.snap` and `deflect.snap.mem`, for `deflect restore`): the VM
+    /// (`deflect.snap` and the memory file it names, for `deflect restore`): the VM
     /// pauses at a consistent point, is written, then runs on — stays paused
     /// if it was paused (containerd's client pauses around a checkpoint), or
     /// stops when the options ask for `exit`.
@@ -325,7 +325,7 @@ public final class TaskService: Sendable {
         return Google_Protobuf_Empty()
     }
 
-    /// The snapshot's state file in a checkpoint directory (its memory file is this + ".mem").
+    /// The snapshot's state file in a checkpoint directory (it names its memory file beside it).
     public static let checkpointFile = "deflect.snap"
 
     /// Whether the checkpoint options ask the task to end (runc's CheckpointOptions.exit).

@@ -38,7 +38,6 @@ public struct HostRequirements: Codable, Sendable, Equatable {
     public var cpuidFeatures: [CPUIDFeatures]
 
     /// The state file section holding this record.
-    public static let sectionName = "host"
 
     public init(capabilities: [KVMCapability], cpuidFeatures: [CPUIDFeatures]) {
         self.capabilities = capabilities
