@@ -7,6 +7,7 @@
 // annotation) runs no VM: a placeholder process holds it (SandboxPlaceholder),
 // signalled directly.
 import Foundation
+import KVM
 import SwiftProtobuf
 import Synchronization
 import TTRPC
@@ -152,7 +153,7 @@ public final class TaskService: Sendable {
             state.process = process
             state.pid = process.processIdentifier
             state.phase = .running
-            try? Data("\(state.pid)\n".utf8).write(to: URL(fileURLWithPath: state.bundle.pidFile))
+            try? AtomicFile.write(Array("\(state.pid)\n".utf8), to: state.bundle.pidFile)
             return state.pid
         }
         var event = Containerd_Task_V2_TaskStart()
