@@ -492,6 +492,53 @@ struct SnapshotReplacementTests {
     }
 }
 
+@Suite("The snapshot format contract", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct SnapshotFormatContractTests {
+    /// A snapshot over one written by an earlier version (memory file
+    /// `N.mem`, the fixture's naming) replaces that pair: afterwards PATH
+    /// names its own `N.mem-<16 hex>` and the old `N.mem` is gone.
+    @Test func overwritingAnOlderSnapshotRemovesItsMemoryFile() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/seq.snap"
+        for name in ["seq.snap", "seq.snap.mem"] {
+            try FileManager.default.copyItem(atPath: (SnapshotFixtureTests.fixture as NSString).deletingLastPathComponent + "/" + name,
+                                             toPath: directory + "/" + name)
+        }
+        try snapshotOfASequenceGuest(to: path)
+        let memory = try #require(SnapshotReplacement.memoryFileName(statePath: path))
+        #expect(memory.hasPrefix("seq.snap.mem-") && memory.count == "seq.snap.mem-".count + 16)
+        #expect(entries(directory) == [memory, "seq.snap"].sorted())
+    }
+
+    /// Saved enumerations are typed: a value this version does not know is
+    /// refused when the section is decoded, naming the field.
+    @Test func anUnknownEnumerationValueIsRefusedNamingTheField() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/enum.snap"
+        try snapshotOfASequenceGuest(to: path)
+        let original = try SnapshotFile(parsing: try AtomicFile.read(path, limit: 1 << 24))
+        for (section, field, from, to) in [(SnapshotSectionName.config, "mode", "\"long\"", "\"bogus\""),
+                                           (.config, "platform", "\"minimal\"", "\"mainframe\""),
+                                           (.user, "msrMode", "\"kernel-only\"", "\"kernel-maybe\""),
+                                           (.memory, "kind", "\"full\"", "\"half\"")] {
+            var file = SnapshotFile(kvmAPIVersion: original.kvmAPIVersion, host: original.host)
+            for entry in original.sections {
+                var payload = entry.payload
+                if entry.name == section.rawValue {
+                    let text = String(decoding: payload, as: UTF8.self)
+                    #expect(text.contains("\"\(field)\":\(from)"), "\(text.prefix(300))")
+                    payload = Array(text.replacingOccurrences(of: "\"\(field)\":\(from)", with: "\"\(field)\":\(to)").utf8)
+                }
+                try file.append(section: entry.name, payload: payload)
+            }
+            try AtomicFile.write(try file.serialized(), to: path)
+            let error = #expect(throws: MachineError.self) { try load(path) }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("snapshot section '\(section)' does not decode: \(field)"),
+                    "\(String(describing: error))")
+        }
+    }
+}
+
 @Suite("A snapshot written by an earlier Deflect still restores", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
 struct SnapshotFixtureTests {
     static let fixture = GuestImages.repositoryRoot.appendingPathComponent("Tests/Fixtures/snapshot-v1/seq.snap").path
