@@ -192,7 +192,7 @@ struct SnapshotRestoreTests {
         try snapshotOfASequenceGuest(to: path)
         let system = try KVMSystem()
         let recorded = try load(path).file.decode(HostRequirements.self, section: .host)
-        #expect(recorded.cpuidFeatures.contains { $0.function == 1 && $0.register == "edx" }, "\(recorded)")
+        #expect(recorded.cpuidFeatures.contains { $0.function == 1 && $0.register == .edx }, "\(recorded)")
 
         func refused(_ needs: HostRequirements, _ fragment: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
             let changed = directory + "/changed.snap"
@@ -218,7 +218,7 @@ struct SnapshotRestoreTests {
         let leaf7 = try system.supportedCPUID().first { $0.function == 7 && $0.index == 0 }?.ebx ?? 0
         let absentBit = try #require((0..<32).map { UInt32(1) << $0 }.first { leaf7 & $0 == 0 })
         needs = recorded
-        needs.cpuidFeatures.append(.init(function: 7, index: 0, register: "ebx", bits: absentBit))
+        needs.cpuidFeatures.append(.init(function: 7, index: 0, register: .ebx, bits: absentBit))
         try refused(needs, "CPUID.(EAX=0x7,ECX=0):EBX has bits 0x\(String(absentBit, radix: 16))")
 
         // Without the section (an older snapshot) the restore goes ahead.
@@ -520,7 +520,8 @@ struct SnapshotFormatContractTests {
         for (section, field, from, to) in [(SnapshotSectionName.config, "mode", "\"long\"", "\"bogus\""),
                                            (.config, "platform", "\"minimal\"", "\"mainframe\""),
                                            (.user, "msrMode", "\"kernel-only\"", "\"kernel-maybe\""),
-                                           (.memory, "kind", "\"full\"", "\"half\"")] {
+                                           (.memory, "kind", "\"full\"", "\"half\""),
+                                           (.host, "register", "\"edx\"", "\"esx\"")] {
             var file = SnapshotFile(kvmAPIVersion: original.kvmAPIVersion, host: original.host)
             for entry in original.sections {
                 var payload = entry.payload
@@ -533,8 +534,8 @@ struct SnapshotFormatContractTests {
             }
             try AtomicFile.write(try file.serialized(), to: path)
             let error = #expect(throws: MachineError.self) { try load(path) }
-            #expect("\(error.map { "\($0)" } ?? "")".contains("snapshot section '\(section)' does not decode: \(field)"),
-                    "\(String(describing: error))")
+            let text = error.map { "\($0)" } ?? ""
+            #expect(text.contains("snapshot section '\(section)' does not decode: ") && text.contains("\(field): "), "\(text)")
         }
     }
 }
