@@ -384,6 +384,14 @@ struct SnapshotPathCLITests {
         expectOneLineError(restore, "the memory file \(memory) is damaged: chunk 1 ")
         #expect(restore.stdout.isEmpty, "no guest instruction ran")
 
+        // A flipped byte the guest never reads (40 MiB, chunk 40): --no-verify-memory restores anyway.
+        flipped = good
+        flipped[40 << 20] ^= 0x01
+        try flipped.write(to: URL(fileURLWithPath: memory))
+        expectOneLineError(try deflect(["snapshot", "inspect", "--verify", state]), "is damaged: chunk 40 (bytes 0x2800000..<0x2900000)")
+        let unchecked = try deflect(["restore", state, "--no-verify-memory", "--timeout", "60"])
+        #expect(unchecked.status == 35, "\(unchecked.stderr)")
+
         try good.prefix(good.count - 4096).write(to: URL(fileURLWithPath: memory))
         let short = try deflect(["restore", state, "--timeout", "10"])
         #expect(short.status == ExitStatus.badInput)
