@@ -117,7 +117,7 @@ let package = Package(
                                               .product(name: "NIOCore", package: "swift-nio"),
                                               .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // The containerd shim: deflect.json, the task state machine, the containerd.task.v2.Task service.
-        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", "KVM", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: strict),
         .executableTarget(name: "containerd-shim-deflect-v1", dependencies: ["ContainerdShim"],
                           path: "Sources/ContainerdShimMain", swiftSettings: strict),

@@ -5,6 +5,7 @@
 // filesystem, prints a DeleteResponse); `serve` is the ttrpc server itself;
 // `pause` (hidden) holds a pod's sandbox (SandboxPlaceholder).
 import Foundation
+import KVM
 import SwiftProtobuf
 import TTRPC
 
@@ -58,7 +59,7 @@ public enum ShimCommands {
             if let fd = try? UnixSocket.connect(path: socket) {
                 close(fd)
                 let address = "unix://" + socket
-                try? Data(address.utf8).write(to: URL(fileURLWithPath: TaskBundle(path: bundle).addressFile))
+                try? AtomicFile.write(Array(address.utf8), to: TaskBundle(path: bundle).addressFile)
                 return address
             }
             guard server.isRunning else { throw ShimStartError(description: "the shim server exited with status \(server.terminationStatus) before serving \(socket)") }

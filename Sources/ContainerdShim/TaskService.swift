@@ -7,6 +7,7 @@
 // annotation) runs no VM: a placeholder process holds it (SandboxPlaceholder),
 // signalled directly.
 import Foundation
+import KVM
 import SwiftProtobuf
 import Synchronization
 import TTRPC
@@ -157,7 +158,7 @@ public final class TaskService: Sendable {
             state.process = process
             state.pid = process.processIdentifier
             state.phase = .running
-            try? Data("\(state.pid)\n".utf8).write(to: URL(fileURLWithPath: state.bundle.pidFile))
+            try? AtomicFile.write(Array("\(state.pid)\n".utf8), to: state.bundle.pidFile)
             return state.pid
         }
         var event = Containerd_Task_V2_TaskStart()
@@ -308,7 +309,7 @@ public final class TaskService: Sendable {
     }
 
     /// A Deflect snapshot of the running VM in the request's directory
-    /// (`deflect.snap` and `deflect.snap.mem`, for `deflect restore`): the VM
+    /// (`deflect.snap` and the memory file it names, for `deflect restore`): the VM
     /// pauses at a consistent point, is written, then runs on — stays paused
     /// if it was paused (containerd's client pauses around a checkpoint), or
     /// stops when the options ask for `exit`.
@@ -330,7 +331,7 @@ public final class TaskService: Sendable {
         return Google_Protobuf_Empty()
     }
 
-    /// The snapshot's state file in a checkpoint directory (its memory file is this + ".mem").
+    /// The snapshot's state file in a checkpoint directory (it names its memory file beside it).
     public static let checkpointFile = "deflect.snap"
 
     /// Whether the checkpoint options ask the task to end (runc's CheckpointOptions.exit).

@@ -339,7 +339,7 @@ public struct SnapshotRequest: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable { case full, diff }
     public enum Then: String, Codable, Sendable, CaseIterable { case resume, pause, stop }
 
-    /// The state file to write (the memory file is PATH.mem).
+    /// The state file to write (the memory file beside it is PATH.mem-<16 hex>, named in the state file).
     public var path: String
     /// "full" (default) or "diff" (only pages dirtied since the last snapshot).
     public var type: Kind?

@@ -84,8 +84,7 @@ private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt
     for round in 0..<rounds {
         let path = directory + "/\(size)-\(round).snap"
         defer {
-            try? FileManager.default.removeItem(atPath: path)
-            try? FileManager.default.removeItem(atPath: path + ".mem")
+            removeSnapshot(path)
         }
         var config = MachineConfiguration(image: image, mode: .long, memoryMiB: size, timeoutSeconds: 120)
         config.platform = .minimal
@@ -115,6 +114,15 @@ private func timeSnapshotAndRestore(sizeMiB size: Int, rounds: Int, image: [UInt
     return timing
 }
 
+/// Removes the state file at `path` and its memory file (`path`.mem-<16 hex>).
+private func removeSnapshot(_ path: String) {
+    let directory = (path as NSString).deletingLastPathComponent, name = (path as NSString).lastPathComponent
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasPrefix(name + ".mem") {
+        try? FileManager.default.removeItem(atPath: directory + "/" + entry)
+    }
+    try? FileManager.default.removeItem(atPath: path)
+}
+
 /// A guest that dirties 1% of its RAM between a full and a diff snapshot.
 private struct DiffTiming {
     var full: [Double] = [], diff: [Double] = []
@@ -132,7 +140,7 @@ private func timeDiffSnapshot(sizeMiB size: Int, rounds: Int, directory: String)
     for round in 0..<rounds {
         let full = directory + "/diff-\(size)-\(round).full", diff = directory + "/diff-\(size)-\(round).diff"
         defer {
-            for path in [full, full + ".mem", diff, diff + ".mem"] { try? FileManager.default.removeItem(atPath: path) }
+            for path in [full, diff] { removeSnapshot(path) }
         }
         var config = MachineConfiguration(image: image, mode: .long, memoryMiB: size, timeoutSeconds: 120)
         config.platform = .minimal
@@ -150,9 +158,10 @@ private func timeDiffSnapshot(sizeMiB size: Int, rounds: Int, directory: String)
         try waitFor(sink, text: "DIRTIED 1\n")
         try machine.pause()
         t0 = DispatchTime.now().uptimeNanoseconds
-        timing.diffWritten = try machine.snapshot(to: diff, diff: true).memoryBytes
+        let diffSummary = try machine.snapshot(to: diff, diff: true)
+        timing.diffWritten = diffSummary.memoryBytes
         timing.diff.append(elapsedMilliseconds(since: t0))
-        timing.diffAllocated = fileBytes(diff + ".mem").allocated
+        timing.diffAllocated = fileBytes(diffSummary.memoryPath).allocated
     }
     return timing
 }

@@ -37,15 +37,21 @@ public final class MemoryFile: Sendable {
 
     /// A snapshot's memory file, opened read-only: it is only ever mapped
     /// MAP_PRIVATE, so guest writes after a restore stay in this process.
-    public static func open(path: String) throws(KVMError) -> MemoryFile {
-        let fd = try Syscall.open(path, flags: O_RDONLY)
-        do throws(KVMError) {
-            return MemoryFile(fd: fd, size: try Syscall.fileSize(fd, what: path), isAnonymous: false)
-        } catch {
+    /// Only a regular file is accepted, and the open never blocks (a FIFO
+    /// is refused, not waited on).
+    public static func open(path: String) throws(FileError) -> MemoryFile {
+        let fd = try AtomicFile.openRegular(path, what: "open")
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let error = FileError.system("examine", path)
             Syscall.close(fd)
             throw error
         }
+        return MemoryFile(fd: fd, size: UInt64(info.st_size), isAnonymous: false)
     }
+
+    /// The descriptor, for reading the file (checksums); the file keeps owning it.
+    public var fileDescriptor: CInt { fd }
 
     /// `count` bytes of the file at `offset` (pread: what the file holds, not a mapping).
     public func read(at offset: UInt64, count: Int) throws(KVMError) -> [UInt8] {

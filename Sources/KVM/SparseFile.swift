@@ -1,7 +1,8 @@
 // KVM: sparse memory files — which byte ranges of a file hold data
-// (lseek SEEK_DATA/SEEK_HOLE) and copying ranges between files. The
-// snapshot writer skips a memfd's untouched ranges with it, and the merge
-// of a diff snapshot finds the pages the diff wrote with it.
+// (lseek SEEK_DATA/SEEK_HOLE), reading and copying ranges, a file's size.
+// The snapshot writer skips a memfd's untouched ranges with it, the merge
+// of a diff snapshot finds the pages the diff wrote with it, and the memory
+// checksums read only the ranges that hold data.
 internal import CKVM
 import Glibc
 
@@ -52,5 +53,20 @@ public enum SparseFile {
             try written.get()
             offset += UInt64(count)
         }
+    }
+
+    /// `count` bytes of `fd` at `offset` (a file shorter than that is an error naming `what`).
+    public static func read(_ fd: CInt, at offset: UInt64, count: Int, what: String) throws(KVMError) -> [UInt8] {
+        try Syscall.pread(fd, count: count, offset: Int(offset), what: what)
+    }
+
+    /// The size of the file behind `fd`.
+    public static func size(of fd: CInt, what: String) throws(KVMError) -> UInt64 {
+        try Syscall.fileSize(fd, what: what)
+    }
+
+    /// Grows the file behind `fd` to at least `size` bytes (the rest a hole).
+    public static func ensureSize(_ fd: CInt, _ size: UInt64, what: String) throws(KVMError) {
+        try Syscall.ensureSize(fd, size, what: what)
     }
 }

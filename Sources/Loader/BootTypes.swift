@@ -5,7 +5,7 @@
 import KVMABI
 
 /// How an image is started.
-public enum BootMode: String, Sendable, CaseIterable {
+public enum BootMode: String, Sendable, CaseIterable, Codable {
     /// Flat binary at 0x7C00, 16-bit real mode.
     case real
     /// Flat binary at 1 MiB, 64-bit long mode.

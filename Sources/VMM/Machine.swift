@@ -95,18 +95,7 @@ public final class Machine: @unchecked Sendable {
     /// one-line `MachineError`; nothing runs until `run()`.
     public convenience init(restoring snapshot: LoadedSnapshot, timeout: Double?, serialOutput: sending any ByteSink,
                             events: EventLog = EventLog()) throws(MachineError) {
-        let msr: MSRSetup
-        switch (snapshot.user.msrMode, snapshot.user.policyTOML) {
-        case ("kernel-only", _): msr = .kernelOnly
-        case let ("policy", text?):
-            do {
-                msr = .policy(try PolicyLoader.load(text, file: "snapshot policy"))
-            } catch {
-                throw .snapshot("the saved MSR policy does not load: \(error)")
-            }
-        default: throw .snapshot("the user section has an unknown MSR mode \"\(snapshot.user.msrMode)\"")
-        }
-        var configuration = try snapshot.configuration.configuration(msr: msr)
+        var configuration = snapshot.configuration.configuration(msr: try snapshot.user.msrSetup())
         configuration.timeoutSeconds = timeout
         try self.init(configuration: configuration, serialOutput: serialOutput, events: events, restoring: snapshot)
     }
@@ -148,7 +137,7 @@ public final class Machine: @unchecked Sendable {
             let backing: GuestRAM.Backing
             if let snapshot {
                 switch snapshot.memorySource {
-                case let .file(path): backing = .memoryFile(try MemoryFile.open(path: path), shared: false)
+                case let .file(_, memory): backing = .memoryFile(memory, shared: false)
                 case let .filled(memory): backing = .memoryFile(memory, shared: true)
                 }
             } else {

@@ -10,7 +10,7 @@ import Foundation
 import KVM
 
 /// Which platform a machine presents.
-public enum Platform: String, Sendable, CaseIterable {
+public enum Platform: String, Sendable, CaseIterable, Codable {
     /// UART, debug-exit, i8042, POST and sync ports; no interrupt controller.
     case minimal
     /// The PC slice multiboot kernels expect (see README's compatibility table).

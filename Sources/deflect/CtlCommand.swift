@@ -200,7 +200,7 @@ extension CtlCommand {
 extension CtlCommand {
     struct Snapshot: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Pause, write a snapshot to PATH (memory in PATH.mem), then resume, stay paused or stop.")
+            abstract: "Pause, write a snapshot to PATH (memory in PATH.mem-<16 hex>), then resume, stay paused or stop.")
         @OptionGroup var connection: CtlConnection
         @Argument(help: "The state file to write (deflect restore PATH starts the VM again).")
         var path: String

@@ -2,6 +2,7 @@
 // and turning them into a MachineConfiguration with one-line errors.
 import ArgumentParser
 import Foundation
+import KVM
 import Loader
 import VMM
 
@@ -186,9 +187,20 @@ func reportRun(_ report: RunReport, machine: Machine, quiet: Bool) {
 }
 
 /// Writes a report file an option asked for (`--json`, `--write-policy`,
-/// `--shared-regions-json`); a failure is one line naming the option, the
-/// path and the cause, with status 74.
+/// `--shared-regions-json`, `--stats-json`); a failure is one line naming
+/// the option, the path and the cause, with status 74. A regular file (or a
+/// new one) is replaced atomically (`AtomicFile`: a reader sees the old
+/// report or the whole new one); anything else the path names — standard
+/// output, a pipe, a terminal — is written to as it is.
 func writeOutputFile(_ text: String, to path: String, option: String) throws {
+    if let kind = FileKind.of(path), kind == .missing || kind == .regular {
+        do {
+            try AtomicFile.write(Array(text.utf8), to: path)
+        } catch {
+            throw fail("cannot write \(option) \(path): \(error)", status: ExitStatus.outputFailed)
+        }
+        return
+    }
     let sink: FileDescriptorSink
     do {
         sink = try FileDescriptorSink.file(path, label: "\(option) \(path)")

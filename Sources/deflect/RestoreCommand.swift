@@ -15,9 +15,10 @@ struct RestoreCommand: AsyncParsableCommand {
         abstract: "Start a VM from a snapshot (deflect ctl snapshot / PUT /snapshot).",
         discussion: """
         The state file is checked (format, CRC-64 of every section, CPU vendor, KVM API version) before \
-        anything runs; the memory file beside it is mapped, not read, so restore time does not grow with \
-        guest RAM. Runtime options and exit statuses are those of deflect run; 66 for a snapshot that is \
-        invalid or does not fit this host.
+        anything runs, and the memory file beside it (its size, and the CRC-64 of every 1 MiB chunk that \
+        holds data, unless --no-verify-memory); the memory is then mapped, not copied. Runtime options and \
+        exit statuses are those of deflect run; 66 for a snapshot that is invalid, damaged or does not fit \
+        this host.
         """
     )
 
@@ -31,6 +32,10 @@ struct RestoreCommand: AsyncParsableCommand {
     var timeout: Double?
 
     @OptionGroup var runtime: RuntimeOptions
+
+    @Flag(inversion: .prefixedNo,
+          help: "Read the memory file and check every chunk's CRC-64 before the guest runs (the size is always checked).")
+    var verifyMemory = true
 
     @Flag(help: "Start paused: no guest instruction runs until the API resumes it (needs --api-socket).")
     var paused = false
@@ -47,7 +52,7 @@ struct RestoreCommand: AsyncParsableCommand {
         let host = try thisHost(kvmDevice: kvmDevice)
         let loaded: LoadedSnapshot
         do {
-            loaded = try LoadedSnapshot.load(state, on: host)
+            loaded = try LoadedSnapshot.load(state, on: host, verifyMemory: verifyMemory)
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
         }

@@ -1,7 +1,8 @@
 // deflect snapshot inspect: what a snapshot holds, as JSON, without KVM: the
 // header (format, host, KVM API), each section's size and CRC status, the
 // configuration, each vCPU's main registers and MSR count, the MSR policy,
-// the page map summary, the devices and the memory file.
+// the page map summary, the devices and the memory file; with --verify the
+// memory file is read and every chunk checked against its CRC-64.
 import ArgumentParser
 import Devices
 import Foundation
@@ -42,6 +43,9 @@ struct SnapshotCommand: ParsableCommand {
         @Argument(help: "The snapshot's state file.")
         var state: String
 
+        @Flag(help: "Also read the memory file and check its size and every 1 MiB chunk's CRC-64 (status 66 naming the first bad chunk).")
+        var verify = false
+
         func run() throws {
             let bytes: [UInt8]
             do {
@@ -56,7 +60,8 @@ struct SnapshotCommand: ParsableCommand {
                 throw fail("\(state): \(error)", status: ExitStatus.badInput)
             }
             do {
-                let json = try Self.summary(file, statePath: state)
+                var json = try Self.summary(file, statePath: state)
+                if verify { json["verified"] = try Self.verifyMemory(file, statePath: state) }
                 let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
                 StandardStreams.writeOutput(String(decoding: data, as: UTF8.self) + "\n")
             } catch let error as ExitCode {
@@ -66,25 +71,43 @@ struct SnapshotCommand: ParsableCommand {
             }
         }
 
+        /// Checks the memory file; returns what was checked, or fails with status 66.
+        static func verifyMemory(_ file: SnapshotFile, statePath: String) throws -> String {
+            do {
+                let memory = try file.decode(SavedMemory.self, section: .memory)
+                let path = try memory.path(besideStateFile: statePath)
+                let opened: MemoryFile
+                do {
+                    opened = try MemoryFile.open(path: path)
+                } catch {
+                    throw MachineError.snapshot("the memory file is missing or unreadable: \(error)")
+                }
+                try memory.check(fd: opened.fileDescriptor, path: path, verify: true)
+                guard let sums = memory.chunkCRC64 else { return "size only: this snapshot was written before memory checksums" }
+                return "size and \(sums.count) chunk checksums"
+            } catch {
+                throw fail("\(statePath): \(error)", status: ExitStatus.badInput)
+            }
+        }
+
         static func summary(_ file: SnapshotFile, statePath: String) throws -> [String: Any] {
-            let config = try file.decode(SavedConfiguration.self, section: "config")
-            let user = try file.decode(UserSpaceState.self, section: "user")
-            let memory = try file.decode(SavedMemory.self, section: "memory")
-            let devices = try file.decode([String: DeviceState].self, section: "devices")
+            let config = try file.decode(SavedConfiguration.self, section: .config)
+            let user = try file.decode(UserSpaceState.self, section: .user)
+            let memory = try file.decode(SavedMemory.self, section: .memory)
+            let devices = try file.decode([String: DeviceState].self, section: .devices)
             var vcpus: [[String: Any]] = []
             for i in 0..<config.vcpuCount {
-                let vcpu = try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
+                let vcpu = try file.decode(VCPUSnapshot.self, section: .vcpu(i))
                 let r = try vcpu.generalRegisters()
                 vcpus.append(["vcpu": i, "rip": hex(r.rip), "rsp": hex(r.rsp), "rflags": hex(r.rflags),
                               "msrs": vcpu.msrs.count, "one_reg": vcpu.oneRegisters.count])
             }
-            let directory = (statePath as NSString).deletingLastPathComponent
-            let memoryPath = (directory.isEmpty ? "." : directory) + "/" + memory.file
-            let memorySize = (try? FileManager.default.attributesOfItem(atPath: memoryPath)[.size] as? UInt64) ?? nil
+            let memoryPath = try memory.path(besideStateFile: statePath)
+            let memorySize = (try? MemoryFile.open(path: memoryPath))?.size
             let shared = user.pageMap?.filter { $0.attribute == .shared } ?? []
             // What a restoring host must have (absent in snapshots from before the section existed).
-            let needs: Any = try file.section(named: HostRequirements.sectionName).map { _ in
-                let requirements = try file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+            let needs: Any = try file.section(named: .host).map { _ in
+                let requirements = try file.decode(HostRequirements.self, section: .host)
                 return ["kvm_capabilities": requirements.capabilities.map { "\($0.name) >= \($0.minimum)" },
                         "cpuid_feature_bits": requirements.cpuidFeatures.reduce(0) { $0 + $1.bits.nonzeroBitCount }] as [String: Any]
             } ?? NSNull()
@@ -95,8 +118,8 @@ struct SnapshotCommand: ParsableCommand {
                 "host": ["vendor": file.host.vendor, "family": Int(file.host.family), "model": Int(file.host.model),
                          "stepping": Int(file.host.stepping)],
                 "sections": file.sections.map { ["name": $0.name, "bytes": $0.payload.count] },
-                "config": ["mode": config.mode, "memory_mib": config.memoryMiB, "vcpus": config.vcpuCount,
-                           "platform": config.platform, "image_bytes": config.image.count, "append": config.append,
+                "config": ["mode": config.mode.rawValue, "memory_mib": config.memoryMiB, "vcpus": config.vcpuCount,
+                           "platform": config.platform.rawValue, "image_bytes": config.image.count, "append": config.append,
                            "modules": config.modules.count],
                 "vcpus": vcpus,
                 "msr_policy": user.policyTOML ?? NSNull(),
@@ -108,7 +131,10 @@ struct SnapshotCommand: ParsableCommand {
                 "migration_control": user.migrationControl?.rawValue ?? NSNull(),
                 "guest_clock_ns": user.guestClockNanoseconds,
                 "devices": devices.keys.sorted(),
-                "memory": ["file": memory.file, "size": memory.size, "file_size": memorySize.map { $0 as Any } ?? NSNull()],
+                "memory": ["file": memory.file, "size": memory.size, "kind": (memory.kind ?? .full).rawValue,
+                           "file_size": memorySize.map { $0 as Any } ?? NSNull(),
+                           "chunk_bytes": memory.chunkBytes.map { $0 as Any } ?? NSNull(),
+                           "chunk_checksums": memory.chunkCRC64.map { $0.count as Any } ?? NSNull()],
             ]
         }
     }

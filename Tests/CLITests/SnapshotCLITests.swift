@@ -112,8 +112,8 @@ struct SnapshotCLITests {
         #expect(good.status == 0, "\(good.stderr)")
         let first = vm.finish()
         #expect(first.status == ExitStatus.interrupted, "\(first.stderr)")
-        #expect(FileManager.default.fileExists(atPath: state + ".mem"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).allSatisfy { !$0.contains(".tmp-") })
+        // The pair and nothing else: no temporary, no lock, no memory file of a refused attempt.
+        #expect(snapshotDirectoryEntries(directory) == ["ok.snap", (try memoryFile(of: state) as NSString).lastPathComponent, "plain"].sorted())
     }
 
     /// A snapshot whose `host` section needs more than this host's KVM
@@ -125,14 +125,14 @@ struct SnapshotCLITests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let state = try snapshotOfASequenceRun(in: directory)
         let original = try SnapshotFile(parsing: [UInt8](Data(contentsOf: URL(fileURLWithPath: state))))
-        var needs = try original.decode(HostRequirements.self, section: HostRequirements.sectionName)
+        var needs = try original.decode(HostRequirements.self, section: .host)
         let wanted = max(try KVMSystem().check(.xsave2), 4096) + 4096
         needs.capabilities.append(.init(.xsave2, minimum: wanted, reason: "an XSAVE image of \(wanted) bytes"))
         var file = SnapshotFile(kvmAPIVersion: original.kvmAPIVersion, host: original.host)
-        for section in original.sections where section.name != HostRequirements.sectionName {
+        for section in original.sections where section.name != SnapshotSectionName.host.rawValue {
             try file.append(section: section.name, payload: section.payload)
         }
-        try file.append(section: HostRequirements.sectionName, encoding: needs)
+        try file.append(.host, encoding: needs)
         try Data(try file.serialized()).write(to: URL(fileURLWithPath: state))
 
         let r = try deflect(["restore", state, "--timeout", "5"])
@@ -191,7 +191,7 @@ struct DiffSnapshotCLITests {
         #expect(second.status == 0, "\(second.stderr)")
         let before = vm.finish()
         var status = stat()
-        #expect(stat(diff + ".mem", &status) == 0)
+        #expect(stat(try memoryFile(of: diff), &status) == 0)
         #expect(Int(status.st_blocks) * 512 < 4 << 20, "the diff's memory file uses \(Int(status.st_blocks) * 512) bytes")
 
         let refused = try deflect(["restore", diff])
@@ -213,40 +213,198 @@ struct DiffSnapshotCLITests {
 
 @Suite("deflect snapshot under kill -9", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
 struct SnapshotKillTests {
-    /// `kill -9` of the VMM while it writes a snapshot over an earlier one:
-    /// the path still holds a complete snapshot that restores (the earlier
-    /// one, or the new one if the kill came after the rename), never a torn one.
-    @Test func aKilledWriteLeavesACompleteSnapshot() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-kill-\(UUID().uuidString.prefix(8))"
+    /// `kill -9` of the VMM at several points of a snapshot over an earlier
+    /// one — before it starts, while the memory file is written, around the
+    /// commit, after it: each time PATH holds one complete pair (the old or
+    /// the new: its memory file's checksums verify) and nothing else but at
+    /// most the unlocked lock file; at the end it restores and the guest
+    /// continues its sequence exactly. On tmpfs (/dev/shm) where there is
+    /// one, so the kills spread over the writing rather than over fsyncs.
+    @Test(.timeLimit(.minutes(10))) func killedAtAnyPointThePathHoldsOneCompletePairAndNoTemporaries() throws {
+        let base = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm/" : NSTemporaryDirectory()
+        let directory = base + "deflect-cli-kill-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/s.snap"
-        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--memory", "1024",
-                                  "--api-socket", socket, "--timeout", "120", "--quiet"])
-        #expect(vm.waitFor("SEQ 10\n"))
-        #expect(try deflect(["ctl", "--socket", socket, "snapshot", state]).status == 0)
-        #expect(vm.waitFor("SEQ 100\n"))
-        // The second snapshot writes 1 GiB; kill the VMM while it does.
-        let writer = Process()
-        writer.executableURL = URL(fileURLWithPath: deflectBinary)
-        writer.arguments = ["ctl", "--socket", socket, "snapshot", state]
-        writer.standardOutput = FileHandle.nullDevice
-        writer.standardError = FileHandle.nullDevice
-        try writer.run()
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            if names.contains(where: { $0.contains(".tmp-") }) { break }   // the memory file is being written
-            usleep(1000)
+        func startVM() throws -> LiveDeflect {
+            try? FileManager.default.removeItem(atPath: socket)
+            let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--memory", "512",
+                                      "--api-socket", socket, "--timeout", "120", "--quiet"])
+            #expect(vm.waitFor("SEQ 10\n"))
+            return vm
         }
-        vm.signal(SIGKILL)
-        _ = vm.finish()
-        writer.waitUntilExit()
-        let inspect = try deflect(["snapshot", "inspect", state])
-        #expect(inspect.status == 0, "\(inspect.stderr)")
+        // The old pair, and how long a snapshot takes from the client's start to its answer.
+        let first = try startVM()
+        let began = Date()
+        let initial = try deflect(["ctl", "--socket", socket, "snapshot", state])
+        let span = Date().timeIntervalSince(began)
+        #expect(initial.status == 0, "\(initial.stderr)")
+        first.signal(SIGKILL)
+        _ = first.finish()
+
+        let points = 8
+        for point in 0..<points {
+            let vm = try startVM()
+            let writer = Process()
+            writer.executableURL = URL(fileURLWithPath: deflectBinary)
+            writer.arguments = ["ctl", "--socket", socket, "snapshot", state]
+            writer.standardOutput = FileHandle.nullDevice
+            writer.standardError = FileHandle.nullDevice
+            try writer.run()
+            usleep(UInt32(span * 1.2 * Double(point) / Double(points - 1) * 1_000_000))
+            vm.signal(SIGKILL)
+            _ = vm.finish()
+            writer.waitUntilExit()
+
+            let memory = try memoryFile(of: state)
+            let allowed = Set(["s.snap", (memory as NSString).lastPathComponent, ".s.snap.lock"])
+            let left = snapshotDirectoryEntries(directory)
+            #expect(Set(left).isSubset(of: allowed), "kill point \(point): \(left)")
+            let verify = try deflect(["snapshot", "inspect", "--verify", state])
+            #expect(verify.status == 0, "kill point \(point): \(verify.stderr)")
+        }
         let restored = try deflect(["restore", state, "--timeout", "60"])
         #expect(restored.status == 35, "\(restored.stderr)")
         // Whichever snapshot survived, the guest continues its sequence exactly.
         let expected = (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n"
         #expect(expected.hasSuffix(restored.stdout) && restored.stdout.count > 1000)
+        // The next snapshot to PATH takes over a lock a killed writer left, and leaves the pair alone.
+        let last = try startVM()
+        #expect(try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"]).status == 0)
+        _ = last.finish()
+        #expect(snapshotDirectoryEntries(directory) == ["s.snap", (try memoryFile(of: state) as NSString).lastPathComponent].sorted())
+    }
+}
+
+/// The memory file a state file names (`memory.file` of `snapshot inspect`), as a path.
+func memoryFile(of state: String) throws -> String {
+    let inspect = try deflect(["snapshot", "inspect", state])
+    let json = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+    let name = try #require((json?["memory"] as? [String: Any])?["file"] as? String, "\(inspect.stdout)\(inspect.stderr)")
+    return (state as NSString).deletingLastPathComponent + "/" + name
+}
+
+/// The names in `directory` but the API socket.
+func snapshotDirectoryEntries(_ directory: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0 != "vm.sock" }.sorted()
+}
+
+@Suite("deflect snapshot paths and damaged files", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct SnapshotPathCLITests {
+    /// A PATH that exists and is not a regular file — a device node, a
+    /// FIFO, a socket, a directory — is refused with one line and status 66
+    /// before anything is written: the node stays what it was and nothing
+    /// else appears beside it (no `.mem`, no lock). The VM runs on.
+    @Test func aPathThatIsNotARegularFileIsRefused() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-nodes-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let nodes = directory + "/nodes"
+        try FileManager.default.createDirectory(atPath: nodes, withIntermediateDirectories: true)
+        var cases: [(path: String, kind: String)] = []
+        #expect(mkfifo(nodes + "/fifo", 0o600) == 0)
+        cases.append((nodes + "/fifo", "a FIFO"))
+        try FileManager.default.createDirectory(atPath: nodes + "/dir", withIntermediateDirectories: false)
+        cases.append((nodes + "/dir", "a directory"))
+        // A character device like /dev/full (1, 7), made here so that a regression cannot replace the real one.
+        if mknod(nodes + "/full", S_IFCHR | 0o600, dev_t(1 << 8 | 7)) == 0 { cases.append((nodes + "/full", "a character device")) }
+        let listener = try UnixListener(path: nodes + "/sock")
+        cases.append((nodes + "/sock", "a socket"))
+        let before = snapshotDirectoryEntries(nodes)
+
+        let socket = directory + "/vm.sock"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 20\n"))
+        for (path, kind) in cases {
+            let r = try deflect(["ctl", "--socket", socket, "snapshot", path])
+            #expect(r.status == ExitStatus.badInput, "\(path): \(r.stdout) \(r.stderr)")
+            expectOneLineError(r, "cannot write \(path): it is \(kind); a snapshot replaces only a regular file")
+        }
+        #expect(snapshotDirectoryEntries(nodes) == before)
+        var info = stat()
+        if cases.contains(where: { $0.kind == "a character device" }) {
+            #expect(lstat(nodes + "/full", &info) == 0 && info.st_mode & S_IFMT == S_IFCHR)
+        }
+        #expect(lstat(nodes + "/fifo", &info) == 0 && info.st_mode & S_IFMT == S_IFIFO)
+        #expect(vm.waitFor("SEQ 200\n"), "the VM runs on")
+        vm.signal(SIGKILL)
+        _ = vm.finish()
+        _ = listener
+    }
+
+    /// `deflect restore` and `deflect snapshot inspect` of a FIFO (nobody
+    /// writes to it) or a directory: status 66 at once, one line, nothing
+    /// printed by Foundation.
+    @Test(.timeLimit(.minutes(2))) func restoreAndInspectOfAFIFOOrDirectoryAre66AtOnce() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-fifo-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/state.fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for (arguments, kind) in [(["restore", fifo], "a FIFO"), (["snapshot", "inspect", fifo], "a FIFO"),
+                                  (["snapshot", "inspect", "--verify", fifo], "a FIFO"),
+                                  (["snapshot", "inspect", directory], "a directory"), (["restore", directory], "a directory")] {
+            let began = Date()
+            let r = try deflect(arguments, limit: 20)
+            #expect(Date().timeIntervalSince(began) < 10, "\(arguments) took \(Date().timeIntervalSince(began)) s")
+            #expect(r.status == ExitStatus.badInput, "\(arguments): \(r.stderr)")
+            expectOneLineError(r, "it is \(kind), not a regular file")
+            #expect(!r.stderr.contains("NSCocoaErrorDomain"))
+        }
+        let tmp = try deflect(["snapshot", "inspect", "/tmp"])
+        #expect(tmp.status == ExitStatus.badInput)
+        expectOneLineError(tmp, "cannot read /tmp: it is a directory, not a regular file")
+        #expect(!tmp.stderr.contains("NSCocoaErrorDomain"))
+    }
+
+    /// A snapshot whose memory file is missing, shorter than recorded, a
+    /// FIFO, or has one flipped byte is damaged: `deflect restore` says so
+    /// in one line naming the file (status 66, not 70), before any guest
+    /// instruction runs, and `snapshot inspect --verify` names the bad chunk.
+    @Test(.timeLimit(.minutes(3))) func aMissingShortOrFlippedMemoryFileIs66NamingIt() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-memdmg-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let state = try snapshotOfASequenceRun(in: directory)
+        let memory = try memoryFile(of: state)
+        let good = try Data(contentsOf: URL(fileURLWithPath: memory))
+        let verified = try deflect(["snapshot", "inspect", "--verify", state])
+        #expect(verified.status == 0, "\(verified.stderr)")
+        #expect(verified.stdout.contains("\"verified\" : \"size and 64 chunk checksums\""), "\(verified.stdout)")
+
+        // One flipped byte in the guest's image (1 MiB: chunk 1).
+        var flipped = good
+        flipped[(1 << 20) + 100] ^= 0x40
+        try flipped.write(to: URL(fileURLWithPath: memory))
+        let inspect = try deflect(["snapshot", "inspect", "--verify", state])
+        #expect(inspect.status == ExitStatus.badInput)
+        expectOneLineError(inspect, "the memory file \(memory) is damaged: chunk 1 (bytes 0x100000..<0x200000)")
+        let restore = try deflect(["restore", state, "--timeout", "10"])
+        #expect(restore.status == ExitStatus.badInput)
+        expectOneLineError(restore, "the memory file \(memory) is damaged: chunk 1 ")
+        #expect(restore.stdout.isEmpty, "no guest instruction ran")
+
+        // A flipped byte the guest never reads (40 MiB, chunk 40): --no-verify-memory restores anyway.
+        flipped = good
+        flipped[40 << 20] ^= 0x01
+        try flipped.write(to: URL(fileURLWithPath: memory))
+        expectOneLineError(try deflect(["snapshot", "inspect", "--verify", state]), "is damaged: chunk 40 (bytes 0x2800000..<0x2900000)")
+        let unchecked = try deflect(["restore", state, "--no-verify-memory", "--timeout", "60"])
+        #expect(unchecked.status == 35, "\(unchecked.stderr)")
+
+        try good.prefix(good.count - 4096).write(to: URL(fileURLWithPath: memory))
+        let short = try deflect(["restore", state, "--timeout", "10"])
+        #expect(short.status == ExitStatus.badInput)
+        expectOneLineError(short, "the memory file \(memory) is \(good.count - 4096) bytes, the state file says \(good.count)")
+
+        try FileManager.default.removeItem(atPath: memory)
+        let missing = try deflect(["restore", state, "--timeout", "10"])
+        #expect(missing.status == ExitStatus.badInput)
+        expectOneLineError(missing, "the memory file is missing or unreadable: cannot open \(memory): No such file or directory")
+
+        #expect(mkfifo(memory, 0o600) == 0)
+        let fifo = try deflect(["restore", state, "--timeout", "10"], limit: 20)
+        #expect(fifo.status == ExitStatus.badInput)
+        expectOneLineError(fifo, "cannot open \(memory): it is a FIFO, not a regular file")
     }
 }

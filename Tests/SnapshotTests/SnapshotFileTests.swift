@@ -158,60 +158,22 @@ func sampleSnapshot() throws -> SnapshotFile {
     }
 }
 
-@Suite struct AtomicFileTests {
-    func scratchDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("deflect-atomic-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
+@Suite struct SnapshotSectionNameTests {
+    /// Every name maps to its table string and back; near misses are not names.
+    @Test func namesRoundTrip() throws {
+        let all: [SnapshotSectionName] = [.config, .user, .devices, .vm, .vcpu(0), .vcpu(17), .host, .memory]
+        #expect(all.map(\.rawValue) == ["config", "user", "devices", "vm", "vcpu.0", "vcpu.17", "host", "memory"])
+        for name in all { #expect(SnapshotSectionName(rawValue: name.rawValue) == name) }
+        for bad in ["vcpu.", "vcpu.-1", "vcpu.01", "vcpu.x", "Config", "memory-layout", ""] {
+            #expect(SnapshotSectionName(rawValue: bad) == nil, "\(bad)")
+        }
     }
 
-    func contents(_ directory: URL) throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
-    }
-
-    @Test func writeReplacesAndReadsBack() throws {
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("vm.snap").path
-        try AtomicFile.write([1, 2, 3], to: path)
-        try AtomicFile.write([4, 5], to: path)
-        #expect(try AtomicFile.read(path, limit: 16) == [4, 5])
-        #expect(try contents(directory) == ["vm.snap"])
-        #expect(throws: SnapshotIOError.self) { try AtomicFile.read(path, limit: 1) }
-    }
-
-    @Test(arguments: [AtomicFile.Step.write, .sync, .rename])
-    func injectedFailureKeepsThePreviousFile(step: AtomicFile.Step) throws {
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("vm.snap").path
-        try AtomicFile.write([1, 2, 3], to: path)
-        #expect(throws: SnapshotIOError.self) { try AtomicFile.write([9, 9, 9, 9], to: path, failing: step) }
-        #expect(try AtomicFile.read(path, limit: 16) == [1, 2, 3])
-        #expect(try contents(directory) == ["vm.snap"])
-    }
-
-    @Test func renameOntoADirectoryFailsAndCleansUp() throws {
-        // A real failure after the bytes are written: rename(2) refuses to
-        // replace a non-empty directory with a file.
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let target = directory.appendingPathComponent("taken")
-        try FileManager.default.createDirectory(at: target, withIntermediateDirectories: false)
-        _ = FileManager.default.createFile(atPath: target.appendingPathComponent("inside").path, contents: Data([7]))
-        let error = #expect(throws: SnapshotIOError.self) { try AtomicFile.write([1], to: target.path) }
-        #expect(error?.operation == "rename onto")
-        #expect(try contents(directory) == ["taken"])
-        #expect(try contents(target) == ["inside"])
-    }
-
-    @Test func parentIsAFile() throws {
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("plain")
-        _ = FileManager.default.createFile(atPath: file.path, contents: Data([5]))
-        let error = #expect(throws: SnapshotIOError.self) { try AtomicFile.write([1], to: file.appendingPathComponent("x").path) }
-        #expect(error?.description.contains("Not a directory") == true)
-        #expect(try AtomicFile.read(file.path, limit: 4) == [5])
+    @Test func typedAccessUsesTheTableName() throws {
+        var file = SnapshotFile(kvmAPIVersion: 12, host: SnapshotHost(vendor: "AuthenticAMD", family: 0x19, model: 1, stepping: 1))
+        try file.append(.vcpu(3), encoding: ["rip": 7])
+        #expect(file.sections.map(\.name) == ["vcpu.3"])
+        #expect(try file.decode([String: Int].self, section: .vcpu(3)) == ["rip": 7])
+        #expect(throws: SnapshotFormatError.missingSection("vcpu.4")) { try file.decode([String: Int].self, section: .vcpu(4)) }
     }
 }

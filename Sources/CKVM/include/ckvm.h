@@ -196,6 +196,9 @@ static inline int ckvm_memfd_create(const char *name, unsigned flags) {
 static const int CKVM_SEEK_DATA = 3;   // SEEK_DATA (linux/fs.h, lseek(2))
 static const int CKVM_SEEK_HOLE = 4;   // SEEK_HOLE
 static const unsigned CKVM_MFD_CLOEXEC = 1U;   // MFD_CLOEXEC
+// O_TMPFILE and AT_EMPTY_PATH are _GNU_SOURCE too (values of the x86-64 uapi).
+static const int CKVM_O_TMPFILE = 020000000 | O_DIRECTORY;   // O_TMPFILE
+static const int CKVM_AT_EMPTY_PATH = 0x1000;                // AT_EMPTY_PATH
 
 // ---- kvm_run: the exit union, read in one place -----------------------------
 // Small by-value snapshots so Swift never copies (or names) the whole union.

@@ -15,7 +15,7 @@ import Snapshot
 
 public enum IncomingMigration {
     /// The memory section's kind in a migration's state message.
-    public static let memoryKind = "migration"
+    public static let memoryKind = SavedMemory.Kind.migration
 
     /// What this Deflect accepts from a sender.
     public static let limits = MigrationLimits(
@@ -61,7 +61,7 @@ public enum IncomingMigration {
             guard let state else { throw MigrationError.unexpectedMessage(expected: "state", received: "complete") }
             var loaded = try LoadedSnapshot.decode(state, origin: "the incoming state", on: host) { saved throws(MachineError) in
                 guard saved.kind == memoryKind, saved.size == hello.memoryBytes else {
-                    throw .migration("the incoming state describes \(saved.size) bytes of RAM (\(saved.kind ?? "full")), the hello \(hello.memoryBytes)")
+                    throw .migration("the incoming state describes \(saved.size) bytes of RAM (\((saved.kind ?? .full).rawValue)), the hello \(hello.memoryBytes)")
                 }
                 return .filled(memory)
             }

@@ -29,16 +29,17 @@ public struct HostRequirements: Codable, Sendable, Equatable {
     public struct CPUIDFeatures: Codable, Sendable, Equatable {
         public var function: UInt32
         public var index: UInt32
-        /// "eax", "ebx", "ecx" or "edx".
-        public var register: String
+        public var register: CPUIDRegister
         public var bits: UInt32
+    }
+
+    /// A CPUID output register, saved as "eax", "ebx", "ecx" or "edx".
+    public enum CPUIDRegister: String, Codable, Sendable {
+        case eax, ebx, ecx, edx
     }
 
     public var capabilities: [KVMCapability]
     public var cpuidFeatures: [CPUIDFeatures]
-
-    /// The state file section holding this record.
-    public static let sectionName = "host"
 
     public init(capabilities: [KVMCapability], cpuidFeatures: [CPUIDFeatures]) {
         self.capabilities = capabilities
@@ -52,16 +53,16 @@ public struct HostRequirements: Codable, Sendable, Equatable {
     /// run time (OSXSAVE follows CR4, OSPKE too, APIC follows IA32_APIC_BASE)
     /// and HTT (Deflect sets it from the vCPU count) masked out: those are
     /// state, not features the host must offer.
-    static let featureRegisters: [(function: UInt32, index: UInt32, register: String, dynamicBits: UInt32)] = [
-        (0x1, 0, "ecx", 1 << 27),
-        (0x1, 0, "edx", 1 << 9 | 1 << 28),
-        (0x7, 0, "ebx", 0),
-        (0x7, 0, "ecx", 1 << 4),
-        (0x7, 0, "edx", 0),
-        (0x7, 1, "eax", 0),
-        (0xD, 1, "eax", 0),
-        (0x8000_0001, 0, "ecx", 0),
-        (0x8000_0001, 0, "edx", 0),
+    static let featureRegisters: [(function: UInt32, index: UInt32, register: CPUIDRegister, dynamicBits: UInt32)] = [
+        (0x1, 0, .ecx, 1 << 27),
+        (0x1, 0, .edx, 1 << 9 | 1 << 28),
+        (0x7, 0, .ebx, 0),
+        (0x7, 0, .ecx, 1 << 4),
+        (0x7, 0, .edx, 0),
+        (0x7, 1, .eax, 0),
+        (0xD, 1, .eax, 0),
+        (0x8000_0001, 0, .ecx, 0),
+        (0x8000_0001, 0, .edx, 0),
     ]
 
     /// What a snapshot of this machine state needs. CPUID features count
@@ -104,23 +105,22 @@ public struct HostRequirements: Codable, Sendable, Equatable {
         for need in cpuidFeatures {
             let missing = need.bits & ~Self.value(of: need.register, in: supportedCPUID, need.function, need.index)
             if missing != 0 {
-                return "the guest's CPUID.(EAX=0x\(String(need.function, radix: 16)),ECX=\(need.index)):\(need.register.uppercased()) has bits 0x\(String(missing, radix: 16)) this host's KVM does not support (KVM_GET_SUPPORTED_CPUID)"
+                return "the guest's CPUID.(EAX=0x\(String(need.function, radix: 16)),ECX=\(need.index)):\(need.register.rawValue.uppercased()) has bits 0x\(String(missing, radix: 16)) this host's KVM does not support (KVM_GET_SUPPORTED_CPUID)"
             }
         }
         return nil
     }
 
     /// A register of the entry for (function, index) in `entries`; 0 if there is none.
-    private static func value(of register: String, in entries: [CPUIDEntry], _ function: UInt32, _ index: UInt32) -> UInt32 {
+    private static func value(of register: CPUIDRegister, in entries: [CPUIDEntry], _ function: UInt32, _ index: UInt32) -> UInt32 {
         guard let entry = entries.first(where: {
             $0.function == function && ($0.flags & CPUIDEntry.significantIndex == 0 || $0.index == index)
         }) else { return 0 }
         switch register {
-        case "eax": return entry.eax
-        case "ebx": return entry.ebx
-        case "ecx": return entry.ecx
-        case "edx": return entry.edx
-        default: return 0
+        case .eax: return entry.eax
+        case .ebx: return entry.ebx
+        case .ecx: return entry.ecx
+        case .edx: return entry.edx
         }
     }
 }

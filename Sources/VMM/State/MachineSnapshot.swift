@@ -2,7 +2,8 @@
 // paused (every vCPU out of KVM_RUN with its pending exit completed) and
 // consists of a state file (sections, each with a CRC-64; see
 // docs/snapshot-format.md) and a memory file beside it (raw guest-physical
-// RAM, mapped MAP_PRIVATE by a restore). Sections:
+// RAM, mapped MAP_PRIVATE by a restore) whose 1 MiB chunks have their CRC-64
+// in the state file. Sections (`SnapshotSectionName`):
 //
 //   config        what the machine was built from (image, mode, RAM, vCPUs, platform, boot)
 //   user          Deflect's own state: MSR policy and emulated values, page map,
@@ -12,10 +13,9 @@
 //   vcpu.N        each vCPU, captured and restored in the documented order (VCPUSnapshot)
 //   host          what a restoring host must offer: KVM capabilities, CPUID features
 //                 (HostRequirements; optional, older snapshots lack it)
-//   memory        the memory file's name and size
+//   memory        the memory file's name, size, kind and chunk checksums
 //
-// Both files are written atomically (temporary file, fsync, rename, fsync of
-// the directory): a crash while writing leaves an earlier snapshot intact.
+// Writing replaces the pair at PATH all or nothing (SnapshotReplacement).
 import Devices
 import Foundation
 import Glibc
@@ -31,10 +31,10 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     }
 
     public var image: Data
-    public var mode: String
+    public var mode: BootMode
     public var memoryMiB: Int
     public var vcpuCount: Int
-    public var platform: String
+    public var platform: Platform
     public var kernelPath: String
     public var append: String
     /// Module bytes live in guest RAM; the loader needs only their sizes to
@@ -44,18 +44,15 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     public var migrationControl: Bool
 
     init(_ c: MachineConfiguration) {
-        image = Data(c.image); mode = c.mode.rawValue; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
-        platform = c.platform.rawValue; kernelPath = c.kernelPath; append = c.append
+        image = Data(c.image); mode = c.mode; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
+        platform = c.platform; kernelPath = c.kernelPath; append = c.append
         modules = c.modules.map { Module(size: UInt64($0.bytes.count), commandLine: $0.commandLine) }
         mapGPARange = c.hypercalls.mapGPARange; migrationControl = c.hypercalls.migrationControl
     }
 
     /// The machine configuration, with `msr` from the saved policy.
-    func configuration(msr: MSRSetup) throws(MachineError) -> MachineConfiguration {
-        guard let bootMode = BootMode(rawValue: mode), let platform = Platform(rawValue: platform) else {
-            throw .snapshot("the configuration names an unknown mode \"\(mode)\" or platform \"\(self.platform)\"")
-        }
-        var c = MachineConfiguration(image: [UInt8](image), mode: bootMode, memoryMiB: memoryMiB, vcpuCount: vcpuCount)
+    func configuration(msr: MSRSetup) -> MachineConfiguration {
+        var c = MachineConfiguration(image: [UInt8](image), mode: mode, memoryMiB: memoryMiB, vcpuCount: vcpuCount)
         c.platform = platform
         c.kernelPath = kernelPath
         c.append = append
@@ -68,15 +65,67 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     }
 }
 
-/// Where the memory of a snapshot is.
+/// Where the memory of a snapshot is, and how to check it.
 public struct SavedMemory: Codable, Sendable, Equatable {
+    /// What a memory file holds.
+    public enum Kind: String, Codable, Sendable {
+        /// The whole RAM (zero pages as holes).
+        case full
+        /// Only the pages written since the previous snapshot, the rest
+        /// holes; `deflect snapshot merge BASE DIFF` folds it into the
+        /// previous snapshot's memory before a restore.
+        case diff
+        /// A live migration's state message: RAM travels in the stream (no file).
+        case migration
+    }
+
     /// The memory file's name, relative to the state file's directory.
     public var file: String
     public var size: UInt64
-    /// nil or "full": the whole RAM. "diff": only the pages written since the
-    /// previous snapshot, the rest holes; `deflect snapshot merge BASE DIFF`
-    /// folds it into the previous snapshot's memory before a restore.
-    public var kind: String?
+    /// nil (older files) means full.
+    public var kind: Kind?
+    /// The chunk size of `chunkCRC64` in bytes; nil in files written before
+    /// memory checksums (nothing is checked then).
+    public var chunkBytes: UInt64?
+    /// CRC-64 of each `chunkBytes` chunk of the file as it reads (holes as zeros).
+    public var chunkCRC64: [UInt64]?
+
+    public init(file: String, size: UInt64, kind: Kind?, chunkBytes: UInt64? = nil, chunkCRC64: [UInt64]? = nil) {
+        self.file = file
+        self.size = size
+        self.kind = kind
+        self.chunkBytes = chunkBytes
+        self.chunkCRC64 = chunkCRC64
+    }
+
+    /// Checks the memory file `fd` (at `path`) against this description:
+    /// its size, then — when `verify` and the state has them — every chunk's
+    /// CRC-64. Errors name the file and say the snapshot is damaged.
+    public func check(fd: CInt, path: String, verify: Bool) throws(MachineError) {
+        let actual: UInt64
+        do {
+            actual = try SparseFile.size(of: fd, what: path)
+        } catch {
+            throw .snapshot("the memory file \(path) cannot be examined: \(error)")
+        }
+        guard actual == size else {
+            throw .snapshot("the memory file \(path) is \(actual) bytes, the state file says \(size): the snapshot is damaged")
+        }
+        guard verify, let chunkCRC64 else { return }
+        guard let chunkBytes, chunkBytes > 0, chunkBytes % 4096 == 0,
+              chunkCRC64.count == MemoryChecksums.chunkCount(size: size, chunkBytes: chunkBytes) else {
+            throw .snapshot("the memory section's checksums do not cover \(size) bytes in chunks of \(chunkBytes ?? 0): the state file is damaged")
+        }
+        let mismatch: MemoryChunkMismatch?
+        do {
+            mismatch = try MemoryChecksums.firstMismatch(fd: fd, size: size, chunkBytes: chunkBytes, expected: chunkCRC64, what: path)
+        } catch {
+            throw .snapshot("the memory file \(path) cannot be read: \(error)")
+        }
+        if let mismatch {
+            throw .snapshot("the memory file \(path) is damaged: \(mismatch)")
+        }
+    }
 }
 
 /// What `Machine.snapshot` wrote.
@@ -92,8 +141,9 @@ public struct SnapshotSummary: Sendable, Equatable {
 public struct LoadedSnapshot: Sendable {
     /// Where the guest RAM of a restore comes from.
     public enum MemorySource: Sendable {
-        /// A snapshot's memory file, mapped MAP_PRIVATE (the file never changes).
-        case file(path: String)
+        /// A snapshot's memory file (opened and checked by `load`), mapped
+        /// MAP_PRIVATE (the file never changes).
+        case file(path: String, memory: MemoryFile)
         /// A memfd already filled (an incoming migration), mapped MAP_SHARED.
         case filled(MemoryFile)
     }
@@ -115,7 +165,7 @@ public struct LoadedSnapshot: Sendable {
 
     /// The memory file's path (resolved next to the state file), nil for a filled memfd.
     public var memoryPath: String? {
-        if case let .file(path) = memorySource { return path }
+        if case let .file(path, _) = memorySource { return path }
         return nil
     }
 
@@ -125,8 +175,11 @@ public struct LoadedSnapshot: Sendable {
     /// Reads and checks `path`: format, CRCs, host CPU vendor and KVM API
     /// version, every section present and decodable, sizes consistent, and
     /// what the `host` section (when there is one) says the snapshot needs:
-    /// KVM capabilities and CPUID features `host` must have.
-    public static func load(_ path: String, on host: RestoreHost) throws(MachineError) -> LoadedSnapshot {
+    /// KVM capabilities and CPUID features `host` must have. Then the memory
+    /// file: a regular file of the recorded size, and with `verifyMemory`
+    /// every chunk against its CRC-64 (when the state records them). Only
+    /// regular files are opened, and never in a way that blocks (a FIFO).
+    public static func load(_ path: String, on host: RestoreHost, verifyMemory: Bool = true) throws(MachineError) -> LoadedSnapshot {
         let bytes: [UInt8]
         do {
             bytes = try AtomicFile.read(path, limit: maximumStateBytes)
@@ -134,14 +187,18 @@ public struct LoadedSnapshot: Sendable {
             throw .snapshot("\(error)")
         }
         return try decode(bytes, origin: path, on: host) { memory throws(MachineError) in
-            guard !memory.file.contains("/"), !memory.file.isEmpty, memory.file != ".", memory.file != ".." else {
-                throw .snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
-            }
-            guard memory.kind != "diff" else {
+            let memoryPath = try memory.path(besideStateFile: path)
+            guard memory.kind != .diff else {
                 throw .snapshot("\(path) is a diff snapshot (only the pages written since the one before); fold it into that one first: deflect snapshot merge BASE \(path)")
             }
-            let directory = (path as NSString).deletingLastPathComponent
-            return .file(path: (directory.isEmpty ? "." : directory) + "/" + memory.file)
+            let file: MemoryFile
+            do {
+                file = try MemoryFile.open(path: memoryPath)
+            } catch {
+                throw .snapshot("\(path): the memory file is missing or unreadable: \(error)")
+            }
+            try memory.check(fd: file.fileDescriptor, path: memoryPath, verify: verifyMemory)
+            return .file(path: memoryPath, memory: file)
         }
     }
 
@@ -164,16 +221,16 @@ public struct LoadedSnapshot: Sendable {
         guard file.kvmAPIVersion == host.kvmAPIVersion else {
             throw .snapshot("\(origin): taken with KVM API \(file.kvmAPIVersion); this host has \(host.kvmAPIVersion)")
         }
-        if file.section(named: HostRequirements.sectionName) != nil {
+        if file.section(named: .host) != nil {
             let needs = try format { () throws(SnapshotFormatError) in
-                try file.decode(HostRequirements.self, section: HostRequirements.sectionName)
+                try file.decode(HostRequirements.self, section: .host)
             }
             if let unmet = needs.firstUnmet(capabilityValue: host.capabilityValue, supportedCPUID: host.supportedCPUID) {
                 throw .snapshot("\(origin): \(unmet)")
             }
         }
-        let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: "config") }
-        let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: "memory") }
+        let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: .config) }
+        let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: .memory) }
         guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
               MachineConfiguration.memoryRangeMiB.contains(configuration.memoryMiB),
               memory.size == UInt64(configuration.memoryMiB) << 20 else {
@@ -182,14 +239,24 @@ public struct LoadedSnapshot: Sendable {
         let source = try memorySource(memory)
         let vcpus = try format { () throws(SnapshotFormatError) in
             try (0..<configuration.vcpuCount).map { i throws(SnapshotFormatError) in
-                try file.decode(VCPUSnapshot.self, section: "vcpu.\(i)")
+                try file.decode(VCPUSnapshot.self, section: .vcpu(i))
             }
         }
-        let user = try format { () throws(SnapshotFormatError) in try file.decode(UserSpaceState.self, section: "user") }
-        let devices = try format { () throws(SnapshotFormatError) in try file.decode([String: DeviceState].self, section: "devices") }
-        let vm = try format { () throws(SnapshotFormatError) in try file.decode(VMSnapshot.self, section: "vm") }
+        let user = try format { () throws(SnapshotFormatError) in try file.decode(UserSpaceState.self, section: .user) }
+        let devices = try format { () throws(SnapshotFormatError) in try file.decode([String: DeviceState].self, section: .devices) }
+        let vm = try format { () throws(SnapshotFormatError) in try file.decode(VMSnapshot.self, section: .vm) }
         return LoadedSnapshot(file: file, configuration: configuration, user: user, devices: devices, vm: vm, vcpus: vcpus,
                               memory: memory, memorySource: source)
+    }
+}
+
+extension SavedMemory {
+    /// The memory file's path: `file` (a plain name) in the state file's directory.
+    public func path(besideStateFile statePath: String) throws(MachineError) -> String {
+        guard !file.contains("/"), !file.isEmpty, file != ".", file != ".." else {
+            throw .snapshot("\(statePath): the memory file name \"\(file)\" must be a plain file name")
+        }
+        return AtomicFile.split(statePath).directory + "/" + file
     }
 }
 
@@ -209,32 +276,49 @@ extension SnapshotHost {
 }
 
 extension Machine {
-    /// Writes a snapshot of the paused machine: the memory file first
-    /// (`PATH.mem`), then the state file at `path`, each atomically. A full
-    /// snapshot turns on dirty logging, so that the next can be a diff: only
-    /// the pages written since, as a sparse memory file.
+    /// Writes a snapshot of the paused machine to `path`, replacing the
+    /// snapshot there all or nothing (SnapshotReplacement): the memory file
+    /// (`PATH.mem-<16 hex>`, its chunk checksums computed from the written
+    /// file), then the state file naming it. A full snapshot turns on dirty
+    /// logging, so that the next can be a diff: only the pages written
+    /// since, as a sparse memory file.
     public func snapshot(to path: String, diff: Bool = false) throws(MachineError) -> SnapshotSummary {
         guard state == .paused else { throw .snapshot("the VM must be paused to take a snapshot (it is \(state.rawValue))") }
+        if diff && !dirtyLogging.withLock({ $0 }) {
+            throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
+        }
         let begin = Date()
-        let memoryName = (path as NSString).lastPathComponent + ".mem"
-        let memoryPath = path + ".mem"
-        let file = try captureState(memory: SavedMemory(file: memoryName, size: configuration.memoryBytes,
-                                                        kind: diff ? "diff" : "full"))
-        let memoryBytes = try writeMemoryFile(memoryPath, of: path, diff: diff)
+        let replacement = try SnapshotReplacement.begin(path)
+        let (memory, memoryName) = try replacement.pendingMemory()
+        let memoryBytes: UInt64
         let bytes: [UInt8]
         do {
+            memoryBytes = try writeMemory(to: memory.fileDescriptor, diff: diff)
+            let checksums = try MemoryChecksums.compute(fd: memory.fileDescriptor, size: configuration.memoryBytes,
+                                                        what: "the new memory file of \(path)")
+            let file = try captureState(memory: SavedMemory(file: memoryName, size: configuration.memoryBytes,
+                                                            kind: diff ? .diff : .full,
+                                                            chunkBytes: MemoryChecksums.chunkBytes, chunkCRC64: checksums))
             bytes = try file.serialized()
-            try AtomicFile.write(bytes, to: path)
+            try replacement.commit(memory: memory, memoryName: memoryName, state: bytes)
         } catch {
-            throw .snapshot("\(error)")
+            // A diff took its pages out of KVM's dirty log: after a failure
+            // the next diff would miss them, so the next snapshot must be full.
+            if diff { dirtyLogging.withLock { $0 = false } }
+            switch error {
+            case let error as MachineError: throw error
+            case let error as KVMError: throw .snapshot("writing guest memory for \(path): \(error)")
+            default: throw .snapshot("cannot write \(path): \(error)")
+            }
         }
-        return SnapshotSummary(statePath: path, memoryPath: memoryPath, stateBytes: bytes.count,
+        if !diff { try startDirtyLogAfterFullSnapshot() }
+        return SnapshotSummary(statePath: path, memoryPath: replacement.directory + "/" + memoryName, stateBytes: bytes.count,
                                memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
     }
 
     /// Every section but the memory itself (config, user, devices, vm,
-    /// vcpu.N, memory), captured from the paused machine: what a snapshot's
-    /// state file holds and what a migration sends as its state message.
+    /// vcpu.N, host, memory), captured from the paused machine: what a
+    /// snapshot's state file holds and what a migration sends as its state message.
     func captureState(memory: SavedMemory) throws(MachineError) -> SnapshotFile {
         var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
@@ -246,16 +330,16 @@ extension Machine {
             // covers the whole pause (microseconds too much rather than too little).
             user.vcpuCaptureRealtimeNanoseconds = TSCAdvance.hostRealtimeNanoseconds()
             let vcpuStates = try vcpus.map { vcpu throws in try VCPUSnapshot.capture(vcpu, msrIndices: msrs) }
-            try file.append(section: "config", encoding: SavedConfiguration(configuration))
-            try file.append(section: "user", encoding: user)
-            try file.append(section: "devices", encoding: devices.exportDeviceStates())
-            try file.append(section: "vm", encoding: vmState)
+            try file.append(.config, encoding: SavedConfiguration(configuration))
+            try file.append(.user, encoding: user)
+            try file.append(.devices, encoding: devices.exportDeviceStates())
+            try file.append(.vm, encoding: vmState)
             for (i, vcpuState) in vcpuStates.enumerated() {
-                try file.append(section: "vcpu.\(i)", encoding: vcpuState)
+                try file.append(.vcpu(i), encoding: vcpuState)
             }
             let needs = HostRequirements.needed(vm: vmState, vcpus: vcpuStates, supportedCPUID: try system.supportedCPUID())
-            try file.append(section: HostRequirements.sectionName, encoding: needs)
-            try file.append(section: "memory", encoding: memory)
+            try file.append(.host, encoding: needs)
+            try file.append(.memory, encoding: memory)
         } catch let error as MachineError {
             throw error
         } catch {
@@ -277,59 +361,39 @@ extension Machine {
         }
     }
 
-    /// Guest RAM into `path` (temporary file, fsync, rename): each slot's
-    /// mapping written at its guest-physical offset, straight from memory —
-    /// every page that is not all zeros (zero pages are holes), or for a diff
-    /// only the pages KVM's dirty log reports (holes elsewhere). Returns the
-    /// bytes of RAM written.
-    private func writeMemoryFile(_ path: String, of statePath: String, diff: Bool) throws(MachineError) -> UInt64 {
-        let writable = ram.regions.filter { !$0.readOnly }
-        if diff && !dirtyLogging.withLock({ $0 }) {
-            throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
-        }
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            // The first file a snapshot creates: name the path the user gave, and why not.
-            let reason = String(cString: strerror(errno))
-            throw .snapshot("cannot write \(statePath): cannot create \(temporary): \(reason)")
-        }
-        var closed = false
-        defer { if !closed { _ = Glibc.close(fd); _ = unlink(temporary) } }
-        guard ftruncate(fd, off_t(configuration.memoryBytes)) == 0 else {
-            throw .snapshot("cannot size \(temporary): \(String(cString: strerror(errno)))")
-        }
-        var written: UInt64 = 0
+    /// After a full snapshot is committed KVM records written pages, so the
+    /// next snapshot may be a diff. A log already running (an earlier
+    /// snapshot or migration) is drained: this snapshot is the new base.
+    /// (Only after the commit: a failed snapshot leaves the log as it was.)
+    private func startDirtyLogAfterFullSnapshot() throws(MachineError) {
         do throws(KVMError) {
-            for region in ram.regions {
-                if diff {
-                    guard !region.readOnly else { continue }   // the BIOS area never changes
-                    written += try region.writeDirtyPages(try vm.dirtyPages(slot: region.slot), to: fd,
-                                                          fileOffset: region.start.rawValue)
-                } else {
-                    written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
-                }
+            if !(try startDirtyLog()) {
+                for region in ram.regions where !region.readOnly { _ = try vm.dirtyPages(slot: region.slot) }
             }
-            if !diff {
-                // From now on KVM records written pages: the next snapshot may
-                // be a diff. A log already running (an earlier snapshot or
-                // migration) is drained: this snapshot is the new base.
-                if !(try startDirtyLog()) {
-                    for region in writable { _ = try vm.dirtyPages(slot: region.slot) }
-                }
-                dirtyLogging.withLock { $0 = true }
-            }
+            dirtyLogging.withLock { $0 = true }
         } catch {
-            throw .snapshot("writing guest memory to \(temporary): \(error)")
+            dirtyLogging.withLock { $0 = false }
+            throw .snapshot("the snapshot is written, but dirty logging for the next diff did not start: \(error)")
         }
-        guard fsync(fd) == 0 else { throw .snapshot("fsync \(temporary): \(String(cString: strerror(errno)))") }
-        _ = Glibc.close(fd)
-        closed = true
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            _ = unlink(temporary)
-            throw .snapshot("cannot rename \(temporary) to \(path): \(reason)")
+    }
+
+    /// Guest RAM into `fd` (a pending memory file): each slot's mapping
+    /// written at its guest-physical offset, straight from memory — every
+    /// page that is not all zeros (zero pages are holes), or for a diff only
+    /// the pages KVM's dirty log reports (holes elsewhere). Returns the
+    /// bytes of RAM written.
+    private func writeMemory(to fd: CInt, diff: Bool) throws(KVMError) -> UInt64 {
+        var written: UInt64 = 0
+        for region in ram.regions {
+            if diff {
+                guard !region.readOnly else { continue }   // the BIOS area never changes
+                written += try region.writeDirtyPages(try vm.dirtyPages(slot: region.slot), to: fd,
+                                                      fileOffset: region.start.rawValue)
+            } else {
+                written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
+            }
         }
+        try SparseFile.ensureSize(fd, configuration.memoryBytes, what: "memory file")
         return written
     }
 }

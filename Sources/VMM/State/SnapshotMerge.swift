@@ -1,9 +1,10 @@
 // VMM: `deflect snapshot merge BASE DIFF`: folds a diff snapshot into the
 // snapshot before it, so that DIFF becomes a full snapshot that restores on
 // its own: its memory file is BASE's memory with every page the diff wrote
-// (the diff file's data extents, KVM's SparseFile) on top. The
-// new memory file and the rewritten state file are each written atomically;
-// BASE is not changed.
+// (the diff file's data extents, KVM's SparseFile) on top. DIFF's pair is
+// replaced as a snapshot is (SnapshotReplacement: a new memory file with
+// its own name and checksums, then the state file naming it); BASE is not
+// changed.
 import Foundation
 import Glibc
 import KVM
@@ -15,42 +16,35 @@ public enum SnapshotMerge {
     public static func merge(base: String, diff: String) throws(MachineError) -> UInt64 {
         let (baseFile, baseMemory, baseMemoryPath) = try read(base)
         let (diffFile, diffMemory, diffMemoryPath) = try read(diff)
-        guard baseMemory.kind != "diff" else { throw .snapshot("\(base) is itself a diff snapshot; merge it into its own base first") }
-        guard diffMemory.kind == "diff" else { throw .snapshot("\(diff) is a full snapshot; there is nothing to merge") }
+        guard baseMemory.kind != .diff else { throw .snapshot("\(base) is itself a diff snapshot; merge it into its own base first") }
+        guard diffMemory.kind == .diff else { throw .snapshot("\(diff) is a full snapshot; there is nothing to merge") }
         guard baseMemory.size == diffMemory.size else {
             throw .snapshot("\(base) has \(baseMemory.size) bytes of RAM, \(diff) \(diffMemory.size): not the same machine")
         }
-        guard baseFile.section(named: "config") == diffFile.section(named: "config") else {
+        guard baseFile.section(named: .config) == diffFile.section(named: .config) else {
             throw .snapshot("\(base) and \(diff) were not taken of the same machine configuration")
         }
-        let temporary = diffMemoryPath + ".merge-\(getpid())"
-        let output = Glibc.open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw .snapshot("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var done = false
-        defer { if !done { _ = Glibc.close(output); _ = unlink(temporary) } }
-        try copy(from: baseMemoryPath, range: nil, to: output, size: baseMemory.size)
-        let copied = try copyDataExtents(of: diffMemoryPath, to: output, size: diffMemory.size)
-        guard fsync(output) == 0 else { throw .snapshot("fsync \(temporary): \(String(cString: strerror(errno)))") }
-        _ = Glibc.close(output)
-        done = true
+        // Corrupt bytes merged now would be blessed with fresh checksums.
+        try verify(baseMemory, at: baseMemoryPath)
+        try verify(diffMemory, at: diffMemoryPath)
+        let replacement = try SnapshotReplacement.begin(diff)
+        let (output, outputName) = try replacement.pendingMemory()
+        try copy(from: baseMemoryPath, to: output.fileDescriptor, size: baseMemory.size)
+        let copied = try copyDataExtents(of: diffMemoryPath, to: output.fileDescriptor, size: diffMemory.size)
 
         var merged = SnapshotFile(kvmAPIVersion: diffFile.kvmAPIVersion, host: diffFile.host)
         do {
+            let checksums = try MemoryChecksums.compute(fd: output.fileDescriptor, size: diffMemory.size,
+                                                        what: "the merged memory file of \(diff)")
             for section in diffFile.sections {
-                if section.name == "memory" {
-                    var memory = diffMemory
-                    memory.kind = "full"
-                    try merged.append(section: "memory", encoding: memory)
+                if section.name == SnapshotSectionName.memory.rawValue {
+                    try merged.append(.memory, encoding: SavedMemory(file: outputName, size: diffMemory.size, kind: .full,
+                                                                     chunkBytes: MemoryChecksums.chunkBytes, chunkCRC64: checksums))
                 } else {
                     try merged.append(section: section.name, payload: section.payload)
                 }
             }
-            guard rename(temporary, diffMemoryPath) == 0 else {
-                let reason = String(cString: strerror(errno))
-                _ = unlink(temporary)
-                throw MachineError.snapshot("cannot rename \(temporary) to \(diffMemoryPath): \(reason)")
-            }
-            try AtomicFile.write(try merged.serialized(), to: diff)
+            try replacement.commit(memory: output, memoryName: outputName, state: try merged.serialized())
         } catch let error as MachineError {
             throw error
         } catch {
@@ -62,12 +56,8 @@ public enum SnapshotMerge {
     private static func read(_ path: String) throws(MachineError) -> (SnapshotFile, SavedMemory, String) {
         do {
             let file = try SnapshotFile(parsing: try AtomicFile.read(path, limit: LoadedSnapshot.maximumStateBytes))
-            let memory = try file.decode(SavedMemory.self, section: "memory")
-            guard !memory.file.contains("/"), !memory.file.isEmpty else {
-                throw MachineError.snapshot("\(path): the memory file name \"\(memory.file)\" must be a plain file name")
-            }
-            let directory = (path as NSString).deletingLastPathComponent
-            return (file, memory, (directory.isEmpty ? "." : directory) + "/" + memory.file)
+            let memory = try file.decode(SavedMemory.self, section: .memory)
+            return (file, memory, try memory.path(besideStateFile: path))
         } catch let error as MachineError {
             throw error
         } catch {
@@ -75,12 +65,16 @@ public enum SnapshotMerge {
         }
     }
 
-    /// Copies `path` (all of it, or `range`) into `output` at the same offsets.
-    private static func copy(from path: String, range: Range<UInt64>?, to output: CInt, size: UInt64) throws(MachineError) {
+    /// Copies all of `path` into `output` at the same offsets.
+    private static func copy(from path: String, to output: CInt, size: UInt64) throws(MachineError) {
         let input = try openMemoryFile(path, size: size)
         defer { _ = Glibc.close(input) }
-        try copyRange(input, output, range ?? 0..<size, path: path)
-        guard ftruncate(output, off_t(size)) == 0 else { throw .snapshot("cannot size the merged memory file") }
+        try copyRange(input, output, 0..<size, path: path)
+        do {
+            try SparseFile.ensureSize(output, size, what: "the merged memory file")
+        } catch {
+            throw .snapshot("cannot size the merged memory file: \(error)")
+        }
     }
 
     /// The data extents of a sparse file (the pages a diff wrote), copied in place.
@@ -96,10 +90,21 @@ public enum SnapshotMerge {
         return extents.reduce(0) { $0 + UInt64($1.count) }
     }
 
-    /// Opens a memory file for reading after checking it has `size` bytes.
+    /// Checks a memory file against its description (size, chunk checksums).
+    private static func verify(_ memory: SavedMemory, at path: String) throws(MachineError) {
+        let fd = try openMemoryFile(path, size: memory.size)
+        defer { _ = Glibc.close(fd) }
+        try memory.check(fd: fd, path: path, verify: true)
+    }
+
+    /// Opens a memory file (a regular file, never blocking) after checking it has `size` bytes.
     private static func openMemoryFile(_ path: String, size: UInt64) throws(MachineError) -> CInt {
-        let input = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw .snapshot("cannot open \(path): \(String(cString: strerror(errno)))") }
+        let input: CInt
+        do {
+            input = try AtomicFile.openRegular(path, what: "open")
+        } catch {
+            throw .snapshot("\(error)")
+        }
         var status = stat()
         guard fstat(input, &status) == 0, UInt64(status.st_size) == size else {
             _ = Glibc.close(input)

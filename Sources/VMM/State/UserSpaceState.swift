@@ -15,9 +15,15 @@ public struct UserSpaceState: Codable, Sendable, Equatable {
         public var attribute: PageAttribute
     }
 
-    /// "kernel-only" or "policy" (a traced machine cannot be saved: its
-    /// filter state is a recording session, not guest state).
-    public var msrMode: String
+    /// How the machine's MSRs were handled (a traced machine cannot be
+    /// saved: its filter state is a recording session, not guest state).
+    public enum MSRMode: String, Codable, Sendable {
+        case kernelOnly = "kernel-only"
+        /// The policy in `policyTOML`.
+        case policy
+    }
+
+    public var msrMode: MSRMode
     /// The policy in force, written back as TOML (`PolicyWriter`).
     public var policyTOML: String?
     public var emulatedMSRs: [EmulatedValue]
@@ -37,7 +43,7 @@ public struct UserSpaceState: Codable, Sendable, Equatable {
 extension Machine {
     /// The user-space state now (call while paused, so no vCPU changes it).
     func captureUserSpaceState() throws(MachineError) -> UserSpaceState {
-        var mode = "kernel-only", toml: String?, emulated: [EmulatedValue] = []
+        var mode = UserSpaceState.MSRMode.kernelOnly, toml: String?, emulated: [EmulatedValue] = []
         switch configuration.msr {
         case .kernelOnly: break
         case .trace: throw .configuration("a traced machine cannot be snapshotted (its MSR filter is a recording session); run it without trace")
@@ -58,9 +64,9 @@ extension Machine {
                 policy = withoutRoute
             }
             if case .kernelOnly = configuration.msr, policy.rules.isEmpty {
-                mode = "kernel-only"
+                mode = .kernelOnly
             } else {
-                mode = "policy"
+                mode = .policy
                 toml = PolicyWriter.toml(policy)
             }
             emulated = msrRuntime.emulatedValues()
@@ -75,6 +81,20 @@ extension Machine {
 }
 
 extension UserSpaceState {
+    /// The MSR setup a restore builds the machine with.
+    func msrSetup() throws(MachineError) -> MSRSetup {
+        switch (msrMode, policyTOML) {
+        case (.kernelOnly, _): return .kernelOnly
+        case let (.policy, text?):
+            do {
+                return .policy(try PolicyLoader.load(text, file: "snapshot policy"))
+            } catch {
+                throw .snapshot("the saved MSR policy does not load: \(error)")
+            }
+        case (.policy, nil): throw .snapshot("the user section has MSR mode \"policy\" but no policy")
+        }
+    }
+
     /// The page map these ranges describe, checked to cover exactly `memorySize`.
     func rebuiltPageMap(memorySize: UInt64) throws(MachineError) -> GPAAttributeMap? {
         guard let pageMap else { return nil }
