@@ -239,6 +239,8 @@ public struct ControlClient: Sendable {
     private func decode<T: Decodable>(_ data: Data) throws(ControlClientError) -> T {
         do {
             return try ControlJSON.decoder().decode(T.self, from: data)
+        } catch let error as DecodingError {
+            throw .malformedResponse("\(T.self) could not be decoded: \(ControlJSON.describe(error))")
         } catch {
             throw .malformedResponse("\(T.self) could not be decoded: \(error)")
         }
