@@ -61,6 +61,9 @@ final class LiveDeflect {
 
     /// The stderr read so far by `waitFor(_:onStderr: true)`.
     var stderrSoFar: String { String(decoding: stderrBuffer, as: UTF8.self) }
+
+    /// The stdout read so far by `waitFor(_:)`.
+    var stdoutSoFar: String { String(decoding: stdoutBuffer, as: UTF8.self) }
 }
 
 @Suite("deflect: MSRs while the guest runs", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
