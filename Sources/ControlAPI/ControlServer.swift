@@ -88,7 +88,7 @@ public final class ControlServer: Sendable {
             do {
                 try await services.run()
             } catch {
-                ready.yield(.failure(.bindFailed(path: path, reason: "\(error)")))
+                ready.yield(.failure(.bindFailed(path: path, reason: TransportErrorText.reason(error))))
             }
             ControlSocket.discardBindDirectory(bind)
             ready.finish()
