@@ -116,7 +116,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if requestsInFlight == 1 {
                 headDeadline?.cancel()
                 headDeadline = nil
-                if let admission { table.requestStarted(admission) }
             }
             bodyBytes = 0
             discardingBody = false
@@ -134,6 +133,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case .end:
             if discardingBody { return }
+            // Only a request received whole is in the server's hands: one
+            // still uploading its body (slowly, maybe) can be made room from.
+            if requestsInFlight > 0, let admission { table.requestStarted(admission) }
             context.fireChannelRead(data)
         }
     }

@@ -1,9 +1,10 @@
 // ControlAPI: the server's open connections and who goes when one more
-// would exceed the limit: the connection that has waited longest for a
-// request head (an idle or silent one), and only when every connection is
-// in a request, the newest. So a flood of idle or slow clients can neither
-// hold the API nor push out a connection that is being answered (an
-// operator's `deflect ctl events`, a snapshot in progress).
+// would exceed the limit: the connection that has waited longest without a
+// whole request (idle, silent, or still trickling its body in), and only
+// when every connection has a request being answered, the newest. So a
+// flood of idle or slow clients can neither hold the API nor push out a
+// connection that is being answered (an operator's `deflect ctl events`, a
+// snapshot in progress).
 import NIOCore
 import Synchronization
 
@@ -12,13 +13,13 @@ final class ConnectionTable: Sendable {
     enum Admission {
         /// Served; `evicted` (if any) was closed to make room for it.
         case admitted(id: Int, evicted: (any Channel)?)
-        /// Over the limit with every connection in a request: closed at once.
+        /// Over the limit with a request answered on every connection: closed at once.
         case shed
     }
 
     private struct Entry {
         let channel: any Channel
-        /// Since when it waits for its next request head; nil while in a request.
+        /// Since when it waits for its next whole request; nil while one is answered.
         var waitingSince: NIODeadline?
     }
 
@@ -46,7 +47,7 @@ final class ConnectionTable: Sendable {
         }
     }
 
-    /// A request head arrived on connection `id`.
+    /// A whole request arrived on connection `id` and is being answered.
     func requestStarted(_ id: Int) {
         state.withLock { $0.entries[id]?.waitingSince = nil }
     }

@@ -73,8 +73,8 @@ public struct ControlServerLimits: Sendable {
     /// A request body must arrive completely within this time (else 408).
     public var bodyTimeout: Duration = .seconds(10)
     /// Connections held at once. One more closes the connection that has
-    /// waited longest for a request head; when every one is in a request,
-    /// the newest is answered 503 and closed instead.
+    /// waited longest without a whole request; when every one has a request
+    /// being answered, the newest is answered 503 and closed instead.
     public var maximumConnections: Int = 64
     /// `GET /events` sends an SSE comment after this long without an event,
     /// so that a client that went away is noticed and its subscription freed.

@@ -221,6 +221,30 @@ struct ConnectionFloodTests {
     }
 }
 
+extension ConnectionFloodTests {
+    /// A connection still trickling its request body in is not yet being
+    /// answered: over the limit it makes room like an idle one, while the
+    /// event stream (a request being answered) stays.
+    @Test func aSlowUploadMakesRoomForTheOperator() async throws {
+        var limits = ControlServerLimits()
+        limits.maximumConnections = 2
+        try await withServer(limits: limits) { server, socket in
+            let events = try await RawConnection(path: socket)
+            await events.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try await events.read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            let upload = try await RawConnection(path: socket)
+            await upload.send("PUT /policy HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n# a")
+            #expect(await eventually { server.openConnections == 2 })
+            let start = ContinuousClock.now
+            #expect(try await request(socket, .GET, "/vm").status == 200)
+            #expect(ContinuousClock.now - start < .seconds(2), "the operator waited \(ContinuousClock.now - start)")
+            #expect(try await upload.readToEnd(within: .seconds(2)) == "")
+            #expect(!events.isClosed)
+            await events.close()
+        }
+    }
+}
+
 extension Sequence {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
         var results: [T] = []

@@ -93,8 +93,11 @@ struct ControlClientTests {
             _ = try await ControlClient(socketPath: path, timeout: .seconds(10)).info()
             Issue.record("an answer from a server that hangs up")
         } catch {
-            #expect(error.description == "cannot talk to the API socket \(path): the server closed the connection without answering",
-                    "\(error.description)")
+            // The hang-up is seen as the end of the stream or, when the request
+            // was still being written, as a reset: either in words.
+            let reasons = ["the server closed the connection without answering",
+                           String(cString: strerror(ECONNRESET)), String(cString: strerror(EPIPE))]
+            #expect(reasons.map { "cannot talk to the API socket \(path): \($0)" }.contains(error.description), "\(error.description)")
         }
     }
 
