@@ -19,6 +19,13 @@ struct RawAnswer {
 }
 
 extension RawConnection {
+    /// Starts `GET /events` on this connection and waits for its first line:
+    /// a request the server is answering for as long as the stream lasts.
+    func startEventStream(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        await send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try await read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"), sourceLocation: sourceLocation)
+    }
+
     /// The first complete answer: head, then as many body bytes as its
     /// Content-Length says (nil when no complete answer came within `limit`).
     func readAnswer(within limit: Duration) async throws -> RawAnswer? {
@@ -191,8 +198,7 @@ struct ConnectionFloodTests {
         limits.maximumConnections = 3
         try await withServer(limits: limits) { server, socket in
             let events = try await RawConnection(path: socket)
-            await events.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await events.read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            try await events.startEventStream()
             let oldest = try await RawConnection(path: socket)
             try await Task.sleep(for: .milliseconds(50))
             let younger = try await RawConnection(path: socket)
@@ -205,11 +211,9 @@ struct ConnectionFloodTests {
             #expect(!younger.isClosed && !events.isClosed)
 
             // Every connection in a request: the newest is refused.
-            await younger.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await younger.read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            try await younger.startEventStream()
             let third = try await RawConnection(path: socket)
-            await third.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await third.read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            try await third.startEventStream()
             let refused = try await RawConnection(path: socket)
             let shed = try #require(try await refused.readAnswer(within: .seconds(5)))
             #expect(shed.status == 503)
@@ -230,8 +234,7 @@ extension ConnectionFloodTests {
         limits.maximumConnections = 2
         try await withServer(limits: limits) { server, socket in
             let events = try await RawConnection(path: socket)
-            await events.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await events.read(until: ": deflect events", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            try await events.startEventStream()
             let upload = try await RawConnection(path: socket)
             await upload.send("PUT /policy HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n# a")
             #expect(await eventually { server.openConnections == 2 })
