@@ -13,6 +13,11 @@ import NIOHTTPTypes
 
 /// Sits between the HTTP codec and the server's request handling.
 ///
+/// Opening: the connection is admitted by the `ConnectionTable` (or answered
+/// 503 and closed) and must complete its request head within
+/// `Deadlines.firstRequestHead`, later heads within `nextRequestHead` of the
+/// previous answer's end.
+///
 /// Inbound: counts the body bytes of the current request; past
 /// `maximumBodyBytes` (at least every route's own limit) it passes one more
 /// chunk (so a route still reading sees that the body exceeds its limit and
@@ -81,7 +86,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func opened(context: ChannelHandlerContext) {
-        guard admission == nil, context.channel.isActive else { return }
+        guard admission == nil, !answeredHere, context.channel.isActive else { return }
         switch table.admit(context.channel) {
         case .shed:
             answerAndClose(context: context, .unavailable(
