@@ -64,6 +64,9 @@ let package = Package(
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
+        // An error as one readable line: Foundation's file errors in strerror's
+        // words, never "Error Domain=NSCocoaErrorDomain …" (the CLI and the shim).
+        .target(name: "ReadableErrors", swiftSettings: strict),
         // Pure snapshot file format: CRC-64, sectioned state file, atomic write.
         .target(name: "Snapshot", swiftSettings: strict),
         // Pure live-migration protocol: handshake, framed messages with CRC-64
@@ -71,7 +74,7 @@ let package = Package(
         .target(name: "Migration", dependencies: ["Snapshot", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot", "Migration",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot", "Migration", "ReadableErrors",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The control API on a Unix socket: the VMControl boundary the VMM
         // implements, its JSON models, the HTTP server and the `deflect ctl` client.
@@ -89,6 +92,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "ReadableErrors",
             ],
             swiftSettings: strict
         ),
@@ -99,7 +103,7 @@ let package = Package(
             name: "deflect",
             dependencies: [
                 "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices", "Migration",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "ReadableErrors", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -124,6 +128,7 @@ let package = Package(
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
+        .testTarget(name: "ReadableErrorsTests", dependencies: ["ReadableErrors", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),

@@ -6,6 +6,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ReadableErrors
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -152,7 +153,7 @@ public struct ControlClient: Sendable {
                 }
             }
         } catch {
-            throw .connection(path: socketPath, reason: "the event stream broke: \(error)")
+            throw .connection(path: socketPath, reason: "the event stream broke: \(TransportErrorText.reason(error))")
         }
     }
 
@@ -193,7 +194,7 @@ public struct ControlClient: Sendable {
         do {
             return Data(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         } catch {
-            throw .connection(path: socketPath, reason: "the answer broke off: \(error)")
+            throw .connection(path: socketPath, reason: "the answer broke off: \(TransportErrorText.reason(error))")
         }
     }
 
@@ -226,7 +227,7 @@ public struct ControlClient: Sendable {
         if "\(error)".contains("connection refused") || "\(error)".contains("Connection refused") {
             return .refused(path: socketPath)
         }
-        return .connection(path: socketPath, reason: "\(error)")
+        return .connection(path: socketPath, reason: TransportErrorText.reason(error))
     }
 
     private func errorFrom(status: Int, body: Data) -> ControlClientError {
@@ -239,9 +240,30 @@ public struct ControlClient: Sendable {
     private func decode<T: Decodable>(_ data: Data) throws(ControlClientError) -> T {
         do {
             return try ControlJSON.decoder().decode(T.self, from: data)
+        } catch let error as DecodingError {
+            throw .malformedResponse("\(T.self) could not be decoded: \(ControlJSON.describe(error))")
         } catch {
             throw .malformedResponse("\(T.self) could not be decoded: \(error)")
         }
+    }
+}
+
+/// A failure to reach or talk to the socket in a user's words: the errno's
+/// text for a socket error, a sentence for the HTTP client's common ones,
+/// never a type's dump ("HTTPClientError.remoteConnectionClosed").
+enum TransportErrorText {
+    static func reason(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        if let client = error as? HTTPClientError {
+            switch client {
+            case .remoteConnectionClosed: return "the server closed the connection without answering"
+            case .deadlineExceeded, .readTimeout, .writeTimeout: return "no answer in time"
+            case .connectTimeout: return "connecting timed out"
+            case .cancelled: return "the request was cancelled"
+            default: break
+            }
+        }
+        return ReadableError.reason(error)
     }
 }
 

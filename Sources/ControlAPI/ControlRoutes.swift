@@ -59,7 +59,12 @@ public struct ControlServerLimits: Sendable {
     public var maximumJSONBodyBytes: Int = 4 * 1024
     /// Largest policy text (`PUT /policy`).
     public var maximumPolicyBodyBytes: Int = 1 << 20
-    /// A connection with no request in progress is closed after this long.
+    /// A new connection whose first request head is not complete after
+    /// this long is closed (a client that sends nothing, or its head a byte
+    /// at a time).
+    public var requestHeadTimeout: Duration = .seconds(5)
+    /// A connection with no request in progress is closed after this long
+    /// (the next request head must be complete by then).
     public var idleTimeout: Duration = .seconds(30)
     /// A body that goes beyond a route's limit is still read (and thrown
     /// away) up to this many bytes, so that an ordinary client that sent it
@@ -67,8 +72,9 @@ public struct ControlServerLimits: Sendable {
     public var connectionCutoffBytes: Int = 2 << 20
     /// A request body must arrive completely within this time (else 408).
     public var bodyTimeout: Duration = .seconds(10)
-    /// Connections served at once; more wait in the listen backlog until
-    /// one closes (idle ones close after `idleTimeout`).
+    /// Connections held at once. One more closes the connection that has
+    /// waited longest without a whole request; when every one has a request
+    /// being answered, the newest is answered 503 and closed instead.
     public var maximumConnections: Int = 64
     /// `GET /events` sends an SSE comment after this long without an event,
     /// so that a client that went away is noticed and its subscription freed.
@@ -311,7 +317,7 @@ public enum ControlJSON {
     }
 
     /// A one-line description of a decoding error.
-    static func describe(_ error: DecodingError) -> String {
+    public static func describe(_ error: DecodingError) -> String {
         func at(_ path: [any CodingKey]) -> String {
             path.isEmpty ? "" : " at \(path.map(\.stringValue).joined(separator: "."))"
         }

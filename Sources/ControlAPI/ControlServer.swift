@@ -25,6 +25,7 @@ public final class ControlServer: Sendable {
     public let limits: ControlServerLimits
     private let control: any VMControl
     private let streams = EventStreamRegistry()
+    private let connections: ConnectionTable
     private let running = Mutex<Running?>(nil)
 
     private struct Running {
@@ -39,6 +40,7 @@ public final class ControlServer: Sendable {
         self.control = control
         self.socketPath = socketPath
         self.limits = limits
+        connections = ConnectionTable(maximum: limits.maximumConnections)
     }
 
     /// Binds the socket and starts answering; returns once the socket is
@@ -54,14 +56,19 @@ public final class ControlServer: Sendable {
         // The VMM's stdout and stderr belong to the guest and to Deflect's own
         // messages: the server logs nothing.
         let silent = Logger(label: "deflect.api", factory: { _ in SwiftLogNoOpLogHandler() })
+        let connections = self.connections
+        let deadlines = ConnectionGuard.Deadlines(firstRequestHead: TimeAmount(limits.requestHeadTimeout),
+                                                  nextRequestHead: TimeAmount(limits.idleTimeout))
         let app = Application(
             responder: ControlResponder(control: control, limits: limits, streams: streams),
+            // Every connection is accepted (the listen backlog never fills);
+            // ConnectionGuard admits it or sheds one, and owns the deadlines.
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [ConnectionGuard(maximumBodyBytes: max(limits.connectionCutoffBytes, limits.maximumPolicyBodyBytes))],
-                idleTimeout: TimeAmount(limits.idleTimeout)
+                additionalChannelHandlers: [ConnectionGuard(maximumBodyBytes: max(limits.connectionCutoffBytes, limits.maximumPolicyBodyBytes),
+                                                            table: connections, deadlines: deadlines)],
+                idleTimeout: nil
             )),
-            configuration: .init(address: .unixDomainSocket(path: bind.socket), serverName: "deflect",
-                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.maximumConnections, logger: silent)),
+            configuration: .init(address: .unixDomainSocket(path: bind.socket), serverName: "deflect"),
             onServerRunning: { _ in
                 do throws(ControlSocketError) {
                     try ControlSocket.publish(boundSocket: bind.socket, directory: bind.directory, at: path)
@@ -81,7 +88,7 @@ public final class ControlServer: Sendable {
             do {
                 try await services.run()
             } catch {
-                ready.yield(.failure(.bindFailed(path: path, reason: "\(error)")))
+                ready.yield(.failure(.bindFailed(path: path, reason: TransportErrorText.reason(error))))
             }
             ControlSocket.discardBindDirectory(bind)
             ready.finish()
@@ -123,6 +130,9 @@ public final class ControlServer: Sendable {
             unlink(socketPath)
         }
     }
+
+    /// How many connections the server holds now.
+    public var openConnections: Int { connections.count }
 
     /// How many `GET /events` streams are open now.
     public var openEventStreams: Int { streams.count }

@@ -90,6 +90,8 @@ public enum ControlError: Error, Sendable, Equatable {
     case unavailable(String)
     /// 500: the VMM failed to do what was asked.
     case internalError(String)
+    /// 501: a method this API implements for no route (CONNECT, one HTTP does not define).
+    case notImplemented(String)
 
     /// The HTTP status code of the answer.
     public var status: Int {
@@ -104,6 +106,7 @@ public enum ControlError: Error, Sendable, Equatable {
         case .invalidPolicy: 422
         case .unavailable: 503
         case .internalError: 500
+        case .notImplemented: 501
         }
     }
 
@@ -112,7 +115,7 @@ public enum ControlError: Error, Sendable, Equatable {
         switch self {
         case .badRequest(let m), .notFound(let m), .methodNotAllowed(let m, _), .requestTimeout(let m),
              .conflict(let m), .payloadTooLarge(let m), .unsupportedMediaType(let m),
-             .invalidPolicy(let m, _), .unavailable(let m), .internalError(let m):
+             .invalidPolicy(let m, _), .unavailable(let m), .internalError(let m), .notImplemented(let m):
             m
         }
     }

@@ -1,7 +1,9 @@
 // VMM: the host files the VMM reads besides /dev/kvm (the msr driver, the
-// image and module files a run loads), with their libc calls in one place.
+// image, module, policy and key files a run loads), with their libc calls in
+// one place.
 import Foundation
 import Glibc
+import ReadableErrors
 
 enum HostFiles {
     /// One 8-byte pread at offset `index` of the msr driver's file; nil when
@@ -22,6 +24,8 @@ public enum InputFileError: Error, Equatable, CustomStringConvertible {
     /// A directory, FIFO, device or socket: reading it would fail, block or never end.
     case notRegularFile(kind: String)
     case tooLarge(size: UInt64, limit: UInt64)
+    /// Larger than what its kind of file may hold (a policy, a key).
+    case overLimit(size: UInt64, limit: UInt64)
     case unreadable(reason: String)
 
     /// Completes "<what> <path> ...".
@@ -30,6 +34,7 @@ public enum InputFileError: Error, Equatable, CustomStringConvertible {
         case .missing: return "does not exist"
         case let .notRegularFile(kind): return "is \(kind), not a regular file"
         case let .tooLarge(size, limit): return "is \(size) bytes, more than the guest's \(limit) bytes of RAM"
+        case let .overLimit(size, limit): return "is \(size) bytes, more than the \(limit) bytes it may have"
         case let .unreadable(reason): return "cannot be read: \(reason)"
         }
     }
@@ -47,8 +52,40 @@ public enum InputFiles {
         do {
             return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
-            throw .unreadable(reason: (error as NSError).localizedDescription)
+            throw .unreadable(reason: ReadableError.reason(error))
         }
+    }
+
+    /// The bytes of the regular file at `path`, at most `limit` of them.
+    /// Opened without blocking and checked on the open descriptor, so a FIFO
+    /// or a device (/dev/zero) is refused at once instead of read forever.
+    public static func readRegularFile(_ path: String, limit: Int) throws(InputFileError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT || code == ENOTDIR { throw .missing }
+            throw .unreadable(reason: String(cString: strerror(code)))
+        }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw .unreadable(reason: String(cString: strerror(errno))) }
+        if let kind = nonRegularKind(status.st_mode) { throw .notRegularFile(kind: kind) }
+        guard status.st_size <= limit else { throw .overLimit(size: UInt64(clamping: status.st_size), limit: UInt64(limit)) }
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return 0 }
+                return read(fd, base + filled, raw.count - filled)
+            }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { throw .unreadable(reason: String(cString: strerror(errno))) }
+            if n == 0 { break }
+            filled += n
+        }
+        // A file that grew while it was read.
+        guard filled <= limit else { throw .overLimit(size: UInt64(filled), limit: UInt64(limit)) }
+        return Array(bytes[..<filled])
     }
 
     /// The size `stat` reports for a regular file (symbolic links followed).
@@ -59,14 +96,20 @@ public enum InputFiles {
             if code == ENOENT || code == ENOTDIR { throw .missing }
             throw .unreadable(reason: String(cString: strerror(code)))
         }
-        switch status.st_mode & S_IFMT {
-        case S_IFREG: return UInt64(clamping: status.st_size)
-        case S_IFDIR: throw .notRegularFile(kind: "a directory")
-        case S_IFIFO: throw .notRegularFile(kind: "a FIFO")
-        case S_IFCHR: throw .notRegularFile(kind: "a character device")
-        case S_IFBLK: throw .notRegularFile(kind: "a block device")
-        case S_IFSOCK: throw .notRegularFile(kind: "a socket")
-        default: throw .notRegularFile(kind: "of an unknown file type")
+        if let kind = nonRegularKind(status.st_mode) { throw .notRegularFile(kind: kind) }
+        return UInt64(clamping: status.st_size)
+    }
+
+    /// What a file of `mode` is when it is not a regular file.
+    private static func nonRegularKind(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: nil
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFSOCK: "a socket"
+        default: "of an unknown file type"
         }
     }
 }

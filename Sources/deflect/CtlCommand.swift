@@ -57,6 +57,8 @@ func ctlReport<Report: Decodable>(json: Bool, render: (Report) -> String,
     }
     do {
         StandardStreams.writeOutput(render(try ControlJSON.decoder().decode(Report.self, from: data)) + "\n")
+    } catch let error as DecodingError {
+        throw ctlFailure(.malformedResponse("\(Report.self) could not be decoded: \(ControlJSON.describe(error))"))
     } catch {
         throw ctlFailure(.malformedResponse("\(Report.self) could not be decoded: \(error)"))
     }
@@ -141,12 +143,14 @@ extension CtlCommand {
         var file: String
 
         func run() async throws {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw fail("policy \(file) \(FileManager.default.fileExists(atPath: file) ? "cannot be read" : "does not exist")",
-                           status: ExitStatus.badInput)
+            let bytes: [UInt8]
+            do {
+                bytes = try InputFiles.readRegularFile(file, limit: maximumPolicyFileBytes)
+            } catch {
+                throw fail("policy \(file) \(error)", status: ExitStatus.badInput)
             }
             do {
-                try await connection.client.replacePolicy(text: String(decoding: data, as: UTF8.self))
+                try await connection.client.replacePolicy(text: String(decoding: bytes, as: UTF8.self))
             } catch {
                 guard case .api(_, let body) = error, let diagnostics = body.diagnostics, !diagnostics.isEmpty else {
                     throw ctlFailure(error)

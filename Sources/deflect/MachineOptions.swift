@@ -16,10 +16,13 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000), elf (ELF64) or multiboot (Multiboot v1, as QEMU's -kernel). Default: multiboot when the file has a multiboot header, else elf when it is ELF.")
     var mode: BootMode?
 
-    @Option(help: "Multiboot: the kernel command line after the kernel path (QEMU's -append): the kernel sees \"IMAGE APPEND\", IMAGE as typed.")
+    // Both take the next argument whatever it starts with, as QEMU's -append
+    // and -initrd do: a test kernel's arguments often start with "-".
+    @Option(parsing: .unconditional,
+            help: "Multiboot: the kernel command line after the kernel path (QEMU's -append): the kernel sees \"IMAGE APPEND\", IMAGE as typed. Taken as given even when it starts with '-'.")
     var append: String = ""
 
-    @Option(name: .customLong("module"), help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string. FILE must be a regular file; all modules together at most the guest's RAM.")
+    @Option(name: .customLong("module"), parsing: .unconditionalSingleValue, help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string. FILE must be a regular file; all modules together at most the guest's RAM.")
     var modules: [String] = []
 
     @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, minimal otherwise.")

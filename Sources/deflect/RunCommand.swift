@@ -6,6 +6,7 @@ import Foundation
 import Hypercalls
 import MachineControl
 import MSRPolicy
+import ReadableErrors
 import VMM
 
 struct RunCommand: AsyncParsableCommand {
@@ -61,18 +62,45 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
+/// Why a policy file was not loaded.
+enum PolicyFileError: Error {
+    /// The file itself: completes "policy PATH …" ("does not exist", "is a directory, not a regular file").
+    case file(String)
+    /// The text has errors, each located as file:line:column.
+    case invalid(PolicyErrors)
+}
+
+/// A policy text's largest size, as `PUT /policy` accepts.
+let maximumPolicyFileBytes = 1 << 20
+
 /// Reads and validates a policy file, with its CPU-model profile applied.
-func loadPolicy(_ path: String) throws -> MSRPolicy {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw fail("policy \(path) \(FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist")",
-                   status: ExitStatus.badInput)
+func readPolicy(_ path: String) throws(PolicyFileError) -> MSRPolicy {
+    let bytes: [UInt8]
+    do {
+        bytes = try InputFiles.readRegularFile(path, limit: maximumPolicyFileBytes)
+    } catch {
+        throw .file("\(error)")
     }
     do {
-        return try PolicyLoader.load(String(decoding: data, as: UTF8.self), file: path)
+        return try PolicyLoader.load(String(decoding: bytes, as: UTF8.self), file: path)
     } catch {
-        // Every located error on its own line: file:line:column: error: message.
-        StandardStreams.writeError("\(error)\n")
-        throw ExitCode(ExitStatus.badInput)
+        throw .invalid(error)
+    }
+}
+
+/// `readPolicy` for a command: one error line (status 66), or every
+/// located error on its own line (file:line:column: error: message).
+func loadPolicy(_ path: String) throws -> MSRPolicy {
+    do {
+        return try readPolicy(path)
+    } catch {
+        switch error {
+        case .file(let reason):
+            throw fail("policy \(path) \(reason)", status: ExitStatus.badInput)
+        case .invalid(let errors):
+            StandardStreams.writeError("\(errors)\n")
+            throw ExitCode(ExitStatus.badInput)
+        }
     }
 }
 
@@ -87,12 +115,23 @@ final class SignalForwarder {
         }
         if let policyPath {
             sources.listen(SIGHUP) {
+                let reason: String
                 do {
-                    try machine.replacePolicy(try loadPolicy(policyPath))
+                    try machine.replacePolicy(try readPolicy(policyPath))
                     StandardStreams.writeError("deflect: policy \(policyPath) reloaded\n")
+                    return
+                } catch let error as PolicyFileError {
+                    switch error {
+                    case .file(let problem):
+                        reason = "the file \(problem)"
+                    case .invalid(let errors):
+                        StandardStreams.writeError("\(errors)\n")
+                        reason = errors.errors.count == 1 ? "it has an error" : "it has \(errors.errors.count) errors"
+                    }
                 } catch {
-                    StandardStreams.writeError("deflect: policy \(policyPath) not reloaded: \(error); the previous policy stays\n")
+                    reason = ReadableError.reason(error)
                 }
+                StandardStreams.writeError("deflect: policy \(policyPath) not reloaded: \(reason); the previous policy stays\n")
             }
         }
     }

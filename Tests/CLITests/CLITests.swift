@@ -290,6 +290,24 @@ struct CLIMultibootInputTests {
         expectOneLineError(r, "need a multiboot kernel")
     }
 
+    /// As QEMU's -append and -initrd: the next argument is the value even
+    /// when it starts with "-" (a test kernel's own options).
+    @Test func appendAndModuleTakeValuesThatStartWithADash() throws {
+        for append in ["-foo", "-foo -bar", "--not-an-option", "-"] {
+            let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--append", append])
+            #expect(r.status == ExitStatus.usage, "--append \(append): \(r.stderr)")
+            // Parsed as the value: the run stops at the check after parsing.
+            expectOneLineError(r, "--append and --module need a multiboot kernel")
+        }
+        // Options after it are still options.
+        let after = try deflect(["run", try temporaryFile([0xF4]), "--append", "-v", "--memory", "0"])
+        #expect(after.status == ExitStatus.usage)
+        #expect(after.stderr.contains("--memory 0 is out of range"), "\(after.stderr)")
+        let module = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot", "--module", "-missing.bin -x"])
+        #expect(module.status == ExitStatus.badInput)
+        expectOneLineError(module, "--module -missing.bin does not exist")
+    }
+
     @Test func badMultibootHeader() throws {
         let r = try deflect(["run", try temporaryFile(badChecksumImage), "--mode", "multiboot"])
         #expect(r.status == ExitStatus.badInput)
@@ -398,6 +416,16 @@ struct CLIMultibootRunTests {
         #expect(r.stdout.contains("INFO cmdline \"multiboot/mbinfo.elf expect-module=deflect-env-v1 two\""))
         #expect(r.stdout.contains("INFO argv0 \"multiboot/mbinfo.elf\""))
         #expect(r.stdout.contains("-0x00107015 \"\(environment) env\""))  // 21 bytes from the page after the kernel
+    }
+
+    /// The kernel sees an --append that starts with "-" as typed, given
+    /// with a space or with "=".
+    @Test func appendStartingWithADashReachesTheKernel() throws {
+        let kernel = try GuestImages.path("multiboot/mbinfo.elf")
+        for arguments in [["--append", "-foo -bar"], ["--append=-foo -bar"]] {
+            let r = try deflect(["run", kernel, "--timeout", "20"] + arguments)
+            #expect(r.stdout.contains("INFO cmdline \"\(kernel) -foo -bar\""), "\(arguments): \(r.stdout)\n\(r.stderr)")
+        }
     }
 
     @Test func kernelLinkedAt0x8000() throws {

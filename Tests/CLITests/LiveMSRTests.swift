@@ -61,6 +61,9 @@ final class LiveDeflect {
 
     /// The stderr read so far by `waitFor(_:onStderr: true)`.
     var stderrSoFar: String { String(decoding: stderrBuffer, as: UTF8.self) }
+
+    /// The stdout read so far by `waitFor(_:)`.
+    var stdoutSoFar: String { String(decoding: stdoutBuffer, as: UTF8.self) }
 }
 
 @Suite("deflect: MSRs while the guest runs", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
@@ -95,6 +98,12 @@ struct LiveMSRTests {
         try Data("[[rule]]\nmsr = \"NOPE\"\naction = \"deny\"\n".utf8).write(to: URL(fileURLWithPath: policy))
         vm.signal(SIGHUP)
         #expect(vm.waitFor("the previous policy stays", onStderr: true))
+        // The file replaced by a directory: one line that says so, the policy stays.
+        try FileManager.default.removeItem(atPath: policy)
+        try FileManager.default.createDirectory(atPath: policy, withIntermediateDirectories: false)
+        vm.signal(SIGHUP)
+        #expect(vm.waitFor("is a directory, not a regular file; the previous policy stays", onStderr: true), "\(vm.stderrSoFar)")
+        try FileManager.default.removeItem(atPath: policy)
         // (An emulated value carries over a reload; an `ignore` rule answers its own value.)
         try Data("[[rule]]\nmsr = 0x2474\naction = \"ignore\"\nvalue = 2\n".utf8).write(to: URL(fileURLWithPath: policy))
         vm.signal(SIGHUP)
@@ -102,7 +111,12 @@ struct LiveMSRTests {
         #expect(r.status == 67, "\(r.stderr)")
         // The guest saw exactly 1 and then 2: the broken file changed nothing.
         #expect(r.stdout == "VALUE 0x0000000000000001\nVALUE 0x0000000000000002\n", "\(r.stdout)")
-        #expect(r.stderr.contains("not reloaded"), "\(r.stderr)")
+        // The located error, then one line saying the reload did not happen.
+        #expect(r.stderr.contains("\(policy):2:7: error: unknown MSR name"), "\(r.stderr)")
+        #expect(r.stderr.contains("deflect: policy \(policy) not reloaded: it has an error; the previous policy stays\n"), "\(r.stderr)")
+        #expect(r.stderr.contains("deflect: policy \(policy) not reloaded: the file is a directory, not a regular file; the previous policy stays\n"),
+                "\(r.stderr)")
+        #expect(!r.stderr.contains("ExitCode"), "\(r.stderr)")
         #expect(r.stderr.contains("policy \(policy) reloaded"), "\(r.stderr)")
     }
 }

@@ -262,6 +262,39 @@ struct MigrationCLITests {
         source.signal(SIGTERM)
         #expect(source.finish().stdout.contains("TICK 5\n"))
     }
+
+    /// A key on one side only, over loopback TCP: the receiver's key check
+    /// refuses at the handshake; ctl ends as the README says (status 70, one
+    /// line "migration to DEST failed: the receiver refused the VM: ...; the
+    /// VM keeps running on this host"), and the guest does run on.
+    @Test func aKeyOnOneSideOnlyIsRefusedWithTheDocumentedLine() throws {
+        let directory = try scratchDirectory()
+        let key = directory + "/key"
+        try Data("a key only one side has, 32 bytes\n".utf8).write(to: URL(fileURLWithPath: key))
+        let cases: [(receiver: [String], sender: [String], reason: String)] = [
+            (["--psk-file", key], [], "this side needs every frame authenticated (--psk-file) but the peer sends them without a key"),
+            ([], ["--psk-file", key], "the sender authenticates its frames with a pre-shared key but this side has none (--psk-file)"),
+        ]
+        for (index, test) in cases.enumerated() {
+            let (receiver, address) = try startReceiver("tcp:127.0.0.1:0", test.receiver)
+            let socket = directory + "/vm\(index).sock"
+            let source = try startSource(socket: socket)
+            #expect(source.waitFor("TICK 3\n"))
+            let ctl = try deflect(["ctl", "--socket", socket, "migrate", address] + test.sender)
+            #expect(ctl.status == ExitStatus.hostError, "\(ctl.stderr)")
+            #expect(ctl.stderr == "deflect: error: migration to \(address) failed: the receiver refused the VM: \(test.reason); the VM keeps running on this host\n",
+                    "\(ctl.stderr)")
+            #expect(ctl.stdout.split(separator: "\n").allSatisfy { $0.hasPrefix("migration failed: ") }, "\(ctl.stdout)")
+            let refused = receiver.finish()
+            #expect(refused.status == ExitStatus.badInput)
+            #expect(refused.stderr.hasSuffix("deflect: error: migration: refused the incoming VM: \(test.reason)\n"), "\(refused.stderr)")
+            // The guest was never paused for long: it keeps ticking here.
+            let next = Int(source.stdoutSoFar.split(separator: "\n").last?.split(separator: " ").last ?? "") ?? 0
+            #expect(source.waitFor("TICK \(next + 3)\n"), "the guest stopped after the refusal")
+            source.signal(SIGTERM)
+            #expect(source.finish().status == ExitStatus.interrupted)
+        }
+    }
 }
 
 struct NamespaceSetupError: Error, CustomStringConvertible {

@@ -80,6 +80,27 @@ struct ControlClientTests {
                 == "nothing is serving the API socket \(path) (the VM has stopped)")
     }
 
+    /// Something accepts on the socket and hangs up without answering: one
+    /// readable line, not the HTTP client's type name.
+    @Test func aServerThatHangsUpIsSaidInWords() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/api.sock"
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in channel.close() }
+            .bind(unixDomainSocketPath: path).get()
+        defer { listener.close(promise: nil) }
+        do throws(ControlClientError) {
+            _ = try await ControlClient(socketPath: path, timeout: .seconds(10)).info()
+            Issue.record("an answer from a server that hangs up")
+        } catch {
+            // The hang-up is seen as the end of the stream or, when the request
+            // was still being written, as a reset: either in words.
+            let reasons = ["the server closed the connection without answering",
+                           String(cString: strerror(ECONNRESET)), String(cString: strerror(EPIPE))]
+            #expect(reasons.map { "cannot talk to the API socket \(path): \($0)" }.contains(error.description), "\(error.description)")
+        }
+    }
+
     @Test func statsTableHasTheRunStatsLayoutWithPercentiles() {
         let text = ControlReportText.stats(FakeVM.stats(state: .paused))
         let lines = text.split(separator: "\n").map(String.init)

@@ -103,26 +103,6 @@ struct ControlSocketTests {
         }
     }
 
-    @Test func connectionsBeyondTheCapWaitUntilIdleOnesAreClosed() async throws {
-        var limits = ControlServerLimits()
-        limits.maximumConnections = 2
-        limits.idleTimeout = .milliseconds(400)
-        try await withServer(limits: limits) { _, path in
-            let idle = [try await RawConnection(path: path), try await RawConnection(path: path)]
-            // One answered request each: both are accepted (and counted), then idle.
-            for connection in idle {
-                await connection.send("GET /vm HTTP/1.1\r\nHost: x\r\n\r\n")
-                #expect(try await connection.read(until: "paused_seconds", within: .seconds(5)).hasPrefix("HTTP/1.1 200"))
-            }
-            let start = ContinuousClock.now
-            let answer = try await request(path, .GET, "/vm")
-            #expect(answer.status == 200)
-            // Served only once the idle connections were closed: the cap held.
-            #expect(ContinuousClock.now - start >= .milliseconds(300))
-            for connection in idle { #expect(try await connection.readToEnd(within: .seconds(5)) != nil) }
-        }
-    }
-
     @Test func slowBodyIsAnsweredWith408() async throws {
         var limits = ControlServerLimits()
         limits.bodyTimeout = .milliseconds(300)

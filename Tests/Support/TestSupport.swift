@@ -1,6 +1,6 @@
 // DeflectTestSupport: what the test targets share: whether /dev/kvm is usable
-// here (and why not), and the guest images, built once by the project's own
-// Makefile with the GNU toolchain.
+// here (and why not), the guest images, built once by the project's own
+// Makefile with the GNU toolchain, and a file this process may not read.
 import Foundation
 import KVM
 

@@ -75,13 +75,19 @@ public enum MigrationTransport {
         }
     }
 
+    /// A key file's largest size: a key is a line of text or random bytes.
+    public static let maximumKeyFileBytes = 4096
+
     /// The key in `path` (--psk-file): at least 16 bytes, one trailing newline ignored.
     public static func loadKey(_ path: String) throws(MachineError) -> MigrationKey {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .migration("--psk-file \(path) \(FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist")")
+        let bytes: [UInt8]
+        do {
+            bytes = try InputFiles.readRegularFile(path, limit: maximumKeyFileBytes)
+        } catch {
+            throw .migration("--psk-file \(path) \(error)")
         }
         do {
-            return try MigrationKey(fileContents: [UInt8](data.prefix(4096)))
+            return try MigrationKey(fileContents: bytes)
         } catch {
             throw .migration("--psk-file \(path): \(error)")
         }
