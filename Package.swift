@@ -121,9 +121,9 @@ let package = Package(
                                               .product(name: "NIOCore", package: "swift-nio"),
                                               .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // The containerd shim: deflect.json, the task state machine, the containerd.task.v2.Task service.
-        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", "KVM", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", "KVM", "ReadableErrors", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: strict),
-        .executableTarget(name: "containerd-shim-deflect-v1", dependencies: ["ContainerdShim"],
+        .executableTarget(name: "containerd-shim-deflect-v1", dependencies: ["ContainerdShim", "ReadableErrors"],
                           path: "Sources/ContainerdShimMain", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),

@@ -3,6 +3,7 @@
 // sandbox) — and the files the shim keeps for it (the VM's API socket, the
 // VM's pid for `delete`, the mount point of the snapshotter's layers).
 import Foundation
+import ReadableErrors
 
 public struct TaskBundle: Sendable {
     public let path: String
@@ -31,7 +32,7 @@ public struct TaskBundle: Sendable {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
             throw TaskBundleError(description: "\(configPath): \(field.isEmpty ? "" : field + ": ")\(context.debugDescription)")
         } catch {
-            throw TaskBundleError(description: "\(configPath): \(SystemErrorText.describe(error))")
+            throw TaskBundleError(description: "\(configPath): \(ReadableError.reason(error))")
         }
     }
 

@@ -3,6 +3,7 @@
 // order, off the request threads; a containerd that is gone (or stopped and
 // silent) loses the event with a logged line and never blocks the task.
 import Foundation
+import ReadableErrors
 import SwiftProtobuf
 import Synchronization
 import TTRPC
@@ -40,7 +41,7 @@ public final class EventPublisher: Sendable {
                                          forward, as: Google_Protobuf_Empty.self)
                 } catch {
                     client = nil
-                    Self.log("deflect shim: event \(topic) not forwarded: \(SystemErrorText.describe(error))\n")
+                    Self.log("deflect shim: event \(topic) not forwarded: \(ReadableError.reason(error))\n")
                 }
             }
         }

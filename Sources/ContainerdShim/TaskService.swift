@@ -8,6 +8,7 @@
 // signalled directly.
 import Foundation
 import KVM
+import ReadableErrors
 import SwiftProtobuf
 import Synchronization
 import TTRPC
@@ -141,7 +142,7 @@ public final class TaskService: Sendable {
                 do {
                     try ShortSocketPath.makePrivateDirectory((state.bundle.apiSocket as NSString).deletingLastPathComponent)
                 } catch {
-                    throw TTRPCError(.internal, "cannot make the VM's API socket directory: \(SystemErrorText.describe(error))")
+                    throw TTRPCError(.internal, "cannot make the VM's API socket directory: \(ReadableError.reason(error))")
                 }
                 process.executableURL = URL(fileURLWithPath: deflectBinary)
                 process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
@@ -153,7 +154,7 @@ public final class TaskService: Sendable {
                 try process.run()
             } catch {
                 Self.closeLifeline(&state)
-                throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(SystemErrorText.describe(error))")
+                throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(ReadableError.reason(error))")
             }
             state.process = process
             state.pid = process.processIdentifier
@@ -323,7 +324,7 @@ public final class TaskService: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: request.path, withIntermediateDirectories: true)
         } catch {
-            throw TTRPCError(.invalidArgument, "cannot create \(request.path): \(SystemErrorText.describe(error))")
+            throw TTRPCError(.invalidArgument, "cannot create \(request.path): \(ReadableError.reason(error))")
         }
         let paused = state.withLock { $0.phase == .paused }
         let then = exit ? "stop" : paused ? "pause" : "resume"
@@ -343,7 +344,7 @@ public final class TaskService: Sendable {
         do {
             return try Containerd_Runc_V1_CheckpointOptions(serializedBytes: options.value).exit
         } catch {
-            throw TTRPCError(.invalidArgument, "checkpoint options: \(SystemErrorText.describe(error))")
+            throw TTRPCError(.invalidArgument, "checkpoint options: \(ReadableError.reason(error))")
         }
     }
 
@@ -482,7 +483,7 @@ public final class TaskService: Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errors
         process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(SystemErrorText.describe(error))") }
+        do { try process.run() } catch { throw TTRPCError(.internal, "cannot run \(deflectBinary) ctl: \(ReadableError.reason(error))") }
         if untilStopped {
             // A Kill answers once the VM has stopped: containerd, told of the exit,
             // deletes the task and closes its connection to this shim, failing a

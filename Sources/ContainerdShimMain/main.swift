@@ -2,6 +2,7 @@
 // (`ctr run --runtime io.containerd.deflect.v1`). Exit statuses: 0 done, 64
 // bad usage, 1 the action failed.
 import ContainerdShim
+import ReadableErrors
 import Foundation
 
 func fail(_ message: String, status: Int32) -> Never {
@@ -27,5 +28,5 @@ do {
         try ShimCommands.serve(arguments)
     }
 } catch {
-    fail("\(arguments.action): \(SystemErrorText.describe(error))", status: 1)
+    fail("\(arguments.action): \(ReadableError.reason(error))", status: 1)
 }
