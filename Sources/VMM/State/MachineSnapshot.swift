@@ -209,12 +209,12 @@ extension SnapshotHost {
 }
 
 extension Machine {
-    /// Writes a snapshot of the paused machine: the memory file first
-    /// (`PATH.mem`), then the state file at `path`, each atomically. A full
-    /// snapshot turns on dirty logging, so that the next can be a diff: only
-    /// the pages written since, as a sparse memory file.
-    public func snapshot(to path: String, diff: Bool = false) throws(MachineError) -> SnapshotSummary {
-        guard state == .paused else { throw .snapshot("the VM must be paused to take a snapshot (it is \(state.rawValue))") }
+    /// Writes a snapshot of the paused machine (`snapshot(to:diff:)` runs
+    /// this as a control step): the memory file first (`PATH.mem`), then the
+    /// state file at `path`, each atomically. A full snapshot turns on dirty
+    /// logging, so that the next can be a diff: only the pages written since,
+    /// as a sparse memory file.
+    func writeSnapshot(to path: String, diff: Bool) throws(MachineError) -> SnapshotSummary {
         let begin = Date()
         let memoryName = (path as NSString).lastPathComponent + ".mem"
         let memoryPath = path + ".mem"
