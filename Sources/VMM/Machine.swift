@@ -183,7 +183,7 @@ public final class Machine: Sendable {
                 throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
             }
             let supported = try system.supportedCPUID()
-            registerSync = try system.check(.syncRegisters) & 1 != 0
+            registerSync = try system.check(.syncRegisters) & VCPU.syncGeneralRegistersBit != 0
             var created: [VCPU] = []
             for i in 0..<configuration.vcpuCount {
                 let vcpu = try vm.createVCPU(id: UInt32(i))

@@ -31,6 +31,8 @@ final class SleepControl: Sendable {
     /// the FACS (reserved memory the guest does not use).
     static let resumeStackSegment: UInt16 = 0x9FC0
     static let resumeStackPointer: UInt16 = 0x03C0
+    /// CMOS shutdown status during S3 (QEMU's pc_cmos_set_s3_resume).
+    static let s3ResumeShutdownStatus: UInt8 = 0xFE
 
     private let vm: VirtualMachine
     private let ram: GuestRAM
@@ -75,7 +77,7 @@ final class SleepControl: Sendable {
     func enterSleep(requestedBy vcpu: Int) {
         events.record(.suspended(vcpu: vcpu))
         _ = devices.withDevice(at: RTCCMOS.basePort, as: RTCCMOS.self) { rtc in
-            rtc.setCMOS(RTCCMOS.Register.shutdownStatus, 0xFE)
+            rtc.setCMOS(RTCCMOS.Register.shutdownStatus, Self.s3ResumeShutdownStatus)
             // Alarms that rang while the guest ran are not wake events.
             rtc.advanceAlarm()
         }
