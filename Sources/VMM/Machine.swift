@@ -524,7 +524,9 @@ public final class Machine: Sendable {
     /// guest instruction (`deflect restore --paused`) until `resume()`.
     /// `phaseHandler` is called on the vCPU's thread when the guest writes a
     /// phase to the sync port 0x500 (phase, vCPU index); the guest waits
-    /// until it returns.
+    /// until it returns. A control request it makes (`replacePolicy`) waits
+    /// for the control path, and a pause on it waits for this vCPU: do not
+    /// pause from elsewhere while a handler makes requests.
     public func run(startingPaused: Bool = false, phaseHandler: (@Sendable (UInt32, Int) -> Void)? = nil) -> RunReport {
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
