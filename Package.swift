@@ -97,7 +97,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // The VMM's side of the control API: a running Machine as a VMControl.
-        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "ControlAPI", "Migration"], swiftSettings: strict),
+        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "Migration"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",

@@ -2,7 +2,7 @@
    treats differently) when the guest itself accesses them. The output must be
    the same under `deflect run` with no policy (KVM decides everything) and
    under `deflect trace`: trace must never serve a guest's access with a
-   host-initiated KVM_GET_MSRS / KVM_SET_MSRS (issue 8, item 1).
+   host-initiated KVM_GET_MSRS / KVM_SET_MSRS.
 
    One "MSR <rd|wr> 0x<index> <ok|gp> 0x<value>" line per access (see
    runtime64.inc), then "SUMMARY accesses=N gp=G", "DONE"; debug-exit value G.

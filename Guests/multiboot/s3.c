@@ -13,13 +13,17 @@
      3. The RTC alarm is set 2 s ahead (seconds only, minutes and hours
         "don't care" 0xC0), register B.AIE on; PM1_STS cleared, PM1_EN =
         RTC_EN (command line "no-rtc-en" leaves PM1_EN 0: no wake source).
-     4. SLP_TYP(S3) | SLP_EN to PM1a_CNT; if the CPU is still running 5 s
-        later (PIT channel 2), "suspend" fails.
+     4. SLP_TYP(S3) | SLP_EN to PM1a_CNT, and in the instruction right after
+        the OUT a store to memory; if the CPU is still running 5 s later (PIT
+        channel 2), "suspend" fails.
    After the wake (the stub: real mode at 0x7000:0000 -> records CS, IP and
    EFLAGS -> lgdt -> protected mode -> s3_resumed()):
      "wake-entry"     CS was 0x7000 (vector >> 4), IP 0, interrupts off
      "wake-status"    PM1_STS has WAK_STS and RTC_STS
      "memory-kept"    a marker written to low memory before the suspend is intact
+     "stopped-at-slp-en" the store after the OUT never happened: the CPU that
+                      wrote SLP_EN executed no further instruction (QEMU
+                      stops it at that I/O exit)
      "image-restored" a .data word changed before the suspend has its value
                       from the ELF file again (QEMU rewrites the -kernel ELF
                       segments on the wake-up's system reset)
@@ -52,6 +56,7 @@ struct s3_state {
     u16 pm1a_evt, pm1a_cnt;
     u8 slp_typ, rtc_en;
     u8 seconds_before;
+    u32 ran_after_slp_en;   /* set by the instruction after the SLP_EN write */
 };
 #define STATE ((volatile struct s3_state *)(WAKE_STUB + 0x800))
 /* Changed before the suspend; the wake's reset restores the image's value. */
@@ -146,6 +151,16 @@ static int has_word(const char *s, const char *w)
     return 0;
 }
 
+/* Writes SLP_TYP|SLP_EN and, in the very next instruction, sets
+   ran_after_slp_en: a CPU stopped at the OUT never executes the store. */
+static void write_slp_en(u16 port, u16 value)
+{
+    __asm__ volatile("outw %w1, %w2\n\tmovl $1, %0"
+                     : "=m"(STATE->ran_after_slp_en)
+                     : "a"(value), "d"(port)
+                     : "memory");
+}
+
 static u8 bcd_add(u8 v, u8 n, int binary, u8 modulo)
 {
     u8 x = binary ? v : (u8)((v >> 4) * 10 + (v & 15));
@@ -175,7 +190,8 @@ static void suspend_now(void)
     outw(STATE->pm1a_evt, 0xffff);             /* clear every status bit */
     outw((u16)(STATE->pm1a_evt + 2), STATE->rtc_en ? RTC_EN : 0);
     puts("INFO suspending\n");
-    outw(STATE->pm1a_cnt, (u16)(((u32)STATE->slp_typ << 10) | SLP_EN));
+    STATE->ran_after_slp_en = 0;
+    write_slp_en(STATE->pm1a_cnt, (u16)(((u32)STATE->slp_typ << 10) | SLP_EN));
 
     /* The machine stops somewhere here; if it does not within 5 s, fail. */
     struct pit_timer t;
@@ -215,6 +231,7 @@ void s3_resumed(void)
     outw(pm1a_evt, WAK_STS | RTC_STS);
 
     check(STATE->marker == 0xc0ffee42u, "memory-kept", "marker intact");
+    check(STATE->ran_after_slp_en == 0, "stopped-at-slp-en", "no instruction ran after the SLP_EN write");
     check_begin(image_probe == 0x1234abcdu, "image-restored");
     puts("probe=");
     puthex32(image_probe);

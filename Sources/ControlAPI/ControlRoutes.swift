@@ -18,7 +18,7 @@ public struct ControlRoute: Sendable, Hashable {
     public let path: String
     public let name: Name
 
-    /// Every route, as issue 9 names them.
+    /// Every route, as docs/api.yaml names them.
     public static let all: [ControlRoute] = [
         .init(method: .get, path: "/vm", name: .vm),
         .init(method: .put, path: "/vm/state", name: .vmState),

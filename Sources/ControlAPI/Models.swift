@@ -31,9 +31,9 @@ public struct Hex64: Codable, Sendable, Equatable, Hashable, CustomStringConvert
 
 // MARK: - GET /vm
 
-/// The run state machine of a VM (one owner: the VMM's run loop).
+/// The run state machine of a VM (one owner: the VMM's `Lifecycle`; see docs/run-state.md).
 public enum VMState: String, Codable, Sendable, CaseIterable {
-    case created, running, pausing, paused, suspended, stopping, stopped
+    case created, running, pausing, paused, suspended, snapshotting, migrating, stopping, stopped
 }
 
 /// The configuration a VM was started with, as `deflect run` was given it.

@@ -1,6 +1,6 @@
 // ControlAPI: the boundary between the control API and the VMM. The server
-// only ever talks to a `VMControl`; the VMM implements it (the lead wires it
-// into `Machine`), the tests implement it with scripted state.
+// only ever talks to a `VMControl`; the VMM implements it (MachineControl,
+// around a `Machine`), the tests implement it with scripted state.
 
 /// What the control API needs from a running virtual machine.
 ///

@@ -1,4 +1,4 @@
-// deflect-bench --control N: the control plane's latencies (issue 9). A
+// deflect-bench --control N: the control plane's latencies. A
 // machine runs Guests/long/mixed_storm.S through the real run loop (vCPU 0:
 // RDMSR storm of an emulated MSR, vCPU 1: port storm on the POST port, others
 // spin in the guest) with MachineControl and ControlServer on a temporary
@@ -292,7 +292,7 @@ func controlBenchmark(_ options: ControlBenchOptions) throws {
 
     \(apiLines.joined(separator: "\n"))
 
-    **Pause and resume** (no target in issue 9): \(options.pauseCycles) cycles each way, the guest running \(Int(pauseGapSeconds * 1000)) ms between cycles. `Machine.pause()` returns once every vCPU is parked at a consistent point (pending exit completed, guest clocks stopped); it kicks the vCPUs, then checks every 5 ms whether all are parked (`VCPUParking.waitUntilAllParked`), so a pause takes at least one 5 ms period. `resume()` returns once the kvmclock is restored and the vCPUs are released. Through the API: `PUT /vm/state` round trips. Last column: the storming vCPUs' exit rates (0 / 1) over the direct cycles, evidence that the guest ran between them.
+    **Pause and resume** (no target): \(options.pauseCycles) cycles each way, the guest running \(Int(pauseGapSeconds * 1000)) ms between cycles. `Machine.pause()` returns once every vCPU is parked at a consistent point (pending exit completed, guest clocks stopped); it kicks the vCPUs, then checks every 5 ms whether all are parked (`VCPUParking.waitUntilAllParked`), so a pause takes at least one 5 ms period. `resume()` returns once the kvmclock is restored and the vCPUs are released. Through the API: `PUT /vm/state` round trips. Last column: the storming vCPUs' exit rates (0 / 1) over the direct cycles, evidence that the guest ran between them.
 
     | vCPUs | path | cycles | pause p50 | pause p99 | pause max | resume p50 | resume p99 | resume max | exits/s while cycling |
     |---|---|---|---|---|---|---|---|---|---|

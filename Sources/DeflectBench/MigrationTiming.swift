@@ -102,7 +102,7 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     |---|---|---|---|---|---|---|---|---|
     \(rows.joined(separator: "\n"))
 
-    Target (issue 11): downtime ≤ 50 ms for an idle 1 GiB guest. \(idleOneGiBDowntime.map { String(format: "Deflect here: %.0f ms, %@ (loopback TCP).", $0, $0 <= 50 ? "met" : "not met") } ?? "Not measured in this run.")
+    Target: downtime ≤ 50 ms for an idle 1 GiB guest. \(idleOneGiBDowntime.map { String(format: "Deflect here: %.0f ms, %@ (loopback TCP).", $0, $0 <= 50 ? "met" : "not met") } ?? "Not measured in this run.")
 
     What the columns mean. *Total*: Deflect, from the start of the migration until the receiver acknowledged
     that the guest runs there; QEMU, `query-migrate` total-time (start to completion on the source).

@@ -1,6 +1,6 @@
 // deflect-bench --snapshot-timing: how long a full snapshot takes and how
 // long a restore takes until the guest runs again, for guests of 64 MiB,
-// 1 GiB and 3 GiB (the target: a 3 GiB restore within 1.3× of a
+// 1 GiB and 3 GiB (the target: a 3 GiB restore within 1.3× of a
 // 64 MiB one, because restore maps the memory file instead of reading it),
 // in this process and as a new `deflect restore` process; a diff snapshot of
 // a guest that dirties 1% of its RAM; and QEMU's save and restore of guests

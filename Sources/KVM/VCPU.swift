@@ -131,6 +131,10 @@ public final class VCPU: @unchecked Sendable {
         ckvm_run_hypercall_set_ret(runPage, returnValue)
     }
 
+    /// KVM_SYNC_X86_REGS: the bit of KVM_CAP_SYNC_REGS's answer that says
+    /// the general registers can be synced through the run page.
+    public static let syncGeneralRegistersBit = Int32(truncatingIfNeeded: CKVM_SYNC_X86_REGS)
+
     /// Asks KVM to copy the general registers into the run page on every exit
     /// (KVM_CAP_SYNC_REGS), so `exitRIP` costs no ioctl. Check the capability first.
     public func enableRegisterSync() {

@@ -60,6 +60,16 @@ public struct InternalErrorExit: Sendable, Equatable {
     }
 }
 
+/// `run->system_event.type` of KVM_EXIT_SYSTEM_EVENT (`KVM_SYSTEM_EVENT_*` in <linux/kvm.h>).
+public enum KVMSystemEvent {
+    /// KVM_SYSTEM_EVENT_SHUTDOWN: the guest asked to power off.
+    public static let shutdown: UInt32 = 1
+    /// KVM_SYSTEM_EVENT_RESET: the guest asked for a reset.
+    public static let reset: UInt32 = 2
+    /// KVM_SYSTEM_EVENT_CRASH: the guest reported a crash.
+    public static let crash: UInt32 = 3
+}
+
 /// Why KVM_RUN returned.
 public enum VCPUExit: Sendable, Equatable {
     case io(IOExit)

@@ -1,6 +1,6 @@
 // Loader: ELF parsing. The identification bytes and program headers are
-// width-independent types so an ELF32 reader (multiboot, later) can produce
-// the same `ELFProgramHeader`s and reuse the placement checks in ImageLoader;
+// width-independent types so the ELF32 reader (multiboot) produces
+// the same `ELFProgramHeader`s and reuses the placement checks in ImageLoader;
 // only the 64-bit header layout lives in `ELF64Image`.
 
 /// ELF constants used here (System V gABI and the x86-64 psABI).

@@ -1,11 +1,13 @@
 // MachineControl: the VMM's side of the control API — a running `Machine` as
 // a `VMControl`: its state machine (pause/resume at a consistent point), its
 // live accounting as the API's reports, policy replacement from TOML text and
-// the rate-limited event feed. Blocking VMM calls (a pause waits for every
-// vCPU to park) run on a thread of their own, never on the server's tasks.
+// the rate-limited event feed. Every request that reads or changes the run
+// state is submitted to the machine's serial control path as one step
+// (`Machine.controlStep`) and awaited: the blocking VMM work (a pause waits
+// for every vCPU to park) runs there, never on the server's tasks.
 import ControlAPI
-import Dispatch
 import Foundation
+import Hypercalls
 import KVM
 import KVMABI
 import Migration
@@ -39,7 +41,7 @@ public final class MachineControl: VMControl {
 
     public func setState(_ state: RequestedState) async throws(ControlError) {
         let machine = self.machine
-        let result: Result<Double, LifecycleError> = await Self.offThread {
+        let result: Result<Double, LifecycleError> = await machine.controlStep {
             do throws(LifecycleError) {
                 return .success(state == .paused ? try machine.pause() : try machine.resume())
             } catch {
@@ -48,29 +50,36 @@ public final class MachineControl: VMControl {
         }
         switch result {
         case .success: return
-        case let .failure(.conflict(message)): throw .conflict(message)
-        case let .failure(.host(message)): throw .internalError(message)
+        case let .failure(error): throw Self.controlError(error)
         }
     }
 
     public func shutdown() async throws(ControlError) {
-        switch machine.state {
-        case .stopping, .stopped: throw .conflict("the VM is already \(machine.state.rawValue)")
-        default: machine.requestStop()
+        do throws(LifecycleError) {
+            try machine.shutdown()
+        } catch {
+            throw Self.controlError(error)
         }
     }
 
     public func registers(vcpu: Int) async throws(ControlError) -> VCPURegistersReport {
-        guard machine.state == .paused else {
-            throw .conflict("vCPU registers can be read only while the VM is paused (it is \(machine.state.rawValue)); PUT /vm/state {\"state\": \"paused\"} first")
+        let machine = self.machine
+        let result: Result<(Registers, SpecialRegisters)?, LifecycleError> = await machine.controlStep {
+            do throws(LifecycleError) {
+                return .success(try machine.registers(vcpu: vcpu))
+            } catch {
+                return .failure(error)
+            }
         }
-        guard machine.vcpus.indices.contains(vcpu) else { throw .notFound("no vCPU \(vcpu); the VM has \(machine.vcpus.count)") }
-        do throws(KVMError) {
-            let general = try machine.vcpus[vcpu].registers()
-            let special = try machine.vcpus[vcpu].specialRegisters()
+        switch result {
+        case let .success((general, special)?):
             return VCPURegistersReport(vcpu: vcpu, general: Self.report(general), special: Self.report(special))
-        } catch {
-            throw .internalError("reading vCPU \(vcpu)'s registers: \(error)")
+        case .success(nil):
+            throw .notFound("no vCPU \(vcpu); the VM has \(machine.vcpus.count)")
+        case let .failure(.conflict(message)):
+            throw .conflict("\(message); PUT /vm/state {\"state\": \"paused\"} first")
+        case let .failure(.host(message)):
+            throw .internalError(message)
         }
     }
 
@@ -90,7 +99,8 @@ public final class MachineControl: VMControl {
                 msrs.append(MSRExitRow(index: Hex64(UInt64(index)), name: MSRCatalogue.name(index),
                                        direction: write ? .write : .read, timing: timing))
             case let .hypercall(number):
-                hypercalls.append(HypercallRow(number: number, name: number == 12 ? "KVM_HC_MAP_GPA_RANGE" : nil, timing: timing))
+                hypercalls.append(HypercallRow(number: number, name: number == HypercallNumber.mapGPARange ? "KVM_HC_MAP_GPA_RANGE" : nil,
+                                               timing: timing))
             }
         }
         if profile.other.count > 0 {
@@ -139,9 +149,15 @@ public final class MachineControl: VMControl {
             }
             throw .invalidPolicy("the policy does not load (\(diagnostics.count) problem\(diagnostics.count == 1 ? "" : "s")); the previous policy stays", diagnostics: diagnostics)
         }
-        do throws(MachineError) {
-            try machine.replacePolicy(policy)
-        } catch {
+        let machine = self.machine
+        let result: Result<Void, MachineError> = await machine.controlStep {
+            do throws(MachineError) {
+                return .success(try machine.replacePolicy(policy))
+            } catch {
+                return .failure(error)
+            }
+        }
+        if case let .failure(error) = result {
             if case .configuration = error { throw .conflict("\(error)") }
             throw .invalidPolicy("\(error); the previous policy stays", diagnostics: [])
         }
@@ -152,34 +168,23 @@ public final class MachineControl: VMControl {
     public func snapshot(_ request: SnapshotRequest) async throws(ControlError) -> SnapshotReport {
         guard request.path.hasPrefix("/") else { throw .badRequest("the snapshot path must be absolute: \(request.path)") }
         let machine = self.machine
-        let then = request.then ?? .resume
-        let result: Result<SnapshotSummary, ControlError> = await Self.offThread {
-            do throws(LifecycleError) {
-                try machine.pause()
+        let then = AfterSnapshot(rawValue: (request.then ?? .resume).rawValue) ?? .resume
+        let result: Result<SnapshotSummary, SnapshotRequestError> = await machine.controlStep {
+            do throws(SnapshotRequestError) {
+                return .success(try machine.snapshot(to: request.path, diff: request.type == .diff, then: then))
             } catch {
-                return .failure(.conflict("\(error)"))
+                return .failure(error)
             }
-            let outcome: Result<SnapshotSummary, ControlError>
-            do throws(MachineError) {
-                outcome = .success(try machine.snapshot(to: request.path, diff: request.type == .diff))
-            } catch {
-                outcome = .failure(.badRequest("\(error)"))
-            }
-            // What the VM does next does not depend on whether the write worked.
-            switch then {
-            case .resume: _ = try? machine.resume()
-            case .pause: break
-            case .stop: machine.requestStop()
-            }
-            return outcome
         }
         switch result {
         case let .success(summary):
             return SnapshotReport(path: summary.statePath, memoryPath: summary.memoryPath, type: request.type ?? .full,
                                   stateBytes: summary.stateBytes, memoryBytes: summary.memoryBytes,
                                   seconds: summary.seconds, state: Self.state(machine.state))
-        case let .failure(error):
-            throw error
+        case let .failure(.refused(error)):
+            throw .conflict("\(error)")
+        case let .failure(.failed(error)):
+            throw .badRequest("\(error)")
         }
     }
 
@@ -210,13 +215,16 @@ public final class MachineControl: VMControl {
         } catch {
             throw .badRequest("\(error)")
         }
-        do throws(MachineError) {
-            try machine.beginMigration(options)
-        } catch {
-            throw .conflict("\(error)")
-        }
         let machine = self.machine
         let accepted = options
+        let begun: Result<Void, MachineError> = await machine.controlStep {
+            do throws(MachineError) {
+                return .success(try machine.beginMigration(accepted))
+            } catch {
+                return .failure(error)
+            }
+        }
+        if case let .failure(error) = begun { throw .conflict("\(error)") }
         let thread = Thread {
             // The outcome is in the progress record (GET /migration); the
             // VM keeps running on failure.
@@ -249,6 +257,8 @@ public final class MachineControl: VMControl {
         case .pausing: .pausing
         case .paused: .paused
         case .suspended: .suspended
+        case .snapshotting: .snapshotting
+        case .migrating: .migrating
         case .stopping: .stopping
         case .stopped: .stopped
         }
@@ -284,10 +294,10 @@ public final class MachineControl: VMControl {
                                       apicBase: Hex64(s.apicBase))
     }
 
-    /// Runs a blocking VMM call on a Dispatch thread and awaits its result.
-    private static func offThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: body()) }
+    static func controlError(_ error: LifecycleError) -> ControlError {
+        switch error {
+        case let .conflict(message): .conflict(message)
+        case let .host(message): .internalError(message)
         }
     }
 }

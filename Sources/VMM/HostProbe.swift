@@ -3,6 +3,7 @@
 // because on some nested hosts a guest VMCALL never returns from KVM_RUN.
 import Dispatch
 import Foundation
+import Hypercalls
 import KVM
 import Loader
 
@@ -89,7 +90,7 @@ public enum HostProbe {
         _ = vm
         switch result.get() {
         case let .exit(.hypercall(call))?:
-            return call.number == 12 ? .yes("KVM_EXIT_HYPERCALL nr=12 reached user space")
+            return call.number == HypercallNumber.mapGPARange ? .yes("KVM_EXIT_HYPERCALL nr=12 reached user space")
                                      : .no("hypercall exit with unexpected nr=\(call.number)")
         case .exit(.interrupted)? where kicked:
             return .no("VMCALL did not return from KVM_RUN within \(timeout) s (vCPU kicked out)")

@@ -1,6 +1,8 @@
 // VMM: assembling a machine from a configuration (KVM VM, RAM, image, vCPUs,
 // devices) and running it to an outcome: one thread per vCPU, a timeout,
-// clean stop of every vCPU.
+// clean stop of every vCPU. Building fixes everything (the configuration and
+// every part are constants); what a run may change — its state, the MSR
+// policy — changes only through the control steps of `Lifecycle`.
 import Devices
 import Dispatch
 import Foundation
@@ -27,8 +29,7 @@ public struct RunReport: Sendable {
 }
 
 /// A built machine, ready to run once.
-public final class Machine: @unchecked Sendable {
-    // Mutated only before run() starts the vCPU threads.
+public final class Machine: Sendable {
     /// KVM_SET_TSS_ADDR / identity map: below 4 GiB, above the 3 GiB RAM limit.
     static let tssAddress: UInt64 = 0xFFFB_D000
     static let identityMapAddress: UInt64 = 0xFFFB_C000
@@ -58,13 +59,11 @@ public final class Machine: @unchecked Sendable {
     /// The filter KVM has; replacing the policy holds this lock throughout.
     private let installedFilter: Mutex<CompiledFilter?>
     /// KVM_X86_SET_MSR_FILTER for policy replacement; tests replace it to make KVM refuse.
-    var msrFilterInstaller: @Sendable (CompiledFilter) throws(KVMError) -> Void
+    let msrFilterInstaller: Mutex<@Sendable (CompiledFilter) throws(KVMError) -> Void>
     private let registerSync: Bool
     let controller: RunController
-    private let lifecycle: Lifecycle
-    /// ACPI S3 suspend and wake (PC platform only).
-    private var sleepControl: SleepControl?
-    private var started = false
+    /// The run state's one owner and the serial control path.
+    let lifecycle: Lifecycle
     /// KVM's dirty log covers every page written since the last full
     /// snapshot (turned on by it; a migration attempt consumes the log).
     let dirtyLogging = Mutex(false)
@@ -72,16 +71,10 @@ public final class Machine: @unchecked Sendable {
     let kvmDirtyLog = Mutex(false)
     /// The outgoing migration's progress; one migration at a time.
     let migration = MigrationTracker()
-    /// Start with every vCPU parked before its first guest instruction
-    /// (`deflect restore --paused`); `resume()` lets it go. Set before `run()`.
-    public var startsPaused = false
     /// How far a migration's restore moved the guest's TSC on (nil for a new
     /// machine, a snapshot restore, or a sender that did not record when it
     /// captured the vCPUs).
-    public private(set) var guestTimeAdvance: TSCAdvance?
-    /// Called on the vCPU's thread when the guest writes a phase to the sync
-    /// port 0x500 (phase, vCPU index); the guest waits until it returns. Set before `run()`.
-    public var phaseHandler: (@Sendable (UInt32, Int) -> Void)?
+    public let guestTimeAdvance: TSCAdvance?
 
     /// Builds the machine. Every failure is a one-line `MachineError`.
     public convenience init(configuration: MachineConfiguration, serialOutput: sending any ByteSink,
@@ -179,7 +172,7 @@ public final class Machine: @unchecked Sendable {
                 throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
             }
             let supported = try system.supportedCPUID()
-            registerSync = try system.check(.syncRegisters) & 1 != 0
+            registerSync = try system.check(.syncRegisters) & VCPU.syncGeneralRegistersBit != 0
             var created: [VCPU] = []
             for i in 0..<configuration.vcpuCount {
                 let vcpu = try vm.createVCPU(id: UInt32(i))
@@ -201,6 +194,8 @@ public final class Machine: @unchecked Sendable {
                 guestTimeAdvance = try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices,
                                                          msrRuntime: msrRuntime, hypercalls: hypercallHandler,
                                                          memorySize: configuration.memoryBytes)
+            } else {
+                guestTimeAdvance = nil
             }
         } catch let error as MachineError {
             throw error
@@ -212,17 +207,17 @@ public final class Machine: @unchecked Sendable {
         controller = RunController(kickers: vcpus.map(\.kicker))
         accounting = vcpus.map { _ in VCPUAccounting() }
         kvmStatsFiles = Self.openKVMStatistics(system: system, vm: vm, vcpus: vcpus)
+        let sleep = pc ? SleepControl(vm: vm, ram: ram, devices: devices, events: events,
+                                      vcpuCount: configuration.vcpuCount,
+                                      segmentsRewrittenOnReset: SleepControl.segmentsRewrittenOnReset(
+                                          image: configuration.image, mode: configuration.mode)) : nil
         lifecycle = Lifecycle(controller: controller, clock: guestClock, vm: vm,
-                              adjustsClock: ((try? system.check(.adjustClock)) ?? 0) > 0)
+                              adjustsClock: ((try? system.check(.adjustClock)) ?? 0) > 0, sleep: sleep)
         let vm = self.vm
-        msrFilterInstaller = { filter throws(KVMError) in try vm.setMSRFilter(filter.filter) }
-        if pc {
-            sleepControl = SleepControl(vm: vm, ram: ram, devices: devices, events: events, controller: controller,
-                                        lifecycle: lifecycle,
-                                        vcpuCount: configuration.vcpuCount,
-                                        segmentsRewrittenOnReset: SleepControl.segmentsRewrittenOnReset(
-                                            image: configuration.image, mode: configuration.mode))
+        let installer: @Sendable (CompiledFilter) throws(KVMError) -> Void = { filter throws(KVMError) in
+            try vm.setMSRFilter(filter.filter)
         }
+        msrFilterInstaller = Mutex(installer)
     }
 
     /// Puts a snapshot's state into a freshly built machine, in order: the
@@ -374,9 +369,18 @@ public final class Machine: @unchecked Sendable {
     /// runtime switch. Between the filter and the runtime switch, an exit the
     /// old runtime would leave to KVM is re-executed by KVM once the switch is
     /// done (see `reexecuteAsGuestAccess`). Emulated values carry over where
-    /// the new policy keeps the MSR. Replacements are serialized.
+    /// the new policy keeps the MSR. A control step: refused while a
+    /// migration owns the machine (its state would mix two policies) and
+    /// once the run is decided.
     public func replacePolicy(_ policy: MSRPolicy) throws(MachineError) {
         guard let msrRuntime else { throw .configuration("this machine was not started with an MSR policy") }
+        try lifecycle.whileIn([.created, .running, .paused, .suspended],
+                              refusal: { MachineError.configuration("the VM is \($0.rawValue); its policy cannot be replaced now") }) { () throws(MachineError) -> Void in
+            try installPolicy(policy, into: msrRuntime)
+        }
+    }
+
+    private func installPolicy(_ policy: MSRPolicy, into msrRuntime: MSRRuntime) throws(MachineError) {
         try installedFilter.withLock { (installed: inout CompiledFilter?) throws(MachineError) -> Void in
             let filter: CompiledFilter
             let prepared: MSRRuntime.PreparedMSRPolicy
@@ -399,7 +403,7 @@ public final class Machine: @unchecked Sendable {
                     try vm.enable(.x86UserSpaceMSR, arguments: [UInt64(filter.exitReasons.rawValue)])
                 }
                 do throws(KVMError) {
-                    try msrFilterInstaller(filter)
+                    try msrFilterInstaller.withLock { $0 }(filter)
                 } catch {
                     if let previousReasons, previousReasons != filter.exitReasons {
                         try? vm.enable(.x86UserSpaceMSR, arguments: [UInt64(previousReasons.rawValue)])
@@ -427,7 +431,7 @@ public final class Machine: @unchecked Sendable {
         controller.finish(.outputFailed(message))
     }
 
-    /// Asks a running machine to stop (SIGINT, embedding code).
+    /// KVM's binary statistics files (VM, then each vCPU), or why the host has none.
     private static func openKVMStatistics(system: KVMSystem, vm: VirtualMachine,
                                           vcpus: [VCPU]) -> Result<(vm: KVMStatsFile, vcpus: [KVMStatsFile]), MachineError> {
         guard ((try? system.check(.binaryStatsFD)) ?? 0) > 0 else {
@@ -466,41 +470,72 @@ public final class Machine: @unchecked Sendable {
 
     /// Pauses the guest at a consistent point: every vCPU out of KVM_RUN with
     /// its pending exit completed, guest clocks stopped. Returns the seconds
-    /// it took; idempotent.
+    /// it took; idempotent. A control step.
     @discardableResult
     public func pause() throws(LifecycleError) -> Double { try lifecycle.pause() }
 
-    /// Resumes a paused guest; idempotent.
+    /// Resumes a paused guest; idempotent. A control step.
     @discardableResult
     public func resume() throws(LifecycleError) -> Double { try lifecycle.resume() }
 
+    /// Ends the run as stopped by the user (SIGINT, embedding code); nothing when it is decided already.
     public func requestStop() {
         controller.finish(.interruptedByUser)
     }
 
-    /// Runs every vCPU on its own thread until the run is decided or the timeout passes.
-    public func run() -> RunReport {
-        guard !started else {
-            return RunReport(outcome: .hostError("a machine runs once"), statistics: ExitStatistics(),
-                             perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
+    /// Ends the run as stopped by the user; refused when it is already stopping or stopped.
+    public func shutdown() throws(LifecycleError) {
+        try lifecycle.requestStop(.interruptedByUser)
+    }
+
+    /// vCPU `index`'s registers, read while the VM is paused (a control step).
+    public func registers(vcpu index: Int) throws(LifecycleError) -> (Registers, SpecialRegisters)? {
+        try lifecycle.whileIn([.paused], refusal: { LifecycleError.conflict("vCPU registers can be read only while the VM is paused (it is \($0.rawValue))") }) { () throws(LifecycleError) -> (Registers, SpecialRegisters)? in
+            guard vcpus.indices.contains(index) else { return nil }
+            do throws(KVMError) {
+                return (try vcpus[index].registers(), try vcpus[index].specialRegisters())
+            } catch {
+                throw .host("reading vCPU \(index)'s registers: \(error)")
+            }
         }
-        started = true
-        lifecycle.starting(paused: startsPaused)
+    }
+
+    /// Runs `body` on the control path as one step, without blocking the
+    /// caller's thread: no other control request runs until it returns, and
+    /// the machine's control requests called inside it (pause, snapshot,
+    /// resume, …) run inline. For servers whose tasks must not block.
+    public func controlStep<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await lifecycle.performDetached(body)
+    }
+
+    /// Runs every vCPU on its own thread until the run is decided or the
+    /// timeout passes. `startingPaused`: every vCPU parks before its first
+    /// guest instruction (`deflect restore --paused`) until `resume()`.
+    /// `phaseHandler` is called on the vCPU's thread when the guest writes a
+    /// phase to the sync port 0x500 (phase, vCPU index); the guest waits
+    /// until it returns. A control request it makes (`replacePolicy`) waits
+    /// for the control path, and a pause on it waits for this vCPU: do not
+    /// pause from elsewhere while a handler makes requests.
+    public func run(startingPaused: Bool = false, phaseHandler: (@Sendable (UInt32, Int) -> Void)? = nil) -> RunReport {
         let begin = DispatchTime.now()
         let runners = vcpus.enumerated().map { i, vcpu in
             VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
                        msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler,
                        hypercalls: hypercallHandler, migrationGate: migrationGate,
-                       readOnlyMemory: ram.readOnlyRanges, accounting: accounting[i])
+                       readOnlyMemory: ram.readOnlyRanges, accounting: accounting[i], lifecycle: lifecycle)
         }
-        for runner in runners {
-            runner.sleepControl = sleepControl
-            let thread = Thread { runner.loop() }
-            thread.name = "vcpu\(runner.index)"
-            thread.stackSize = 1 << 20
-            thread.start()
+        let started = lifecycle.start(paused: startingPaused) {
+            for runner in runners {
+                let thread = Thread { runner.loop() }
+                thread.name = "vcpu\(runner.index)"
+                thread.stackSize = 1 << 20
+                thread.start()
+            }
         }
-        lifecycle.started()
+        guard started else {
+            return RunReport(outcome: .hostError("a machine runs once"), statistics: ExitStatistics(),
+                             perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
+        }
 
         let timeout = configuration.timeoutSeconds
         defer { lifecycle.stopped() }

@@ -1,8 +1,10 @@
-// VMM: ACPI S3 (suspend to RAM) and the wake-up, as QEMU with SeaBIOS does
-// them. Suspend (`acpi_pm1_cnt_write` → qemu_system_suspend): every vCPU
-// parks at a consistent point (VCPUParking), no guest instruction runs, the
-// CMOS shutdown status becomes 0xFE (pc_cmos_set_s3_resume), and a thread
-// polls for a wake event: the RTC alarm, with B.AIE and PM1_EN.RTC_EN set
+// VMM: the platform side of ACPI S3 (suspend to RAM) and the wake-up, as
+// QEMU with SeaBIOS does them; `Lifecycle` owns the state change and the
+// parked vCPUs. Suspend (`acpi_pm1_cnt_write` → qemu_system_suspend): the
+// vCPU that wrote SLP_EN stops at that I/O exit, every other vCPU parks at a
+// consistent point (VCPUParking), no guest instruction runs, the CMOS
+// shutdown status becomes 0xFE (pc_cmos_set_s3_resume), and a thread polls
+// for a wake event: the RTC alarm, with B.AIE and PM1_EN.RTC_EN set
 // (rtc_update_timer → qemu_system_wakeup_request). The run's timeout and
 // SIGINT still end it (they stop the parked vCPUs).
 //
@@ -21,7 +23,6 @@ import Devices
 import Foundation
 import KVM
 import Loader
-import Synchronization
 
 final class SleepControl: Sendable {
     /// How often a suspended machine checks its wake sources.
@@ -30,29 +31,24 @@ final class SleepControl: Sendable {
     /// the FACS (reserved memory the guest does not use).
     static let resumeStackSegment: UInt16 = 0x9FC0
     static let resumeStackPointer: UInt16 = 0x03C0
+    /// CMOS shutdown status during S3 (QEMU's pc_cmos_set_s3_resume).
+    static let s3ResumeShutdownStatus: UInt8 = 0xFE
 
     private let vm: VirtualMachine
     private let ram: GuestRAM
     private let devices: DeviceHub
     private let events: EventLog
-    private let controller: RunController
-    private let lifecycle: Lifecycle
     private let vcpuCount: Int
     private let facsAddress: UInt64
     /// Image bytes the wake-up's reset writes again (see the file header).
     private let segmentsRewrittenOnReset: [MemorySegment]
-    private let sleeping = Atomic<Bool>(false)
 
-    init(vm: VirtualMachine, ram: GuestRAM, devices: DeviceHub, events: EventLog, controller: RunController,
-         lifecycle: Lifecycle,
-         vcpuCount: Int, segmentsRewrittenOnReset: [MemorySegment],
+    init(vm: VirtualMachine, ram: GuestRAM, devices: DeviceHub, events: EventLog, vcpuCount: Int, segmentsRewrittenOnReset: [MemorySegment],
          facsAddress: UInt64 = ACPITableSet.defaultFACSAddress) {
         self.vm = vm
         self.ram = ram
         self.devices = devices
         self.events = events
-        self.controller = controller
-        self.lifecycle = lifecycle
         self.vcpuCount = vcpuCount
         self.facsAddress = facsAddress
         self.segmentsRewrittenOnReset = segmentsRewrittenOnReset
@@ -76,44 +72,21 @@ final class SleepControl: Sendable {
         }
     }
 
-    /// The guest wrote SLP_TYP(S3)|SLP_EN on vCPU `vcpu`'s thread. Starts the
-    /// suspend on a thread of its own (the vCPUs must be free to park); a
-    /// second request while one is in progress is the same suspend.
-    func requestSuspend(by vcpu: Int) {
-        guard sleeping.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
-        let thread = Thread { [self] in
-            lifecycle.guestSuspend { suspendUntilWake(requestedBy: vcpu) }
-            sleeping.store(false, ordering: .releasing)
-        }
-        thread.name = "acpi-s3"
-        thread.start()
-    }
-
-    private func suspendUntilWake(requestedBy vcpu: Int) {
-        let parking = controller.parking
-        parking.request()
-        guard parking.waitUntilAllParked(abandon: { controller.isFinished }) else { return }
+    /// Every vCPU is parked: the machine sleeps from now on. Records the
+    /// suspend and sets the CMOS as QEMU does.
+    func enterSleep(requestedBy vcpu: Int) {
         events.record(.suspended(vcpu: vcpu))
         _ = devices.withDevice(at: RTCCMOS.basePort, as: RTCCMOS.self) { rtc in
-            rtc.setCMOS(RTCCMOS.Register.shutdownStatus, 0xFE)
+            rtc.setCMOS(RTCCMOS.Register.shutdownStatus, Self.s3ResumeShutdownStatus)
             // Alarms that rang while the guest ran are not wake events.
             rtc.advanceAlarm()
         }
-        while !rtcAlarmWakes() {
-            if controller.isFinished { return }
-            Thread.sleep(forTimeInterval: Self.wakePollSeconds)
-        }
-        if controller.isFinished { return }
-        do throws(KVMError) {
-            try wake(source: "RTC alarm")
-        } catch {
-            controller.finish(.hostError("waking from S3: \(error)"))
-        }
     }
 
-    /// QEMU wakes on an RTC alarm only when the guest enabled both the alarm
-    /// interrupt (RTC B.AIE) and the RTC wake event (PM1_EN.RTC_EN).
-    private func rtcAlarmWakes() -> Bool {
+    /// Whether a wake event happened. QEMU wakes on an RTC alarm only when
+    /// the guest enabled both the alarm interrupt (RTC B.AIE) and the RTC
+    /// wake event (PM1_EN.RTC_EN).
+    func wakeEventPending() -> Bool {
         let armed = devices.withDevice(at: ACPIPMPorts.pm1aEventBlock, as: ACPIPM1Registers.self) { $0.rtcWakeEnabled } ?? false
         let rang = devices.withDevice(at: RTCCMOS.basePort, as: RTCCMOS.self) { rtc in
             rtc.advanceAlarm() && rtc.alarmInterruptEnabled
@@ -121,17 +94,17 @@ final class SleepControl: Sendable {
         return armed && rang
     }
 
-    private func wake(source: String) throws(KVMError) {
+    /// The wake-up's platform reset. Returns the work each parked vCPU runs
+    /// before it enters the guest again, or nil when there is no waking
+    /// vector (the firmware would reboot: the run ends as for a reset).
+    func wake(source: String) throws(KVMError) -> [Int: VCPUParking.Work]? {
         let vector = wakingVector()
         _ = devices.withDevice(at: ACPIPMPorts.pm1aEventBlock, as: ACPIPM1Registers.self) { $0.wake(byRTC: true) }
         _ = devices.withDevice(at: RTCCMOS.basePort, as: RTCCMOS.self) { rtc in
             rtc.systemReset()
             rtc.setCMOS(RTCCMOS.Register.shutdownStatus, 0)
         }
-        guard vector != 0 else {
-            controller.finish(.resumeWithoutWakingVector)
-            return
-        }
+        guard vector != 0 else { return nil }
         for segment in segmentsRewrittenOnReset {
             do {
                 try ram.write(segment.bytes, at: segment.guestPhysicalAddress)
@@ -152,10 +125,7 @@ final class SleepControl: Sendable {
             let state = isBSP ? resume : afterINIT
             work[index] = { vcpu in try Self.reset(vcpu, isBSP: isBSP, to: state) }
         }
-        // Before the release: a guest that suspends again at once must not
-        // find this suspend still in progress.
-        sleeping.store(false, ordering: .releasing)
-        controller.parking.release(work: work)
+        return work
     }
 
     /// The FACS Firmware_Waking_Vector, or 0 when the FACS is unreadable or

@@ -1,9 +1,10 @@
 // VMM: stopping every vCPU at a consistent point and holding it there until
-// released: the mechanism under ACPI S3 (and, later, pause/resume). A
-// coordinator requests parking, which kicks every vCPU; each vCPU thread
-// parks when its KVM_RUN comes back `.interrupted` — KVM has then finished
-// the pending exit completion, so the vCPU's state is consistent (KVM's API
-// documentation on `immediate_exit`) — and waits. Released vCPUs run the work
+// released: the mechanism under pause, snapshot, migration and ACPI S3 (the
+// control steps of `Lifecycle` drive it). A coordinator requests parking,
+// which kicks every vCPU; each vCPU thread parks when its KVM_RUN comes back
+// `.interrupted` — KVM has then finished the pending exit completion, so the
+// vCPU's state is consistent (KVM's API documentation on `immediate_exit`) —
+// and waits. Released vCPUs run the work
 // the coordinator gave them (on their own thread, which owns the vCPU) and
 // enter KVM_RUN again. Ending the run releases everyone for good.
 import Dispatch

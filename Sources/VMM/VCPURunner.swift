@@ -9,8 +9,7 @@ import MSRPolicy
 import Synchronization
 
 final class VCPURunner: @unchecked Sendable {
-    // `passedThrough` and `sleepControl` belong to the vCPU's thread (the
-    // latter is set before it starts): hence @unchecked.
+    // `passedThrough` belongs to the vCPU's thread: hence @unchecked.
     let index: Int
     let vcpu: VCPU
     private let devices: DeviceHub
@@ -27,8 +26,8 @@ final class VCPURunner: @unchecked Sendable {
     let phaseHandler: (@Sendable (UInt32, Int) -> Void)?
     /// KVM copies the registers into the run page on each exit (RIP for free).
     let registerSync: Bool
-    /// ACPI S3 on the PC platform; set before the thread starts.
-    var sleepControl: SleepControl?
+    /// The run state's owner: a guest's ACPI S3 request goes there.
+    let lifecycle: Lifecycle
     /// Counts, profile and MSR table of this vCPU, readable live.
     let accounting: VCPUAccounting
     /// The trace's access that KVM is executing for the guest, until the next exit tells how it went.
@@ -39,8 +38,9 @@ final class VCPURunner: @unchecked Sendable {
     init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
          msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,
          hypercalls: HypercallHandler?, migrationGate: MigrationGate?, readOnlyMemory: [Range<UInt64>],
-         accounting: VCPUAccounting) {
+         accounting: VCPUAccounting, lifecycle: Lifecycle) {
         self.index = index
+        self.lifecycle = lifecycle
         self.accounting = accounting
         self.vcpu = vcpu
         self.devices = devices
@@ -135,17 +135,16 @@ final class VCPURunner: @unchecked Sendable {
             controller.finish(.guestFailure(description: "VM entry failed, hardware reason 0x\(String(reason, radix: 16))", dump()))
             return false
         case let .systemEvent(type, data):
-            // 1 = SHUTDOWN, 2 = RESET, 3 = CRASH (KVM_SYSTEM_EVENT_*)
             switch type {
-            case 2: controller.finish(.resetRequested(vcpu: index))
-            case 1: controller.finish(.allHalted)
+            case KVMSystemEvent.reset: controller.finish(.resetRequested(vcpu: index))
+            case KVMSystemEvent.shutdown: controller.finish(.allHalted)
             default: controller.finish(.guestFailure(description: "system event \(type) data 0x\(String(data, radix: 16))", dump()))
             }
             return false
         case .interrupted:
             // A kick: the run is decided (the loop condition ends it), the
-            // machine parks its vCPUs (S3), or a stray signal, after which
-            // the guest simply continues.
+            // machine parks its vCPUs (pause, snapshot, migration, S3), or a
+            // stray signal, after which the guest simply continues.
             if controller.isFinished { return true }
             if controller.parking.isRequested { return parkUntilReleased() }
             vcpu.clearImmediateExit()
@@ -185,8 +184,10 @@ final class VCPURunner: @unchecked Sendable {
                     controller.finish(.powerOff)
                     return false
                 case .suspendToRAM:
-                    // This vCPU parks at its next entry, like the others.
-                    sleepControl?.requestSuspend(by: index)
+                    // This vCPU executes nothing more: the request kicks it
+                    // too, so its next KVM_RUN only completes this OUT and
+                    // comes back interrupted, and it parks.
+                    lifecycle.guestRequestedSuspend(by: index)
                 case let .guestPhase(phase):
                     // Runs on this vCPU's thread, outside the device lock: the
                     // guest continues only when the handler returns.

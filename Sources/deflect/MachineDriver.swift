@@ -32,7 +32,8 @@ struct RuntimeOptions: ParsableArguments {
 /// Runs `vm` to its end and reports it; returns the report (the caller adds
 /// its own output, then exits with the report's status).
 func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEventSink?, serialIsStdio: Bool,
-           policyPath: String?, runtime: RuntimeOptions, apiConfiguration: VMConfiguration) async throws -> RunReport {
+           policyPath: String?, runtime: RuntimeOptions, apiConfiguration: VMConfiguration,
+           startingPaused: Bool = false) async throws -> RunReport {
     let (apiSocket, stats, statsJSON, quiet) = (runtime.apiSocket, runtime.stats, runtime.statsJSON, runtime.quiet)
     eventFile?.onFailure { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
     var api: (server: ControlServer, control: MachineControl)?
@@ -51,7 +52,7 @@ func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEv
     // The run blocks its thread for the guest's lifetime: not a thread of
     // the concurrency pool the API server's handlers need.
     let report = await withCheckedContinuation { continuation in
-        let thread = Thread { continuation.resume(returning: vm.run()) }
+        let thread = Thread { continuation.resume(returning: vm.run(startingPaused: startingPaused)) }
         thread.name = "machine"
         thread.start()
     }

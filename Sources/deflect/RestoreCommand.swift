@@ -108,11 +108,11 @@ func runRestored(_ loaded: LoadedSnapshot, serial: String, timeout: Double?, pau
     }
     try ready(vm)
     sink.onFailure = { [weak vm] message in vm?.stopBecauseOutputFailed(message) }
-    vm.startsPaused = paused
     let c = vm.configuration
     return try await drive(vm, serialSink: sink, eventFile: eventFile, serialIsStdio: serial == "stdio",
                            policyPath: nil, runtime: runtime,
                            apiConfiguration: VMConfiguration(image: source, mode: c.mode.rawValue, memoryMib: c.memoryMiB,
                                                              vcpus: c.vcpuCount, platform: c.platform.rawValue,
-                                                             policyPath: nil))
+                                                             policyPath: nil),
+                           startingPaused: paused)
 }

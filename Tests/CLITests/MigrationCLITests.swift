@@ -1,8 +1,8 @@
 // CLITests: live migration between two `deflect` processes as a user runs
 // it (`deflect receive`, `deflect ctl migrate`), over a Unix socket and over
 // loopback TCP, with a guest that keeps writing memory and checks it after
-// the move; the guest's migration-control word; and every failure the issue
-// names: the receiver killed mid-stream, a corrupted frame, a wrong key.
+// the move; the guest's migration-control word; and the failures a
+// migration meets: the receiver killed mid-stream, a corrupted frame, a wrong key.
 import DeflectTestSupport
 import Foundation
 import Migration
@@ -77,8 +77,7 @@ struct MigrationCLITests {
         #expect(address == "unix:\(directory)/mig.sock")
         let source = try startSource(socket: directory + "/vm.sock")
         #expect(source.waitFor("TICK 30\n"))
-        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address)
-        print("migration over unix, 64 MiB guest dirtying memory: \(summary)")
+        try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address)
     }
 
     /// Over loopback TCP (port chosen by the receiver), with a pre-shared key:
@@ -91,9 +90,8 @@ struct MigrationCLITests {
         #expect(address.hasPrefix("tcp:127.0.0.1:") && !address.hasSuffix(":0"), "\(address)")
         let source = try startSource(socket: directory + "/vm.sock")
         #expect(source.waitFor("TICK 30\n"))
-        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
+        try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
                                           ["--psk-file", key])
-        print("migration over tcp with HMAC: \(summary)")
     }
 
     /// A VM that offers KVM_FEATURE_MIGRATION_CONTROL to a guest that never
@@ -379,9 +377,8 @@ struct NamespaceMigrationTests {
                                       "--api-socket", directory + "/vm.sock", "--timeout", "90"],
                                      launcher: namespaces.launcher(namespaces.names.source))
         #expect(source.waitFor("TICK 30\n"))
-        let summary = try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
+        try migrateAndCheck(source: source, receiver: receiver, socket: directory + "/vm.sock", to: address,
                                           ["--psk-file", key])
-        print("migration across a veth pair: \(summary)")
     }
 }
 

@@ -1,6 +1,6 @@
-// CLITests: inputs and outputs the user names on the command line (issue 8,
-// item 8): each wrong one gets the right status and one line that names the
-// option and the cause; output that cannot be written is never lost silently.
+// CLITests: inputs and outputs the user names on the command line: each
+// wrong one gets the right status and one line that names the option and the
+// cause; output that cannot be written is never lost silently.
 import DeflectTestSupport
 import Foundation
 import Testing

@@ -1,4 +1,4 @@
-// PolicyCrashTests: a policy file can never crash deflect (issue 8): the
+// PolicyCrashTests: a policy file can never crash deflect: the
 // file that aborted the old TOML parser gets a located error from
 // `deflect policy check`, and the same file sent by SIGHUP leaves a running
 // guest running under its previous policy.

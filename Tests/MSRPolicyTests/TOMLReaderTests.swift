@@ -71,7 +71,7 @@ private func syntaxError(_ text: String) -> TOMLReader.SyntaxError? {
 
     /// Documents, and where their one error is reported.
     static let invalid: [(String, Int, Int, String)] = [
-        // The crasher of issue 8: a triple quote in a comment, then a header starting with '.'.
+        // A crasher found by fuzzing: a triple quote in a comment, then a header starting with '.'.
         ("# '''\n[.x]\n", 2, 2, "expected a key, found '.'"),
         // The inputs the TOMLKit pre-screen existed for.
         ("a = 1\n[,efault]\n", 2, 2, "expected a key, found ','"),

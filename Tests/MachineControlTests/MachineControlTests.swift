@@ -36,9 +36,8 @@ private final class ServedMachine: @unchecked Sendable {
         server = ControlServer(control: control, socketPath: socket)
         try await server.start()
         client = ControlClient(socketPath: socket)
-        machine.startsPaused = paused
         let thread = Thread { [self] in
-            report = machine.run()
+            report = machine.run(startingPaused: paused)
             // As `deflect run` does when the run ends: open event streams
             // end, so a test waiting on one fails instead of hanging.
             control.finish()

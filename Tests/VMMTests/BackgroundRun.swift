@@ -13,11 +13,11 @@ final class BackgroundRun: @unchecked Sendable {
     private var report: RunReport?
 
     /// Runs `machine`, whose serial output goes to `output`.
-    init(_ machine: Machine, output: CaptureSink) {
+    init(_ machine: Machine, output: CaptureSink, startingPaused: Bool = false) {
         self.machine = machine
         self.output = output
         let thread = Thread { [self] in
-            report = machine.run()
+            report = machine.run(startingPaused: startingPaused)
             done.signal()
         }
         thread.start()

@@ -7,6 +7,7 @@ import DeflectTestSupport
 import Foundation
 import KVM
 import MSRPolicy
+import Synchronization
 import Testing
 @testable import VMM
 
@@ -84,11 +85,10 @@ struct MSRGuestTests {
         let round1 = MSRPolicy(rules: [answersIndex(unknown)])
         let (vm, output) = try machine("long/msr_filter_deny.bin", msr: .policy(round0))
         let swapped = ErrorBox()
-        vm.phaseHandler = { phase, _ in
+        let report = vm.run(phaseHandler: { phase, _ in
             guard phase == 0 else { return }
             do { try vm.replacePolicy(round1) } catch { swapped.set("\(error)") }
-        }
-        let report = vm.run()
+        })
         #expect(swapped.get() == nil)
         #expect(ReportedAccess.parse(output.text) == [
             wr(0xC000_0084, 0), rd(0xC000_0084, 0xC000_0084), rd(0xC000_0101, 0xC000_0101),
@@ -105,10 +105,9 @@ struct MSRGuestTests {
     /// test_msr_permission_bitmap: the filter is swapped while the guest runs.
     @Test func permissionBitmapSwappedAtRuntime() throws {
         let (vm, output) = try machine("long/msr_permission_bitmap.bin", msr: .policy(MSRPolicy(rules: [answersIndex(0xC000_0100)])))
-        vm.phaseHandler = { phase, _ in
+        let report = vm.run(phaseHandler: { phase, _ in
             if phase == 0 { try? vm.replacePolicy(MSRPolicy(rules: [answersIndex(0xC000_0101)])) }
-        }
-        let report = vm.run()
+        })
         #expect(ReportedAccess.parse(output.text) == [
             rd(0xC000_0100, 0xC000_0100), rd(0xC000_0101, 0), rd(0xC000_0100, 0), rd(0xC000_0101, 0xC000_0101),
         ])
@@ -137,7 +136,9 @@ struct MSRGuestTests {
         let keep = MSRRule(0x474F_4F00, .emulate(Emulation()))
         let (vm, output) = try machine("long/msr_filter_allow.bin",
                                        msr: .policy(MSRPolicy(rules: [keep, MSRRule(0xDA0, .deny)])))
-        vm.msrFilterInstaller = { _ throws(KVMError) in throw KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL) }
+        vm.msrFilterInstaller.withLock {
+            $0 = { _ throws(KVMError) in throw KVMError.ioctl(request: "KVM_X86_SET_MSR_FILTER", errno: EINVAL) }
+        }
         #expect(throws: MachineError.self) {
             try vm.replacePolicy(MSRPolicy(rules: [keep, MSRRule(0xDA0, .ignore(readValue: 7))]))
         }

@@ -171,7 +171,9 @@ struct PCPlatformTests {
         let (report, output, events) = try runPC("multiboot/s3.elf", mode: .multiboot, vcpus: vcpus, timeout: 30)
         expectPass(report, output)
         for check in ["dsdt-s3 slp_typ=1", "facs at 0x0009ffc0", "facs-writable", "wake-entry cs=7000 ip=0000",
-                      "wake-status pm1_sts=8401", "memory-kept", "image-restored probe=0x1234abcd", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept"] {
+                      "wake-status pm1_sts=8401", "memory-kept", "image-restored probe=0x1234abcd", "shutdown-code", "pic-after-wake", "rtc-alarm-off", "slept",
+                      // The vCPU that wrote SLP_EN executed no further instruction (its store right after the OUT never happened).
+                      "stopped-at-slp-en"] {
             #expect(output.contains("PASS \(check)"), "\(check)")
         }
         #expect(events.contains("vcpu=0 guest suspended to RAM (ACPI S3); waiting for a wake event"))
@@ -183,6 +185,7 @@ struct PCPlatformTests {
                                                  append: "twice", timeout: 30)
         expectPass(report, output)
         #expect(output.contains("INFO resumed round 1") && output.contains("INFO resumed round 2"))
+        #expect(output.components(separatedBy: "PASS stopped-at-slp-en").count == 3, "\(output)")
         #expect(events.filter { $0.contains("guest woke from S3 (RTC alarm)") }.count == 2)
     }
 

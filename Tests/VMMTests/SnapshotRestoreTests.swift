@@ -81,8 +81,7 @@ struct SnapshotRestoreTests {
         _ = first.finish()
 
         let restored = try Machine(restoring: try load(directory + "/a.snap"), timeout: 60, serialOutput: CaptureSink())
-        restored.startsPaused = true
-        let second = BackgroundRun(restored, output: CaptureSink())
+        let second = BackgroundRun(restored, output: CaptureSink(), startingPaused: true)
         let deadline = Date().addingTimeInterval(20)
         while restored.state != .paused && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
         #expect(restored.state == .paused)

@@ -94,31 +94,33 @@ extension Machine {
     /// The current (or last) outgoing migration's progress.
     public var migrationProgress: MigrationProgress { migration.progress.withLock { $0 } }
 
-    /// Checks that a migration may start now and claims it (one at a time):
-    /// the run must be going, and a guest offered migration control must have
-    /// agreed, unless `force` (then a warning is logged). Call `migrate` next.
+    /// Checks that a migration may start now and claims it (one at a time,
+    /// a control step): the run must be going, and a guest offered
+    /// migration control must have agreed, unless `force` (then a warning is
+    /// logged). From here the VM is `migrating` — every other control
+    /// request but a shutdown is refused — until the migration ends. Call
+    /// `migrate` next.
     public func beginMigration(_ options: MigrationOptions) throws(MachineError) {
-        guard state == .running || state == .paused else {
-            throw .migration("the VM is \(state.rawValue); only a running or paused VM can be migrated")
-        }
-        if let gate = migrationGate, !gate.migrationAllowed {
-            guard options.force else {
-                throw .migration("the guest has not agreed to be migrated: it was offered KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY in MSR_KVM_MIGRATION_CONTROL (force overrides)")
+        try lifecycle.beginMigration { () throws(MachineError) -> Void in
+            if let gate = migrationGate, !gate.migrationAllowed {
+                guard options.force else {
+                    throw .migration("the guest has not agreed to be migrated: it was offered KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY in MSR_KVM_MIGRATION_CONTROL (force overrides)")
+                }
+                StandardStreams.writeError("deflect: warning: migration to \(options.destination) forced although the guest has not set KVM_MIGRATION_READY\n")
             }
-            StandardStreams.writeError("deflect: warning: migration to \(options.destination) forced although the guest has not set KVM_MIGRATION_READY\n")
-        }
-        guard migration.claim() else { throw .migration("a migration of this VM is already in progress") }
-        migration.update { progress in
-            progress = MigrationProgress()
-            progress.phase = .connecting
-            progress.destination = options.destination.description
+            guard migration.claim() else { throw .migration("a migration of this VM is already in progress") }
+            migration.update { progress in
+                progress = MigrationProgress()
+                progress.phase = .connecting
+                progress.destination = options.destination.description
+            }
         }
     }
 
     /// Runs the migration `beginMigration` claimed, blocking until the
     /// receiver runs the guest (then this run ends with `.migrated`) or it
-    /// fails (then the source runs on, resumed if this migration paused it),
-    /// or it is in doubt (go sent, no running-ack: the VM stays paused).
+    /// fails (then the source goes on as before: resumed if this migration
+    /// paused it), or it is in doubt (go sent, no running-ack: the VM stays paused).
     public func migrate(_ options: MigrationOptions) throws(MachineError) {
         defer { migration.release() }
         let begin = DispatchTime.now()
@@ -131,6 +133,7 @@ extension Machine {
             // An abort after go: the receiver says it will not run the guest.
             if committed && !Self.receiverDeclined(error) {
                 let line = "sent go to \(options.destination) but got no running-ack (\(message)): the guest may be running on \(options.destination); this VM stays paused, and deflect ctl resume here is only safe if it does not run there"
+                lifecycle.endMigration(.inDoubt)
                 migration.update { progress in
                     progress.phase = .inDoubt
                     progress.lastError = line
@@ -139,7 +142,7 @@ extension Machine {
                 StandardStreams.writeError("deflect: warning: migration in doubt: \(line)\n")
                 throw .migration("in doubt: \(line)")
             }
-            if pausedHere { _ = try? resume() }
+            lifecycle.endMigration(.failed)
             migration.update { progress in
                 progress.phase = .failed
                 progress.lastError = message
@@ -255,10 +258,7 @@ private struct OutgoingMigration {
         }
 
         // Stop and copy: from here the guest waits for the receiver.
-        if machine.state != .paused {
-            try machine.pause()
-            pausedHere = true
-        }
+        pausedHere = try machine.lifecycle.parkForMigration()
         let pausedAt = DispatchTime.now()
         progress { $0.phase = .stopAndCopy }
         var final = try collect(writable)

@@ -276,14 +276,13 @@ extension SnapshotHost {
 }
 
 extension Machine {
-    /// Writes a snapshot of the paused machine to `path`, replacing the
-    /// snapshot there all or nothing (SnapshotReplacement): the memory file
-    /// (`PATH.mem-<16 hex>`, its chunk checksums computed from the written
-    /// file), then the state file naming it. A full snapshot turns on dirty
-    /// logging, so that the next can be a diff: only the pages written
-    /// since, as a sparse memory file.
-    public func snapshot(to path: String, diff: Bool = false) throws(MachineError) -> SnapshotSummary {
-        guard state == .paused else { throw .snapshot("the VM must be paused to take a snapshot (it is \(state.rawValue))") }
+    /// Writes a snapshot of the paused machine (`snapshot(to:diff:)` runs
+    /// this as a control step) to `path`, replacing the snapshot there all
+    /// or nothing (SnapshotReplacement): the memory file (`PATH.mem-<16 hex>`,
+    /// its chunk checksums computed from the written file), then the state
+    /// file naming it. A full snapshot turns on dirty logging, so that the
+    /// next can be a diff: only the pages written since, as a sparse memory file.
+    func writeSnapshot(to path: String, diff: Bool) throws(MachineError) -> SnapshotSummary {
         if diff && !dirtyLogging.withLock({ $0 }) {
             throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
         }
