@@ -1,5 +1,5 @@
 # Deflect: the two commands a newcomer needs, plus the pieces they are made of.
-#   make demo   build everything and run the demo guest
+#   make demo   build the deflect tool and the guests, and run the demo guest
 #   make test   build the guests and run the whole test suite
 #   make bench  run the benchmarks and write BENCHMARKS.md
 #   make docs   build the DocC documentation of the library products
@@ -13,7 +13,9 @@ guests:
 build: guests
 	$(SWIFT) build
 
-demo: build
+# Only what the demo runs: the deflect product, not the benchmarks, the shim or the tests.
+demo: guests
+	$(SWIFT) build --product deflect
 	@scripts/demo
 
 test: guests

@@ -26,14 +26,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // Latency histograms for exit profiling: fixed-range HdrHistogram buckets, allocation-free recording.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
-        // The control API's HTTP/1.1 server on a Unix socket (ControlAPI).
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
-        // Prometheus text exposition for `GET /metrics` (names, labels, escaping).
+        // The control API's HTTP/1.1 server on a Unix socket (ControlAPI). Without
+        // its default trait ConfigurationSupport, which would build swift-configuration
+        // for a config reader Deflect does not use.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
+        // Prometheus text exposition for `GET /metrics` (names, labels, escaping);
+        // its own dependencies (swift-metrics, swift-atomics) are built for Hummingbird anyway.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        // The `deflect ctl` client: HTTP/1.1 over the Unix socket (http+unix://).
-        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // Already in the graph through Hummingbird; named because ControlAPI uses
-        // them directly (the socket probe, the request-size guard).
+        // them directly: NIOHTTP1 is the `deflect ctl` client (UnixSocketHTTP) and
+        // NIOPosix its Unix-socket connection; NIOHTTPTypes the request-size guard.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -84,7 +86,6 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -141,7 +142,6 @@ let package = Package(
             dependencies: [
                 "ControlAPI",
                 .product(name: "Yams", package: "Yams"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,13 +1,10 @@
 // ControlAPI: the client side of the control API (`deflect ctl`): HTTP/1.1
-// over the Unix socket with AsyncHTTPClient, JSON decoded into the same
+// over the Unix socket (`UnixSocketHTTP`), JSON decoded into the same
 // models the server encodes, and errors that say in one line what failed.
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
-import NIOPosix
 import ReadableErrors
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,25 +38,18 @@ public enum ControlClientError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// A flag the copies of one client share.
-private final class SharedFlag: Sendable {
-    let value = Mutex(false)
-}
-
 /// A client of one VM's control API.
 public struct ControlClient: Sendable {
     public let socketPath: String
     /// Time allowed for a whole request (not for `events`, which streams).
     public var timeout: Duration
-    private let http: HTTPClient
-    /// Set once a probe found the socket served, cleared when a request
-    /// fails to connect: one probe per client, not one per request.
-    private let served = SharedFlag()
+    /// Time allowed to connect (also for `events`).
+    public var connectTimeout: Duration
 
-    public init(socketPath: String, timeout: Duration = .seconds(30), http: HTTPClient = .shared) {
+    public init(socketPath: String, timeout: Duration = .seconds(30), connectTimeout: Duration = .seconds(5)) {
         self.socketPath = socketPath
         self.timeout = timeout
-        self.http = http
+        self.connectTimeout = connectTimeout
     }
 
     // MARK: Routes
@@ -141,93 +131,58 @@ public struct ControlClient: Sendable {
     /// Streams `GET /events`: calls `receive` with each event's JSON line
     /// until the VM stops, the connection ends, or `receive` returns false.
     public func events(_ receive: @Sendable (String) async -> Bool) async throws(ControlClientError) {
-        let response = try await open(.GET, "/events", body: nil, contentType: nil, deadline: .distantFuture)
-        guard response.status == .ok else {
-            throw errorFrom(status: Int(response.status.code), body: try await collect(response))
-        }
         var parser = ServerSentEventParser()
+        // An error answer is a short JSON body: collected, then reported.
+        var errorBody = Data()
+        let head: HTTPAnswerHead
         do {
-            for try await chunk in response.body {
-                for event in parser.feed(chunk.readableBytesView) {
-                    guard await receive(event) else { return }
+            head = try await transport.stream(HTTPExchangeRequest(method: .GET, path: "/events"), timeout: nil) { head, chunk in
+                guard head.status == 200 else {
+                    errorBody.append(contentsOf: chunk.readableBytesView)
+                    return errorBody.count < Self.maximumErrorBytes
                 }
+                for event in parser.feed(chunk.readableBytesView) {
+                    guard await receive(event) else { return false }
+                }
+                return true
             }
         } catch {
-            throw .connection(path: socketPath, reason: "the event stream broke: \(TransportErrorText.reason(error))")
+            if case .connect = error { throw classify(error) }
+            throw .connection(path: socketPath, reason: "the event stream broke: \(error.reason)")
         }
+        guard head.status == 200 else { throw errorFrom(status: head.status, body: errorBody) }
     }
 
     // MARK: Transport
 
+    private var transport: UnixSocketHTTP { UnixSocketHTTP(socketPath: socketPath, connectTimeout: connectTimeout) }
+
+    /// Largest answer accepted (the biggest, `GET /msrs` and `GET /stats`, are far smaller).
+    static let maximumAnswerBytes = 64 << 20
+    /// Largest error body read from an event stream that was refused.
+    static let maximumErrorBytes = 64 << 10
+
     private func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String? = nil)
         async throws(ControlClientError) -> Data {
-        let response = try await open(method, path, body: body, contentType: contentType,
-                                      deadline: .now() + TimeAmount(timeout))
-        let bytes = try await collect(response)
-        guard (200..<300).contains(Int(response.status.code)) else {
-            throw errorFrom(status: Int(response.status.code), body: bytes)
-        }
-        return bytes
-    }
-
-    private func open(_ method: HTTPMethod, _ path: String, body: Data?, contentType: String?, deadline: NIODeadline)
-        async throws(ControlClientError) -> HTTPClientResponse {
-        try await checkSocket()
-        guard let url = URL(httpURLWithSocketPath: socketPath, uri: path) else {
-            throw .connection(path: socketPath, reason: "the path cannot be used in a URL")
-        }
-        var request = HTTPClientRequest(url: url.absoluteString)
-        request.method = method
-        if let body {
-            request.body = .bytes(ByteBuffer(bytes: body))
-            if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
-        }
+        let answer: (head: HTTPAnswerHead, body: Data)
         do {
-            return try await http.execute(request, deadline: deadline)
+            answer = try await transport.fetch(HTTPExchangeRequest(method: method, path: path, body: body, contentType: contentType),
+                                               timeout: timeout, limit: Self.maximumAnswerBytes)
         } catch {
-            served.value.withLock { $0 = false }
             throw classify(error)
         }
+        guard (200..<300).contains(answer.head.status) else { throw errorFrom(status: answer.head.status, body: answer.body) }
+        return answer.body
     }
 
-    private func collect(_ response: HTTPClientResponse) async throws(ControlClientError) -> Data {
-        do {
-            return Data(try await response.body.collect(upTo: 64 << 20).readableBytesView)
-        } catch {
-            throw .connection(path: socketPath, reason: "the answer broke off: \(TransportErrorText.reason(error))")
-        }
-    }
-
-    /// Fails at once when nothing serves the socket: AsyncHTTPClient would
-    /// retry a failed connection until the request's deadline. The socket
-    /// file is looked at every time (a VM that stopped removed it); the
-    /// connect probe runs until it has once succeeded.
-    private func checkSocket() async throws(ControlClientError) {
-        var status = stat()
-        guard lstat(socketPath, &status) == 0 else {
-            throw errno == ENOENT ? .noSocket(path: socketPath)
-                : .connection(path: socketPath, reason: String(cString: strerror(errno)))
-        }
-        guard !served.value.withLock({ $0 }) else { return }
-        let serving: Bool
-        do {
-            serving = try await ControlSocket.isServing(path: socketPath, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        } catch {
-            throw .connection(path: socketPath, reason: error.description)
-        }
-        guard serving else { throw .refused(path: socketPath) }
-        served.value.withLock { $0 = true }
-    }
-
-    /// A connection failure in the words of the socket's state.
-    private func classify(_ error: any Error) -> ControlClientError {
+    /// A failure in the words of the socket's state: nothing at the path,
+    /// nobody accepting on it, or what went wrong while talking.
+    private func classify(_ error: HTTPExchangeError) -> ControlClientError {
+        guard case .connect(let cause) = error else { return .connection(path: socketPath, reason: error.reason) }
         var status = stat()
         if lstat(socketPath, &status) != 0, errno == ENOENT { return .noSocket(path: socketPath) }
-        if let io = error as? IOError, io.errnoCode == ECONNREFUSED { return .refused(path: socketPath) }
-        if "\(error)".contains("connection refused") || "\(error)".contains("Connection refused") {
-            return .refused(path: socketPath)
-        }
-        return .connection(path: socketPath, reason: TransportErrorText.reason(error))
+        if let io = cause as? IOError, io.errnoCode == ECONNREFUSED { return .refused(path: socketPath) }
+        return .connection(path: socketPath, reason: error.reason)
     }
 
     private func errorFrom(status: Int, body: Data) -> ControlClientError {
@@ -248,21 +203,11 @@ public struct ControlClient: Sendable {
     }
 }
 
-/// A failure to reach or talk to the socket in a user's words: the errno's
-/// text for a socket error, a sentence for the HTTP client's common ones,
-/// never a type's dump ("HTTPClientError.remoteConnectionClosed").
+/// A failure to reach or talk to a socket in a user's words: the errno's
+/// text for a socket error, never a type's dump.
 enum TransportErrorText {
     static func reason(_ error: any Error) -> String {
         if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
-        if let client = error as? HTTPClientError {
-            switch client {
-            case .remoteConnectionClosed: return "the server closed the connection without answering"
-            case .deadlineExceeded, .readTimeout, .writeTimeout: return "no answer in time"
-            case .connectTimeout: return "connecting timed out"
-            case .cancelled: return "the request was cancelled"
-            default: break
-            }
-        }
         return ReadableError.reason(error)
     }
 }

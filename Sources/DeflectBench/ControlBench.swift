@@ -286,7 +286,7 @@ func controlBenchmark(_ options: ControlBenchOptions) throws {
     Command: `make bench` (= `.build/release/deflect-bench --control \(options.requests) --pause-cycles \(options.pauseCycles)`), release build.
     Host kernel \(host), \(ProcessInfo.processInfo.activeProcessorCount) cores, nested KVM. One process holds the VM's vCPU threads, the API server (`MachineControl` + `ControlServer` on a temporary Unix socket, as `deflect run --api-socket`) and the client, all on these cores. Host load average (1 min) before / after: \(loadBefore) / \(loadAfter) (other engineers' builds share the cores).
     Guest: `Guests/long/mixed_storm.S` through the real run loop: vCPU 0 loops on RDMSR of 0x2474 (policy `emulate`: every read a user-space MSR exit), vCPU 1 on OUT to the POST port 0x80 (a port exit), vCPUs 2 and up spin in the guest without exits.
-    Latency is client-side, as `deflect ctl` sees it: `ControlClient` (it probes the socket, then sends HTTP/1.1 over it), recorded in an HdrHistogram (`LatencyHistogram`, 2 significant digits).
+    Latency is client-side, as `deflect ctl` sees it: `ControlClient` (a connection of its own per request: connect, HTTP/1.1 over the Unix socket, close), recorded in an HdrHistogram (`LatencyHistogram`, 2 significant digits).
 
     **`GET /stats` during the storm** (2 vCPUs, after 50 warm-up requests; target p99 < 5 ms on this host). Exit rates from the vCPUs' own counters over each window; the window without API load lasts as long as the sequential run.
 

@@ -1,7 +1,7 @@
 // ControlAPITests: a control server on a socket in a fresh temporary
-// directory, plus two ways to talk to it: plain HTTP requests
-// (AsyncHTTPClient) and raw connections (NIO) for the misbehaving clients.
-import AsyncHTTPClient
+// directory, plus two ways to talk to it: plain HTTP requests (the client's
+// own transport, `UnixSocketHTTP`) and raw connections (NIO) for the
+// misbehaving clients.
 @testable import ControlAPI
 import Foundation
 import NIOCore
@@ -76,18 +76,10 @@ struct HTTPAnswer {
 /// Sends one request over the Unix socket.
 func request(_ socket: String, _ method: HTTPMethod, _ path: String, body: Data? = nil,
              contentType: String? = nil) async throws -> HTTPAnswer {
-    guard let url = URL(httpURLWithSocketPath: socket, uri: path) else { throw TestFailure("bad socket URL") }
-    var request = HTTPClientRequest(url: url.absoluteString)
-    request.method = method
-    if let body {
-        request.body = .bytes(ByteBuffer(bytes: body))
-        if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
-    }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(20))
-    let bytes = try await response.body.collect(upTo: 16 << 20)
-    var headers: [String: String] = [:]
-    for header in response.headers { headers[header.name.lowercased()] = header.value }
-    return HTTPAnswer(status: Int(response.status.code), headers: headers, body: Data(bytes.readableBytesView))
+    let answer = try await UnixSocketHTTP(socketPath: socket, connectTimeout: .seconds(5))
+        .fetch(HTTPExchangeRequest(method: method, path: path, body: body, contentType: contentType),
+               timeout: .seconds(20), limit: 16 << 20)
+    return HTTPAnswer(status: answer.head.status, headers: answer.head.headers, body: answer.body)
 }
 
 struct TestFailure: Error, CustomStringConvertible {
