@@ -79,7 +79,7 @@ final class StormMachine: Sendable {
     }
 
     /// Exits each vCPU has taken so far, from its own accounting.
-    var exitsPerVCPU: [UInt64] { machine.accounting.map { $0.snapshot.statistics.totalExits } }
+    var exitsPerVCPU: [UInt64] { machine.accounting.map { $0.statistics.totalExits } }
 
     /// Waits until every storming vCPU has taken `count` exits (the storm is under way).
     func waitForStorm(exits count: UInt64, stormingVCPUs: Int) throws {
