@@ -8,6 +8,7 @@
 // pause and resume latency for 1 and 4 vCPUs (vCPU 1: port storm, others spin
 // in the guest), around Machine.pause()/resume() and through `PUT /vm/state`.
 // Writes its section of BENCHMARKS.md.
+import BenchmarkReport
 import ControlAPI
 import Dispatch
 import Foundation
@@ -20,6 +21,7 @@ struct ControlBenchOptions {
     var requests = 500
     var pauseCycles = 100
     var output = "BENCHMARKS.md"
+    var noise = NoiseOptions()
 }
 
 /// The storm's MSR, emulated so that each guest read is a user-space exit.
@@ -111,8 +113,7 @@ final class StormMachine: Sendable {
 
 /// The host's 1-minute load average, from /proc/loadavg ("?" where unreadable).
 private func hostLoad() -> String {
-    let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
-    return text.split(separator: " ").first.map(String.init) ?? "?"
+    LoadAverage.current().map { String(format: "%.2f", $0.oneMinute) } ?? "?"
 }
 
 /// A latency distribution as the tables print it.
@@ -261,6 +262,7 @@ func controlBenchmark(_ options: ControlBenchOptions) throws {
     let image = [UInt8](data)
 
     // Other work on the host's cores shows up in every latency here: say how much there was.
+    let report = try BenchmarkSection.begin("## Control API and pause/resume", options: options.noise)
     let loadBefore = hostLoad()
     // One storming vCPU: on 2 cores, the other core is the API's.
     let stormVM = try StormMachine(image: image, vcpus: 1)
@@ -286,7 +288,7 @@ func controlBenchmark(_ options: ControlBenchOptions) throws {
     ## Control API and pause/resume (`make bench`, \(date))
 
     Command: `make bench` (= `.build/release/deflect-bench --control \(options.requests) --pause-cycles \(options.pauseCycles)`), release build.
-    Host kernel \(host), \(ProcessInfo.processInfo.activeProcessorCount) cores, nested KVM. One process holds the VM's vCPU threads, the API server (`MachineControl` + `ControlServer` on a temporary Unix socket, as `deflect run --api-socket`) and the client, all on these cores. Host load average (1 min) before / after: \(loadBefore) / \(loadAfter) (other engineers' builds share the cores).
+    Host kernel \(host), \(ProcessInfo.processInfo.activeProcessorCount) cores, nested KVM. One process holds the VM's vCPU threads, the API server (`MachineControl` + `ControlServer` on a temporary Unix socket, as `deflect run --api-socket`) and the client, all on these cores. Host load average (1 min) before / after: \(loadBefore) / \(loadAfter).
     Guest: `Guests/long/mixed_storm.S` through the real run loop: vCPU 0 loops on RDMSR of 0x2474 (policy `emulate`: every read a user-space MSR exit); in the pause runs vCPU 1 loops on OUT to the POST port 0x80 (a port exit) and vCPUs 2 and up spin in the guest without exits.
     Latency is client-side, as `deflect ctl` sees it: `ControlClient` (it probes the socket, then sends HTTP/1.1 over it), recorded in an HdrHistogram (`LatencyHistogram`, 2 significant digits).
 
@@ -301,6 +303,6 @@ func controlBenchmark(_ options: ControlBenchOptions) throws {
     \(pauseLines.joined(separator: "\n"))
 
     """
-    try BenchmarkFile.replaceSection(in: options.output, heading: "## Control API and pause/resume", with: section)
+    try report.write(section, to: options.output)
     print("results written to \(options.output)")
 }
