@@ -109,12 +109,15 @@ let package = Package(
             swiftSettings: strict
         ),
         // The exit-path, control-API, pause/resume, policy- and snapshot-fuzz benchmarks (`make bench`), not part of the product.
-        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom",
+        .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom", "BenchmarkReport",
                                                                 "ControlAPI", "MachineControl", "KVM", "Migration"],
                           path: "Sources/DeflectBench", swiftSettings: strict),
         // The page-map benchmark (`make bench`), not part of the product.
-        .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom"],
+        .executableTarget(name: "hypercall-bench", dependencies: ["Hypercalls", "SeededRandom", "BenchmarkReport"],
                           path: "Sources/HypercallBench", swiftSettings: strict),
+        // What every benchmark section shares: the host-load gate (refuse a busy
+        // host unless --allow-noisy, mark noisy figures) and BENCHMARKS.md's sections.
+        .target(name: "BenchmarkReport", swiftSettings: strict),
         // The seeded generator property tests, fuzz tests and benchmarks share.
         .target(name: "SeededRandom", swiftSettings: strict),
         // ttrpc (containerd's RPC over a Unix socket): framing, request/response, a server and a client.
@@ -129,6 +132,7 @@ let package = Package(
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
+        .testTarget(name: "BenchmarkReportTests", dependencies: ["BenchmarkReport"], swiftSettings: strict),
         .testTarget(name: "ReadableErrorsTests", dependencies: ["ReadableErrors", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "Snapshot", "SeededRandom"], swiftSettings: strict),

@@ -377,9 +377,16 @@ void kmain(u32 magic, struct mb_info *mbi)
         pit2_start((u16)count);
         u32 high_early = 0, samples = 0, low_late = 0;
         u16 c;
-        /* While at least 1/4 of the count remains, OUT2 must read low. */
+        /* While at least 1/4 of the count remains, OUT2 must read low. Each
+           read of OUT2 is bracketed by two reads of the count: a vCPU
+           descheduled between them (a loaded host) can let the counter reach
+           terminal count and wrap, and such a sample says nothing. */
         while ((c = pit2_count()) > count / 4 && c <= count && samples < 1000000) {
-            high_early += pit2_done();
+            u32 out = pit2_done();
+            u16 after = pit2_count();
+            if (after == 0 || after > c)
+                continue;                        /* terminal count passed in between */
+            high_early += out;
             samples++;
         }
         /* Past the terminal count (~12 ms more), OUT2 must read high. */

@@ -8,6 +8,7 @@
 // qemu-system-x86_64 processes over loopback TCP (QEMUPeer). Both get the
 // same downtime budget (300 ms) and the same convergence timeout. Writes its
 // section of BENCHMARKS.md.
+import BenchmarkReport
 import Dispatch
 import Foundation
 import KVM
@@ -46,10 +47,11 @@ func firstGuestGapMilliseconds(_ text: String) -> Double? {
     return nil
 }
 
-func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws {
+func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String, noise: NoiseOptions) throws {
     guard let image = FileManager.default.contents(atPath: migrationGuestPath) else {
         throw BenchError(description: "\(migrationGuestPath) missing: run `make bench` from the repository root")
     }
+    let report = try BenchmarkSection.begin("## Live migration", options: noise)
     let directory = NSTemporaryDirectory() + "deflect-bench-mig-\(getpid())"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -88,8 +90,8 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     ## Live migration (`deflect-bench --migration`, \(ISO8601DateFormatter().string(from: Date())))
 
     Command: `deflect-bench --migration \(sizesMiB.map(String.init).joined(separator: ",")) --dirty-rates \(ratesMiBps.map(String.init).joined(separator: ","))`, \(migrationBuildConfiguration) build,
-    one run each, on the shared 2-core nested-KVM host (other engineers' builds ran at the same time: load
-    \(hostLoad())). Guest: `\(migrationGuestPath)` (1 vCPU, `Guests/multiboot/migration_dirty.c`), booted with
+    one run each, on the 2-core nested-KVM host (load average at the end of the run:
+    \(LoadAverage.current().map { "\($0) (1/5/15 min)" } ?? "unknown")). Guest: `\(migrationGuestPath)` (1 vCPU, `Guests/multiboot/migration_dirty.c`), booted with
     `\(migrationGuestArguments(rateMiBps: 0, tscKHz: tscKHz).replacingOccurrences(of: "rate=0", with: "rate=R"))` by both peers; it dirties pages of
     [16, 48) MiB at the target rate and prints `GAP <µs>` whenever two consecutive reads of its TSC are more than
     2 ms apart. Deflect: two machines in one process over loopback TCP (127.0.0.1), no key, platform `pc`. QEMU \(qemuVersion):
@@ -131,7 +133,7 @@ func migrationTiming(sizesMiB: [Int], ratesMiBps: [Int], output: String) throws 
     QEMU's, whose stream carries no checksum. Single runs on a shared host: the rows vary by tens of ms from run
     to run (earlier runs this session: 1 GiB at 100 MiB/s 70–138 ms, 64 MiB idle 17–59 ms).
     """
-    try BenchmarkFile.replaceSection(in: output, heading: "## Live migration", with: section)
+    try report.write(section, to: output)
     print("results written to \(output)")
 }
 
@@ -213,12 +215,6 @@ private func deflectMigration(image: [UInt8], sizeMiB size: Int, rateMiBps rate:
     return MigrationRun(failure: failure, totalSeconds: total, downtimeMilliseconds: progress.downtimeSeconds.map { $0 * 1000 },
                         guestGapMilliseconds: gap, rounds: progress.iteration, bytesSent: Double(progress.bytesSent),
                         dirtyBytesPerSecond: progress.dirtyBytesPerSecond)
-}
-
-/// The 1-minute load average, for the record.
-private func hostLoad() -> String {
-    guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "unknown" }
-    return text.split(separator: " ").prefix(3).joined(separator: " ") + " (1/5/15 min, at the end of the run)"
 }
 
 /// The receiver thread's result, handed to the benchmark.

@@ -3,17 +3,19 @@
 // go through the whole policy parser, as `deflect policy check` and SIGHUP
 // reloads use it; a trap ends the run, so finishing is the result. Prints
 // and writes to BENCHMARKS.md how many were accepted and rejected, and the time.
+import BenchmarkReport
 import Dispatch
 import Foundation
 import MSRPolicy
 import SeededRandom
 
-func policyFuzz(count: Int, seed: UInt64, output: String) throws {
+func policyFuzz(count: Int, seed: UInt64, output: String, noise: NoiseOptions) throws {
     let directory = "examples/policies"
     let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".toml") }.sorted()
     let corpus = names.compactMap { FileManager.default.contents(atPath: "\(directory)/\($0)").map { [UInt8]($0) } }
     guard !corpus.isEmpty else { throw BenchError(description: "no policies in \(directory): run `make bench` from the repository root") }
 
+    let report = try BenchmarkSection.begin("## Policy parser fuzz", options: noise)
     var accepted = 0, syntaxErrors = 0, policyErrors = 0, bytes = 0
     let start = DispatchTime.now().uptimeNanoseconds
     for input in FuzzInputs(corpus: corpus, count: count, seed: seed) {
@@ -40,6 +42,6 @@ func policyFuzz(count: Int, seed: UInt64, output: String) throws {
 
     \(summary).
     """
-    try BenchmarkFile.replaceSection(in: output, heading: "## Policy parser fuzz", with: section)
+    try report.write(section, to: output)
     print("results written to \(output)")
 }

@@ -4,6 +4,7 @@
 // one third single-bit flips, one third truncations, one third seeded edits
 // (FuzzInputs). A trap ends the run, so finishing is the result; a flipped
 // bit or a truncation that is accepted counts as a failure.
+import BenchmarkReport
 import Dispatch
 import Foundation
 import SeededRandom
@@ -67,7 +68,8 @@ enum SnapshotFuzz {
     }
 }
 
-func snapshotFuzz(count: Int, seed: UInt64, output: String) throws {
+func snapshotFuzz(count: Int, seed: UInt64, output: String, noise: NoiseOptions) throws {
+    let report = try BenchmarkSection.begin("## Snapshot reader fuzz", options: noise)
     let result = try SnapshotFuzz.run(count: count, seed: seed)
     let summary = String(format: "%d inputs parsed in %.2f s (%.1f µs each): %d accepted, %d rejected, %d corruptions undetected",
                          result.inputs, result.seconds, result.seconds * 1e6 / Double(max(result.inputs, 1)),
@@ -83,7 +85,7 @@ func snapshotFuzz(count: Int, seed: UInt64, output: String) throws {
     \(summary).
     Rejections: \(reasons).
     """
-    try BenchmarkFile.replaceSection(in: output, heading: "## Snapshot reader fuzz", with: section)
+    try report.write(section, to: output)
     print("results written to \(output)")
     guard result.undetected == 0 else {
         throw BenchError(description: "\(result.undetected) bit flips or truncations were accepted")

@@ -6,6 +6,7 @@
 // a guest that dirties 1% of its RAM; and QEMU's save and restore of guests
 // of the same sizes in the same run (QEMUPeer). "Running again" is the
 // guest's first byte after the restore. Writes its section of BENCHMARKS.md.
+import BenchmarkReport
 import Dispatch
 import Foundation
 import KVM
@@ -166,8 +167,9 @@ private func timeDiffSnapshot(sizeMiB size: Int, rounds: Int, directory: String)
     return timing
 }
 
-func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
+func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String, noise: NoiseOptions) throws {
     let image = try guestImage("Guests/build/long/sequence.bin")
+    let report = try BenchmarkSection.begin("## Snapshot and restore time", options: noise)
     let directory = NSTemporaryDirectory() + "deflect-bench-snap-\(getpid())"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -231,7 +233,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
     Guest: `Guests/long/sequence.bin` (minimal platform, 1 vCPU). Snapshot: a paused machine's full snapshot (state file and
     memory file, each written atomically with fsync; pages holding only zeros are holes). Restore: from reading the
     state file until the restored guest printed its first byte (the memory file is mapped MAP_PRIVATE, not read), in
-    this process and as a new `deflect restore` process. Host load average at the end: \(loadAverage()).
+    this process and as a new `deflect restore` process. Host load average at the end: \(LoadAverage.current().map { "\($0)" } ?? "unknown").
 
     | RAM | snapshot ms | memory written | restore to running ms | restore max ms | restore, new process ms |
     |---|---|---|---|---|---|
@@ -257,7 +259,7 @@ func snapshotTiming(sizesMiB: [Int], rounds: Int, output: String) throws {
 
     \(peer)
     """
-    try BenchmarkFile.replaceSection(in: output, heading: "## Snapshot and restore time", with: section)
+    try report.write(section, to: output)
     print("results written to \(output)")
 }
 
@@ -266,7 +268,3 @@ private let buildConfiguration = "debug"
 #else
 private let buildConfiguration = "release"
 #endif
-
-private func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
-}

@@ -1,8 +1,10 @@
 // main.swift — hypercall-bench: cost of the GPA attribute map behind
 // KVM_HC_MAP_GPA_RANGE. 10⁶ random conversions over a 64 GiB guest-physical
 // space, then 10⁶ random point queries; prints a BENCHMARKS.md section and,
-// with --output FILE, replaces that section in FILE.
+// with --output FILE, replaces that section in FILE (after the host-load
+// check every benchmark section makes: --allow-noisy, --settle SECONDS).
 
+import BenchmarkReport
 import SeededRandom
 import Foundation
 import Hypercalls
@@ -13,11 +15,12 @@ struct Options {
     var rounds = 3
     var seed: UInt64 = 0x6A_7E_BE_4C
     var output: String?
+    var noise = NoiseOptions()
     var arguments: [String] = []
 }
 
 func usage() -> Never {
-    print("usage: hypercall-bench [--updates N] [--queries N] [--rounds N] [--seed N] [--output FILE]")
+    print("usage: hypercall-bench [--updates N] [--queries N] [--rounds N] [--seed N] [--output FILE] [--allow-noisy] [--settle SECONDS]")
     exit(2)
 }
 
@@ -28,6 +31,12 @@ func parseOptions() -> Options {
     while !args.isEmpty {
         let flag = args.removeFirst()
         if flag == "--help" || flag == "-h" { usage() }
+        do {
+            if try options.noise.parse(flag, next: { args.isEmpty ? nil : args.removeFirst() }) { continue }
+        } catch {
+            print(error)
+            usage()
+        }
         guard let value = args.first else { usage() }
         args.removeFirst()
         switch flag {
@@ -142,29 +151,15 @@ func section(_ results: [Result], options: Options) -> String {
     return lines.joined(separator: "\n") + "\n"
 }
 
-/// Replaces the section that starts with `heading` — up to the next
-/// "\n## ", or the end — in `text`; appends it when there is none.
-func replacingSection(in text: String, with newSection: String) -> String {
-    let sectionStart: String.Index?
-    if text.hasPrefix(heading) {
-        sectionStart = text.startIndex
-    } else if let found = text.range(of: "\n" + heading) {
-        sectionStart = text.index(after: found.lowerBound)
-    } else {
-        sectionStart = nil
-    }
-    guard let sectionStart else {
-        let separator = text.isEmpty || text.hasSuffix("\n\n") ? "" : (text.hasSuffix("\n") ? "\n" : "\n\n")
-        return text + separator + newSection
-    }
-    if let next = text.range(of: "\n## ", range: sectionStart..<text.endIndex) {
-        // Keep the newline that ends the section, plus one blank line.
-        return String(text[..<sectionStart]) + newSection + "\n" + String(text[text.index(after: next.lowerBound)...])
-    }
-    return String(text[..<sectionStart]) + newSection
-}
-
 let options = parseOptions()
+// Only a section that is written needs a quiet host.
+let report: BenchmarkSection?
+do {
+    report = try options.output.map { _ in try BenchmarkSection.begin(heading, options: options.noise) }
+} catch {
+    FileHandle.standardError.write(Data("hypercall-bench: \(error)\n".utf8))
+    exit(3)
+}
 let workloads = [
     Workload(name: "mixed 4K/2M/1G", pageSizes: [4096, 2 << 20, 1 << 30]),
     Workload(name: "4K only", pageSizes: [4096]),
@@ -174,10 +169,9 @@ let results = workloads.map { run($0, options: options) }
 let text = section(results, options: options)
 print(text, terminator: "")
 
-if let path = options.output {
-    let existing = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+if let path = options.output, let report {
     do {
-        try replacingSection(in: existing, with: text).write(toFile: path, atomically: true, encoding: .utf8)
+        try report.write(text, to: path)
         print("wrote \(path)")
     } catch {
         FileHandle.standardError.write(Data("hypercall-bench: cannot write \(path): \(error)\n".utf8))

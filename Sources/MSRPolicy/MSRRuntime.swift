@@ -131,8 +131,9 @@ public enum MSRLockBits {
 /// Concurrency: `handle` runs on every vCPU thread at once. The compiled
 /// policy and its value stores form an immutable `RuntimeGeneration` swapped under
 /// one lock; each vCPU's values sit behind that vCPU's own mutex and the
-/// per-VM values behind one more, so vCPUs only contend on per-VM MSRs and
-/// on the brief generation-pointer read.
+/// per-VM values behind one more, so vCPUs only contend on per-VM MSRs. A
+/// thread that keeps a `GenerationCache` reads the generation pointer under
+/// the lock only after an install (one atomic load tells).
 ///
 /// Allocation: after `init`, `handle` does not touch the heap. Every emulated
 /// MSR has its slot in a fixed-size `[UInt64]` created at compile time and
@@ -140,7 +141,8 @@ public enum MSRLockBits {
 /// copy-on-write); rules are a flat array of trivial structs searched in
 /// place; providers are an enum resolved from their names at compile time;
 /// the decision is a trivial struct; no String is built. The only reference
-/// traffic is retaining the current generation. Unknown MSRs leave no state
+/// traffic is retaining the current generation (with a `GenerationCache`,
+/// only when it changed). Unknown MSRs leave no state
 /// behind, so a guest storming random MSRs costs no memory. (Checked with
 /// valgrind: a million mixed exits add no malloc call, debug or release.)
 public final class MSRRuntime: Sendable {
@@ -155,6 +157,9 @@ public final class MSRRuntime: Sendable {
     private let hostReader: (any HostMSRReader)?
     private let clock: @Sendable () -> UInt64
     private let current: Mutex<RuntimeGeneration>
+    /// How many generations were installed: a thread's `GenerationCache` is
+    /// current while its number matches.
+    private let installed = Atomic<UInt64>(0)
 
     /// - Parameters:
     ///   - coresPerPackage: defaults to `vcpuCount / threadsPerCore` (one package).
@@ -187,18 +192,43 @@ public final class MSRRuntime: Sendable {
 
     /// The answer to one RDMSR/WRMSR exit of `vcpu`.
     public func handle(index: UInt32, access: MSRAccess, vcpu: Int, reasons: MSRExitReasons) -> MSRDecision {
+        var cache = GenerationCache()
+        return handle(index: index, access: access, vcpu: vcpu, reasons: reasons, cache: &cache)
+    }
+
+    /// The generation in force as one calling thread last saw it, so that
+    /// the exit path takes no lock while no policy is installed.
+    public struct GenerationCache: Sendable {
+        fileprivate var generation: RuntimeGeneration?
+        fileprivate var number: UInt64 = 0
+        /// The runtime the generation belongs to (a cache handed to another starts over).
+        fileprivate var owner: ObjectIdentifier?
+        public init() {}
+    }
+
+    /// `handle`, for a thread that keeps `cache` across its exits (a vCPU's
+    /// thread): no lock unless a policy was installed since its last exit.
+    public func handle(index: UInt32, access: MSRAccess, vcpu: Int, reasons: MSRExitReasons,
+                       cache: inout GenerationCache) -> MSRDecision {
         // A vCPU number outside the VM is a VMM bug, not a guest action: answer
         // #GP rather than trap, and make it visible.
         guard vcpu >= 0, vcpu < vcpuCount else {
             return MSRDecision(value: 0, injectGP: true, outcome: .denied, log: true)
         }
         while true {
-            let generation = current.withLock { $0 }
-            // nil: the generation was retired by replacePolicy/restore between
-            // the two locks; the next read of `current` sees its successor.
-            if let decision = decide(generation, index: index, access: access, vcpu: vcpu, reasons: reasons) {
+            let number = installed.load(ordering: .acquiring)
+            if cache.number != number || cache.generation == nil || cache.owner != ObjectIdentifier(self) {
+                cache.generation = current.withLock { $0 }
+                cache.number = number
+                cache.owner = ObjectIdentifier(self)
+            }
+            // nil: the generation was retired by an install or a restore
+            // after this thread read it; the next read of `current` sees its successor.
+            if let generation = cache.generation,
+               let decision = decide(generation, index: index, access: access, vcpu: vcpu, reasons: reasons) {
                 return decision
             }
+            cache.generation = nil
         }
     }
 
@@ -345,6 +375,7 @@ public final class MSRRuntime: Sendable {
             }
             old = RuntimeGeneration(next, vm: vmValues, vcpu: vcpuValues)
         }
+        installed.add(1, ordering: .releasing)
     }
 
     /// Every emulated MSR value, sorted by index, then vCPU (per-VM values have no vCPU).

@@ -65,6 +65,29 @@ public struct MSRStatistics: Sendable, Equatable {
 
     public init() {}
 
+    /// A copy that shares no storage with `self`: taken by a reader under
+    /// the recording thread's lock, it leaves that thread's next record to
+    /// update in place instead of copying what the reader still holds.
+    public func independentCopy() -> MSRStatistics {
+        func own(_ counts: [String: UInt64]) -> [String: UInt64] {
+            var fresh: [String: UInt64] = [:]
+            fresh.reserveCapacity(counts.count)
+            for (outcome, count) in counts { fresh[outcome] = count }
+            return fresh
+        }
+        var copy = MSRStatistics()
+        copy.storage.reserveCapacity(storage.count)
+        for var entry in storage {
+            entry.outcomes = own(entry.outcomes)
+            copy.storage.append(entry)
+        }
+        copy.slots.reserveCapacity(slots.count)
+        for (index, slot) in slots { copy.slots[index] = slot }
+        copy.other = other
+        copy.other.outcomes = own(other.outcomes)
+        return copy
+    }
+
     /// Entries sorted by MSR index.
     public var entries: [Entry] { storage.sorted { $0.index < $1.index } }
 

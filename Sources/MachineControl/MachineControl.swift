@@ -84,9 +84,12 @@ public final class MachineControl: VMControl {
     }
 
     public func stats() async -> StatsReport {
-        let snapshots = machine.accounting.map(\.snapshot)
-        var profile = ExitProfile()
-        for snapshot in snapshots { profile.merge(snapshot.profile) }
+        // Copies of the vCPUs' live cells: no lock, no control step, and the
+        // vCPUs neither wait nor copy anything for it.
+        var profile = machine.accounting.count == 1 ? machine.accounting[0].profile : ExitProfile()
+        if machine.accounting.count > 1 {
+            for accounting in machine.accounting { profile.merge(accounting.profile) }
+        }
         let kinds = ExitKind.allCases.filter { profile[$0].count > 0 }
             .map { ExitKindRow(kind: $0.description, timing: Self.timing(profile[$0])) }
         var ports: [PortRow] = [], msrs: [MSRExitRow] = [], hypercalls: [HypercallRow] = []
@@ -107,10 +110,11 @@ public final class MachineControl: VMControl {
             // Places beyond the cap, together (no single port/MSR/number).
             ports.append(PortRow(port: nil, direction: .read, timing: Self.timing(profile.other)))
         }
-        let vcpus = snapshots.enumerated().map { i, snapshot in
-            VCPUStatsRow(vcpu: i, exits: snapshot.profile.totalExits,
-                         inKvmRunNs: snapshot.profile.kinds.reduce(0) { $0 &+ $1.inKVMRun.totalNanoseconds },
-                         handlingNs: snapshot.profile.kinds.reduce(0) { $0 &+ $1.handling.totalNanoseconds })
+        let vcpus = machine.accounting.enumerated().map { i, accounting in
+            let counts = accounting.statistics
+            return VCPUStatsRow(vcpu: i, exits: counts.totalExits,
+                                inKvmRunNs: counts.buckets.reduce(0) { $0 &+ $1.runNanoseconds },
+                                handlingNs: counts.buckets.reduce(0) { $0 &+ $1.handlingNanoseconds })
         }
         let kvm: KVMBinaryStats
         switch machine.kvmStatistics() {
@@ -129,7 +133,7 @@ public final class MachineControl: VMControl {
 
     public func msrs() async -> MSRTableReport {
         var table = MSRStatistics()
-        for accounting in machine.accounting { table.merge(accounting.snapshot.msrStatistics) }
+        for accounting in machine.accounting { table.merge(accounting.msrStatistics) }
         let rows = table.entries.map { entry in
             MSRTableRow(index: Hex64(UInt64(entry.index)), name: MSRCatalogue.name(entry.index), reads: entry.reads,
                         writes: entry.writes, lastValue: Hex64(entry.lastValue), outcomes: entry.outcomes,

@@ -25,6 +25,13 @@ public struct LatencyHistogram: Sendable {
         totalNanoseconds &+= nanoseconds
     }
 
+    /// `count` values of `nanoseconds` (within range) at once, without adding to the total.
+    mutating func record(_ nanoseconds: UInt64, count: UInt64) {
+        histogram.record(nanoseconds, count: count)
+    }
+
+    mutating func setTotal(_ nanoseconds: UInt64) { totalNanoseconds = nanoseconds }
+
     public mutating func merge(_ other: LatencyHistogram) {
         histogram.add(other.histogram)
         totalNanoseconds &+= other.totalNanoseconds
@@ -49,6 +56,11 @@ public struct ExitLatencies: Sendable {
     public init(precise: Bool) {
         inKVMRun = LatencyHistogram(precise: precise)
         handling = LatencyHistogram(precise: precise)
+    }
+
+    init(inKVMRun: LatencyHistogram, handling: LatencyHistogram) {
+        self.inKVMRun = inKVMRun
+        self.handling = handling
     }
 
     @inline(__always)
@@ -125,11 +137,17 @@ public struct ExitProfile: Sendable {
 
     public subscript(kind: ExitKind) -> ExitLatencies { kinds[kind.rawValue] }
 
+    // Filling a copy of a live profile (LiveExitProfile.read).
+    mutating func setKind(_ kind: Int, _ latencies: ExitLatencies) { kinds[kind] = latencies }
+    mutating func setPlace(_ place: ExitPlace, _ latencies: ExitLatencies) { places[place] = latencies }
+    mutating func setOther(_ latencies: ExitLatencies) { other = latencies }
+
     public var totalExits: UInt64 { kinds.reduce(0) { $0 &+ $1.count } }
 
     /// Adds another vCPU's profile (the merged one keeps the place cap too).
     public mutating func merge(_ profile: ExitProfile) {
-        for i in kinds.indices { kinds[i].merge(profile.kinds[i]) }
+        // Empty kinds add nothing; skipping them saves copying and scanning their buckets.
+        for i in kinds.indices where profile.kinds[i].count > 0 { kinds[i].merge(profile.kinds[i]) }
         for (place, latencies) in profile.places {
             if places[place] != nil {
                 places[place]?.merge(latencies)
@@ -139,7 +157,7 @@ public struct ExitProfile: Sendable {
                 other.merge(latencies)
             }
         }
-        other.merge(profile.other)
+        if profile.other.count > 0 { other.merge(profile.other) }
     }
 
     /// Places, hottest first.

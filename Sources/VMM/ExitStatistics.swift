@@ -1,6 +1,6 @@
 // VMM: exit accounting: per exit kind, how many and how long user space spent
-// handling them. Each vCPU thread owns one `ExitStatistics` (no locks on the
-// hot path); the machine merges them when the run ends.
+// handling them. Each vCPU's live counters (`ExitCounters`) are copied into
+// one; the machine merges them when the run ends.
 import KVM
 
 /// Counts and handling times per exit kind.
@@ -18,6 +18,8 @@ public struct ExitStatistics: Sendable, Equatable {
     public private(set) var buckets: [Bucket]
 
     public init() { buckets = Array(repeating: Bucket(), count: ExitKind.allCases.count) }
+
+    init(buckets: [Bucket]) { self.buckets = buckets }
 
     @inline(__always)
     public mutating func record(_ kind: ExitKind, runNanoseconds: UInt64, handlingNanoseconds: UInt64) {

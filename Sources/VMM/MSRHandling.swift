@@ -46,7 +46,8 @@ extension VCPURunner {
 
         case let .policy(runtime):
             let reasons = exit.reason
-            let decision = runtime.handle(index: exit.index, access: access, vcpu: index, reasons: reasons)
+            let decision = runtime.handle(index: exit.index, access: access, vcpu: index, reasons: reasons,
+                                          cache: &msrGeneration)
             if decision.outcome == .kernelRefused, reasons.contains(.filter) {
                 // A `kernel` rule that still exits through the filter: the
                 // filter is being replaced. Once it is current, KVM executes

@@ -9,7 +9,7 @@ import MSRPolicy
 import Synchronization
 
 final class VCPURunner: @unchecked Sendable {
-    // `passedThrough` belongs to the vCPU's thread: hence @unchecked.
+    // `passedThrough`, `places` and `msrGeneration` belong to the vCPU's thread: hence @unchecked.
     let index: Int
     let vcpu: VCPU
     private let devices: DeviceHub
@@ -32,6 +32,10 @@ final class VCPURunner: @unchecked Sendable {
     let accounting: VCPUAccounting
     /// The trace's access that KVM is executing for the guest, until the next exit tells how it went.
     var passedThrough: PassedThroughMSRAccess?
+    /// Where this thread's exit places are recorded.
+    private var places = PlaceDirectory()
+    /// The MSR policy generation this thread last used.
+    var msrGeneration = MSRRuntime.GenerationCache()
     private let ended = Atomic<Bool>(false)
 
 
@@ -88,7 +92,8 @@ final class VCPURunner: @unchecked Sendable {
             if passedThrough != nil { settlePassedThroughAccess(before: exit) }
             let keepRunning = handle(exit)
             let handled = DispatchTime.now().uptimeNanoseconds
-            accounting.recordExit(exit, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned)
+            accounting.recordExit(exit, runNanoseconds: returned &- entered, handlingNanoseconds: handled &- returned,
+                                  places: &places)
             entered = handled
             if !keepRunning { return }
         }

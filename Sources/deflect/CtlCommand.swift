@@ -73,7 +73,7 @@ func ctlFailure(_ error: ControlClientError) -> ExitCode {
 
 extension CtlCommand {
     struct Pause: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Pause every vCPU at a consistent point.")
+        static let configuration = CommandConfiguration(commandName: "pause", abstract: "Pause every vCPU at a consistent point.")
         @OptionGroup var connection: CtlConnection
 
         func run() async throws {
@@ -82,7 +82,7 @@ extension CtlCommand {
     }
 
     struct Resume: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
+        static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume a paused VM.")
         @OptionGroup var connection: CtlConnection
 
         func run() async throws {
@@ -91,7 +91,7 @@ extension CtlCommand {
     }
 
     struct Shutdown: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop the VM (as SIGTERM would).")
+        static let configuration = CommandConfiguration(commandName: "shutdown", abstract: "Stop the VM (as SIGTERM would).")
         @OptionGroup var connection: CtlConnection
 
         func run() async throws {
@@ -100,7 +100,7 @@ extension CtlCommand {
     }
 
     struct Stats: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Exit counts and latency percentiles, live.")
+        static let configuration = CommandConfiguration(commandName: "stats", abstract: "Exit counts and latency percentiles, live.")
         @OptionGroup var connection: CtlConnection
         @Flag(help: "Print the API's JSON instead of tables.")
         var json = false
@@ -126,7 +126,7 @@ extension CtlCommand {
     }
 
     struct Metrics: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The statistics in the Prometheus text format.")
+        static let configuration = CommandConfiguration(commandName: "metrics", abstract: "The statistics in the Prometheus text format.")
         @OptionGroup var connection: CtlConnection
 
         func run() async throws {
@@ -137,6 +137,7 @@ extension CtlCommand {
 
     struct Policy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "policy",
             abstract: "Replace the VM's MSR policy with FILE (the previous policy stays if FILE has errors).")
         @OptionGroup var connection: CtlConnection
         @Argument(help: "An MSR policy file (TOML).")
@@ -168,6 +169,7 @@ extension CtlCommand {
 
     struct Events: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "events",
             abstract: "Print the VM's events (JSON lines) as they happen, until the VM stops.")
         @OptionGroup var connection: CtlConnection
 
@@ -182,7 +184,7 @@ extension CtlCommand {
     }
 
     struct Registers: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The registers of vCPU N (the VM must be paused).")
+        static let configuration = CommandConfiguration(commandName: "registers", abstract: "The registers of vCPU N (the VM must be paused).")
         @OptionGroup var connection: CtlConnection
         @Argument(help: "The vCPU index, from 0.")
         var vcpu: Int
@@ -204,6 +206,7 @@ extension CtlCommand {
 extension CtlCommand {
     struct Snapshot: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "snapshot",
             abstract: "Pause, write a snapshot to PATH (memory in PATH.mem-<16 hex>), then resume, stay paused or stop.")
         @OptionGroup var connection: CtlConnection
         @Argument(help: "The state file to write (deflect restore PATH starts the VM again).")

@@ -9,6 +9,7 @@ import VMM
 extension CtlCommand {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "migrate",
             abstract: "Migrate the VM to a waiting deflect receive (DEST: tcp:HOST:PORT or unix:PATH).",
             discussion: """
             Exit status: 0 when the receiver runs the guest (the source's run ends with "migrated to DEST"); \

@@ -14,6 +14,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "check",
             abstract: "Validate a policy file and print the KVM MSR filter it compiles to.",
             discussion: "Exit status 0 when the policy is valid, 66 when it is not (errors as file:line:column)."
         )
@@ -43,7 +44,7 @@ struct PolicyCommand: ParsableCommand {
     }
 
     struct Profiles: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the built-in CPU-model profiles and their MSRs.")
+        static let configuration = CommandConfiguration(commandName: "profiles", abstract: "List the built-in CPU-model profiles and their MSRs.")
 
         func run() throws {
             for profile in CPUProfiles.all {

@@ -20,6 +20,7 @@ struct SnapshotCommand: ParsableCommand {
 
     struct Merge: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "merge",
             abstract: "Fold a diff snapshot into the snapshot before it: DIFF becomes a full snapshot (BASE is unchanged).")
 
         @Argument(help: "The full snapshot the diff was taken after.")
@@ -38,7 +39,7 @@ struct SnapshotCommand: ParsableCommand {
     }
 
     struct Inspect: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print what a snapshot holds as JSON.")
+        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print what a snapshot holds as JSON.")
 
         @Argument(help: "The snapshot's state file.")
         var state: String

@@ -259,7 +259,13 @@ struct SnapshotKillTests {
             let memory = try memoryFile(of: state)
             let allowed = Set(["s.snap", (memory as NSString).lastPathComponent, ".s.snap.lock"])
             let left = snapshotDirectoryEntries(directory)
-            #expect(Set(left).isSubset(of: allowed), "kill point \(point): \(left)")
+            // A kill between naming the new memory file and the commit (the
+            // directory fsync between them) leaves that one file unreferenced
+            // (docs/snapshot-format.md); the next snapshot to PATH removes it
+            // (checked at the end). Nothing else may be there.
+            let unreferenced = Set(left).subtracting(allowed)
+            #expect(unreferenced.count <= 1 && unreferenced.allSatisfy { $0.hasPrefix("s.snap.mem-") },
+                    "kill point \(point): \(left)")
             let verify = try deflect(["snapshot", "inspect", "--verify", state])
             #expect(verify.status == 0, "kill point \(point): \(verify.stderr)")
         }

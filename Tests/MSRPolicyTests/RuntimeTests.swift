@@ -386,7 +386,9 @@ struct RuntimeDefaultCase: Sendable, CustomStringConvertible {
 }
 
 @Suite struct RuntimeConcurrencyTests {
-    @Test func vcpusHammeringAShareMSRWhilePoliciesSwap() throws {
+    /// `cached`: each vCPU keeps a `GenerationCache`, as the VMM's vCPU threads do.
+    @Test(arguments: [false, true])
+    func vcpusHammeringAShareMSRWhilePoliciesSwap(cached: Bool) throws {
         let vm = MSRRule(0x100, .emulate(Emulation(initialValue: 0, scope: .vm)))
         let mine = MSRRule(0x101, .emulate(Emulation(initialValue: 0, scope: .vcpu)))
         let r = try runtime([vm, mine], vcpus: 4)
@@ -403,14 +405,19 @@ struct RuntimeDefaultCase: Sendable, CustomStringConvertible {
                 }
                 return
             }
+            var cache = MSRRuntime.GenerationCache()
+            func access(_ index: UInt32, _ access: MSRAccess) -> MSRDecision {
+                cached ? r.handle(index: index, access: access, vcpu: worker, reasons: .filter, cache: &cache)
+                       : r.handle(index: index, access: access, vcpu: worker, reasons: .filter)
+            }
             for i in 1...iterations {
                 // Values encode (vCPU, iteration) so the final value names its writer.
                 let value = UInt64(worker) << 32 | UInt64(i)
-                _ = r.write(0x100, value, vcpu: worker)
-                _ = r.read(0x100, vcpu: worker)
-                _ = r.write(0x101, value, vcpu: worker)
+                _ = access(0x100, .write(value))
+                _ = access(0x100, .read)
+                _ = access(0x101, .write(value))
                 // A per-vCPU value is only written by its own vCPU: never lost, even across swaps.
-                if r.read(0x101, vcpu: worker).value != value { mismatches.add(1, ordering: .relaxed) }
+                if access(0x101, .read).value != value { mismatches.add(1, ordering: .relaxed) }
             }
         }
         #expect(swaps.load(ordering: .relaxed) == 200)
@@ -419,6 +426,21 @@ struct RuntimeDefaultCase: Sendable, CustomStringConvertible {
         #expect(last & 0xFFFF_FFFF >= 1 && last & 0xFFFF_FFFF <= UInt64(iterations))
         #expect(last >> 32 < 4)
         for v in 0..<4 { #expect(r.read(0x101, vcpu: v).value == UInt64(v) << 32 | UInt64(iterations)) }
+    }
+}
+
+@Suite struct RuntimeGenerationCacheTests {
+    @Test func aCachedGenerationFollowsEveryReplacement() throws {
+        let r = try runtime([MSRRule(0x200, .deny)], vcpus: 1)
+        var cache = MSRRuntime.GenerationCache()
+        #expect(r.handle(index: 0x200, access: .read, vcpu: 0, reasons: .filter, cache: &cache) == gp(.denied))
+        try r.replacePolicy(MSRPolicy(rules: [MSRRule(0x200, .ignore(readValue: 5))]))
+        let ignored = r.handle(index: 0x200, access: .read, vcpu: 0, reasons: .filter, cache: &cache)
+        #expect(ignored.outcome == .ignored && ignored.value == 5)
+        // A cache handed to another runtime (installed as often: never) starts over.
+        let other = try runtime([MSRRule(0x200, .deny)], vcpus: 1)
+        try other.replacePolicy(MSRPolicy(rules: [MSRRule(0x200, .deny)]))
+        #expect(other.handle(index: 0x200, access: .read, vcpu: 0, reasons: .filter, cache: &cache) == gp(.denied))
     }
 }
 

@@ -38,6 +38,20 @@ import Foundation
         #expect(s.entry(for: 0x11) == nil)
     }
 
+    @Test func anIndependentCopyIsEqualAndStaysPutWhileTheOriginalGoesOn() {
+        var s = MSRStatistics()
+        s.record(index: 0x10, access: .read, value: 1, outcome: "emulated", rip: 0x100)
+        s.record(index: 0x20, access: .write(2), value: 2, outcome: "ignored", rip: nil)
+        let copy = s.independentCopy()
+        #expect(copy == s)
+        #expect(copy.entry(for: 0x20)?.writes == 1)
+        s.record(index: 0x10, access: .read, value: 3, outcome: "emulated", rip: 0x104)
+        s.record(index: 0x30, access: .read, value: 4, outcome: "default-gp", rip: nil)
+        #expect(copy.entry(for: 0x10)?.outcomes == ["emulated": 1] && copy.entry(for: 0x10)?.lastValue == 1)
+        #expect(copy.entry(for: 0x30) == nil)
+        #expect(s.entry(for: 0x10)?.outcomes == ["emulated": 2])
+    }
+
     @Test func trackingIsBounded() {
         var s = MSRStatistics()
         let n = MSRStatistics.maxTrackedMSRs
