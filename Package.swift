@@ -29,7 +29,7 @@ let package = Package(
         // The control API's HTTP/1.1 server on a Unix socket (ControlAPI). Without
         // its default trait ConfigurationSupport, which would build swift-configuration
         // for a config reader Deflect does not use.
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         // Prometheus text exposition for `GET /metrics` (names, labels, escaping);
         // its own dependencies (swift-metrics, swift-atomics) are built for Hummingbird anyway.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),

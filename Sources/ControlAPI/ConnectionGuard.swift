@@ -5,7 +5,8 @@
 // requests, answers what never reaches a route (CONNECT, a method or request
 // HTTP does not parse) with the API's JSON error, and honours
 // `Connection: close` on the server's own answers.
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTPTypes
 import NIOCore
 import NIOHTTP1

@@ -1,7 +1,7 @@
 // ControlAPI: the client side of the control API (`deflect ctl`): HTTP/1.1
 // over the Unix socket (`UnixSocketHTTP`), JSON decoded into the same
 // models the server encodes, and errors that say in one line what failed.
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import ReadableErrors

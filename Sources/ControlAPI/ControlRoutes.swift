@@ -2,10 +2,12 @@
 // Routing is a small table (also read by the tests that compare the server
 // with docs/api.yaml), so that an unknown path is a JSON 404 and a known path
 // with another method a JSON 405 with `Allow`.
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import ReadableErrors
 
 /// One route the server answers.
 public struct ControlRoute: Sendable, Hashable {
@@ -260,7 +262,7 @@ struct ControlResponder: HTTPResponder {
 
     private static func requireContentType(_ request: Request, accepted: [String]) throws(ControlError) {
         guard let value = request.headers[.contentType] else { return }
-        let type = value.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let type = value.split(separator: ";").first.map { ReadableError.trimmed($0).lowercased() } ?? ""
         guard accepted.contains(type) else {
             throw .unsupportedMediaType("content type \(type) is not accepted here; use \(accepted.joined(separator: " or "))")
         }

@@ -1,7 +1,7 @@
 // ControlAPI: the API socket's file: checks before binding (a live socket is
 // refused, a stale one replaced, anything else at the path is an error) and
 // publishing a bound socket with mode 0600 and no window in which it is wider.
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOPosix
 #if canImport(Glibc)

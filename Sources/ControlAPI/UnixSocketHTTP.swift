@@ -2,7 +2,8 @@
 // connection of its own per request (`Connection: close`), a connect
 // deadline, and a deadline for the whole exchange. What `ControlClient`
 // sends through; small on purpose (no pool, no TLS, no redirects).
-import Foundation
+import FoundationEssentials
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix

@@ -6,7 +6,8 @@
 // (`Machine.controlStep`) and awaited: the blocking VMM work (a pause waits
 // for every vCPU to park) runs there, never on the server's tasks.
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hypercalls
 import KVM
 import KVMABI
@@ -229,13 +230,16 @@ public final class MachineControl: VMControl {
             }
         }
         if case let .failure(error) = begun { throw .conflict("\(error)") }
-        let thread = Thread {
-            // The outcome is in the progress record (GET /migration); the
-            // VM keeps running on failure.
-            _ = try? machine.migrate(accepted)
+        do {
+            try HostThread.start(name: "migration") {
+                // The outcome is in the progress record (GET /migration); the
+                // VM keeps running on failure.
+                _ = try? machine.migrate(accepted)
+            }
+        } catch {
+            machine.abandonMigration("\(error)")
+            throw .conflict("\(error)")
         }
-        thread.name = "migration"
-        thread.start()
         return Self.status(machine.migrationProgress)
     }
 

@@ -2,7 +2,11 @@
 // Foundation's file errors print as "Error Domain=NSCocoaErrorDomain Code=260
 // ... UserInfo={...}"; the POSIX reason they carry ("No such file or
 // directory") is what a command line or a log should show instead.
-import Foundation
+// Only FoundationEssentials: errors of the full Foundation (NSError, as
+// FileHandle throws them in the shim) are read through what every Swift
+// error has (`_domain`, `_code`) and the CocoaError cast the runtime makes
+// for any NSError, so a deflect run never loads Foundation for this.
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,8 +17,23 @@ public enum ReadableError {
     /// for), else the error's own description with line breaks folded.
     public static func reason(_ error: any Error) -> String {
         if let posix = error as? POSIXError { return posixReason(posix.code.rawValue) }
-        if error is CocoaError || type(of: error) is NSError.Type { return reason(foundation: error as NSError) }
-        return oneLine(String(describing: error))
+        switch error._domain {
+        case "NSPOSIXErrorDomain": return posixReason(Int32(truncatingIfNeeded: error._code))
+        case "NSCocoaErrorDomain":
+            if let underlying = (error as? CocoaError)?.underlying { return reason(underlying) }
+            let code = CocoaError.Code(rawValue: error._code)
+            return posixCode(for: code).map(posixReason) ?? describe(code)
+        default:
+            // An NSError of another framework's domain: its message if it has
+            // one, never the dump. (Only an NSError casts to CocoaError here.)
+            if let foreign = error as? CocoaError {
+                if let underlying = foreign.underlying { return reason(underlying) }
+                let message = foreign.userInfo["NSLocalizedDescription"] as? String
+                    ?? foreign.userInfo["NSLocalizedFailureReason"] as? String
+                return message.map(oneLine) ?? "error \(error._code)"
+            }
+            return oneLine(String(describing: error))
+        }
     }
 
     /// `reason` after the path it concerns: "PATH: No such file or directory".
@@ -24,26 +43,17 @@ public enum ReadableError {
 
     /// `text` on one line: its lines trimmed and joined with "; ".
     public static func oneLine(_ text: String) -> String {
-        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let lines = text.split(whereSeparator: \.isNewline).map(trimmed).filter { !$0.isEmpty }
         return lines.joined(separator: "; ")
+    }
+
+    /// `text` without the spaces and tabs around it.
+    public static func trimmed(_ text: some StringProtocol) -> String {
+        String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 
     private static func posixReason(_ code: Int32) -> String {
         String(cString: strerror(code))
-    }
-
-    /// By domain: a POSIX error is its errno; a Foundation error the POSIX
-    /// error it wraps, or the errno its code stands for.
-    private static func reason(foundation error: NSError) -> String {
-        if error.domain == NSPOSIXErrorDomain { return posixReason(Int32(truncatingIfNeeded: error.code)) }
-        if let underlying = error.userInfo[NSUnderlyingErrorKey] as? any Error { return reason(underlying) }
-        if error.domain == NSCocoaErrorDomain {
-            let code = CocoaError.Code(rawValue: error.code)
-            return posixCode(for: code).map(posixReason) ?? describe(code)
-        }
-        // Another framework's domain: its message if it has one, never the dump.
-        let message = error.userInfo[NSLocalizedDescriptionKey] as? String ?? error.localizedFailureReason
-        return message.map(oneLine) ?? "error \(error.code)"
     }
 
     /// The errno a Foundation file error without an underlying error stands for.
@@ -67,7 +77,8 @@ public enum ReadableError {
         case .fileReadUnknownStringEncoding, .fileReadInapplicableStringEncoding, .fileWriteInapplicableStringEncoding:
             "the text is not in the expected encoding"
         case .fileReadUnsupportedScheme, .fileWriteUnsupportedScheme: "not a file path"
-        case .propertyListReadCorrupt, .coderReadCorrupt: "the data is damaged or not in the expected format"
+        // 4864 is coderReadCorrupt, which only the full Foundation names.
+        case .propertyListReadCorrupt, CocoaError.Code(rawValue: 4864): "the data is damaged or not in the expected format"
         default: code.rawValue < 512 ? "the file could not be read (error \(code.rawValue))"
             : "the file could not be written (error \(code.rawValue))"
         }

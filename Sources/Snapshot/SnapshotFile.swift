@@ -24,7 +24,8 @@
 // reported, and no length is trusted before it was checked against the
 // bytes actually there (a hostile file cannot make the reader allocate more
 // than the file's own size).
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Why a state file was refused or could not be made. One line each.
 public enum SnapshotFormatError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -51,7 +52,7 @@ public enum SnapshotFormatError: Error, Equatable, Sendable, CustomStringConvert
         case let .truncated(offset, needed):
             return "snapshot truncated at offset \(offset): \(needed) more bytes expected"
         case let .wrongMagic(bytes):
-            return "not a Deflect snapshot: magic is \(bytes.map { String(format: "%02x", $0) }.joined()), expected \"DFLCTSNP\""
+            return "not a Deflect snapshot: magic is \(bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()), expected \"DFLCTSNP\""
         case let .unsupportedVersion(version):
             return "unsupported snapshot format version \(version) (this Deflect reads version \(SnapshotFile.formatVersion))"
         case let .tooManySections(count):

@@ -1,7 +1,7 @@
 // VMM: the host files the VMM reads besides /dev/kvm (the msr driver, the
 // image, module, policy and key files a run loads), with their libc calls in
 // one place.
-import Foundation
+import FoundationEssentials
 import Glibc
 import ReadableErrors
 

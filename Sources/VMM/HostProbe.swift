@@ -2,10 +2,12 @@
 // claim: does a guest hypercall reach user space? Guarded by a watchdog
 // because on some nested hosts a guest VMCALL never returns from KVM_RUN.
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hypercalls
 import KVM
 import Loader
+import Synchronization
 
 public enum HostProbe {
     /// The answer of one probe.
@@ -67,7 +69,7 @@ public enum HostProbe {
 
         let result = ProbeResult()
         let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
+        let body: @Sendable () -> Void = {
             defer { vcpu.kicker.unbind(); done.signal() }
             do {
                 try vcpu.kicker.bindCurrentThread()
@@ -78,7 +80,11 @@ public enum HostProbe {
                 result.set(error: "\(error)")
             }
         }
-        thread.start()
+        do {
+            try HostThread.start(name: "kvm-probe", body)
+        } catch {
+            return .unknown("\(error)")
+        }
         var kicked = false
         if done.wait(timeout: .now() + timeout) == .timedOut {
             kicked = true
@@ -105,11 +111,10 @@ public enum HostProbe {
 }
 
 /// The probe thread's result, handed over under a lock.
-private final class ProbeResult: @unchecked Sendable {
+private final class ProbeResult: Sendable {
     enum Value { case exit(VCPUExit), error(String) }
-    private let lock = NSLock()
-    private var value: Value?
-    func set(_ exit: VCPUExit) { lock.withLock { value = .exit(exit) } }
-    func set(error: String) { lock.withLock { value = .error(error) } }
-    func get() -> Value? { lock.withLock { value } }
+    private let value = Mutex<Value?>(nil)
+    func set(_ exit: VCPUExit) { value.withLock { $0 = .exit(exit) } }
+    func set(error: String) { value.withLock { $0 = .error(error) } }
+    func get() -> Value? { value.withLock { $0 } }
 }

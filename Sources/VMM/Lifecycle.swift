@@ -21,7 +21,7 @@
 // which parks at that I/O exit at once (no further guest instruction, as
 // QEMU stops it) and queues its suspend as a step.
 import Dispatch
-import Foundation
+import FoundationEssentials
 import Glibc
 import KVM
 import Synchronization
@@ -345,15 +345,17 @@ final class Lifecycle: Sendable {
     private func enterSuspend(requestedBy vcpu: Int) {
         guard let sleep = sleepControl, move(to: .suspended) else { return }
         sleep.enterSleep(requestedBy: vcpu)
-        let poller = Thread { [self] in
-            while !sleep.wakeEventPending() {
-                if controller.isFinished { return }
-                Thread.sleep(forTimeInterval: SleepControl.wakePollSeconds)
+        do {
+            try HostThread.start(name: "acpi-s3") { [self] in
+                while !sleep.wakeEventPending() {
+                    if controller.isFinished { return }
+                    HostThread.sleep(seconds: SleepControl.wakePollSeconds)
+                }
+                submit { [self] in wake(source: "RTC alarm") }
             }
-            submit { [self] in wake(source: "RTC alarm") }
+        } catch {
+            controller.finish(.hostError("S3: no wake-up without its poller: \(error)"))
         }
-        poller.name = "acpi-s3"
-        poller.start()
     }
 
     /// The wake-up from S3: the platform reset SleepControl describes, then

@@ -5,7 +5,8 @@
 // policy — changes only through the control steps of `Lifecycle`.
 import Devices
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hypercalls
 import KVM
 import Loader
@@ -26,6 +27,12 @@ public struct RunReport: Sendable {
     public var wallSeconds: Double
     /// Latency histograms per exit kind and per port/MSR/hypercall, all vCPUs merged.
     public var profile = ExitProfile()
+
+    /// The report of a run that never began.
+    public static func notStarted(_ outcome: RunOutcome) -> RunReport {
+        RunReport(outcome: outcome, statistics: ExitStatistics(), perVCPU: [], stuckVCPUs: [],
+                  msrStatistics: MSRStatistics(), wallSeconds: 0)
+    }
 }
 
 /// A built machine, ready to run once.
@@ -526,15 +533,16 @@ public final class Machine: Sendable {
         }
         let started = lifecycle.start(paused: startingPaused) {
             for runner in runners {
-                let thread = Thread { runner.loop() }
-                thread.name = "vcpu\(runner.index)"
-                thread.stackSize = 1 << 20
-                thread.start()
+                do {
+                    try HostThread.start(name: "vcpu\(runner.index)", stackBytes: 1 << 20) { runner.loop() }
+                } catch {
+                    controller.finish(.hostError("vCPU \(runner.index): \(error)"))
+                    break
+                }
             }
         }
         guard started else {
-            return RunReport(outcome: .hostError("a machine runs once"), statistics: ExitStatistics(),
-                             perVCPU: [], stuckVCPUs: [], msrStatistics: MSRStatistics(), wallSeconds: 0)
+            return .notStarted(.hostError("a machine runs once"))
         }
 
         let timeout = configuration.timeoutSeconds

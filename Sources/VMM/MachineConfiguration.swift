@@ -1,7 +1,8 @@
 // VMM: what a user asks for when starting a machine, validated before
 // anything touches KVM.
 import Devices
-import Foundation
+import FoundationEssentials
+import Glibc
 import Loader
 
 /// A multiboot module's bytes and the string the kernel sees for it (QEMU's

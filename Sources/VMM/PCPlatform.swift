@@ -6,7 +6,8 @@
 // ACPI S3 through SleepControl.
 import Devices
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 
 /// Which platform a machine presents.

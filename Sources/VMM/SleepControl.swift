@@ -20,7 +20,8 @@
 // blobs load_elf registered; observed under QEMU 7.2). A zero vector makes
 // SeaBIOS reboot: the run ends as for a reset.
 import Devices
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Loader
 

@@ -8,7 +8,8 @@
 // the coordinator gave them (on their own thread, which owns the vCPU) and
 // enter KVM_RUN again. Ending the run releases everyone for good.
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Synchronization
 

@@ -3,7 +3,9 @@
 // snapshot, migrate.
 import ArgumentParser
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
+import ReadableErrors
 import VMM
 
 struct CtlCommand: AsyncParsableCommand {
@@ -221,9 +223,7 @@ extension CtlCommand {
             let report = try await ctl { () async throws(ControlClientError) in
                 try await connection.client.snapshot(SnapshotRequest(path: absolute, type: diff ? .diff : .full, then: then))
             }
-            StandardStreams.writeOutput(String(format: "snapshot %@ (%d bytes) and %@ (%llu bytes) in %.3f s; VM %@\n",
-                                               report.path, report.stateBytes, report.memoryPath, report.memoryBytes,
-                                               report.seconds, report.state.rawValue))
+            StandardStreams.writeOutput("snapshot \(report.path) (\(report.stateBytes) bytes) and \(report.memoryPath) (\(report.memoryBytes) bytes) in \(report.seconds.fixed(3)) s; VM \(report.state.rawValue)\n")
         }
     }
 }

@@ -3,7 +3,9 @@
 // round otherwise; status 0 once the receiver runs the guest.
 import ArgumentParser
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
+import ReadableErrors
 import VMM
 
 extension CtlCommand {
@@ -73,19 +75,15 @@ extension CtlCommand {
                            status: ExitStatus.hostError)
             }
             let overBudget = status.pausedBeforeConvergence == true
-                ? String(format: " (paused and copied: not converged within %.0f s, over the %d ms budget)", timeoutS, downtimeMs) : ""
-            StandardStreams.writeOutput(String(format: "migrated to %@: %.1f MiB sent in %.2f s, %d rounds, downtime %.0f ms%@\n",
-                                               destination, Double(status.bytesSent) / 1_048_576, status.elapsedS,
-                                               status.iteration, status.downtimeMs ?? 0, overBudget))
+                ? " (paused and copied: not converged within \(timeoutS.fixed(0)) s, over the \(downtimeMs) ms budget)" : ""
+            StandardStreams.writeOutput("migrated to \(destination): \((Double(status.bytesSent) / 1_048_576).fixed(1)) MiB sent in \(status.elapsedS.fixed(2)) s, \(status.iteration) rounds, downtime \((status.downtimeMs ?? 0).fixed(0)) ms\(overBudget)\n")
         }
 
         /// What changes often enough to be worth a plain line: phase and round.
         static func milestone(_ s: MigrationStatus) -> String { "\(s.phase.rawValue) \(s.iteration)" }
 
         static func line(_ s: MigrationStatus) -> String {
-            String(format: "migration %@: round %d, %.1f MiB sent, bandwidth %.1f MiB/s, dirtying %.1f MiB/s, estimated downtime %.0f ms",
-                   s.phase.rawValue, s.iteration, Double(s.bytesSent) / 1_048_576, s.bandwidthBytesPerSecond / 1_048_576,
-                   s.dirtyBytesPerSecond / 1_048_576, s.estimatedDowntimeMs)
+            "migration \(s.phase.rawValue): round \(s.iteration), \((Double(s.bytesSent) / 1_048_576).fixed(1)) MiB sent, bandwidth \((s.bandwidthBytesPerSecond / 1_048_576).fixed(1)) MiB/s, dirtying \((s.dirtyBytesPerSecond / 1_048_576).fixed(1)) MiB/s, estimated downtime \(s.estimatedDowntimeMs.fixed(0)) ms"
         }
     }
 }

@@ -4,10 +4,13 @@
 // then the closing line, output failures and --stats/--stats-json.
 import ArgumentParser
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hypercalls
+import KVM
 import MachineControl
 import MSRPolicy
+import ReadableErrors
 import VMM
 
 /// The options `run` and `restore` share for a running guest: events,
@@ -52,9 +55,11 @@ func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEv
     // The run blocks its thread for the guest's lifetime: not a thread of
     // the concurrency pool the API server's handlers need.
     let report = await withCheckedContinuation { continuation in
-        let thread = Thread { continuation.resume(returning: vm.run(startingPaused: startingPaused)) }
-        thread.name = "machine"
-        thread.start()
+        do {
+            try HostThread.start(name: "machine") { continuation.resume(returning: vm.run(startingPaused: startingPaused)) }
+        } catch {
+            continuation.resume(returning: RunReport.notStarted(.hostError("\(error)")))
+        }
     }
     signals.cancel()
     if let api {
@@ -83,7 +88,7 @@ func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEv
         if let gate = vm.migrationGate {
             StandardStreams.writeError("migration control: \(gate.state.rawValue) (migration \(gate.migrationAllowed ? "allowed" : "refused"))\n")
         }
-        StandardStreams.writeError(String(format: "wall time %.3f s\n", report.wallSeconds))
+        StandardStreams.writeError("wall time \(report.wallSeconds.fixed(3)) s\n")
     }
     if let statsJSON {
         try writeOutputFile(report.profile.json() + "\n", to: statsJSON, option: "--stats-json")

@@ -1,7 +1,8 @@
 // deflect: the options every command that starts a guest shares (run, trace),
 // and turning them into a MachineConfiguration with one-line errors.
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Loader
 import VMM

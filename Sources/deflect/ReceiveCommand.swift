@@ -3,7 +3,8 @@
 // restore builds a snapshot, say ready, and on the sender's go run it as
 // `deflect run` would (acknowledged with running-ack).
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Migration
 import Snapshot

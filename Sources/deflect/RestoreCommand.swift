@@ -3,7 +3,8 @@
 // of state put back, and the guest runs on as `deflect run` would run it.
 import ArgumentParser
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import MachineControl
 import Snapshot

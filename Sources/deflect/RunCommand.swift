@@ -2,8 +2,10 @@
 import ArgumentParser
 import ControlAPI
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hypercalls
+import KVM
 import MachineControl
 import MSRPolicy
 import ReadableErrors
@@ -157,7 +159,8 @@ final class SignalSources {
 /// Copies standard input into the UART's receive FIFO on a background thread.
 enum StandardInputPump {
     static func start(into devices: DeviceHub) {
-        let thread = Thread {
+        // Without its pump the guest gets no input; the run goes on.
+        try? HostThread.start(name: "stdin") {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
                 let n = buffer.withUnsafeMutableBytes { raw in read(0, raw.baseAddress, raw.count) }
@@ -166,7 +169,5 @@ enum StandardInputPump {
                 devices.serialInput(Array(buffer[0..<n]))
             }
         }
-        thread.name = "stdin"
-        thread.start()
     }
 }

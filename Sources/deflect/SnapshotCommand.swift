@@ -5,7 +5,8 @@
 // memory file is read and every chunk checked against its CRC-64.
 import ArgumentParser
 import Devices
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import KVMABI
 import Snapshot
@@ -62,9 +63,8 @@ struct SnapshotCommand: ParsableCommand {
             }
             do {
                 var json = try Self.summary(file, statePath: state)
-                if verify { json["verified"] = try Self.verifyMemory(file, statePath: state) }
-                let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
-                StandardStreams.writeOutput(String(decoding: data, as: UTF8.self) + "\n")
+                if verify { json["verified"] = .string(try Self.verifyMemory(file, statePath: state)) }
+                StandardStreams.writeOutput(try JSONValue.object(json).prettyText() + "\n")
             } catch let error as ExitCode {
                 throw error
             } catch {
@@ -91,51 +91,54 @@ struct SnapshotCommand: ParsableCommand {
             }
         }
 
-        static func summary(_ file: SnapshotFile, statePath: String) throws -> [String: Any] {
+        static func summary(_ file: SnapshotFile, statePath: String) throws -> [String: JSONValue] {
             let config = try file.decode(SavedConfiguration.self, section: .config)
             let user = try file.decode(UserSpaceState.self, section: .user)
             let memory = try file.decode(SavedMemory.self, section: .memory)
             let devices = try file.decode([String: DeviceState].self, section: .devices)
-            var vcpus: [[String: Any]] = []
+            var vcpus: [JSONValue] = []
             for i in 0..<config.vcpuCount {
                 let vcpu = try file.decode(VCPUSnapshot.self, section: .vcpu(i))
                 let r = try vcpu.generalRegisters()
-                vcpus.append(["vcpu": i, "rip": hex(r.rip), "rsp": hex(r.rsp), "rflags": hex(r.rflags),
-                              "msrs": vcpu.msrs.count, "one_reg": vcpu.oneRegisters.count])
+                vcpus.append(["vcpu": .number(i), "rip": .string(hex(r.rip)), "rsp": .string(hex(r.rsp)),
+                              "rflags": .string(hex(r.rflags)), "msrs": .number(vcpu.msrs.count),
+                              "one_reg": .number(vcpu.oneRegisters.count)])
             }
             let memoryPath = try memory.path(besideStateFile: statePath)
             let memorySize = (try? MemoryFile.open(path: memoryPath))?.size
             let shared = user.pageMap?.filter { $0.attribute == .shared } ?? []
             // What a restoring host must have (absent in snapshots from before the section existed).
-            let needs: Any = try file.section(named: .host).map { _ in
+            let needs: JSONValue = try file.section(named: .host).map { _ in
                 let requirements = try file.decode(HostRequirements.self, section: .host)
-                return ["kvm_capabilities": requirements.capabilities.map { "\($0.name) >= \($0.minimum)" },
-                        "cpuid_feature_bits": requirements.cpuidFeatures.reduce(0) { $0 + $1.bits.nonzeroBitCount }] as [String: Any]
-            } ?? NSNull()
+                return ["kvm_capabilities": .array(requirements.capabilities.map { .string("\($0.name) >= \($0.minimum)") }),
+                        "cpuid_feature_bits": .number(requirements.cpuidFeatures.reduce(0) { $0 + $1.bits.nonzeroBitCount })]
+            } ?? .null
             return [
                 "host_needs": needs,
-                "format_version": Int(SnapshotFile.formatVersion),
-                "kvm_api_version": Int(file.kvmAPIVersion),
-                "host": ["vendor": file.host.vendor, "family": Int(file.host.family), "model": Int(file.host.model),
-                         "stepping": Int(file.host.stepping)],
-                "sections": file.sections.map { ["name": $0.name, "bytes": $0.payload.count] },
-                "config": ["mode": config.mode.rawValue, "memory_mib": config.memoryMiB, "vcpus": config.vcpuCount,
-                           "platform": config.platform.rawValue, "image_bytes": config.image.count, "append": config.append,
-                           "modules": config.modules.count],
-                "vcpus": vcpus,
-                "msr_policy": user.policyTOML ?? NSNull(),
-                "emulated_msr_values": user.emulatedMSRs.count,
-                "page_map": user.pageMap.map { ranges -> [String: Any] in
-                    ["ranges": ranges.count, "shared_ranges": shared.count,
-                     "shared_bytes": shared.reduce(UInt64(0)) { $0 + ($1.end - $1.start) }]
-                } ?? NSNull(),
-                "migration_control": user.migrationControl?.rawValue ?? NSNull(),
-                "guest_clock_ns": user.guestClockNanoseconds,
-                "devices": devices.keys.sorted(),
-                "memory": ["file": memory.file, "size": memory.size, "kind": (memory.kind ?? .full).rawValue,
-                           "file_size": memorySize.map { $0 as Any } ?? NSNull(),
-                           "chunk_bytes": memory.chunkBytes.map { $0 as Any } ?? NSNull(),
-                           "chunk_checksums": memory.chunkCRC64.map { $0.count as Any } ?? NSNull()],
+                "format_version": .number(SnapshotFile.formatVersion),
+                "kvm_api_version": .number(file.kvmAPIVersion),
+                "host": ["vendor": .string(file.host.vendor), "family": .number(file.host.family),
+                         "model": .number(file.host.model), "stepping": .number(file.host.stepping)],
+                "sections": .array(file.sections.map { ["name": .string($0.name), "bytes": .number($0.payload.count)] }),
+                "config": ["mode": .string(config.mode.rawValue), "memory_mib": .number(config.memoryMiB),
+                           "vcpus": .number(config.vcpuCount), "platform": .string(config.platform.rawValue),
+                           "image_bytes": .number(config.image.count), "append": .string(config.append),
+                           "modules": .number(config.modules.count)],
+                "vcpus": .array(vcpus),
+                "msr_policy": .string(user.policyTOML),
+                "emulated_msr_values": .number(user.emulatedMSRs.count),
+                "page_map": user.pageMap.map { ranges -> JSONValue in
+                    ["ranges": .number(ranges.count), "shared_ranges": .number(shared.count),
+                     "shared_bytes": .number(shared.reduce(UInt64(0)) { $0 + ($1.end - $1.start) })]
+                } ?? .null,
+                "migration_control": .string(user.migrationControl?.rawValue),
+                "guest_clock_ns": .number(user.guestClockNanoseconds),
+                "devices": .array(devices.keys.sorted().map(JSONValue.string)),
+                "memory": ["file": .string(memory.file), "size": .number(memory.size),
+                           "kind": .string((memory.kind ?? .full).rawValue),
+                           "file_size": memorySize.map { .number($0) } ?? .null,
+                           "chunk_bytes": memory.chunkBytes.map { .number($0) } ?? .null,
+                           "chunk_checksums": memory.chunkCRC64.map { .number($0.count) } ?? .null],
             ]
         }
     }

@@ -3,7 +3,8 @@
 // redrawn screen on a terminal, one plain line group per interval otherwise.
 import ArgumentParser
 import ControlAPI
-import Foundation
+import FoundationEssentials
+import Glibc
 import VMM
 
 struct TopCommand: AsyncParsableCommand {

@@ -1,7 +1,8 @@
 // deflect trace: run a guest with every filterable MSR exiting to user space,
 // serve each access the way KVM would, and report every MSR it touched.
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import MSRPolicy
 import VMM
 

@@ -90,4 +90,50 @@ struct ReadableErrorTests {
         #expect(ReadableError.reason(Broken()) == "first line; second line")
         #expect(ReadableError.reason(Plain.gone) == "gone")
     }
+
+    /// An NSError that wraps another (as FileHandle throws them) reads as
+    /// the inner one, though ReadableErrors itself sees no NSError type.
+    @Test func wrappedNSErrorsReadAsTheirUnderlyingError() {
+        let wrapped = NSError(domain: NSCocoaErrorDomain, code: 4,
+                              userInfo: [NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(EPERM))])
+        expectReadable(ReadableError.reason(wrapped), String(cString: strerror(EPERM)))
+        expectReadable(ReadableError.reason(NSError(domain: NSCocoaErrorDomain, code: 4864)),
+                       "the data is damaged or not in the expected format")
+    }
+
+    @Test func trimmedDropsSurroundingBlanksOnly() {
+        #expect(ReadableError.trimmed("  a b\t ") == "a b")
+        #expect(ReadableError.trimmed("") == "")
+        #expect(ReadableError.trimmed(" \t ") == "")
+        #expect(ReadableError.trimmed("x") == "x")
+    }
+}
+
+/// Figures in messages as printf's "%.Nf" writes them.
+@Suite struct FixedPointTests {
+    @Test func matchesPrintfForOrdinaryValues() {
+        let samples: [Double] = [0, 1, -1, 0.5, 1.5, 2.5, 2.345, 12.3456, -0.06, 1234567.891, 0.001, 99.95, 1e-9, 300, 1e15]
+        for value in samples {
+            for digits in 0...3 {
+                let printf = String(cString: Array(unsafeUninitializedCapacity: 64) { buffer, count in
+                    count = Int(withVaList([value]) { vsnprintf(buffer.baseAddress, 64, "%.\(digits)f", $0) }) + 1
+                })
+                // printf rounds the binary value half to even; both agree but for exact ties.
+                let isTie = (value * pow(10, Double(digits))).truncatingRemainder(dividingBy: 1).magnitude == 0.5
+                if !isTie { #expect(value.fixed(digits) == printf, "\(value) with \(digits) digits") }
+            }
+        }
+    }
+
+    @Test func tiesRoundAwayFromZeroAndSpecialValuesAreNamed() {
+        #expect(2.5.fixed(0) == "3")
+        #expect((-2.5).fixed(0) == "-3")
+        #expect(0.25.fixed(1) == "0.3")
+        #expect((-0.04).fixed(1) == "0.0")
+        #expect(Double.nan.fixed(2) == "nan")
+        #expect(Double.infinity.fixed(1) == "inf")
+        #expect((-Double.infinity).fixed(1) == "-inf")
+        #expect(7.0.fixed(-3) == "7")
+        #expect(1e20.fixed(1) == "\(1e20)")
+    }
 }

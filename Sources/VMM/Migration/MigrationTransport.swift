@@ -1,7 +1,8 @@
 // VMM: the migration stream on a socket: connecting to and listening on a
 // `MigrationAddress`, the pre-shared key file, and the socket as the byte
 // stream the protocol's frames travel on (every read bounded by a timeout).
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Migration
 

@@ -15,9 +15,11 @@
 // error says why. After go, a lost ack leaves the migration in doubt: the
 // VM stays paused here, never resumed on its own (it may run on DEST).
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Migration
+import ReadableErrors
 import Snapshot
 import Synchronization
 
@@ -161,6 +163,17 @@ extension Machine {
         Double(DispatchTime.now().uptimeNanoseconds - begin.uptimeNanoseconds) / 1e9
     }
 
+    /// Ends a migration `beginMigration` claimed that never started (no
+    /// thread to run it): failed, and the VM runs on as before.
+    public func abandonMigration(_ reason: String) {
+        defer { migration.release() }
+        lifecycle.endMigration(.failed)
+        migration.update { progress in
+            progress.phase = .failed
+            progress.lastError = reason
+        }
+    }
+
     /// Ends the run: the guest runs on the receiver now.
     func finishMigrated(to destination: String) {
         controller.finish(.migrated(destination: destination))
@@ -248,9 +261,7 @@ private struct OutgoingMigration {
                     progress { $0.pausedBeforeConvergence = true }
                     break
                 }
-                throw MigrationStop(String(format: "did not converge within %.0f s (%.1f MiB dirty, %.1f MiB/s bandwidth, estimated downtime %.0f ms over the %.0f ms budget)",
-                                                    options.timeoutSeconds, Double(dirtyBytes) / 1_048_576, bandwidth / 1_048_576,
-                                                    estimate * 1000, options.downtimeBudgetSeconds * 1000))
+                throw MigrationStop("did not converge within \(options.timeoutSeconds.fixed(0)) s (\((Double(dirtyBytes) / 1_048_576).fixed(1)) MiB dirty, \((bandwidth / 1_048_576).fixed(1)) MiB/s bandwidth, estimated downtime \((estimate * 1000).fixed(0)) ms over the \((options.downtimeBudgetSeconds * 1000).fixed(0)) ms budget)")
             }
             progress { $0.phase = .iterating; $0.iteration += 1 }
             let roundBandwidth = try measure(connection) { () throws in try send(dirty, connection) }

@@ -17,7 +17,7 @@
 //
 // Writing replaces the pair at PATH all or nothing (SnapshotReplacement).
 import Devices
-import Foundation
+import FoundationEssentials
 import Glibc
 import KVM
 import Loader

@@ -5,7 +5,7 @@
 // replaced as a snapshot is (SnapshotReplacement: a new memory file with
 // its own name and checksums, then the state file naming it); BASE is not
 // changed.
-import Foundation
+import FoundationEssentials
 import Glibc
 import KVM
 import Snapshot

@@ -8,7 +8,8 @@
 // (flock, released by the kernel when its holder dies); a second writer is
 // refused at once. A PATH that exists and is not a regular file is refused
 // before anything is created.
-import Foundation
+import FoundationEssentials
+import Glibc
 import KVM
 import Snapshot
 
