@@ -16,7 +16,7 @@ extension Double {
         let scaled = (magnitude * Double(scale)).rounded(.toNearestOrAwayFromZero)
         guard scaled < 9.0e18 else { return "\(self)" }
         let units = UInt64(scaled)
-        let sign = self < 0 && units != 0 ? "-" : ""
+        let sign = self.sign == .minus ? "-" : ""  // as printf: -0.04 is "-0.0"
         let whole = units / scale
         guard digits > 0 else { return "\(sign)\(whole)" }
         let fraction = String(units % scale)

@@ -17,23 +17,18 @@ public enum ReadableError {
     /// for), else the error's own description with line breaks folded.
     public static func reason(_ error: any Error) -> String {
         if let posix = error as? POSIXError { return posixReason(posix.code.rawValue) }
-        switch error._domain {
-        case "NSPOSIXErrorDomain": return posixReason(Int32(truncatingIfNeeded: error._code))
-        case "NSCocoaErrorDomain":
-            if let underlying = (error as? CocoaError)?.underlying { return reason(underlying) }
-            let code = CocoaError.Code(rawValue: error._code)
-            return posixCode(for: code).map(posixReason) ?? describe(code)
-        default:
-            // An NSError of another framework's domain: its message if it has
-            // one, never the dump. (Only an NSError casts to CocoaError here.)
-            if let foreign = error as? CocoaError {
-                if let underlying = foreign.underlying { return reason(underlying) }
-                let message = foreign.userInfo["NSLocalizedDescription"] as? String
-                    ?? foreign.userInfo["NSLocalizedFailureReason"] as? String
-                return message.map(oneLine) ?? "error \(error._code)"
-            }
-            return oneLine(String(describing: error))
+        if error._domain == "NSPOSIXErrorDomain" { return posixReason(Int32(truncatingIfNeeded: error._code)) }
+        // FoundationEssentials' CocoaError is one; any NSError casts to one too.
+        guard let cocoa = error as? CocoaError else { return oneLine(String(describing: error)) }
+        if let underlying = cocoa.underlying { return reason(underlying) }
+        if type(of: error) == CocoaError.self || error._domain == "NSCocoaErrorDomain" {
+            return posixCode(for: cocoa.code).map(posixReason) ?? describe(cocoa.code)
         }
+        // An NSError of another framework's domain: its message if it has
+        // one, never the dump.
+        let message = cocoa.userInfo["NSLocalizedDescription"] as? String
+            ?? cocoa.userInfo["NSLocalizedFailureReason"] as? String
+        return message.map(oneLine) ?? "error \(error._code)"
     }
 
     /// `reason` after the path it concerns: "PATH: No such file or directory".

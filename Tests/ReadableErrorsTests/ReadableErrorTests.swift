@@ -115,9 +115,9 @@ struct ReadableErrorTests {
         let samples: [Double] = [0, 1, -1, 0.5, 1.5, 2.5, 2.345, 12.3456, -0.06, 1234567.891, 0.001, 99.95, 1e-9, 300, 1e15]
         for value in samples {
             for digits in 0...3 {
-                let printf = String(cString: Array(unsafeUninitializedCapacity: 64) { buffer, count in
-                    count = Int(withVaList([value]) { vsnprintf(buffer.baseAddress, 64, "%.\(digits)f", $0) }) + 1
-                })
+                var buffer = [CChar](repeating: 0, count: 64)
+                _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.\(digits)f", $0) }
+                let printf = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 // printf rounds the binary value half to even; both agree but for exact ties.
                 let isTie = (value * pow(10, Double(digits))).truncatingRemainder(dividingBy: 1).magnitude == 0.5
                 if !isTie { #expect(value.fixed(digits) == printf, "\(value) with \(digits) digits") }
@@ -129,7 +129,7 @@ struct ReadableErrorTests {
         #expect(2.5.fixed(0) == "3")
         #expect((-2.5).fixed(0) == "-3")
         #expect(0.25.fixed(1) == "0.3")
-        #expect((-0.04).fixed(1) == "0.0")
+        #expect((-0.04).fixed(1) == "-0.0")
         #expect(Double.nan.fixed(2) == "nan")
         #expect(Double.infinity.fixed(1) == "inf")
         #expect((-Double.infinity).fixed(1) == "-inf")
