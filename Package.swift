@@ -106,7 +106,17 @@ let package = Package(
                 "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices", "Migration",
                 "ReadableErrors", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            // Release builds carry the Swift runtime inside: no loading and
+            // binding of 10 shared libraries at every start (containerd starts
+            // one deflect per task); BENCHMARKS.md, "Start-up and memory".
+            // FoundationEssentials' C helpers are named because the static
+            // archive, unlike the shared library, does not bring them.
+            linkerSettings: [
+                .unsafeFlags(["-static-stdlib"], .when(platforms: [.linux], configuration: .release)),
+                .linkedLibrary("_FoundationCShims", .when(platforms: [.linux], configuration: .release)),
+                .linkedLibrary("_FoundationCollections", .when(platforms: [.linux], configuration: .release)),
+            ]
         ),
         // The exit-path, control-API, pause/resume, policy- and snapshot-fuzz benchmarks (`make bench`), not part of the product.
         .executableTarget(name: "deflect-bench", dependencies: ["VMM", "MSRPolicy", "Loader", "Snapshot", "SeededRandom", "BenchmarkReport",
