@@ -12,7 +12,7 @@ import ReadableErrors
 /// One route the server answers.
 public struct ControlRoute: Sendable, Hashable {
     public enum Name: Sendable, Hashable {
-        case vm, vmState, vmShutdown, registers, stats, metrics, msrs, policy, events, snapshot, migrate, migration
+        case vm, vmState, vmShutdown, registers, cpuid, stats, metrics, msrs, policy, events, snapshot, migrate, migration
     }
 
     public let method: HTTPRequest.Method
@@ -26,6 +26,7 @@ public struct ControlRoute: Sendable, Hashable {
         .init(method: .put, path: "/vm/state", name: .vmState),
         .init(method: .put, path: "/vm/shutdown", name: .vmShutdown),
         .init(method: .get, path: "/vcpus/{i}/registers", name: .registers),
+        .init(method: .get, path: "/cpuid", name: .cpuid),
         .init(method: .get, path: "/stats", name: .stats),
         .init(method: .get, path: "/metrics", name: .metrics),
         .init(method: .get, path: "/msrs", name: .msrs),
@@ -155,6 +156,8 @@ struct ControlResponder: HTTPResponder {
                 throw .notFound("no vCPU \(index): the VM has \(count) vCPU\(count == 1 ? "" : "s")")
             }
             return Self.json(try await control.registers(vcpu: index))
+        case .cpuid:
+            return Self.json(await control.cpuid())
         case .stats:
             return Self.json(await control.stats())
         case .metrics:

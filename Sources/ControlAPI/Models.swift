@@ -48,14 +48,24 @@ public struct VMConfiguration: Codable, Sendable, Equatable {
     public var platform: String
     /// The MSR policy file, or nil when KVM alone decides MSRs.
     public var policyPath: String?
+    /// The guest's CPU model: "host" (KVM's supported CPUID) or the model's
+    /// name; `cpuSpec` is `--cpu` as given, normalised.
+    public var cpuModel: String
+    public var cpuSpec: String
+    /// The model's vendor ("GenuineIntel", "AuthenticAMD").
+    public var cpuVendor: String?
 
-    public init(image: String, mode: String, memoryMib: Int, vcpus: Int, platform: String, policyPath: String?) {
+    public init(image: String, mode: String, memoryMib: Int, vcpus: Int, platform: String, policyPath: String?,
+                cpuModel: String = "host", cpuSpec: String = "host", cpuVendor: String? = nil) {
         self.image = image
         self.mode = mode
         self.memoryMib = memoryMib
         self.vcpus = vcpus
         self.platform = platform
         self.policyPath = policyPath
+        self.cpuModel = cpuModel
+        self.cpuSpec = cpuSpec
+        self.cpuVendor = cpuVendor
     }
 }
 
@@ -73,6 +83,36 @@ public struct VMInfo: Codable, Sendable, Equatable {
         self.configuration = configuration
         self.uptimeSeconds = uptimeSeconds
         self.pausedSeconds = pausedSeconds
+    }
+}
+
+/// The answer of `GET /cpuid`: the guest's CPU model and the table it sees.
+public struct CPUIDReport: Codable, Sendable, Equatable {
+    /// One entry as KVM_SET_CPUID2 holds it; values as "0x…" strings.
+    public struct Leaf: Codable, Sendable, Equatable {
+        public var function: Hex64
+        public var index: Hex64
+        public var eax, ebx, ecx, edx: Hex64
+
+        public init(function: UInt32, index: UInt32, eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32) {
+            self.function = Hex64(UInt64(function)); self.index = Hex64(UInt64(index))
+            self.eax = Hex64(UInt64(eax)); self.ebx = Hex64(UInt64(ebx))
+            self.ecx = Hex64(UInt64(ecx)); self.edx = Hex64(UInt64(edx))
+        }
+    }
+
+    /// "host" or the model's name; `spec` as given to --cpu.
+    public var model: String
+    public var spec: String
+    /// The vendor string of leaf 0.
+    public var vendor: String
+    /// Feature names (Linux /proc/cpuinfo flags) set in the table.
+    public var features: [String]
+    /// vCPU 0's table, sorted by function and index.
+    public var leaves: [Leaf]
+
+    public init(model: String, spec: String, vendor: String, features: [String], leaves: [Leaf]) {
+        (self.model, self.spec, self.vendor, self.features, self.leaves) = (model, spec, vendor, features, leaves)
     }
 }
 

@@ -28,6 +28,10 @@ public protocol VMControl: Sendable {
     func registers(vcpu: Int) async throws(ControlError) -> VCPURegistersReport
 
     /// Everything `deflect run --stats` shows, now.
+    /// The CPU model and the CPUID table vCPU 0 started with (the others
+    /// differ only in their APIC ids).
+    func cpuid() async -> CPUIDReport
+
     func stats() async -> StatsReport
 
     /// The per-MSR table: every MSR the guest touched so far.

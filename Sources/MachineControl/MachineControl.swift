@@ -6,6 +6,7 @@
 // (`Machine.controlStep`) and awaited: the blocking VMM work (a pause waits
 // for every vCPU to park) runs there, never on the server's tasks.
 import ControlAPI
+import CPUModel
 import FoundationEssentials
 import Glibc
 import Hypercalls
@@ -82,6 +83,15 @@ public final class MachineControl: VMControl {
         case let .failure(.host(message)):
             throw .internalError(message)
         }
+    }
+
+    public func cpuid() async -> CPUIDReport {
+        let table = machine.startingCPUID.map(CPUIDLeaf.init)
+        let model = machine.configuration.cpuModel
+        return CPUIDReport(model: model?.name ?? "host", spec: model?.spec ?? "host",
+                           vendor: CPUModelSetup.vendor(of: table), features: CPUFeatures.present(in: table).sorted(),
+                           leaves: table.map { .init(function: $0.function, index: $0.index, eax: $0.eax, ebx: $0.ebx,
+                                                     ecx: $0.ecx, edx: $0.edx) })
     }
 
     public func stats() async -> StatsReport {

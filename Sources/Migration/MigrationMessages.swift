@@ -9,11 +9,15 @@ import Snapshot
 ///   +16 CPU vendor 12 (NUL-padded) | +28 family u32 | +32 model u32 | +36 stepping u32
 ///   +40 guest RAM bytes u64 | +48 vCPU count u32 | +52 flags u32 (bit 0 authenticated)
 ///   +56 the sender's session nonce 32
+///   +88 CPU model length u32 | +92 the CPU model (JSON, at most 64 KiB; empty: the host's CPUID)
 public struct MigrationHello: Sendable, Equatable {
     public static let magic: [UInt8] = Array("DFLCTMIG".utf8)
     /// The protocol version this code speaks.
-    public static let protocolVersion: UInt32 = 2
-    public static let size = 88
+    public static let protocolVersion: UInt32 = 3
+    /// The hello without its CPU model.
+    public static let fixedSize = 92
+    /// The largest CPU model a hello may carry.
+    public static let maximumCPUModelBytes = 64 << 10
     static let vendorSize = 12
 
     public var protocolVersion: UInt32
@@ -24,11 +28,17 @@ public struct MigrationHello: Sendable, Equatable {
     public var authenticated: Bool
     /// `SessionNonce.size` random bytes, new for each connection.
     public var nonce: [UInt8]
+    /// The guest's CPU model as the VMM serialises it (opaque here), so the
+    /// receiver refuses a model its host cannot give before any memory is
+    /// sent. Empty: the guest sees its host's CPUID.
+    public var cpuModel: [UInt8]
 
     public init(protocolVersion: UInt32 = Self.protocolVersion, kvmAPIVersion: UInt32, host: SnapshotHost,
-                memoryBytes: UInt64, vcpuCount: UInt32, authenticated: Bool, nonce: [UInt8] = SessionNonce.random()) {
+                memoryBytes: UInt64, vcpuCount: UInt32, authenticated: Bool, nonce: [UInt8] = SessionNonce.random(),
+                cpuModel: [UInt8] = []) {
         (self.protocolVersion, self.kvmAPIVersion, self.host) = (protocolVersion, kvmAPIVersion, host)
         (self.memoryBytes, self.vcpuCount, self.authenticated, self.nonce) = (memoryBytes, vcpuCount, authenticated, nonce)
+        self.cpuModel = cpuModel
     }
 
     public func encoded() -> [UInt8] {
@@ -44,6 +54,9 @@ public struct MigrationHello: Sendable, Equatable {
         writer.put(vcpuCount)
         writer.put(UInt32(authenticated ? 1 : 0))
         writer.bytes += nonce.prefix(SessionNonce.size) + [UInt8](repeating: 0, count: max(0, SessionNonce.size - nonce.count))
+        let model = cpuModel.prefix(Self.maximumCPUModelBytes)
+        writer.put(UInt32(model.count))
+        writer.bytes += model
         return writer.bytes
     }
 
@@ -55,7 +68,9 @@ public struct MigrationHello: Sendable, Equatable {
         guard protocolVersion == Self.protocolVersion else {
             throw .malformed("protocol version \(protocolVersion) is not supported (this receiver speaks version \(Self.protocolVersion))")
         }
-        guard payload.count == Self.size else { throw .malformed("a hello is \(Self.size) bytes, this one \(payload.count)") }
+        guard payload.count >= Self.fixedSize else {
+            throw .malformed("a hello is at least \(Self.fixedSize) bytes, this one \(payload.count)")
+        }
         kvmAPIVersion = try reader.get("KVM API version")
         let vendorBytes = try reader.bytes(Self.vendorSize, "CPU vendor")
         let vendor = vendorBytes.prefix { $0 != 0 }
@@ -70,6 +85,14 @@ public struct MigrationHello: Sendable, Equatable {
         guard flags & ~1 == 0 else { throw .malformed("the hello has unknown flags 0x\(String(flags, radix: 16))") }
         authenticated = flags & 1 != 0
         nonce = Array(try reader.bytes(SessionNonce.size, "session nonce"))
+        let modelBytes: UInt32 = try reader.get("CPU model length")
+        guard modelBytes <= Self.maximumCPUModelBytes else {
+            throw .malformed("the hello's CPU model is \(modelBytes) bytes, more than \(Self.maximumCPUModelBytes)")
+        }
+        guard payload.count == Self.fixedSize + Int(modelBytes) else {
+            throw .malformed("a hello with a \(modelBytes)-byte CPU model is \(Self.fixedSize + Int(modelBytes)) bytes, this one \(payload.count)")
+        }
+        cpuModel = Array(try reader.bytes(Int(modelBytes), "CPU model"))
     }
 }
 

@@ -47,6 +47,9 @@ public final class Machine: Sendable {
     /// Guest RAM (one slot, or three around the read-only BIOS area on the PC platform).
     public let ram: GuestRAM
     public let vcpus: [VCPU]
+    /// The CPUID table vCPU 0 started with (KVM_GET_CPUID2 before it ran;
+    /// a restored vCPU's is the saved one).
+    public let startingCPUID: [CPUIDEntry]
     public let devices: DeviceHub
     public let events: EventLog
     public let boot: BootImage
@@ -179,12 +182,15 @@ public final class Machine: Sendable {
                 throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
             }
             let supported = try system.supportedCPUID()
+            // A model is checked against this host before any vCPU exists:
+            // a snapshot or a migrated guest already detected its features.
+            let startingTable = try CPUModelSetup.table(configuration.cpuModel, supported: supported)
             registerSync = try system.check(.syncRegisters) & VCPU.syncGeneralRegistersBit != 0
             var created: [VCPU] = []
             for i in 0..<configuration.vcpuCount {
                 let vcpu = try vm.createVCPU(id: UInt32(i))
                 if registerSync { vcpu.enableRegisterSync() }
-                try vcpu.setCPUID(BootState.cpuid(from: supported, vcpu: UInt32(i), count: configuration.vcpuCount,
+                try vcpu.setCPUID(BootState.cpuid(from: startingTable, vcpu: UInt32(i), count: configuration.vcpuCount,
                                                   kvmFeatures: configuration.hypercalls.advertisedFeatures,
                                                   managedKVMFeatures: HypercallSetup.mapGPARangeFeature | HypercallSetup.migrationControlFeature))
                 if snapshot == nil && (i == 0 || !boot.applicationProcessorsWaitForSIPI) {
@@ -204,6 +210,8 @@ public final class Machine: Sendable {
             } else {
                 guestTimeAdvance = nil
             }
+            // Read now, while no vCPU runs: a vCPU ioctl waits for KVM_RUN to return.
+            startingCPUID = try created.first?.cpuid() ?? []
         } catch let error as MachineError {
             throw error
         } catch let error as KVMError {
@@ -311,11 +319,14 @@ public final class Machine: Sendable {
 
     /// The MSR setup with MSR_KVM_MIGRATION_CONTROL routed to user space when
     /// the VM offers migration control (the vCPU loop answers it before the policy).
+    /// A CPU model's MSR rules come first, under the policy.
     static func effectiveMSRSetup(_ configuration: MachineConfiguration) throws -> MSRSetup {
-        guard configuration.hypercalls.migrationControl else { return configuration.msr }
+        let msr = CPUModelSetup.layered(configuration.msr, model: configuration.cpuModel,
+                                        rules: configuration.cpuModelMSRRules)
+        guard configuration.hypercalls.migrationControl else { return msr }
         let index = MigrationControl.msrIndex
         let route = MSRRule(index, .deny, origin: migrationControlRouteOrigin)
-        switch configuration.msr {
+        switch msr {
         case .kernelOnly:
             return .policy(MSRPolicy(rules: [route]))
         case let .policy(policy):

@@ -1,7 +1,9 @@
 // VMM: what a user asks for when starting a machine, validated before
 // anything touches KVM.
 import Devices
+import CPUModel
 import FoundationEssentials
+import MSRPolicy
 import Glibc
 import Loader
 
@@ -53,6 +55,12 @@ public struct MachineConfiguration: Sendable {
     /// Multiboot: modules in order (QEMU's -initrd "a,b"); the first is
     /// commonly read as a KEY=VALUE environment file.
     public var modules: [MultibootModuleContents] = []
+    /// The guest's CPU model (`--cpu`): the CPUID table every vCPU starts
+    /// from. nil: KVM's supported CPUID, as the host gives it.
+    public var cpuModel: ResolvedCPUModel?
+    /// The MSR rules the model carries (its profile's, then its file's),
+    /// layered under the policy; a policy naming its own profile keeps it.
+    public var cpuModelMSRRules: [MSRRule] = []
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {

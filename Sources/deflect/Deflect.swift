@@ -11,7 +11,7 @@ struct Deflect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deflect",
         abstract: "A KVM virtual machine monitor in which user space owns MSRs, hypercalls and vCPU state.",
-        subcommands: [RunCommand.self, TraceCommand.self, PolicyCommand.self, DoctorCommand.self, CtlCommand.self,
+        subcommands: [RunCommand.self, TraceCommand.self, PolicyCommand.self, CPUCommand.self, DoctorCommand.self, CtlCommand.self,
                       TopCommand.self, RestoreCommand.self, SnapshotCommand.self, ReceiveCommand.self]
     )
 }

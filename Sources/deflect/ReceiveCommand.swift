@@ -43,6 +43,7 @@ struct ReceiveCommand: AsyncParsableCommand {
     var ioTimeout: Double = MigrationTransport.defaultIOTimeout
 
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var cpu: CPUModelOptions
 
     @Option(help: .hidden)
     var kvmDevice: String = "/dev/kvm"
@@ -69,6 +70,7 @@ struct ReceiveCommand: AsyncParsableCommand {
             throw fail("\(error)", status: ExitStatus.usage)
         }
         let host = try thisHost(kvmDevice: kvmDevice)
+        let expected = try cpu.expectedModel(kvmDevicePath: kvmDevice)
         var key: MigrationKey?
         if let pskFile {
             do {
@@ -80,7 +82,7 @@ struct ReceiveCommand: AsyncParsableCommand {
         let connection = try accept(on: address, key: key)
         let loaded: LoadedSnapshot
         do {
-            loaded = try IncomingMigration.receive(connection, on: host)
+            loaded = try IncomingMigration.receive(connection, on: host, expecting: expected)
         } catch {
             throw fail("\(error)", status: error.exitStatus)
         }

@@ -33,6 +33,7 @@ struct RestoreCommand: AsyncParsableCommand {
     var timeout: Double?
 
     @OptionGroup var runtime: RuntimeOptions
+    @OptionGroup var cpu: CPUModelOptions
 
     @Flag(inversion: .prefixedNo,
           help: "Read the memory file and check every chunk's CRC-64 before the guest runs (the size is always checked).")
@@ -56,6 +57,10 @@ struct RestoreCommand: AsyncParsableCommand {
             loaded = try LoadedSnapshot.load(state, on: host, verifyMemory: verifyMemory)
         } catch {
             throw fail("\(error)", status: ExitStatus.badInput)
+        }
+        if let mismatch = CPUModelSetup.mismatch(saved: loaded.configuration.cpuModel,
+                                                   expected: try cpu.expectedModel(kvmDevicePath: kvmDevice)) {
+            throw fail("\(state): \(mismatch)", status: ExitStatus.cpuModelUnavailable)
         }
         let report = try await runRestored(loaded, serial: serial, timeout: timeout, paused: paused, runtime: runtime,
                                            source: state)

@@ -26,6 +26,7 @@ struct RunCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var cpu: CPUModelOptions
     @OptionGroup var runtime: RuntimeOptions
 
     @Option(help: "An MSR policy file (TOML) that decides every MSR access of this VM.")
@@ -44,15 +45,18 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let msr: MSRSetup = try policy.map { .policy(try loadPolicy($0)) } ?? .kernelOnly
-        let configuration = try machine.configuration(msr: msr)
+        let loaded = try policy.map { try loadPolicy($0) }
+        var configuration = try machine.configuration(msr: loaded.map { .policy($0) } ?? .kernelOnly)
+        try cpu.choice(kvmDevicePath: configuration.kvmDevicePath).apply(to: &configuration, policy: loaded)
         let (eventLog, eventFile) = try makeEventLog(runtime.events)
         let (vm, serialSink) = try machine.buildMachine(configuration, events: eventLog)
         let report = try await drive(vm, serialSink: serialSink, eventFile: eventFile, serialIsStdio: machine.serial == "stdio",
                                      policyPath: policy, runtime: runtime,
                                      apiConfiguration: VMConfiguration(
                                          image: machine.image, mode: configuration.mode.rawValue, memoryMib: configuration.memoryMiB,
-                                         vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy))
+                                         vcpus: configuration.vcpuCount, platform: configuration.platform.rawValue, policyPath: policy,
+                                         cpuModel: configuration.cpuModel?.name ?? "host", cpuSpec: configuration.cpuModel?.spec ?? "host",
+                                         cpuVendor: configuration.cpuModel?.vendor))
         if let hypercalls = vm.hypercallHandler {
             let map = hypercalls.snapshot()
             if sharedRegions { StandardStreams.writeError(SharedRegionsReport.table(map) + "\n") }

@@ -22,6 +22,7 @@ struct TraceCommand: ParsableCommand {
     )
 
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var cpu: CPUModelOptions
 
     @Option(help: "Write the trace as JSON to this file.")
     var json: String?
@@ -33,7 +34,8 @@ struct TraceCommand: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        let configuration = try machine.configuration(msr: .trace)
+        var configuration = try machine.configuration(msr: .trace)
+        try cpu.choice(kvmDevicePath: configuration.kvmDevicePath).apply(to: &configuration, policy: nil)
         let (vm, serialSink) = try machine.buildMachine(configuration, events: EventLog())
         let signals = SignalForwarder(machine: vm, policyPath: nil)
         let report = vm.run()

@@ -56,6 +56,11 @@ final class FakeVM: VMControl {
 
     func stats() async -> StatsReport { Self.stats(state: state) }
 
+    func cpuid() async -> CPUIDReport {
+        CPUIDReport(model: "x86-64-v2", spec: "x86-64-v2", vendor: "GenuineIntel", features: ["cx16", "sse4_2"],
+                    leaves: [.init(function: 0, index: 0, eax: 0xd, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69)])
+    }
+
     func msrs() async -> MSRTableReport { Self.msrTable }
 
     func replacePolicy(text: String) async throws(ControlError) {

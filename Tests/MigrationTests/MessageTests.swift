@@ -12,9 +12,10 @@ struct MessageTests {
     @Test func theHelloRoundTripsInItsDocumentedSize() throws {
         let hello = MigrationHello(kvmAPIVersion: 12, host: intel, memoryBytes: 64 << 20, vcpuCount: 4, authenticated: true)
         let bytes = hello.encoded()
-        #expect(bytes.count == MigrationHello.size)
+        #expect(bytes.count == MigrationHello.fixedSize)
         #expect(Array(bytes[0..<8]) == Array("DFLCTMIG".utf8))
-        #expect(hex(Array(bytes[8..<16])) == "020000000c000000")
+        #expect(hex(Array(bytes[8..<16])) == "030000000c000000")
+        #expect(hex(Array(bytes[88..<92])) == "00000000", "no CPU model: the host's CPUID")
         #expect(Array(bytes[56..<88]) == hello.nonce && hello.nonce.count == 32)
         #expect(hello.nonce != MigrationHello(kvmAPIVersion: 12, host: intel, memoryBytes: 64 << 20, vcpuCount: 4, authenticated: true).nonce)
         #expect(try MigrationHello(decoding: bytes) == hello)
@@ -22,12 +23,36 @@ struct MessageTests {
         // A version 1 sender's hello (56 bytes, no nonce): refused by its version.
         var versionOne = Array(bytes[0..<56])
         versionOne[8] = 1
-        #expect(throws: MigrationError.malformed("protocol version 1 is not supported (this receiver speaks version 2)")) {
+        #expect(throws: MigrationError.malformed("protocol version 1 is not supported (this receiver speaks version 3)")) {
             try MigrationHello(decoding: versionOne)
+        }
+        // A version 2 sender's hello (88 bytes, no CPU model): refused by its version too.
+        var versionTwo = Array(bytes[0..<88])
+        versionTwo[8] = 2
+        #expect(throws: MigrationError.malformed("protocol version 2 is not supported (this receiver speaks version 3)")) {
+            try MigrationHello(decoding: versionTwo)
         }
         var badMagic = bytes
         badMagic[0] = 0
         #expect(throws: MigrationError.self) { try MigrationHello(decoding: badMagic) }
+    }
+
+    @Test func theHelloCarriesTheCPUModelWithItsLength() throws {
+        let model = Array(#"{"name":"x86-64-v2"}"#.utf8)
+        let hello = MigrationHello(kvmAPIVersion: 12, host: intel, memoryBytes: 64 << 20, vcpuCount: 1,
+                                   authenticated: false, cpuModel: model)
+        let bytes = hello.encoded()
+        #expect(bytes.count == MigrationHello.fixedSize + model.count)
+        #expect(hex(Array(bytes[88..<92])) == String(format4: model.count))
+        #expect(try MigrationHello(decoding: bytes).cpuModel == model)
+        // A length that does not match the payload, either way, and one over the limit.
+        #expect(throws: MigrationError.self) { try MigrationHello(decoding: Array(bytes.dropLast())) }
+        #expect(throws: MigrationError.self) { try MigrationHello(decoding: bytes + [0]) }
+        var huge = Array(bytes[0..<88])
+        huge += [0x01, 0x00, 0x01, 0x00]  // 65537 bytes
+        #expect(throws: MigrationError.malformed("the hello's CPU model is 65537 bytes, more than 65536")) {
+            try MigrationHello(decoding: huge + [UInt8](repeating: 0x20, count: 65537))
+        }
     }
 
     @Test func theReceiverRefusesWhatItCannotRunWithTheReason() {
@@ -110,5 +135,15 @@ struct MessageTests {
         #expect(try !MigrationAddress(parsing: "tcp:0.0.0.0:1").isLocalOnly)
         #expect(try !MigrationAddress(parsing: "tcp:127.evil.example:1").isLocalOnly)
         #expect(try !MigrationAddress(parsing: "tcp:10.0.0.2:1").isLocalOnly)
+    }
+}
+
+private extension String {
+    /// A u32 as the four little-endian bytes' hex, as `hex` writes them.
+    init(format4 value: Int) {
+        self = [0, 8, 16, 24].map { shift in
+            let byte = (value >> shift) & 0xFF
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
     }
 }

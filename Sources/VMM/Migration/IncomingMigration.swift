@@ -8,7 +8,9 @@
 // go may the guest run here (then the running-ack). Any failure before go:
 // the sender hears why when it still can, and everything received is
 // discarded with the memfd; the source resumes the guest.
+import CPUModel
 import Devices
+import FoundationEssentials
 import KVM
 import Migration
 import Snapshot
@@ -23,9 +25,26 @@ public enum IncomingMigration {
         vcpuCount: UInt32(MachineConfiguration.vcpuRange.lowerBound)...UInt32(MachineConfiguration.vcpuRange.upperBound),
         maximumStateBytes: LoadedSnapshot.maximumStateBytes)
 
+    /// Why this host cannot give the guest its CPU model (the hello's JSON;
+    /// empty: the sender's host CPUID, checked with the state as before).
+    /// `expected`: the model `--cpu` names on this receiver (`.none`: any).
+    static func cpuModelRefusal(_ bytes: [UInt8], host: RestoreHost, expected: ResolvedCPUModel??) -> String? {
+        var model: ResolvedCPUModel?
+        if !bytes.isEmpty {
+            do {
+                model = try JSONDecoder().decode(ResolvedCPUModel.self, from: Data(bytes))
+            } catch {
+                return "the hello's CPU model is not readable: \(error)"
+            }
+        }
+        if let mismatch = CPUModelSetup.mismatch(saved: model, expected: expected) { return mismatch }
+        return model.flatMap { CPUModelSetup.refusal($0, host: host.supportedCPUID.map(CPUIDLeaf.init)) }
+    }
+
     /// Receives one VM on `connection`, up to and including the sender's
     /// complete message: the state checked for this host, RAM in a memfd.
-    public static func receive(_ connection: MigrationConnection, on host: RestoreHost) throws(MachineError) -> LoadedSnapshot {
+    public static func receive(_ connection: MigrationConnection, on host: RestoreHost,
+                               expecting expected: ResolvedCPUModel?? = .none) throws(MachineError) -> LoadedSnapshot {
         let hello: MigrationHello
         do {
             hello = try MigrationHello(decoding: try connection.expect(.hello, during: "the handshake").payload)
@@ -34,7 +53,8 @@ public enum IncomingMigration {
             try? connection.send(.refuse, ReasonText.encode("\(error)"), authenticate: false)
             throw .migration("refused the incoming VM: \(error)")
         }
-        if let reason = hello.refusal(host: host.cpu, kvmAPIVersion: host.kvmAPIVersion, limits: limits, keyed: connection.authenticated) {
+        if let reason = hello.refusal(host: host.cpu, kvmAPIVersion: host.kvmAPIVersion, limits: limits, keyed: connection.authenticated)
+            ?? cpuModelRefusal(hello.cpuModel, host: host, expected: expected) {
             try? connection.send(.refuse, ReasonText.encode(reason), authenticate: false)
             throw .migration("refused the incoming VM: \(reason)")
         }

@@ -14,6 +14,7 @@
 // go is written: the source resumes if this migration paused it, and the
 // error says why. After go, a lost ack leaves the migration in doubt: the
 // VM stays paused here, never resumed on its own (it may run on DEST).
+import CPUModel
 import Dispatch
 import FoundationEssentials
 import Glibc
@@ -217,7 +218,8 @@ private struct OutgoingMigration {
         let hello = MigrationHello(kvmAPIVersion: UInt32(clamping: try machine.system.apiVersion()),
                                    host: try SnapshotHost.current(machine.system),
                                    memoryBytes: machine.configuration.memoryBytes,
-                                   vcpuCount: UInt32(machine.configuration.vcpuCount), authenticated: options.key != nil)
+                                   vcpuCount: UInt32(machine.configuration.vcpuCount), authenticated: options.key != nil,
+                                   cpuModel: try machine.configuration.cpuModel.map { [UInt8](try JSONEncoder().encode($0)) } ?? [])
         try connection.handshake(hello)
 
         // The log must run, drained, before the first page is read: a page

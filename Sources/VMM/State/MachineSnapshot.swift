@@ -17,7 +17,9 @@
 //
 // Writing replaces the pair at PATH all or nothing (SnapshotReplacement).
 import Devices
+import CPUModel
 import FoundationEssentials
+import MSRPolicy
 import Glibc
 import KVM
 import Loader
@@ -42,12 +44,16 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     public var modules: [Module]
     public var mapGPARange: Bool
     public var migrationControl: Bool
+    /// The CPU model the guest was started with; absent in snapshots from
+    /// before models (and for `host`): those restore with the host's CPUID.
+    public var cpuModel: ResolvedCPUModel?
 
     init(_ c: MachineConfiguration) {
         image = Data(c.image); mode = c.mode; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
         platform = c.platform; kernelPath = c.kernelPath; append = c.append
         modules = c.modules.map { Module(size: UInt64($0.bytes.count), commandLine: $0.commandLine) }
         mapGPARange = c.hypercalls.mapGPARange; migrationControl = c.hypercalls.migrationControl
+        cpuModel = c.cpuModel
     }
 
     /// The machine configuration, with `msr` from the saved policy.
@@ -61,6 +67,10 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
         c.modules = modules.map { MultibootModuleContents(bytes: Data(count: Int(clamping: $0.size)), commandLine: $0.commandLine) }
         c.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         c.msr = msr
+        c.cpuModel = cpuModel
+        // The saved policy already holds the rules layered at the start; a
+        // later policy replacement layers the model's profile again.
+        c.cpuModelMSRRules = cpuModel?.profileName.flatMap(CPUProfiles.named)?.rules ?? []
         return c
     }
 }
@@ -230,6 +240,12 @@ public struct LoadedSnapshot: Sendable {
             }
         }
         let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: .config) }
+        // The guest has seen its CPU model's features: a host that cannot give
+        // every one is refused before any memory is read or vCPU created.
+        if let model = configuration.cpuModel,
+           let refusal = CPUModelSetup.refusal(model, host: host.supportedCPUID.map(CPUIDLeaf.init)) {
+            throw .snapshot("\(origin): \(refusal)")
+        }
         let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: .memory) }
         guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
               MachineConfiguration.memoryRangeMiB.contains(configuration.memoryMiB),
