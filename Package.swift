@@ -63,6 +63,9 @@ let package = Package(
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
         .target(name: "MSRPolicy", dependencies: ["KVMABI"], swiftSettings: strict),
+        // Pure CPU models: CPUID feature names and dependencies, built-in models,
+        // model files, resolving a model against a host's supported CPUID.
+        .target(name: "CPUModel", dependencies: ["MSRPolicy"], swiftSettings: strict),
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
@@ -76,7 +79,7 @@ let package = Package(
         .target(name: "Migration", dependencies: ["Snapshot", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "Hypercalls", "Snapshot", "Migration", "ReadableErrors",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "Loader", "MSRPolicy", "CPUModel", "Hypercalls", "Snapshot", "Migration", "ReadableErrors",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The control API on a Unix socket: the VMControl boundary the VMM
         // implements, its JSON models, the HTTP server and the `deflect ctl` client.
@@ -98,13 +101,13 @@ let package = Package(
             swiftSettings: strict
         ),
         // The VMM's side of the control API: a running Machine as a VMControl.
-        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "Migration"], swiftSettings: strict),
+        .target(name: "MachineControl", dependencies: ["VMM", "KVM", "KVMABI", "MSRPolicy", "CPUModel", "Hypercalls", "ControlAPI", "Migration"], swiftSettings: strict),
         // The command-line tool.
         .executableTarget(
             name: "deflect",
             dependencies: [
-                "VMM", "KVM", "KVMABI", "MSRPolicy", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices", "Migration",
-                "ReadableErrors", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "VMM", "KVM", "KVMABI", "MSRPolicy", "CPUModel", "Hypercalls", "ControlAPI", "MachineControl", "Snapshot", "Devices",
+                "Migration", "ReadableErrors", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
             // Release builds carry the Swift runtime inside: no loading and
@@ -148,9 +151,10 @@ let package = Package(
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "CPUModelTests", dependencies: ["CPUModel", "MSRPolicy"], exclude: ["Data"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "Migration", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "CPUModel", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "Migration", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlAPITests",
             dependencies: [
@@ -162,7 +166,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "MachineControlTests", dependencies: ["MachineControl", "ControlAPI", "VMM", "KVM", "MSRPolicy", "DeflectTestSupport"],
+        .testTarget(name: "MachineControlTests", dependencies: ["MachineControl", "ControlAPI", "VMM", "KVM", "MSRPolicy", "CPUModel", "DeflectTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                     swiftSettings: strict),

@@ -124,8 +124,8 @@ public enum ExitStatus {
     /// /dev/kvm is missing or not accessible.
     public static let kvmUnavailable: Int32 = 68
     /// The CPU model (--cpu) cannot run on this host: another vendor, or
-    /// features its KVM cannot give (EX_UNAVAILABLE).
-    public static let cpuModelUnavailable: Int32 = 69
+    /// features its KVM cannot give.
+    public static let cpuModelUnavailable: Int32 = 72
     /// A KVM request or the host failed.
     public static let hostError: Int32 = 70
     /// Output the user asked for (serial, events) could not be written (EX_IOERR).

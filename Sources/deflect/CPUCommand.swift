@@ -12,7 +12,7 @@ struct CPUCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cpu",
         abstract: "Work with CPU models (--cpu).",
-        discussion: "Exit status 0; 64 for a malformed SPEC; 66 for a model file that cannot be read or has errors; 68 without a usable /dev/kvm; 69 when this host cannot run the model.",
+        discussion: "Exit status 0; 64 for a malformed SPEC; 66 for a model file that cannot be read or has errors; 68 without a usable /dev/kvm; 72 when this host cannot run the model.",
         subcommands: [Models.self, Show.self, Host.self, Compare.self, Baseline.self]
     )
 

@@ -34,7 +34,7 @@ struct CPUModelOptions: ParsableArguments {
 
     /// Resolves the model on the host behind `kvmDevicePath`: nil for plain
     /// `host` (today's CPUID, nothing changes). Refusals are one line naming
-    /// every missing feature, with status 69.
+    /// every missing feature, with status 72.
     func choice(kvmDevicePath: String) throws -> CPUModelChoice {
         let spec = try spec()
         guard spec != CPUModelSpec(base: "host") else { return CPUModelChoice(model: nil, msrRules: []) }
@@ -45,7 +45,9 @@ struct CPUModelOptions: ParsableArguments {
             if let name = model.profileName, let profile = CPUProfiles.named(name) { rules = profile.rules + rules }
             return CPUModelChoice(model: model, msrRules: rules)
         } catch {
-            throw fail("--cpu \(cpu ?? "host"): \(error)", status: ExitStatus.cpuModelUnavailable)
+            // A model file's own errors are bad input; the rest says this host cannot run the model.
+            let inFile = (error as? CPUModelError)?.file != nil
+            throw fail("--cpu \(cpu ?? "host"): \(error)", status: inFile ? ExitStatus.badInput : ExitStatus.cpuModelUnavailable)
         }
     }
 }

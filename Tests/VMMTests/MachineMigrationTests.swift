@@ -5,6 +5,7 @@
 // word, and a sender whose receiver is not there.
 import DeflectTestSupport
 import Foundation
+import CPUModel
 import Hypercalls
 import KVM
 import MSRPolicy
@@ -22,7 +23,8 @@ private final class ThreadReceiver: Sendable {
     private let result = Mutex<Result<(Machine, CaptureSink), MachineError>?>(nil)
     private let done = DispatchSemaphore(value: 0)
 
-    init(listener: StreamSocket, holdBeforeRestore: Double = 0) {
+    /// `host`: what this receiver's host is made to look like (default: this host).
+    init(listener: StreamSocket, holdBeforeRestore: Double = 0, host: (@Sendable (RestoreHost) -> RestoreHost)? = nil) {
         let thread = Thread { [self] in
             let outcome: Result<(Machine, CaptureSink), MachineError>
             do throws(MachineError) {
@@ -38,7 +40,12 @@ private final class ThreadReceiver: Sendable {
                 do throws(KVMError) { system = try KVMSystem() } catch { throw .kvmUnavailable(error) }
                 let output = CaptureSink()
                 let machine: Machine
-                if holdBeforeRestore > 0 {
+                if let host {
+                    let loaded = try IncomingMigration.receive(connection, on: host(try RestoreHost.current(system)))
+                    machine = try Machine(restoring: loaded, timeout: 120, serialOutput: output)
+                    try IncomingMigration.awaitGo(connection)
+                    IncomingMigration.acknowledge(connection)
+                } else if holdBeforeRestore > 0 {
                     let loaded = try IncomingMigration.receive(connection, on: try RestoreHost.current(system))
                     Thread.sleep(forTimeInterval: holdBeforeRestore)
                     machine = try Machine(restoring: loaded, timeout: 120, serialOutput: output)
@@ -75,6 +82,41 @@ struct MachineMigrationTests {
     /// Four vCPUs on the PC platform (in-kernel LAPICs, IOAPIC, PICs, PIT),
     /// all writing the same memory: the source ends with `.migrated`, the
     /// guest finishes on the receiver and its memory check passes there.
+    /// A receiver whose KVM cannot give the guest's CPU model refuses it in
+    /// the handshake, naming the feature: no page is sent, and the source's
+    /// guest keeps running with nothing lost.
+    @Test func aReceiverThatCannotGiveTheCPUModelRefusesItBeforeAnyMemory() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        // This receiver's KVM lacks SSE4.2 (CPUID.1:ECX bit 20), which x86-64-v2 has.
+        let receiver = ThreadReceiver(listener: listener, host: { host in
+            var lacking = host
+            lacking.supportedCPUID = host.supportedCPUID.map { entry in
+                var e = entry
+                if e.function == 1 { e.ecx &= ~(UInt32(1) << 20) }
+                return e
+            }
+            return lacking
+        })
+        var config = MachineConfiguration(image: try GuestImages.bytes("long/sequence.bin"), mode: .long, memoryMiB: 16,
+                                          timeoutSeconds: 60)
+        config.cpuModel = try CPUModels.resolve(try CPUModelSpec.parse("x86-64-v2"),
+                                                host: try KVMSystem().supportedCPUID().map(CPUIDLeaf.init), readFile: { _ in "" })
+        let output = CaptureSink()
+        let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(source.waitForOutput("SEQ 3\n"))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        let error = #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("sse4_2"), "\(String(describing: error))")
+        #expect(source.machine.migrationProgress.bytesSent == 0, "no memory before the handshake's answer")
+        let refused = #expect(throws: MachineError.self) { _ = try receiver.machine() }
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("sse4_2"))
+        // The source runs on to its end: the whole sequence, nothing lost or repeated.
+        _ = source.finish()
+        #expect(output.text == (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n", "\(output.text.suffix(200))")
+    }
+
     @Test func fourVCPUsOnThePCPlatformMigrate() throws {
         let path = try socketPath()
         let listener = try MigrationTransport.listen(on: .unix(path: path))
