@@ -63,6 +63,9 @@ let package = Package(
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
         // filter compiler, CPU-model profiles, value providers, runtime decisions.
         .target(name: "MSRPolicy", dependencies: ["KVMABI"], swiftSettings: strict),
+        // Pure CPU models: CPUID feature names and dependencies, built-in models,
+        // model files, resolving a model against a host's supported CPUID.
+        .target(name: "CPUModel", dependencies: ["MSRPolicy"], swiftSettings: strict),
         // Pure hypercall logic: MAP_GPA_RANGE decoding, the shared/private page
         // map, migration-control negotiation.
         .target(name: "Hypercalls", dependencies: ["KVMABI"], swiftSettings: strict),
@@ -148,6 +151,7 @@ let package = Package(
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "Snapshot", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "MSRPolicyTests", dependencies: ["MSRPolicy", "KVMABI", "SeededRandom"], swiftSettings: strict),
+        .testTarget(name: "CPUModelTests", dependencies: ["CPUModel", "MSRPolicy"], exclude: ["Data"], swiftSettings: strict),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "KVMABI", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "KVMABI", "Snapshot", "Loader", "Devices", "MSRPolicy", "Hypercalls", "Migration", "DeflectTestSupport"], swiftSettings: strict),

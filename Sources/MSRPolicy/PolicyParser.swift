@@ -211,7 +211,7 @@ struct Parser {
 
     // MARK: [[rule]]
 
-    private mutating func parseRule(_ node: Node, index: Int) -> MSRRule? {
+    mutating func parseRule(_ node: Node, index: Int) -> MSRRule? {
         let header = map.ruleHeader(index)
         guard case .table(let table) = node else {
             error(header, "each rule must be a table ([[rule]]), found \(describe(node))")
@@ -392,6 +392,33 @@ struct Parser {
     }
 }
 
+// MARK: - Rules embedded in other files
+
+extension PolicyParser {
+    /// The `[[key]]` MSR rules of another TOML file format (a CPU model
+    /// file's `[[msr]]`), parsed and checked exactly as a policy's `[[rule]]`s,
+    /// overlaps included. Returns the rules and every problem, located.
+    package static func parseRules(in document: TOMLReader.Document, key: String, file: String,
+                                   knownProviders: Set<String>? = nil) -> (rules: [MSRRule], errors: [PolicyError]) {
+        var parser = Parser(file: file, map: SourceMap(document, rulesKey: key), knownProviders: knownProviders)
+        var rules: [MSRRule] = []
+        if let node = document.root[key] {
+            if case .array(let elements) = node {
+                for (index, element) in elements.enumerated() {
+                    if let rule = parser.parseRule(element, index: index) { rules.append(rule) }
+                }
+            } else {
+                parser.error(parser.map.topValue(key), "\(key) must be an array of tables ([[\(key)]])")
+            }
+        }
+        for overlap in PolicyChecks.overlaps(rules) {
+            let at = overlap.later.location ?? parser.location(SourceMap.Position(line: 1, column: 1))
+            parser.errors.append(PolicyError(location: at, message: PolicyChecks.overlapMessage(overlap, file: file)))
+        }
+        return (rules, parser.errors)
+    }
+}
+
 // MARK: - Where keys were written
 
 /// Where the parts of the policy were written, from the TOML reader's
@@ -406,10 +433,12 @@ struct SourceMap {
     private let defaultTable: TOMLReader.Section?
     private let rules: [TOMLReader.Section]
 
-    init(_ document: TOMLReader.Document) {
+    /// `rulesKey`: the array of tables that holds the rules (`rule` in a
+    /// policy file, `msr` in a CPU model file).
+    init(_ document: TOMLReader.Document, rulesKey: String = "rule") {
         top = document.top
         defaultTable = document.tables[["default"]]
-        rules = document.arraysOfTables[["rule"]] ?? []
+        rules = document.arraysOfTables[[rulesKey]] ?? []
     }
 
     // Lookups, each falling back to something sensible.

@@ -6,7 +6,7 @@
 
 /// A TOML value as the policy parser sees it. Floats, dates and times are
 /// recognised (and checked) but only named: policies never use them.
-indirect enum Node: Equatable, Sendable {
+package indirect enum Node: Equatable, Sendable {
     case int(Int)
     case string(String)
     case bool(Bool)
@@ -14,7 +14,7 @@ indirect enum Node: Equatable, Sendable {
     case table([String: Node])
     case other(String)
 
-    var typeName: String {
+    package var typeName: String {
         switch self {
         case .int: return "integer"
         case .string: return "string"
@@ -26,23 +26,23 @@ indirect enum Node: Equatable, Sendable {
     }
 }
 
-enum TOMLReader {
+package enum TOMLReader {
     /// 1-based line and column; columns count Unicode scalars.
-    struct Position: Sendable, Hashable { var line: Int; var column: Int }
-    struct SyntaxError: Error, Equatable { var line: Int; var column: Int; var message: String }
+    package struct Position: Sendable, Hashable { package var line: Int; package var column: Int }
+    package struct SyntaxError: Error, Equatable { package var line: Int; package var column: Int; package var message: String }
     /// Where a `key = value` line wrote its key and its value.
-    struct KeySpot: Equatable { var key: Position; var value: Position }
+    package struct KeySpot: Equatable { package var key: Position; package var value: Position }
     /// A part of the file that a header opens (or the top, before any header),
     /// with the keys written directly in it (dotted keys joined by ".").
-    struct Section: Equatable { var header: Position; var keys: [String: KeySpot] = [:] }
+    package struct Section: Equatable { package var header: Position; package var keys: [String: KeySpot] = [:] }
 
-    struct Document {
-        var root: [String: Node]
-        var top: Section
+    package struct Document {
+        package var root: [String: Node]
+        package var top: Section
         /// `[a.b]` sections by key path.
-        var tables: [[String]: Section]
+        package var tables: [[String]: Section]
         /// `[[a.b]]` sections by key path, in file order.
-        var arraysOfTables: [[String]: [Section]]
+        package var arraysOfTables: [[String]: [Section]]
     }
 
     /// Policy files are small; anything bigger is a mistake.
@@ -50,7 +50,7 @@ enum TOMLReader {
     /// How deep arrays, tables and dotted keys may nest, which bounds the recursion.
     static let maxDepth = 64
 
-    static func read(_ text: String) -> Result<Document, SyntaxError> { read(bytes: Array(text.utf8)) }
+    package static func read(_ text: String) -> Result<Document, SyntaxError> { read(bytes: Array(text.utf8)) }
 
     static func read(bytes: [UInt8]) -> Result<Document, SyntaxError> {
         guard bytes.count <= maxBytes else {
