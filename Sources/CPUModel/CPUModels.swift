@@ -67,6 +67,15 @@ public enum CPUModels {
         CPUFeatures.present(in: model.table).subtracting(CPUFeatures.present(in: host)).sorted()
     }
 
+    /// The check before a saved model (snapshot, migration) runs on `host`: the same vendor, and every
+    /// feature available; the refusal is one line, worded as `resolve`'s.
+    public static func checkRunnable(_ model: ResolvedCPUModel, host: [CPUIDLeaf]) throws(CPUModelError) {
+        let hostVendor = host.vendor
+        if model.vendor != hostVendor { throw vendorError(model.name, model.vendor, hostVendor) }
+        let missing = missingFeatures(model, host: host)
+        if !missing.isEmpty { throw missingError(model.name, missing) }
+    }
+
     public static func compare(_ a: ResolvedCPUModel, _ b: ResolvedCPUModel) -> (onlyA: [String], onlyB: [String]) {
         let first = Set(a.features), second = Set(b.features)
         return (first.subtracting(second).sorted(), second.subtracting(first).sorted())
@@ -144,12 +153,7 @@ public enum CPUModels {
                       host: [CPUIDLeaf]) throws(CPUModelError) -> ResolvedCPUModel {
         let hostVendor = host.vendor
         let vendor = recipe.vendor ?? hostVendor
-        if vendor != hostVendor {
-            throw CPUModelError("CPU model \(recipe.name) is \(vendor) but this host is \(hostVendor): KVM emulates "
-                                + "vendor-specific instructions (SYSCALL/SYSENTER in compatibility mode, VMCALL/VMMCALL) "
-                                + "by the host's vendor, so a guest told it runs on another vendor's CPU misbehaves; "
-                                + "choose a \(hostVendor) model or a vendor-neutral one (x86-64-v2/v3/v4, qemu64)")
-        }
+        if vendor != hostVendor { throw vendorError(recipe.name, vendor, hostVendor) }
         let hostFeatures = CPUFeatures.present(in: host)
         let missing = recipe.features.subtracting(hostFeatures).sorted()
         if !missing.isEmpty {
@@ -202,6 +206,13 @@ public enum CPUModels {
         }
         return ResolvedCPUModel(spec: spec.description, name: recipe.name, vendor: vendor, table: table.sortedByLeaf,
                                 profileName: recipe.profileName, features: features.sorted())
+    }
+
+    static func vendorError(_ name: String, _ vendor: String, _ hostVendor: String) -> CPUModelError {
+        CPUModelError("CPU model \(name) is \(vendor) but this host is \(hostVendor): KVM emulates "
+                      + "vendor-specific instructions (SYSCALL/SYSENTER in compatibility mode, VMCALL/VMMCALL) "
+                      + "by the host's vendor, so a guest told it runs on another vendor's CPU misbehaves; "
+                      + "choose a \(hostVendor) model or a vendor-neutral one (x86-64-v2/v3/v4, qemu64)")
     }
 
     static func missingError(_ name: String, _ missing: [String]) -> CPUModelError {
