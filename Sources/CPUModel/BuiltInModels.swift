@@ -83,7 +83,7 @@ enum BuiltInModels {
                 "abm", "adx", "aes", "arat", "avx", "avx2", "bmi1", "bmi2", "clflushopt", "clwb", "clzero", "cr8_legacy",
                 "cx16", "erms", "f16c", "fma", "fsgsbase", "fsrm", "fxsr_opt", "ibpb", "amd_ibrs", "amd_ssbd",
                 "amd_stibp", "invpcid", "lahf_lm", "misalignsse", "mmxext", "movbe", "osvw", "pcid", "pclmulqdq",
-                "pdpe1gb", "pku", "pni", "popcnt", "rdpid", "rdrand", "rdseed", "rdtscp", "sha_ni", "smap", "smep",
+                "pdpe1gb", "perfctr_core", "pku", "pni", "popcnt", "rdpid", "rdrand", "rdseed", "rdtscp", "sha_ni", "smap", "smep",
                 "sse4_1", "sse4_2", "sse4a", "ssse3", "topoext", "tsc_deadline_timer", "umip", "vaes", "vme",
                 "vpclmulqdq", "wbnoinvd", "x2apic", "xgetbv1", "xsave", "xsavec", "xsaveerptr", "xsaveopt", "xsaves",
                 "3dnowprefetch",

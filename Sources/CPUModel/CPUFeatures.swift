@@ -244,6 +244,14 @@ public enum CPUFeatures {
         FeatureRegister(7, 0, .ecx): 1 << 4,
     ]
 
+    /// Bits people may name that no model sets, with who sets them instead.
+    static let ownedElsewhere: [String: String] = [
+        "ht": "leaf 1 EDX[28] (HTT) follows the VM's topology, which the VMM sets",
+        "hypervisor": "leaf 1 ECX[31] is set by the VMM for every guest",
+        "ospke": "7.0 ECX[4] follows the guest's CR4.PKE (KVM updates it)",
+        "osxsave": "leaf 1 ECX[27] follows the guest's CR4.OSXSAVE (KVM updates it)",
+    ]
+
     /// Every register that holds named features: the registers a model owns.
     static let featureRegisters: [FeatureRegister] = {
         var seen: [FeatureRegister] = []
@@ -263,9 +271,10 @@ public enum CPUFeatures {
         "avx512vbmi2": "avx512_vbmi2",              // QEMU avx512vbmi2
         "avx512vnni": "avx512_vnni",                // QEMU avx512vnni
         "avx512vpopcntdq": "avx512_vpopcntdq",      // without the separator
+        "core_capability": "core_capabilities",     // QEMU core-capability
         "cr8legacy": "cr8_legacy",                  // QEMU cr8legacy
         "i64": "lm",                                // QEMU i64
-        "ibrs": "spec_ctrl",                        // Linux's synthetic ibrs flag comes from this bit on Intel
+        "ibrs": "amd_ibrs",                         // QEMU ibrs: 0x80000008 EBX[14] (Intel's IBRS is spec-ctrl)
         "intel_stibp": "stibp",                     // Linux's hidden name
         "lzcnt": "abm",                             // LZCNT is what the abm bit enumerates
         "pclmuldq": "pclmulqdq",                    // QEMU pclmuldq
@@ -275,6 +284,7 @@ public enum CPUFeatures {
         "sse41": "sse4_1",                          // without the separator
         "sse42": "sse4_2",                          // without the separator
         "tsc_deadline": "tsc_deadline_timer",       // QEMU tsc-deadline
+        "tsx_ldtrk": "tsxldtrk",                    // QEMU tsx-ldtrk
         "xd": "nx",                                 // Intel's name for NX
     ]
 

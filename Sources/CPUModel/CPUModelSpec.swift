@@ -118,6 +118,9 @@ public struct CPUModelSpec: Codable, Sendable, Hashable, CustomStringConvertible
 
     private mutating func change(_ spelling: String, enabled: Bool, in text: String) throws(CPUModelError) {
         guard !spelling.isEmpty else { throw CPUModelError("\(enabled ? "+" : "-") without a feature name in --cpu \"\(text)\"") }
+        if let owner = CPUFeatures.ownedElsewhere[spelling.lowercased().replacingSeparators()] {
+            throw CPUModelError("\(spelling) is not a model feature: \(owner)")
+        }
         guard let name = CPUFeatures.canonicalName(spelling) else {
             var message = "unknown CPU feature \"\(spelling)\""
             if let close = CPUFeatures.suggestion(for: spelling) { message += "; did you mean \(close)?" }

@@ -67,6 +67,15 @@ public enum CPUModels {
         CPUFeatures.present(in: model.table).subtracting(CPUFeatures.present(in: host)).sorted()
     }
 
+    /// The check before a saved model (snapshot, migration) runs on `host`: the same vendor, and every
+    /// feature available; the refusal is one line, worded as `resolve`'s.
+    public static func checkRunnable(_ model: ResolvedCPUModel, host: [CPUIDLeaf]) throws(CPUModelError) {
+        let hostVendor = host.vendor
+        if model.vendor != hostVendor { throw vendorError(model.name, model.vendor, hostVendor) }
+        let missing = missingFeatures(model, host: host)
+        if !missing.isEmpty { throw missingError(model.name, missing) }
+    }
+
     public static func compare(_ a: ResolvedCPUModel, _ b: ResolvedCPUModel) -> (onlyA: [String], onlyB: [String]) {
         let first = Set(a.features), second = Set(b.features)
         return (first.subtracting(second).sorted(), second.subtracting(first).sorted())
@@ -144,12 +153,7 @@ public enum CPUModels {
                       host: [CPUIDLeaf]) throws(CPUModelError) -> ResolvedCPUModel {
         let hostVendor = host.vendor
         let vendor = recipe.vendor ?? hostVendor
-        if vendor != hostVendor {
-            throw CPUModelError("CPU model \(recipe.name) is \(vendor) but this host is \(hostVendor): KVM emulates "
-                                + "vendor-specific instructions (SYSCALL/SYSENTER in compatibility mode, VMCALL/VMMCALL) "
-                                + "by the host's vendor, so a guest told it runs on another vendor's CPU misbehaves; "
-                                + "choose a \(hostVendor) model or a vendor-neutral one (x86-64-v2/v3/v4, qemu64)")
-        }
+        if vendor != hostVendor { throw vendorError(recipe.name, vendor, hostVendor) }
         let hostFeatures = CPUFeatures.present(in: host)
         let missing = recipe.features.subtracting(hostFeatures).sorted()
         if !missing.isEmpty {
@@ -169,9 +173,17 @@ public enum CPUModels {
         if let forced = recipe.vendor { writeVendor(forced, into: &table) }
         if let brand = recipe.brand { writeBrand(brand, into: &table) }
         limitLeaves(recipe, in: &table)
-        shrinkXSAVELeaf(features: recipe.features, in: &table)
+        // A model built from the host changes the dependent leaves only for what it removed from the
+        // host; features the host never had leave the host's leaves as KVM reported them.
+        let removedFromHost = recipe.startsFromHost ? hostFeatures.subtracting(recipe.features) : []
+        if !recipe.startsFromHost || removedFromHost.contains(where: { xsaveFeatures.contains($0) }) {
+            let kept = recipe.startsFromHost ? Set(CPUFeatures.all.map(\.name)).subtracting(removedFromHost) : recipe.features
+            shrinkXSAVELeaf(features: kept, in: &table)
+        }
         if !recipe.startsFromHost { trimLeaf7(features: recipe.features, in: &table) }
-        if !recipe.features.contains("intel_pt") { table.removeAll { $0.function == 0x14 } }
+        if recipe.startsFromHost ? removedFromHost.contains("intel_pt") : !recipe.features.contains("intel_pt") {
+            table.removeAll { $0.function == 0x14 }
+        }
         limitAddressSizes(recipe, in: &table)
 
         // A model file's raw bit modifiers come last; what they add is checked like everything else.
@@ -194,6 +206,13 @@ public enum CPUModels {
         }
         return ResolvedCPUModel(spec: spec.description, name: recipe.name, vendor: vendor, table: table.sortedByLeaf,
                                 profileName: recipe.profileName, features: features.sorted())
+    }
+
+    static func vendorError(_ name: String, _ vendor: String, _ hostVendor: String) -> CPUModelError {
+        CPUModelError("CPU model \(name) is \(vendor) but this host is \(hostVendor): KVM emulates "
+                      + "vendor-specific instructions (SYSCALL/SYSENTER in compatibility mode, VMCALL/VMMCALL) "
+                      + "by the host's vendor, so a guest told it runs on another vendor's CPU misbehaves; "
+                      + "choose a \(hostVendor) model or a vendor-neutral one (x86-64-v2/v3/v4, qemu64)")
     }
 
     static func missingError(_ name: String, _ missing: [String]) -> CPUModelError {
@@ -251,7 +270,7 @@ public enum CPUModels {
             let function = 0x8000_0002 + UInt32(part)
             let value = CPUIDLeaf(function: function, eax: words[part * 4], ebx: words[part * 4 + 1],
                                   ecx: words[part * 4 + 2], edx: words[part * 4 + 3])
-            if !table.edit(function, { $0 = value }) { table.append(value) }
+            if !table.edit(function, 0, { $0 = value }) { table.append(value) }
         }
     }
 
@@ -294,6 +313,9 @@ public enum CPUModels {
         (17, "amx_tile"),    // TILECFG
         (18, "amx_tile"),    // TILEDATA
     ]
+
+    /// The features leaf 0xD depends on.
+    static let xsaveFeatures: Set<String> = Set(xsaveComponents.map(\.feature) + ["ibt", "xsave"])
 
     /// Leaf 0xD: XCR0/XSS components kept = those whose features remain; sizes from the host's
     /// sub-leaves; sub-leaf 0 EBX/ECX recomputed. Without xsave, the leaf goes.

@@ -121,6 +121,8 @@ struct Parser {
     let file: String
     let map: SourceMap
     let knownProviders: Set<String>?
+    /// The array of tables the rules are in: `rule` in a policy, `msr` in a CPU model file.
+    var rulesKey = "rule"
     var errors: [PolicyError] = []
 
     init(file: String, map: SourceMap, knownProviders: Set<String>?) {
@@ -214,12 +216,12 @@ struct Parser {
     mutating func parseRule(_ node: Node, index: Int) -> MSRRule? {
         let header = map.ruleHeader(index)
         guard case .table(let table) = node else {
-            error(header, "each rule must be a table ([[rule]]), found \(describe(node))")
+            error(header, "each rule must be a table ([[\(rulesKey)]]), found \(describe(node))")
             return nil
         }
         let errorsBefore = errors.count
         for key in table.keys.sorted() where !PolicyParser.ruleKeys.contains(key) {
-            error(map.ruleKey(index, key), unknownKey(key, in: "[[rule]]", expected: PolicyParser.ruleKeys))
+            error(map.ruleKey(index, key), unknownKey(key, in: "[[\(rulesKey)]]", expected: PolicyParser.ruleKeys))
         }
 
         // Which MSRs.
@@ -382,7 +384,7 @@ struct Parser {
         return message + " (expected: \(expected.joined(separator: ", ")))"
     }
 
-    private func describe(_ node: Node) -> String {
+    func describe(_ node: Node) -> String {
         switch node {
         case .string(let text): return "the string \"\(text)\""
         case .int(let int): return "the integer \(int)"
@@ -401,6 +403,7 @@ extension PolicyParser {
     package static func parseRules(in document: TOMLReader.Document, key: String, file: String,
                                    knownProviders: Set<String>? = nil) -> (rules: [MSRRule], errors: [PolicyError]) {
         var parser = Parser(file: file, map: SourceMap(document, rulesKey: key), knownProviders: knownProviders)
+        parser.rulesKey = key
         var rules: [MSRRule] = []
         if let node = document.root[key] {
             if case .array(let elements) = node {
@@ -408,7 +411,7 @@ extension PolicyParser {
                     if let rule = parser.parseRule(element, index: index) { rules.append(rule) }
                 }
             } else {
-                parser.error(parser.map.topValue(key), "\(key) must be an array of tables ([[\(key)]])")
+                parser.error(parser.map.topValue(key), "\(key) must be an array of tables ([[\(key)]]), found \(parser.describe(node))")
             }
         }
         for overlap in PolicyChecks.overlaps(rules) {

@@ -59,5 +59,20 @@ import Testing
         #expect(CPUModels.missingFeatures(saved, host: HostTables.amd).isEmpty)
         let missingHere = CPUModels.missingFeatures(saved, host: HostTables.thisHost)
         #expect(missingHere.contains("avx2") && missingHere.contains("svm") && missingHere == missingHere.sorted())
+
+        #expect(throws: Never.self) { try CPUModels.checkRunnable(saved, host: HostTables.amd) }
+        do {
+            try CPUModels.checkRunnable(saved, host: HostTables.thisHost)
+            Issue.record("a Milan model passed the check on this host")
+        } catch {
+            #expect(error.description.hasPrefix("this host's KVM cannot give CPU model host: missing"))
+            #expect(error.description.contains("avx2, "))
+        }
+        do {
+            try CPUModels.checkRunnable(saved, host: HostTables.intel)
+            Issue.record("an AMD model passed the check on an Intel host")
+        } catch {
+            #expect(error.description.hasPrefix("CPU model host is AuthenticAMD but this host is GenuineIntel"))
+        }
     }
 }

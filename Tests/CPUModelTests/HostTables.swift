@@ -57,7 +57,10 @@ enum HostTables {
 }
 
 extension [CPUIDLeaf] {
-    func testValue(_ function: UInt32, _ index: UInt32 = 0, _ register: CPUIDRegister) -> UInt32? {
+    /// The register of the entry `function`/`index`, nil if the table has no such entry.
+    func testValue(_ function: UInt32, _ index: UInt32, _ register: CPUIDRegister) -> UInt32? {
         first { $0.function == function && $0.index == index }?[register]
     }
+
+    func testValue(_ function: UInt32, register: CPUIDRegister) -> UInt32? { testValue(function, 0, register) }
 }

@@ -87,6 +87,10 @@ import MSRPolicy
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = \"MSR_NOPE\"\naction = \"deny\"\n", "./bad.toml:5:7: unknown MSR name \"MSR_NOPE\""),
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\n", "./bad.toml:4:1: rule has no action"),
             ("name = 1\n", "./bad.toml:1:1: unknown key \"name\""),
+            ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\naction = \"deny\"\nspeed = 1\n",
+             "./bad.toml:7:1: unknown key \"speed\" in [[msr]]"),
+            ("[cpu]\nbase = \"host\"\nmsr = 3\n", "./bad.toml:3:1: unknown key \"msr\" in [cpu]"),
+            ("msr = 3\n[cpu]\n", "./bad.toml:1:7: msr must be an array of tables ([[msr]])"),
         ]
         for (text, expected) in cases {
             let message = failure(text)

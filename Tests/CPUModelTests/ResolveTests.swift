@@ -34,7 +34,7 @@ import Testing
 
     @Test func hostMinusX2APIC() throws {
         let model = try resolve("host,-x2apic", on: HostTables.thisHost)
-        #expect(model.table.testValue(1, register: .ecx) == 0x8120_2000 & ~(1 << 21))
+        #expect(model.table.testValue(1, register: .ecx) == UInt32(0x8120_2000) & ~(UInt32(1) << 21))
         #expect(!model.features.contains("x2apic"))
         #expect(model.features.contains("tsc_deadline_timer"))
         #expect(model.spec == "host,-x2apic")

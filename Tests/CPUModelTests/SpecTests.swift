@@ -28,6 +28,12 @@ import Testing
         #expect(try CPUModelSpec.parse("./fleet.toml,+avx2").isFile)
         #expect(try CPUModelSpec.parse("/etc/deflect/cpu.toml").base == "/etc/deflect/cpu.toml")
         #expect(try CPUModelSpec.parse("X86-64-V3").base == "x86-64-v3")
+        // QEMU's AMD speculation-control names.
+        #expect(try CPUModelSpec.parse("host,ibrs=on,amd-ssbd,virt-ssbd=off,amd-stibp").changes
+                == [Change(feature: "amd_ibrs", enabled: true), Change(feature: "amd_ssbd", enabled: true),
+                    Change(feature: "virt_ssbd", enabled: false), Change(feature: "amd_stibp", enabled: true)])
+        #expect(try CPUModelSpec.parse("host,+spec-ctrl,+tsx-ldtrk,+core-capability").changes.map(\.feature)
+                == ["spec_ctrl", "tsxldtrk", "core_capabilities"])
     }
 
     @Test func badSpecsAreRefusedWithAReason() {
@@ -46,6 +52,8 @@ import Testing
             ("host,vendor=ThisIsFarTooLong", "1 to 12"),
             ("host,model-id=" + String(repeating: "x", count: 49), "at most 48"),
             ("host,enforce=perhaps", "expected on or off"),
+            ("host,-hypervisor", "hypervisor is not a model feature: leaf 1 ECX[31] is set by the VMM"),
+            ("qemu64,+osxsave", "follows the guest's CR4.OSXSAVE"),
         ]
         for (text, fragment) in cases {
             do {
