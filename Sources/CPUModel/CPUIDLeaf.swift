@@ -60,7 +60,7 @@ extension [CPUIDLeaf] {
     }
 
     /// The vendor string of leaf 0 (EBX, EDX, ECX), "" if the table has none.
-    var vendor: String {
+    public var vendor: String {
         guard let zero = leaf(0) else { return "" }
         return CPUVendorString.decode(ebx: zero.ebx, edx: zero.edx, ecx: zero.ecx)
     }

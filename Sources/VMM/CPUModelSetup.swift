@@ -1,6 +1,7 @@
 // VMM: the CPUID table a VM's vCPUs start from — KVM's supported table, or
 // the VM's CPU model after checking that this host's KVM can give every
-// feature it names (a snapshot or a migrated guest has already seen them).
+// feature it names (a snapshot or a migrated guest has already seen them) —
+// and the model's MSR rules layered under the VM's policy.
 import CPUModel
 import KVM
 import MSRPolicy
@@ -10,8 +11,7 @@ public enum CPUModelSetup {
     /// model. Throws when this host is of another vendor or lacks features.
     static func table(_ model: ResolvedCPUModel?, supported: [CPUIDEntry]) throws(KVMError) -> [CPUIDEntry] {
         guard let model else { return supported }
-        let host = supported.map(CPUIDLeaf.init)
-        if let refusal = refusal(model, host: host) {
+        if let refusal = refusal(model, host: supported.map(CPUIDLeaf.init)) {
             throw .invalidArgument(request: "CPU model", reason: refusal)
         }
         return model.table.map(CPUIDEntry.init)
@@ -52,24 +52,16 @@ public enum CPUModelSetup {
 
     /// Why `model` cannot run on `host`, in one line, or nil.
     public static func refusal(_ model: ResolvedCPUModel, host: [CPUIDLeaf]) -> String? {
-        let hostVendor = vendor(of: host)
-        if hostVendor != model.vendor {
-            return "CPU model \(model.name) is a \(model.vendor) CPU and this host is \(hostVendor) (KVM emulates vendor-specific instructions as the host's vendor)"
+        do {
+            try CPUModels.checkRunnable(model, host: host)
+            return nil
+        } catch {
+            return error.description
         }
-        let missing = CPUModels.missingFeatures(model, host: host)
-        guard missing.isEmpty else {
-            return "this host's KVM cannot give CPU model \(model.name) the features \(missing.joined(separator: ", "))"
-        }
-        return nil
     }
-}
 
     /// The vendor string of leaf 0 (EBX, EDX, ECX), "" without a leaf 0.
-    public static func vendor(of table: [CPUIDLeaf]) -> String {
-        guard let zero = table.first(where: { $0.function == 0 }) else { return "" }
-        let bytes = [zero.ebx, zero.edx, zero.ecx].flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> (8 * $0)) } }
-        return String(decoding: bytes.filter { $0 != 0 }, as: UTF8.self)
-    }
+    public static func vendor(of table: [CPUIDLeaf]) -> String { table.vendor }
 }
 
 extension CPUIDLeaf {

@@ -140,8 +140,17 @@ private func resolveOnThisHost(_ text: String, kvmDevicePath: String,
     let spec = try options.spec()
     let host = try CPUModelHost.supportedTable(kvmDevicePath: kvmDevicePath)
     do {
-        let model = try CPUModels.resolve(spec, host: requireRunnable ? host : CPUModels.unrestrictedHost(host),
-                                          readFile: CPUModelFiles.read)
+        let model: ResolvedCPUModel
+        if requireRunnable {
+            model = try CPUModels.resolve(spec, host: host, readFile: CPUModelFiles.read)
+        } else {
+            // Another host's model (compare, baseline): as a host that has all of it would resolve it.
+            do {
+                model = try CPUModels.resolve(spec, host: host, readFile: CPUModelFiles.read)
+            } catch where error.file == nil {
+                model = try CPUModels.resolveAnywhere(spec, host: host, readFile: CPUModelFiles.read)
+            }
+        }
         var rules = try CPUModels.msrRules(for: spec, readFile: CPUModelFiles.read)
         if let name = model.profileName, let profile = CPUProfiles.named(name) { rules = profile.rules + rules }
         return (model, rules)

@@ -46,7 +46,7 @@ struct CPUModelOptions: ParsableArguments {
             return CPUModelChoice(model: model, msrRules: rules)
         } catch {
             // A model file's own errors are bad input; the rest says this host cannot run the model.
-            let inFile = (error as? CPUModelError)?.file != nil
+            let inFile = error.file != nil
             throw fail("--cpu \(cpu ?? "host"): \(error)", status: inFile ? ExitStatus.badInput : ExitStatus.cpuModelUnavailable)
         }
     }

@@ -9,23 +9,45 @@ import MSRPolicy
 import Testing
 @testable import VMM
 
-/// `text` resolved against this host's KVM.
+/// A model any host can run: this host's CPU with another signature, cx16
+/// kept and x2apic off (KVM lists both on every x86 host).
+let hostVariantModelText = """
+    [cpu]
+    name = "test-variant"
+    base = "host"
+    family = 23
+    model = 49
+    stepping = 0
+    features = ["-x2apic"]
+    """
+
+/// `text` (a spec; "variant.toml" is `hostVariantModelText`) resolved against this host's KVM.
 func resolvedModel(_ text: String) throws -> ResolvedCPUModel {
     try CPUModels.resolve(try CPUModelSpec.parse(text), host: try KVMSystem().supportedCPUID().map(CPUIDLeaf.init),
-                          readFile: { _ in "" })
+                          readFile: { _ in hostVariantModelText })
+}
+
+/// This host as a restore sees it, with cx16 (CPUID.1:ECX[13]) taken away.
+func hostWithoutCX16(_ host: RestoreHost) -> RestoreHost {
+    var lacking = host
+    lacking.supportedCPUID = host.supportedCPUID.map { entry in
+        var e = entry
+        if e.function == 1 { e.ecx &= ~(UInt32(1) << 13) }
+        return e
+    }
+    return lacking
 }
 
 @Suite("CPU models in a machine", .serialized, .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
 struct CPUModelMachineTests {
     @Test func theVCPUsStartFromTheModelsTable() throws {
         var config = MachineConfiguration(image: try GuestImages.bytes("long/sequence.bin"), mode: .long, memoryMiB: 16)
-        config.cpuModel = try resolvedModel("x86-64-v2")
+        config.cpuModel = try resolvedModel("variant.toml")
         let machine = try Machine(configuration: config, serialOutput: CaptureSink())
         let leaf1 = try #require(machine.startingCPUID.first { $0.function == 1 })
-        let leaf7 = machine.startingCPUID.first { $0.function == 7 && $0.index == 0 }
-        #expect(leaf1.ecx & (1 << 20) != 0, "sse4_2")
-        #expect(leaf1.ecx & (1 << 28) == 0, "no avx in x86-64-v2")
-        #expect((leaf7?.ebx ?? 0) & (1 << 5) == 0, "no avx2 in x86-64-v2")
+        #expect(leaf1.ecx & (1 << 13) != 0, "cx16 kept")
+        #expect(leaf1.ecx & (1 << 21) == 0, "x2apic off")
+        #expect(leaf1.eax == 0x0083_0F10, "family 23 model 49 stepping 0: \(String(leaf1.eax, radix: 16))")
         // The KVM leaves stay: the hypervisor bit and the KVM signature.
         #expect(leaf1.ecx & (1 << 31) != 0)
         #expect(machine.startingCPUID.contains { $0.function == 0x4000_0000 })
@@ -60,7 +82,7 @@ struct CPUModelMachineTests {
         let path = directory + "/model.snap"
         var config = MachineConfiguration(image: try GuestImages.bytes("long/sequence.bin"), mode: .long, memoryMiB: 16,
                                           timeoutSeconds: 60)
-        config.cpuModel = try resolvedModel("x86-64-v2")
+        config.cpuModel = try resolvedModel("variant.toml")
         let output = CaptureSink()
         let run = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
         #expect(run.waitForOutput("SEQ 5\n"))
@@ -71,16 +93,10 @@ struct CPUModelMachineTests {
 
         // This host, as it is: the model comes back with the state.
         let here = try RestoreHost.current(try KVMSystem())
-        #expect(try LoadedSnapshot.load(path, on: here).configuration.cpuModel?.name == "x86-64-v2")
-        // A host whose KVM lacks SSE4.2: refused, naming it, in one line.
-        var lacking = here
-        lacking.supportedCPUID = here.supportedCPUID.map { entry in
-            var e = entry
-            if e.function == 1 { e.ecx &= ~(UInt32(1) << 20) }
-            return e
-        }
-        let error = #expect(throws: MachineError.self) { try LoadedSnapshot.load(path, on: lacking) }
+        #expect(try LoadedSnapshot.load(path, on: here).configuration.cpuModel?.name == "test-variant")
+        // A host whose KVM lacks cx16: refused, naming it, in one line.
+        let error = #expect(throws: MachineError.self) { try LoadedSnapshot.load(path, on: hostWithoutCX16(here)) }
         let text = error.map { "\($0)" } ?? ""
-        #expect(text.contains("sse4_2") && !text.contains("\n"), "\(text)")
+        #expect(text.contains("cx16") && !text.contains("\n"), "\(text)")
     }
 }

@@ -88,30 +88,21 @@ struct MachineMigrationTests {
     @Test func aReceiverThatCannotGiveTheCPUModelRefusesItBeforeAnyMemory() throws {
         let path = try socketPath()
         let listener = try MigrationTransport.listen(on: .unix(path: path))
-        // This receiver's KVM lacks SSE4.2 (CPUID.1:ECX bit 20), which x86-64-v2 has.
-        let receiver = ThreadReceiver(listener: listener, host: { host in
-            var lacking = host
-            lacking.supportedCPUID = host.supportedCPUID.map { entry in
-                var e = entry
-                if e.function == 1 { e.ecx &= ~(UInt32(1) << 20) }
-                return e
-            }
-            return lacking
-        })
+        // This receiver's KVM lacks cx16, which the guest's model has.
+        let receiver = ThreadReceiver(listener: listener, host: hostWithoutCX16)
         var config = MachineConfiguration(image: try GuestImages.bytes("long/sequence.bin"), mode: .long, memoryMiB: 16,
                                           timeoutSeconds: 60)
-        config.cpuModel = try CPUModels.resolve(try CPUModelSpec.parse("x86-64-v2"),
-                                                host: try KVMSystem().supportedCPUID().map(CPUIDLeaf.init), readFile: { _ in "" })
+        config.cpuModel = try resolvedModel("variant.toml")
         let output = CaptureSink()
         let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
         #expect(source.waitForOutput("SEQ 3\n"))
         let options = MigrationOptions(destination: .unix(path: path))
         try source.machine.beginMigration(options)
         let error = #expect(throws: MachineError.self) { try source.machine.migrate(options) }
-        #expect("\(error.map { "\($0)" } ?? "")".contains("sse4_2"), "\(String(describing: error))")
+        #expect("\(error.map { "\($0)" } ?? "")".contains("cx16"), "\(String(describing: error))")
         #expect(source.machine.migrationProgress.bytesSent == 0, "no memory before the handshake's answer")
         let refused = #expect(throws: MachineError.self) { _ = try receiver.machine() }
-        #expect("\(refused.map { "\($0)" } ?? "")".contains("sse4_2"))
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("cx16"))
         // The source runs on to its end: the whole sequence, nothing lost or repeated.
         _ = source.finish()
         #expect(output.text == (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n", "\(output.text.suffix(200))")
