@@ -116,3 +116,41 @@ import MSRPolicy
         }
     }
 }
+
+/// Mangled model files and specs end in a result or a one-line error, never a trap.
+@Suite struct CPUModelInputRobustnessTests {
+    /// A fixed linear congruential sequence: the same inputs every run.
+    struct Sequence {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        mutating func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(truncatingIfNeeded: state >> 33) % max(bound, 1)
+        }
+    }
+
+    @Test func mangledFilesAndSpecsNeverTrap() {
+        var random = Sequence()
+        let alphabet = Array("[]{}=\",.+-_#\n 0123456789abcdefxyz'\\\u{0}é")
+        let original = Array(CPUModelFileTests.fleet)
+        let specOriginal = Array("intel-skylake-server,+avx512f,-x2apic,vendor=GenuineIntel,family=6")
+        for _ in 0..<1000 {
+            var text = original, spec = specOriginal
+            for _ in 0..<(1 + random.next(4)) {
+                switch random.next(3) {
+                case 0: if !text.isEmpty { text.remove(at: random.next(text.count)) }
+                case 1: text.insert(alphabet[random.next(alphabet.count)], at: random.next(text.count + 1))
+                default: if !text.isEmpty { text[random.next(text.count)] = alphabet[random.next(alphabet.count)] }
+                }
+                if !spec.isEmpty { spec[random.next(spec.count)] = alphabet[random.next(alphabet.count)] }
+            }
+            let files = HostTables.files(["./m.toml": String(text)])
+            for input in ["./m.toml", String(spec)] {
+                do {
+                    _ = try CPUModels.resolve(try CPUModelSpec.parse(input), host: HostTables.intel, readFile: files)
+                } catch {
+                    #expect(!"\(error)".isEmpty)
+                }
+            }
+        }
+    }
+}
