@@ -87,6 +87,8 @@ import MSRPolicy
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = \"MSR_NOPE\"\naction = \"deny\"\n", "./bad.toml:5:7: unknown MSR name \"MSR_NOPE\""),
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\n", "./bad.toml:4:1: rule has no action"),
             ("name = 1\n", "./bad.toml:1:1: unknown key \"name\""),
+            ("[cpu]\nbase = \"amd-zen3\"\nvendor = \"GenuineIntel\"\n",
+             "./bad.toml:3:10: vendor GenuineIntel contradicts the base model amd-zen3, which is AuthenticAMD"),
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\naction = \"deny\"\nspeed = 1\n",
              "./bad.toml:7:1: unknown key \"speed\" in [[msr]]"),
             ("[cpu]\nbase = \"host\"\nmsr = 3\n", "./bad.toml:3:1: unknown key \"msr\" in [cpu]"),
