@@ -66,6 +66,8 @@ public struct CPUModelFile: Sendable, Hashable {
     public var msrRules: [MSRRule]
     /// Where `features` was written, for consistency errors.
     var featuresLocation: CPUModelFileLocation?
+    /// Where `vendor` was written.
+    var vendorLocation: CPUModelFileLocation?
 
     static let topKeys = ["cpu", "cpuid", "msr"]
     static let cpuKeys = ["base", "brand", "family", "features", "linear_address_bits", "model", "name",
@@ -95,7 +97,12 @@ public struct CPUModelFile: Sendable, Hashable {
             recipe = ModelRecipe(name: name, features: [], startsFromHost: false)
         }
         recipe.name = name
-        if let vendor { recipe.vendor = vendor }
+        if let vendor {
+            if let fixed = recipe.vendor, fixed != vendor {
+                throw located("vendor \(vendor) contradicts the base model \(base ?? ""), which is \(fixed)", vendorLocation)
+            }
+            recipe.vendor = vendor
+        }
         if let family { recipe.family = family }
         if let model { recipe.model = model }
         if let stepping { recipe.stepping = stepping }
@@ -171,6 +178,7 @@ private struct FileReader {
                 throw fail(cpuValue("vendor"), "vendor must be 1 to 12 characters, e.g. GenuineIntel or AuthenticAMD")
             }
             model.vendor = vendor
+            model.vendorLocation = at(cpuValue("vendor"))
         }
         model.family = try integer(cpu, "family", limit: 0xFF + 0xF)
         model.model = try integer(cpu, "model", limit: 0xFF)

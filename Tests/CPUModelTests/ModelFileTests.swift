@@ -87,6 +87,8 @@ import MSRPolicy
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = \"MSR_NOPE\"\naction = \"deny\"\n", "./bad.toml:5:7: unknown MSR name \"MSR_NOPE\""),
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\n", "./bad.toml:4:1: rule has no action"),
             ("name = 1\n", "./bad.toml:1:1: unknown key \"name\""),
+            ("[cpu]\nbase = \"amd-zen3\"\nvendor = \"GenuineIntel\"\n",
+             "./bad.toml:3:10: vendor GenuineIntel contradicts the base model amd-zen3, which is AuthenticAMD"),
             ("[cpu]\nbase = \"host\"\n\n[[msr]]\nmsr = 0x10\naction = \"deny\"\nspeed = 1\n",
              "./bad.toml:7:1: unknown key \"speed\" in [[msr]]"),
             ("[cpu]\nbase = \"host\"\nmsr = 3\n", "./bad.toml:3:1: unknown key \"msr\" in [cpu]"),
@@ -113,6 +115,44 @@ import MSRPolicy
             Issue.record("resolved a missing file")
         } catch {
             #expect("\(error)".hasPrefix("./missing.toml: cannot read CPU model file: no such file"))
+        }
+    }
+}
+
+/// Mangled model files and specs end in a result or a one-line error, never a trap.
+@Suite struct CPUModelInputRobustnessTests {
+    /// A fixed linear congruential sequence: the same inputs every run.
+    struct Sequence {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        mutating func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(truncatingIfNeeded: state >> 33) % max(bound, 1)
+        }
+    }
+
+    @Test func mangledFilesAndSpecsNeverTrap() {
+        var random = Sequence()
+        let alphabet = Array("[]{}=\",.+-_#\n 0123456789abcdefxyz'\\\u{0}é")
+        let original = Array(CPUModelFileTests.fleet)
+        let specOriginal = Array("intel-skylake-server,+avx512f,-x2apic,vendor=GenuineIntel,family=6")
+        for _ in 0..<1000 {
+            var text = original, spec = specOriginal
+            for _ in 0..<(1 + random.next(4)) {
+                switch random.next(3) {
+                case 0: if !text.isEmpty { text.remove(at: random.next(text.count)) }
+                case 1: text.insert(alphabet[random.next(alphabet.count)], at: random.next(text.count + 1))
+                default: if !text.isEmpty { text[random.next(text.count)] = alphabet[random.next(alphabet.count)] }
+                }
+                if !spec.isEmpty { spec[random.next(spec.count)] = alphabet[random.next(alphabet.count)] }
+            }
+            let files = HostTables.files(["./m.toml": String(text)])
+            for input in ["./m.toml", String(spec)] {
+                do {
+                    _ = try CPUModels.resolve(try CPUModelSpec.parse(input), host: HostTables.intel, readFile: files)
+                } catch {
+                    #expect(!"\(error)".isEmpty)
+                }
+            }
         }
     }
 }

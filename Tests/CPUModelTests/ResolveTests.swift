@@ -177,3 +177,48 @@ import Testing
     }
 }
 
+
+/// Invariants over every built-in model and every feature, on both reconstructed hosts.
+@Suite struct CPUModelInvariantTests {
+    func resolve(_ text: String, on host: [CPUIDLeaf]) throws -> ResolvedCPUModel {
+        try CPUModels.resolve(try CPUModelSpec.parse(text), host: host, readFile: HostTables.noFiles)
+    }
+
+    /// Each built-in either resolves to exactly its features or is refused naming exactly what the host lacks.
+    @Test func everyBuiltInIsExactlyItsFeaturesOrRefusedForWhatIsMissing() throws {
+        for definition in CPUModels.builtIn {
+            for host in [HostTables.intel, HostTables.amd, HostTables.thisHost] {
+                if let vendor = definition.vendor, vendor != host.vendor { continue }
+                let missing = Set(definition.features).subtracting(CPUFeatures.present(in: host)).sorted()
+                do {
+                    let model = try resolve(definition.name, on: host)
+                    #expect(missing.isEmpty, "\(definition.name) resolved although \(missing) are missing")
+                    #expect(model.features == definition.features, "\(definition.name)")
+                    #expect(model.profileName == definition.profileName)
+                    try CPUModels.checkRunnable(model, host: host)
+                } catch {
+                    #expect(!missing.isEmpty, "\(definition.name): \(error)")
+                    #expect("\(error)".contains("missing") && "\(error)".contains(missing.joined(separator: ", ")), "\(error)")
+                }
+            }
+        }
+    }
+
+    /// Removing any one feature leaves a consistent model without it and without anything that needs it,
+    /// and leaf 0xD enables only components whose features remain.
+    @Test func removingAnyFeatureLeavesAConsistentModel() throws {
+        for feature in CPUFeatures.all.map(\.name) {
+            for base in ["host", "x86-64-v4"] {
+                let model = try resolve("\(base),-\(feature)", on: HostTables.intel)
+                let features = Set(model.features)
+                #expect(features.isDisjoint(with: CPUFeatures.dependents(of: [feature])), "\(base),-\(feature)")
+                if base != "host" { #expect(CPUFeatures.brokenChain(in: features) == nil, "\(base),-\(feature)") }
+                let xcr0 = model.table.testValue(0xD, 0, .eax) ?? 0
+                for (component, owner) in CPUModels.xsaveComponents where component >= 2 && xcr0 & (1 << component) != 0 {
+                    #expect(features.contains(owner), "\(base),-\(feature): XCR0 bit \(component) without \(owner)")
+                }
+                #expect(CPUModels.missingFeatures(model, host: HostTables.intel).isEmpty)
+            }
+        }
+    }
+}
