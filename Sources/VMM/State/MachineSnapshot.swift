@@ -231,6 +231,13 @@ public struct LoadedSnapshot: Sendable {
         guard file.kvmAPIVersion == host.kvmAPIVersion else {
             throw .snapshot("\(origin): taken with KVM API \(file.kvmAPIVersion); this host has \(host.kvmAPIVersion)")
         }
+        let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: .config) }
+        // The guest has seen its CPU model's features: a host that cannot give
+        // every one is refused, by name, before any memory is read or vCPU created.
+        if let model = configuration.cpuModel,
+           let refusal = CPUModelSetup.refusal(model, host: host.supportedCPUID.map(CPUIDLeaf.init)) {
+            throw .snapshot("\(origin): \(refusal)")
+        }
         if file.section(named: .host) != nil {
             let needs = try format { () throws(SnapshotFormatError) in
                 try file.decode(HostRequirements.self, section: .host)
@@ -238,13 +245,6 @@ public struct LoadedSnapshot: Sendable {
             if let unmet = needs.firstUnmet(capabilityValue: host.capabilityValue, supportedCPUID: host.supportedCPUID) {
                 throw .snapshot("\(origin): \(unmet)")
             }
-        }
-        let configuration = try format { () throws(SnapshotFormatError) in try file.decode(SavedConfiguration.self, section: .config) }
-        // The guest has seen its CPU model's features: a host that cannot give
-        // every one is refused before any memory is read or vCPU created.
-        if let model = configuration.cpuModel,
-           let refusal = CPUModelSetup.refusal(model, host: host.supportedCPUID.map(CPUIDLeaf.init)) {
-            throw .snapshot("\(origin): \(refusal)")
         }
         let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: .memory) }
         guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
