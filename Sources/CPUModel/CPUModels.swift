@@ -81,8 +81,9 @@ public enum CPUModels {
         return (first.subtracting(second).sorted(), second.subtracting(first).sorted())
     }
 
-    /// The largest model all can run (same vendor required), written as model-file TOML text.
-    public static func baseline(_ models: [ResolvedCPUModel]) throws(CPUModelError) -> String {
+    /// The largest model all can run (same vendor required), written as model-file TOML text
+    /// named `name`. Features whose requirements are not all there are left out.
+    public static func baseline(_ models: [ResolvedCPUModel], name: String = "baseline") throws(CPUModelError) -> String {
         guard let first = models.first else { throw CPUModelError("a baseline needs at least one CPU model") }
         let vendors = Set(models.map(\.vendor))
         guard vendors.count == 1 else {
@@ -99,7 +100,7 @@ public enum CPUModels {
         let addresses = models.map { $0.table.value(0x8000_0008, 0, .eax) }
         var lines = ["# CPU model baseline of: " + models.map(\.spec).joined(separator: "; "),
                      "# The largest model every one of them can run: the features they share.",
-                     "[cpu]", "name = \"baseline\"", "vendor = \(quoted(first.vendor))"]
+                     "[cpu]", "name = \(quoted(name))", "vendor = \(quoted(first.vendor))"]
         if signatures.count == 1, let signature = signatures.first {
             lines += ["family = \(signature.family)", "model = \(signature.model)", "stepping = \(signature.stepping)"]
         }

@@ -99,6 +99,11 @@ public struct ControlClient: Sendable {
         try decode(try await send(.GET, "/vcpus/\(vcpu)/registers"))
     }
 
+    /// `GET /cpuid` as the server wrote it.
+    public func cpuidJSON() async throws(ControlClientError) -> Data {
+        try await send(.GET, "/cpuid")
+    }
+
     public func stats() async throws(ControlClientError) -> StatsReport {
         try decode(try await statsJSON())
     }

@@ -48,6 +48,21 @@ public enum ControlReportText {
     }
 
     /// `deflect ctl msrs`-style table of `GET /msrs`.
+    /// `deflect ctl cpuid`: the model, its features, then vCPU 0's table.
+    public static func cpuid(_ report: CPUIDReport) -> String {
+        func hex8(_ value: Hex64) -> String {
+            let digits = String(value.value, radix: 16)
+            return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+        }
+        var lines = ["model \(report.model) (\(report.spec)), vendor \(report.vendor)",
+                     "features (\(report.features.count)): \(report.features.joined(separator: " "))",
+                     "function index:  eax      ebx      ecx      edx"]
+        for leaf in report.leaves {
+            lines.append("\(hex8(leaf.function)) \(hex8(leaf.index)): \(hex8(leaf.eax)) \(hex8(leaf.ebx)) \(hex8(leaf.ecx)) \(hex8(leaf.edx))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
     public static func msrs(_ report: MSRTableReport) -> String {
         var lines = [pad("msr", 12) + pad("name", 28) + lpad("reads", 9) + lpad("writes", 9) + lpad("#GP", 6) + "  "
                      + pad("last value", 20) + pad("last rip", 20) + "outcomes"]

@@ -20,10 +20,13 @@ public enum CPUModelSetup {
     /// `msr` with the model's MSR rules layered under its policy: the policy's
     /// rules win MSR by MSR; a policy that names its own `profile` keeps it
     /// and the model's rules stay out. Trace records every MSR as it is.
+    /// A model rule for an MSR whose CPUID feature the model lacks becomes
+    /// `deny`: the guest gets #GP, as KVM answers for the MSRs it handles.
     static func layered(_ msr: MSRSetup, model: ResolvedCPUModel?, rules: [MSRRule]) -> MSRSetup {
         guard let model, !rules.isEmpty else { return msr }
         let carried = CPUProfile(name: model.profileName ?? model.name, vendor: model.vendor,
-                                 summary: "the MSRs of CPU model \(model.name)", rules: rules)
+                                 summary: "the MSRs of CPU model \(model.name)",
+                                 rules: FeatureMSRs.agreeing(rules, features: Set(model.features)))
         switch msr {
         case .trace:
             return .trace

@@ -5,6 +5,7 @@
 import ArgumentParser
 import CPUModel
 import FoundationEssentials
+import Glibc
 import MSRPolicy
 import VMM
 
@@ -69,10 +70,25 @@ struct CPUCommand: ParsableCommand {
 
         @Flag(help: "Print JSON.")
         var json = false
+        @Flag(help: "Print this host as a model file (vendor, signature, features): one per host of a fleet, for deflect cpu baseline.")
+        var model = false
         @Option(help: .hidden)
         var kvmDevice = "/dev/kvm"
 
+        func validate() throws {
+            if json && model { throw ValidationError("--json and --model are two different outputs; give one") }
+        }
+
         func run() throws {
+            if model {
+                let resolved = try resolveOnThisHost("host", kvmDevicePath: kvmDevice).model
+                do {
+                    StandardStreams.writeOutput(try CPUModels.baseline([resolved], name: "host-" + hostName()))
+                } catch {
+                    throw fail("host: \(error)", status: ExitStatus.cpuModelUnavailable)
+                }
+                return
+            }
             let table = try CPUModelHost.supportedTable(kvmDevicePath: kvmDevice)
             let vendor = CPUModelSetup.vendor(of: table)
             let features = CPUFeatures.present(in: table).sorted()
@@ -189,4 +205,14 @@ struct CPUModelReport {
         ]
         return try document.prettyText()
     }
+}
+
+/// This machine's host name (uname), for a host's model file.
+private func hostName() -> String {
+    var names = utsname()
+    uname(&names)
+    let name = withUnsafeBytes(of: &names.nodename) { raw in
+        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+    }
+    return name.isEmpty ? "unnamed" : name
 }

@@ -17,7 +17,7 @@ struct CtlCommand: AsyncParsableCommand {
         the request (e.g. registers while running, a policy with errors); 70 the API socket cannot \
         be reached or the API failed.
         """,
-        subcommands: [Pause.self, Resume.self, Stats.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
+        subcommands: [Pause.self, Resume.self, Stats.self, CPUID.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
                       Snapshot.self, Migrate.self]
     )
 
@@ -110,6 +110,20 @@ extension CtlCommand {
         func run() async throws {
             try await ctlReport(json: json, render: ControlReportText.stats) { () async throws(ControlClientError) in
                 try await connection.client.statsJSON()
+            }
+        }
+    }
+
+    struct CPUID: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cpuid",
+                                                        abstract: "The guest's CPU model and the CPUID table vCPU 0 started with.")
+        @OptionGroup var connection: CtlConnection
+        @Flag(help: "Print the API's JSON instead of a table.")
+        var json = false
+
+        func run() async throws {
+            try await ctlReport(json: json, render: ControlReportText.cpuid) { () async throws(ControlClientError) in
+                try await connection.client.cpuidJSON()
             }
         }
     }

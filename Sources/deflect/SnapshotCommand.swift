@@ -125,6 +125,8 @@ struct SnapshotCommand: ParsableCommand {
                            "image_bytes": .number(config.image.count), "append": .string(config.append),
                            "modules": .number(config.modules.count)],
                 "vcpus": .array(vcpus),
+                "cpu_model": config.cpuModel.map { ["name": .string($0.name), "spec": .string($0.spec),
+                                                    "vendor": .string($0.vendor), "features": .number($0.features.count)] } ?? "host",
                 "msr_policy": .string(user.policyTOML),
                 "emulated_msr_values": .number(user.emulatedMSRs.count),
                 "page_map": user.pageMap.map { ranges -> JSONValue in

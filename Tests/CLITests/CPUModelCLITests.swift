@@ -202,11 +202,17 @@ struct CPUModelGuestTests {
         try process.run()
         defer { if process.isRunning { process.terminate() } }
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { usleep(20_000) }
+        let cpuid = try deflect(["ctl", "--socket", socket, "cpuid"])
+        #expect(cpuid.status == 0, "\(cpuid.stderr)")
+        #expect(cpuid.stdout.hasPrefix("model test-variant"), "\(cpuid.stdout)")
+        #expect(!cpuid.stdout.contains(" x2apic"), "\(cpuid.stdout)")
         let snap = try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"])
         #expect(snap.status == 0, "\(snap.stderr)")
         process.waitUntilExit()
         let inspect = try deflect(["snapshot", "inspect", state])
         #expect(inspect.status == 0, "\(inspect.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        #expect((json?["cpu_model"] as? [String: Any])?["name"] as? String == "test-variant", "\(inspect.stdout)")
         // Another --cpu than the guest's: refused before it runs.
         let other = try deflect(["restore", state, "--cpu", "host", "--timeout", "1"])
         #expect(other.status == 72, "\(other.stderr)")
@@ -236,6 +242,25 @@ struct CPUCommandTests {
         // A model of the other vendor is not shown as runnable here.
         let other = try deflect(["cpu", "show", host.vendor == "AuthenticAMD" ? "intel-icelake-client" : "amd-zen3"])
         #expect(other.status == 72, "\(other.stderr)")
+    }
+
+    @Test func aHostWrittenAsAModelFileIsThisHost() throws {
+        let written = try deflect(["cpu", "host", "--model"])
+        #expect(written.status == 0, "\(written.stderr)")
+        let file = NSTemporaryDirectory() + "deflect-host-\(UUID().uuidString).toml"
+        try written.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let compare = try deflect(["cpu", "compare", file, "host"])
+        #expect(compare.status == 0, "\(compare.stderr)")
+        // Nothing the host lacks; of the host's own features only those whose
+        // requirement it does not list are left out (this nested host lists
+        // xsaveerptr without xsave).
+        #expect(compare.stdout.contains("only in host-") && compare.stdout.contains(" (0): \n"), "\(compare.stdout)")
+        #expect(!compare.stdout.contains("vendors differ"), "\(compare.stdout)")
+        let firstLine = compare.stdout.split(separator: "\n").first ?? ""
+        #expect(firstLine.hasSuffix("(0): ") || firstLine.hasSuffix("(0):"), "the file has nothing the host lacks: \(compare.stdout)")
+        let run = try deflect(["run", try GuestImages.path("multiboot/cpuid.elf"), "--cpu", file])
+        #expect(run.status == 3, "this host runs its own model: \(run.stderr)")
     }
 
     @Test func compareAndBaselineAgree() throws {
