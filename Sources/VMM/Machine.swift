@@ -113,13 +113,16 @@ public final class Machine: Sendable {
         // The image is checked before KVM is opened: a bad image is the
         // user's first problem to hear about, on any host.
         do {
-            if configuration.mode == .multiboot {
+            switch configuration.mode {
+            case .multiboot:
                 boot = try MultibootLoader.load(configuration.image, kernelPath: configuration.kernelPath,
                                                 append: configuration.append,
                                                 modules: configuration.modules.map(\.placement),
                                                 memorySize: configuration.memoryBytes,
                                                 vcpuCount: configuration.vcpuCount)
-            } else {
+            case .linux, .pvh:
+                boot = try LinuxBoot.image(configuration)
+            case .real, .long, .elf:
                 boot = try ImageLoader.load(configuration.image, mode: configuration.mode,
                                             memorySize: configuration.memoryBytes, vcpuCount: configuration.vcpuCount)
             }

@@ -55,6 +55,8 @@ public struct MachineConfiguration: Sendable {
     /// Multiboot: modules in order (QEMU's -initrd "a,b"); the first is
     /// commonly read as a KEY=VALUE environment file.
     public var modules: [MultibootModuleContents] = []
+    /// Linux and PVH: the initial ramdisk (QEMU's -initrd), or nil.
+    public var initrd: Data?
     /// The guest's CPU model (`--cpu`): the CPUID table every vCPU starts
     /// from. nil: KVM's supported CPUID, as the host gives it.
     public var cpuModel: ResolvedCPUModel?
@@ -82,6 +84,9 @@ public struct MachineConfiguration: Sendable {
         // The PC layout puts the read-only BIOS area at 0xE0000–0xFFFFF and RAM above it.
         if platform == .pc && memoryMiB < Self.minimumPCMemoryMiB {
             throw .configuration("--platform pc needs at least \(Self.minimumPCMemoryMiB) MiB of RAM (--memory \(memoryMiB) was given)")
+        }
+        if (mode == .linux || mode == .pvh) && platform != .pc {
+            throw .configuration("a Linux kernel (--mode \(mode.rawValue)) needs --platform pc (its interrupt controllers, timers and ACPI tables)")
         }
         guard Self.vcpuRange.contains(vcpuCount) else {
             throw .configuration("vCPU count \(vcpuCount) is out of range \(Self.vcpuRange.lowerBound)–\(Self.vcpuRange.upperBound)")

@@ -14,17 +14,20 @@ struct MachineOptions: ParsableArguments {
     @Argument(help: "The guest image: an ELF64 executable or a flat binary (give --mode).")
     var image: String
 
-    @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000), elf (ELF64) or multiboot (Multiboot v1, as QEMU's -kernel). Default: multiboot when the file has a multiboot header, else elf when it is ELF.")
+    @Option(help: "How to load and start the image: real (flat, 16-bit at 0x7c00), long (flat, 64-bit at 0x100000), elf (ELF64), multiboot (Multiboot v1, as QEMU's -kernel), linux (a bzImage through the 64-bit boot protocol) or pvh (an ELF vmlinux with the PVH entry note). Default: linux for a bzImage, multiboot when the file has a multiboot header, pvh for an ELF with the PVH note, else elf when it is ELF.")
     var mode: BootMode?
 
     // Both take the next argument whatever it starts with, as QEMU's -append
     // and -initrd do: a test kernel's arguments often start with "-".
     @Option(parsing: .unconditional,
-            help: "Multiboot: the kernel command line after the kernel path (QEMU's -append): the kernel sees \"IMAGE APPEND\", IMAGE as typed. Taken as given even when it starts with '-'.")
+            help: "The kernel command line (QEMU's -append). Multiboot: after the kernel path, the kernel sees \"IMAGE APPEND\", IMAGE as typed; Linux and PVH: the command line itself. Taken as given even when it starts with '-'.")
     var append: String = ""
 
     @Option(name: .customLong("module"), parsing: .unconditionalSingleValue, help: "Multiboot: a module, \"FILE [ARGS]\" (QEMU's -initrd; repeat for more). Its command line is the whole string. FILE must be a regular file; all modules together at most the guest's RAM.")
     var modules: [String] = []
+
+    @Option(help: "Linux and PVH: the initial ramdisk (QEMU's -initrd): a regular file, placed as high as the kernel allows.")
+    var initrd: String?
 
     @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, minimal otherwise.")
     var platform: Platform?
@@ -77,16 +80,30 @@ struct MachineOptions: ParsableArguments {
         guard let bootMode = mode ?? ImageLoader.detectMode(imageBytes) else {
             throw fail("image \(image) is not an ELF file and has no multiboot header; give --mode real or --mode long for a flat binary", status: ExitStatus.badInput)
         }
-        if bootMode != .multiboot, !append.isEmpty || !modules.isEmpty {
-            throw fail("--append and --module need a multiboot kernel (--mode multiboot)", status: ExitStatus.usage)
+        let linux = bootMode == .linux || bootMode == .pvh
+        if bootMode != .multiboot, !modules.isEmpty {
+            throw fail("--module needs a multiboot kernel (--mode multiboot); a Linux kernel takes --initrd", status: ExitStatus.usage)
+        }
+        if !linux, bootMode != .multiboot, !append.isEmpty {
+            throw fail("--append needs a multiboot or Linux kernel (--mode multiboot, linux or pvh)", status: ExitStatus.usage)
+        }
+        if !linux, initrd != nil {
+            throw fail("--initrd needs a Linux kernel (--mode linux or pvh)", status: ExitStatus.usage)
         }
         var configuration = MachineConfiguration(image: imageBytes, mode: bootMode, memoryMiB: memory,
                                                  vcpuCount: vcpus, timeoutSeconds: timeout, kvmDevicePath: kvmDevice)
-        configuration.platform = platform ?? (bootMode == .multiboot ? .pc : .minimal)
+        configuration.platform = platform ?? (bootMode == .multiboot || linux ? .pc : .minimal)
         // QEMU's command line: the kernel path exactly as typed, then --append.
         configuration.kernelPath = image
         configuration.append = append
         configuration.modules = try mapModules(memoryBytes: memoryBytes)
+        if let initrd {
+            do {
+                configuration.initrd = try InputFiles.mapRegularFile(initrd, limit: memoryBytes)
+            } catch let error as InputFileError {
+                throw fail("--initrd \(initrd) \(explain(error))", status: ExitStatus.badInput)
+            }
+        }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         return configuration

@@ -47,6 +47,9 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     /// The CPU model the guest was started with; absent in snapshots from
     /// before models (and for `host`): those restore with the host's CPUID.
     public var cpuModel: ResolvedCPUModel?
+    /// Linux and PVH: the initrd's size (its bytes live in guest RAM); absent
+    /// in snapshots from before Linux boot.
+    public var initrdSize: UInt64?
 
     init(_ c: MachineConfiguration) {
         image = Data(c.image); mode = c.mode; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
@@ -54,6 +57,7 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
         modules = c.modules.map { Module(size: UInt64($0.bytes.count), commandLine: $0.commandLine) }
         mapGPARange = c.hypercalls.mapGPARange; migrationControl = c.hypercalls.migrationControl
         cpuModel = c.cpuModel
+        initrdSize = c.initrd.map { UInt64($0.count) }
     }
 
     /// The machine configuration, with `msr` from the saved policy.
@@ -68,6 +72,9 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
         c.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         c.msr = msr
         c.cpuModel = cpuModel
+        // A placeholder of the right size: the loader lays the boot out by
+        // size; the initrd's bytes are in the memory file.
+        c.initrd = initrdSize.map { Data(count: Int(clamping: $0)) }
         // The saved policy already holds the rules layered at the start; a
         // later policy replacement layers the model's profile again.
         c.cpuModelMSRRules = cpuModel?.profileName.flatMap(CPUProfiles.named)?.rules ?? []
