@@ -15,6 +15,12 @@ public enum BootMode: String, Sendable, CaseIterable, Codable {
     /// Multiboot v1 kernel (ELF32, or the header's own load addresses),
     /// 32-bit protected mode without paging; see `MultibootLoader`.
     case multiboot
+    /// Linux bzImage (setup header "HdrS", protocol 2.12+) through the 64-bit
+    /// boot protocol; see `LinuxLoader`.
+    case linux
+    /// ELF vmlinux with a XEN_ELFNOTE_PHYS32_ENTRY note: 32-bit protected
+    /// mode with `hvm_start_info`; see `PVHLoader`.
+    case pvh
 }
 
 /// Bytes to copy into guest-physical memory at `guestPhysicalAddress`.
@@ -118,6 +124,12 @@ public struct BootImage: Sendable {
             // so there is no information structure, GDT or stack to point at.
             return BootCPUState.protectedMode(entry: entry, stack: 0, eax: MultibootConstants.bootloaderMagic,
                                               ebx: 0, gdtBase: 0)
+        case .linux, .pvh:
+            // Only reached for a hand-built BootImage: `LinuxLoader` and
+            // `PVHLoader` set `bootstrapProcessorState`. Without a plan there
+            // is no zero page or start info to point at.
+            return mode == .linux ? BootCPUState.linux64(entry: entry, zeroPage: 0)
+                : BootCPUState.protectedMode(entry: entry, stack: 0, eax: 0, ebx: 0, gdtBase: 0)
         }
     }
 }

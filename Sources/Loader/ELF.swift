@@ -192,16 +192,19 @@ public struct ELF64Image: Sendable, Equatable {
 
 /// Bounds-checked little-endian reads. Callers check ranges first and throw
 /// the precise error; this is the backstop so a missed check cannot trap.
+/// `truncated` makes the error for a read past the end (file size, bytes needed).
 struct LittleEndianReader {
     let bytes: [UInt8]
+    var truncated: (Int, Int) -> LoaderError = { .elfHeaderTruncated(size: $0, required: $1) }
 
+    func u8(_ offset: Int) throws(LoaderError) -> UInt8 { UInt8(try read(offset, 1)) }
     func u16(_ offset: Int) throws(LoaderError) -> UInt16 { UInt16(try read(offset, 2)) }
     func u32(_ offset: Int) throws(LoaderError) -> UInt32 { UInt32(try read(offset, 4)) }
     func u64(_ offset: Int) throws(LoaderError) -> UInt64 { try read(offset, 8) }
 
     private func read(_ offset: Int, _ width: Int) throws(LoaderError) -> UInt64 {
         guard offset >= 0, width <= bytes.count, offset <= bytes.count - width else {
-            throw .elfHeaderTruncated(size: bytes.count, required: offset + width)
+            throw truncated(bytes.count, max(offset, 0) + width)
         }
         var value: UInt64 = 0
         for i in stride(from: width - 1, through: 0, by: -1) {

@@ -17,17 +17,30 @@ public enum ImageLoader {
             // No kernel path, append string or modules through this entry; see MultibootLoader.load for those.
             return try MultibootLoader.load(image, kernelPath: "", append: "", modules: [], memorySize: memorySize,
                                             vcpuCount: vcpuCount)
+        case .linux:
+            // No initrd or command line through this entry; see LinuxLoader.plan for those.
+            guard !image.isEmpty else { throw .emptyImage }
+            return try LinuxLoader.plan(image: image, memoryBytes: memorySize).bootImage
+        case .pvh:
+            guard !image.isEmpty else { throw .emptyImage }
+            return try PVHLoader.plan(image: image, memoryBytes: memorySize).bootImage
         }
     }
 
-    /// Best guess for a file: `.multiboot` if it carries a multiboot header
+    /// Best guess for a file: `.linux` if it carries a bzImage setup header
+    /// ("HdrS" at 0x202); `.multiboot` if it carries a multiboot header
     /// and is not ELF64 (an ELF64 file keeps Deflect's own `.elf` boot; give
-    /// `--mode multiboot` to override), `.elf` if it starts with the ELF magic,
-    /// otherwise nil (flat binaries carry no mark).
+    /// `--mode multiboot` to override); `.pvh` for an ELF64 file with the PVH
+    /// entry note; `.elf` if it starts with the ELF magic; otherwise nil
+    /// (flat binaries carry no mark).
     public static func detectMode(_ image: [UInt8]) -> BootMode? {
         let isELF = image.starts(with: ELFConstants.magic)
         let isELF64 = isELF && image.count > 4 && image[4] == ELFConstants.class64
+        if !isELF, BzImage.isPresent(in: image) { return .linux }
         if !isELF64, MultibootHeader.isPresent(in: image) { return .multiboot }
+        if isELF64, let elf = try? ELF64Image(parsing: image), (try? PVHNote.entry(in: elf, image: image)) != nil {
+            return .pvh
+        }
         return isELF ? .elf : nil
     }
 

@@ -71,6 +71,22 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
     case multibootModuleCommandLineContainsNUL(index: Int)
     case multibootInfoAreaDoesNotFit(size: UInt64, limit: UInt64)
 
+    // Linux bzImage (boot.rst) and PVH
+    case linuxNotBzImage(reason: String)
+    case linuxImageTruncated(size: Int, required: Int, what: String)
+    case linuxProtocolTooOld(version: String, minimum: String)
+    case linuxNo64BitEntry(xloadflags: UInt16)
+    case linuxBadKernelAlignment(UInt32)
+    case linuxKernelDoesNotFit(start: UInt64, end: UInt64, ramLimit: UInt64)
+    case linuxInitrdTooLarge(size: UInt64, available: UInt64, limit: UInt64)
+    case linuxCommandLineTooLong(length: Int, maximum: Int)
+    case linuxCommandLineContainsNUL
+    case linuxTooManyMemoryMapEntries(count: Int, maximum: Int)
+    case linuxRegionsOverlap(first: String, second: String)
+    case linuxRegionOutsideRAM(region: String, start: UInt64, end: UInt64)
+    case pvhNoEntryNote
+    case pvhBadEntryNote(reason: String)
+
     /// True when the modules (`--module`, QEMU's -initrd) are the problem, not the kernel image.
     public var concernsModules: Bool {
         switch self {
@@ -184,6 +200,34 @@ public enum LoaderError: Error, Equatable, CustomStringConvertible {
             return "command line of multiboot module \(index + 1) (--module number \(index + 1)) contains a NUL byte"
         case let .multibootInfoAreaDoesNotFit(size, limit):
             return "no room for the multiboot information area (\(hex(size)) bytes: information structure, memory map, module list, command lines, boot stack) in guest RAM below \(hex(limit)) outside the kernel and modules"
+        case let .linuxNotBzImage(reason):
+            return "not a Linux bzImage: \(reason)"
+        case let .linuxImageTruncated(size, required, what):
+            return "Linux image truncated: \(what) needs \(required) bytes, the file has \(size)"
+        case let .linuxProtocolTooOld(version, minimum):
+            return "Linux boot protocol \(version) is too old: Deflect needs \(minimum) or later (a 64-bit entry)"
+        case let .linuxNo64BitEntry(xloadflags):
+            return "Linux image has no 64-bit entry (xloadflags \(hex(xloadflags)) lack XLF_KERNEL_64)"
+        case let .linuxBadKernelAlignment(alignment):
+            return "Linux setup header: kernel_alignment \(hex(alignment)) is not a power of two"
+        case let .linuxKernelDoesNotFit(start, end, ramLimit):
+            return "Linux kernel needs [\(hex(start)), \(hex(end))) (the loaded image and init_size from its runtime address), which does not fit in guest RAM below \(hex(ramLimit)) (see --memory)"
+        case let .linuxInitrdTooLarge(size, available, limit):
+            return "initrd of \(size) bytes does not fit: \(available) bytes of RAM are free above the kernel and below \(hex(limit)) (initrd_addr_max and the RAM below the PCI hole; see --memory)"
+        case let .linuxCommandLineTooLong(length, maximum):
+            return "kernel command line is \(length) bytes, the kernel accepts at most \(maximum) (cmdline_size)"
+        case .linuxCommandLineContainsNUL:
+            return "kernel command line contains a NUL byte"
+        case let .linuxTooManyMemoryMapEntries(count, maximum):
+            return "the memory map has \(count) entries, the boot parameters hold at most \(maximum)"
+        case let .linuxRegionsOverlap(first, second):
+            return "Linux boot: \(first) and \(second) overlap in guest-physical memory"
+        case let .linuxRegionOutsideRAM(region, start, end):
+            return "Linux boot: \(region) [\(hex(start)), \(hex(end))) is not inside one RAM range of the memory map (see --memory)"
+        case .pvhNoEntryNote:
+            return "ELF image has no PVH entry (no XEN_ELFNOTE_PHYS32_ENTRY note, type 18, name \"Xen\", in a PT_NOTE segment)"
+        case let .pvhBadEntryNote(reason):
+            return "ELF image's PVH entry note is unusable: \(reason)"
         }
     }
 }

@@ -28,10 +28,10 @@ public enum LongModeBootStructures {
          MemorySegment(guestPhysicalAddress: BootLayout.pml4Address, bytes: pageTables())]
     }
 
-    /// GDT entries, little-endian, padded with zeros to one page.
-    static func gdtPage() -> [UInt8] {
+    /// GDT entries (by default this layout's), little-endian, padded with zeros to one page.
+    static func gdtPage(_ entries: [UInt64] = gdtEntries) -> [UInt8] {
         var page = [UInt8](repeating: 0, count: pageBytes)
-        for (index, entry) in gdtEntries.enumerated() {
+        for (index, entry) in entries.enumerated() {
             store(entry, into: &page, at: index * 8)
         }
         return page

@@ -96,12 +96,6 @@ public enum MultibootInfo {
         put32(layout.loaderName, info + 64)
         return bytes
     }
-
-    private static func store(_ value: UInt64, width: Int, into bytes: inout [UInt8], at offset: Int) {
-        for i in 0..<width {
-            bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))
-        }
-    }
 }
 
 /// Where each part of the multiboot area goes for an area at `base` (page-aligned).
