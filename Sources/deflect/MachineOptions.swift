@@ -98,9 +98,9 @@ struct MachineOptions: ParsableArguments {
         configuration.append = append
         configuration.modules = try mapModules(memoryBytes: memoryBytes)
         if let initrd {
-            do {
+            do throws(InputFileError) {
                 configuration.initrd = try InputFiles.mapRegularFile(initrd, limit: memoryBytes)
-            } catch let error as InputFileError {
+            } catch {
                 throw fail("--initrd \(initrd) \(explain(error))", status: ExitStatus.badInput)
             }
         }
