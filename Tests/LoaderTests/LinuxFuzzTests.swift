@@ -53,6 +53,36 @@ import Testing
         #expect(planned > 0 && refused > 0)
     }
 
+    @Test(.enabled(if: DebianGuest.vmlinux != nil, Comment(rawValue: DebianGuest.missingVmlinux)))
+    func twoThousandMutationsOfDebiansVmlinuxHeadersNeverTrap() throws {
+        // Edited in place and restored (no copy of the whole kernel per round):
+        // the ELF header, the program headers and the PT_NOTE segments.
+        var image = try #require(DebianGuest.vmlinux)
+        let elf = try ELF64Image(parsing: image)
+        let notes = elf.programHeaders.filter { $0.type == PVHConstants.programTypeNote }
+        let headerEnd = Int(elf.programHeaderOffset) + Int(elf.programHeaderCount) * Int(elf.programHeaderEntrySize)
+        let targets = Array(0..<headerEnd) + notes.flatMap { Int($0.offset)..<Int($0.offset + $0.fileSize) }
+        var rng = SeededGenerator(state: 0x766D_6C78)
+        var found = 0, refused = 0
+        for _ in 0..<2_000 {
+            var saved: [(Int, UInt8)] = []
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                let at = targets.randomElement(using: &rng) ?? 0
+                saved.append((at, image[at]))
+                image[at] = Bool.random(using: &rng) ? UInt8.random(in: 0...255, using: &rng)
+                    : image[at] ^ 1 << UInt8.random(in: 0..<8, using: &rng)
+            }
+            do {
+                let mutated = try ELF64Image(parsing: image)
+                if try PVHNote.entry(in: mutated, image: image) != nil { found += 1 }
+            } catch {
+                refused += 1
+            }
+            for (at, byte) in saved.reversed() { image[at] = byte }
+        }
+        #expect(found > 0 && refused > 0)
+    }
+
     private func fuzz(_ valid: [UInt8], offsets: [Int], seed: UInt64) -> (planned: Int, refused: Int) {
         var rng = SeededGenerator(state: seed)
         var planned = 0, refused = 0

@@ -130,6 +130,20 @@ extension ELFBuilder {
         #expect(plan.segments.contains { $0.guestPhysicalAddress == 0x10_0000 && $0.bytes == [0x90, 0x90, 0xF4] })
     }
 
+    @Test(.enabled(if: DebianGuest.vmlinux != nil, Comment(rawValue: DebianGuest.missingVmlinux)))
+    func readsDebiansVmlinux() throws {
+        let image = try #require(DebianGuest.vmlinux)
+        let elf = try ELF64Image(parsing: image)
+        let entry = try #require(try PVHNote.entry(in: elf, image: image))
+        // pvh_start_xen - __START_KERNEL_map: a physical address in the kernel's text, above 16 MiB.
+        #expect(entry >= 0x100_0000)
+        #expect(ImageLoader.detectMode(image) == .pvh)
+        let plan = try PVHLoader.plan(image: image, initrd: [UInt8](repeating: 1, count: 1 << 20),
+                                      commandLine: "console=ttyS0", memoryBytes: 512 * MiB)
+        #expect(plan.cpuState.rip == UInt64(entry) && plan.cpuState.rbx == plan.startInfoAddress)
+        #expect(plan.initrd.map { $0.upperBound <= 512 * MiB && $0.lowerBound >= 0x100_0000 } == true)
+    }
+
     @Test func imageLoaderLoadsPVH() throws {
         let boot = try ImageLoader.load(ELFBuilder.pvhSample().build(), mode: .pvh, memorySize: 64 * MiB, vcpuCount: 1)
         #expect(boot.entry == 0x10_0000 && boot.mode == .pvh)
