@@ -56,8 +56,11 @@ let package = Package(
         .target(name: "KVMABI", swiftSettings: strict),
         // Safe Swift API over /dev/kvm. The only target with unsafe pointer code.
         .target(name: "KVM", dependencies: ["CKVM", "KVMABI"], swiftSettings: strict),
+        // Pure ACPI: the AML builder, the system description tables (RSDP, XSDT,
+        // FADT, MADT, MCFG, FACS) and the PC platform's DSDT.
+        .target(name: "ACPI", swiftSettings: strict),
         // Pure device state machines (UART, debug exit, i8042) and the port bus.
-        .target(name: "Devices", dependencies: ["KVMABI"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["KVMABI", "ACPI"], swiftSettings: strict),
         // Pure image loaders and boot CPU state (real mode, long mode, ELF64).
         .target(name: "Loader", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
@@ -144,7 +147,8 @@ let package = Package(
                           path: "Sources/ContainerdShimMain", swiftSettings: strict),
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices"], swiftSettings: strict),
+        .testTarget(name: "ACPITests", dependencies: ["ACPI"], swiftSettings: strict),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "ACPI"], swiftSettings: strict),
         .testTarget(name: "BenchmarkReportTests", dependencies: ["BenchmarkReport"], swiftSettings: strict),
         .testTarget(name: "ReadableErrorsTests", dependencies: ["ReadableErrors", "DeflectTestSupport"], swiftSettings: strict),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot", "SeededRandom"], swiftSettings: strict),

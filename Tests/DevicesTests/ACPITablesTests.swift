@@ -4,6 +4,7 @@
 // every checksum and decodes the MADT and FADT.
 
 import Testing
+import ACPI
 import Devices
 
 /// A model of guest memory 0xE0000–0xFFFFF holding the built blobs.
@@ -294,4 +295,46 @@ struct ParsedACPI {
         rsdpBroken[0].bytes[12] ^= 0x40
         #expect(try #require(BIOSArea(rsdpBroken)).scanForRSDP() == nil)
     }
+
+    @Test func pcSetDescribesThePlatformForLinux() throws {
+        let windows = PCIHostBridgeWindows(mmio32: 0xC000_0000...0xFEBF_FFFF)
+        let blobs = try ACPITableSet.buildPC(vcpuCount: 4, pci: windows, ecam: ECAMRegion(base: 0xB000_0000))
+            .filter { $0.address != ACPITableSet.defaultFACSAddress }
+        let memory = try #require(BIOSArea(blobs), "blobs outside the BIOS area or overlapping")
+        let acpi = try #require(ParsedACPI(memory), "tables not found or bad checksum")
+        #expect(Set(acpi.tables.keys) == ["RSDT", "XSDT", "FACP", "APIC", "MCFG", "DSDT"])
+        #expect(acpi.xsdtEntries.count == 3)
+        // The FADT and MADT are the multiboot set's (the DSDT is first in both,
+        // so even the FADT's DSDT pointer agrees).
+        let multiboot = try parse(vcpus: 4)
+        #expect(acpi.tables["APIC"]?.bytes == multiboot.tables["APIC"]?.bytes)
+        #expect(acpi.tables["FACP"]?.bytes == multiboot.tables["FACP"]?.bytes)
+        let dsdt = try #require(acpi.tables["DSDT"]).bytes
+        func contains(_ needle: [UInt8]) -> Bool {
+            dsdt.indices.contains { dsdt[$0...].starts(with: needle) }
+        }
+        for id in ["PNP0A03", "PNP0501", "PNP0B00", "PNP0C02"] {
+            let encoded = try [UInt8(0x0C)] + littleEndianDWord(EISAID.compress(id))
+            #expect(contains(encoded), "\(id)")
+        }
+        // \_S5's SLP_TYP is what ACPIPM1Registers powers off on, \_S3's what it suspends on.
+        let s5 = ACPITableSet.sleepTypes.s5, s3 = try #require(ACPITableSet.sleepTypes.s3)
+        #expect(contains(Array("_S5_".utf8) + [0x12, 0x06, 0x04, s5, s5, 0x00, 0x00]))
+        #expect(contains(Array("_S3_".utf8) + [0x12, 0x06, 0x04, s3, s3, 0x00, 0x00]))
+        let pm1 = ACPIPM1Registers(timer: nil)
+        let enable = ACPIPM1Registers.Control.sleepEnable
+        #expect(pm1.write(offset: 4, size: 2, value: UInt32(UInt16(s5) << 10 | enable)) == .powerOff)
+        #expect(pm1.write(offset: 4, size: 2, value: UInt32(UInt16(s3) << 10 | enable)) == .suspendToRAM)
+    }
+
+    @Test func pcSetRefusesContradictoryWindows() {
+        let windows = PCIHostBridgeWindows(mmio32: 0xB000_0000...0xFEBF_FFFF)
+        #expect(throws: ACPIError.self) {
+            try ACPITableSet.buildPC(vcpuCount: 1, pci: windows, ecam: ECAMRegion(base: 0xB000_0000))
+        }
+    }
+}
+
+private func littleEndianDWord(_ value: UInt32) -> [UInt8] {
+    (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
 }
