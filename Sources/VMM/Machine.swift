@@ -156,7 +156,8 @@ public final class Machine: Sendable {
                 if snapshot == nil {
                     // A restored machine has its tables and BIOS environment in RAM and the VM state.
                     do {
-                        try PCPlatform.writeACPITables(ram, vcpuCount: configuration.vcpuCount)
+                        try PCPlatform.writeACPITables(ram, vcpuCount: configuration.vcpuCount,
+                                                       forLinux: configuration.mode == .linux || configuration.mode == .pvh)
                     } catch {
                         throw MachineError.host("ACPI tables: \(error)")
                     }

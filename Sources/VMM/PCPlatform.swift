@@ -4,6 +4,7 @@
 // read-only BIOS area; the UART's interrupt on IRQ 4; the real-mode BIOS
 // environment SeaBIOS leaves (IVT, BDA, PICs at 0x08/0x70, PIT at 18.2 Hz);
 // ACPI S3 through SleepControl.
+import ACPI
 import Devices
 import Dispatch
 import FoundationEssentials
@@ -44,9 +45,19 @@ enum PCPlatform {
         try vm.createPIT2()
     }
 
-    /// Writes the ACPI tables into the BIOS area (the FACS into the EBDA).
-    static func writeACPITables(_ ram: GuestRAM, vcpuCount: Int) throws(GuestMemoryError) {
-        for table in ACPITableSet.build(vcpuCount: vcpuCount) {
+    /// The 32-bit PCI window the DSDT's host bridge describes for a Linux
+    /// guest: from the end of low RAM (3 GiB, the e820 hole's start) to below
+    /// the IOAPIC (0xFEC00000).
+    static let pciWindow32: ClosedRange<UInt32> = 0xC000_0000...0xFEBF_FFFF
+
+    /// Writes the ACPI tables into the BIOS area (the FACS into the EBDA):
+    /// the multiboot test kernels' set, or for a Linux kernel the set with a
+    /// DSDT describing COM1, the RTC, the PCI host bridge and the sleep states.
+    static func writeACPITables(_ ram: GuestRAM, vcpuCount: Int, forLinux: Bool) throws {
+        let tables = forLinux
+            ? try ACPITableSet.buildPC(vcpuCount: vcpuCount, pci: PCIHostBridgeWindows(mmio32: pciWindow32))
+            : ACPITableSet.build(vcpuCount: vcpuCount).map { (address: $0.address, bytes: $0.bytes) }
+        for table in tables {
             try ram.write(table.bytes, at: table.address)
         }
     }

@@ -287,7 +287,7 @@ struct CLIMultibootInputTests {
     @Test func appendWithoutMultiboot() throws {
         let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--append", "x=1"])
         #expect(r.status == ExitStatus.usage)
-        expectOneLineError(r, "need a multiboot kernel")
+        expectOneLineError(r, "--append needs a multiboot or Linux kernel")
     }
 
     /// As QEMU's -append and -initrd: the next argument is the value even
@@ -297,7 +297,7 @@ struct CLIMultibootInputTests {
             let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real", "--append", append])
             #expect(r.status == ExitStatus.usage, "--append \(append): \(r.stderr)")
             // Parsed as the value: the run stops at the check after parsing.
-            expectOneLineError(r, "--append and --module need a multiboot kernel")
+            expectOneLineError(r, "--append needs a multiboot or Linux kernel")
         }
         // Options after it are still options.
         let after = try deflect(["run", try temporaryFile([0xF4]), "--append", "-v", "--memory", "0"])
