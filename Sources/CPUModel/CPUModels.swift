@@ -42,6 +42,14 @@ public enum CPUModels {
     /// inconsistent dependencies (the chain).
     public static func resolve(_ spec: CPUModelSpec, host: [CPUIDLeaf],
                                readFile: (String) throws -> String) throws(CPUModelError) -> ResolvedCPUModel {
+        let (recipe, edits) = try recipe(for: spec, host: host, readFile: readFile)
+        return try build(recipe, spec: spec, edits: edits, host: host)
+    }
+
+    /// What `spec` asks for on `host`: its base (built-in or file) with the
+    /// spec's changes applied, and a file's raw CPUID edits.
+    static func recipe(for spec: CPUModelSpec, host: [CPUIDLeaf],
+                       readFile: (String) throws -> String) throws(CPUModelError) -> (ModelRecipe, [CPUIDEdit]) {
         var recipe: ModelRecipe
         var edits: [CPUIDEdit] = []
         if spec.isFile {
@@ -52,7 +60,7 @@ public enum CPUModels {
             recipe = try baseRecipe(spec.base, host: host)
         }
         try recipe.apply(spec)
-        return try build(recipe, spec: spec, edits: edits, host: host)
+        return (recipe, edits)
     }
 
     /// The `[[msr]]` rules of a model file spec (empty for host and built-ins); the profile is `profileName`.

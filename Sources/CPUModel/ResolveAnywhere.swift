@@ -10,16 +10,7 @@ extension CPUModels {
     public static func resolveAnywhere(_ spec: CPUModelSpec, host: [CPUIDLeaf],
                                        readFile: (String) throws -> String) throws(CPUModelError) -> ResolvedCPUModel {
         let capable = capableHost(host)
-        var recipe: ModelRecipe
-        var edits: [CPUIDEdit] = []
-        if spec.isFile {
-            let file = try loadFile(spec.base, readFile: readFile)
-            recipe = try file.recipe(host: capable)
-            edits = file.cpuidEdits
-        } else {
-            recipe = try baseRecipe(spec.base, host: capable)
-        }
-        try recipe.apply(spec)
+        let (recipe, edits) = try recipe(for: spec, host: capable, readFile: readFile)
         var table = capable
         if let vendor = recipe.vendor { writeVendor(vendor, into: &table) }
         return try build(recipe, spec: spec, edits: edits, host: table)

@@ -89,7 +89,7 @@ public final class MachineControl: VMControl {
         let table = machine.startingCPUID.map(CPUIDLeaf.init)
         let model = machine.configuration.cpuModel
         return CPUIDReport(model: model?.name ?? "host", spec: model?.spec ?? "host",
-                           vendor: CPUModelSetup.vendor(of: table), features: CPUFeatures.present(in: table).sorted(),
+                           vendor: table.vendor, features: CPUFeatures.present(in: table).sorted(),
                            leaves: table.map { .init(function: $0.function, index: $0.index, eax: $0.eax, ebx: $0.ebx,
                                                      ecx: $0.ecx, edx: $0.edx) })
     }

@@ -62,9 +62,6 @@ public enum CPUModelSetup {
             return error.description
         }
     }
-
-    /// The vendor string of leaf 0 (EBX, EDX, ECX), "" without a leaf 0.
-    public static func vendor(of table: [CPUIDLeaf]) -> String { table.vendor }
 }
 
 extension CPUIDLeaf {

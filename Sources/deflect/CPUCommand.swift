@@ -90,7 +90,7 @@ struct CPUCommand: ParsableCommand {
                 return
             }
             let table = try CPUModelHost.supportedTable(kvmDevicePath: kvmDevice)
-            let vendor = CPUModelSetup.vendor(of: table)
+            let vendor = table.vendor
             let features = CPUFeatures.present(in: table).sorted()
             if json {
                 let document: JSONValue = ["vendor": .string(vendor),
@@ -167,9 +167,7 @@ private func resolveOnThisHost(_ text: String, kvmDevicePath: String,
                 model = try CPUModels.resolveAnywhere(spec, host: host, readFile: CPUModelFiles.read)
             }
         }
-        var rules = try CPUModels.msrRules(for: spec, readFile: CPUModelFiles.read)
-        if let name = model.profileName, let profile = CPUProfiles.named(name) { rules = profile.rules + rules }
-        return (model, rules)
+        return (model, try CPUModelFiles.msrRules(of: model, spec: spec))
     } catch {
         throw fail("\(text): \(error)", status: ExitStatus.cpuModelUnavailable)
     }

@@ -41,9 +41,7 @@ struct CPUModelOptions: ParsableArguments {
         let hostTable = try CPUModelHost.supportedTable(kvmDevicePath: kvmDevicePath)
         do {
             let model = try CPUModels.resolve(spec, host: hostTable, readFile: CPUModelFiles.read)
-            var rules = try CPUModels.msrRules(for: spec, readFile: CPUModelFiles.read)
-            if let name = model.profileName, let profile = CPUProfiles.named(name) { rules = profile.rules + rules }
-            return CPUModelChoice(model: model, msrRules: rules)
+            return CPUModelChoice(model: model, msrRules: try CPUModelFiles.msrRules(of: model, spec: spec))
         } catch {
             // A model file's own errors are bad input; the rest says this host cannot run the model.
             let inFile = error.file != nil
@@ -85,6 +83,12 @@ enum CPUModelHost {
 /// Model files: regular files up to 1 MiB, as policies.
 enum CPUModelFiles {
     static let maximumBytes = 1 << 20
+
+    /// The MSR rules `model` carries: its profile's, then its file's own.
+    static func msrRules(of model: ResolvedCPUModel, spec: CPUModelSpec) throws(CPUModelError) -> [MSRRule] {
+        let own = try CPUModels.msrRules(for: spec, readFile: read)
+        return (model.profileName.flatMap(CPUProfiles.named)?.rules ?? []) + own
+    }
 
     static func read(_ path: String) throws -> String {
         let bytes = try InputFiles.mapRegularFile(path, limit: UInt64(maximumBytes))
