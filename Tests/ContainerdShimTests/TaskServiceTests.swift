@@ -266,6 +266,11 @@ func isMountPoint(_ path: String) -> Bool {
         connect.id = "vm"
         #expect(try call("Connect", connect, as: Containerd_Task_V2_ConnectResponse.self).taskPid == 0)
         let pid = try start()
+        // The stand-in is a shell that execs sleep: compare memory once the
+        // exec is done, or Stats may read the shell and /proc the sleep.
+        for _ in 0..<500 where (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) != "sleep\n" {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         var pids = Containerd_Task_V2_PidsRequest()
         pids.id = "vm"
         #expect(try call("Pids", pids, as: Containerd_Task_V2_PidsResponse.self).processes.map(\.pid) == [pid])
