@@ -40,6 +40,8 @@ bench: guests
 	$(RELEASE_BIN)/deflect-bench --snapshot-timing 64,1024,3072 --rounds 3 $(NOISE)
 	$(RELEASE_BIN)/deflect-bench --control 500 --pause-cycles 100 $(NOISE)
 	$(RELEASE_BIN)/deflect-bench --migration 64,1024 --dirty-rates 0,10,100 $(NOISE)
+	scripts/debian-linux-guest >/dev/null || true
+	$(RELEASE_BIN)/deflect-bench --linux-boot 3 $(NOISE)
 	$(SWIFT) build -c release --product hypercall-bench
 	$(RELEASE_BIN)/hypercall-bench --output BENCHMARKS.md $(NOISE)
 

@@ -1,7 +1,8 @@
 // FADT.swift — the Fixed ACPI Description Table, signature "FACP" (ACPI 6.5
 // §5.2.9, table 5.9), revision 3: the 244-byte ACPI 2.0 layout QEMU's PC
 // machines use and every Linux since 2.6 reads. It points at the DSDT and
-// the FACS (32-bit and X_ forms) and describes the fixed hardware: the PM1a
+// the FACS (FIRMWARE_CTRL below 4 GiB, X_FIRMWARE_CTRL above: ACPI requires
+// the other to be zero, and Linux lists a FACS given both ways twice) and describes the fixed hardware: the PM1a
 // event and control blocks, the PM timer, the SCI's interrupt, the RTC's
 // century byte, the reset register, and the boot architecture flags.
 //
@@ -130,7 +131,11 @@ public struct FADT: Sendable, Equatable {
             let start = offset - SystemDescriptionTable.headerSize
             body.replaceSubrange(start..<(start + bytes.count), with: bytes)
         }
-        put(Offset.firmwareControl, ACPIBytes.littleEndian(UInt32(truncatingIfNeeded: facs)))
+        if let below4G = UInt32(exactly: facs) {
+            put(Offset.firmwareControl, ACPIBytes.littleEndian(below4G))
+        } else {
+            put(Offset.xFirmwareControl, ACPIBytes.littleEndian(facs))
+        }
         put(Offset.dsdt, ACPIBytes.littleEndian(UInt32(truncatingIfNeeded: dsdt)))
         put(Offset.preferredPMProfile, [0]) // unspecified
         put(Offset.sciInterrupt, ACPIBytes.littleEndian(sciInterrupt))
@@ -150,7 +155,6 @@ public struct FADT: Sendable, Equatable {
             put(Offset.resetValue, [reset.value])
         }
         put(Offset.flags, ACPIBytes.littleEndian(flags))
-        put(Offset.xFirmwareControl, ACPIBytes.littleEndian(facs))
         put(Offset.xDSDT, ACPIBytes.littleEndian(dsdt))
         // PM1 event: two 16-bit registers (status, enable); control: one; timer: 32-bit reads.
         put(Offset.xPM1aEventBlock, GenericAddress.io(port: pm.eventBlock, bitWidth: pm.eventLength &* 8, accessSize: .word).bytes)

@@ -11,7 +11,8 @@
 // control-API and pause/resume benchmark (ControlBench.swift), `--migration
 // SIZES [--dirty-rates RATES]` the live-migration benchmark (MigrationTiming.swift),
 // `--startup N` the start-to-exit time and peak RSS of `deflect run`
-// (StartupBench.swift).
+// (StartupBench.swift), `--linux-boot N` a Linux kernel's boot against QEMU
+// pc and microvm (LinuxBootBench.swift).
 //
 // Every section first checks the host's load average (BenchmarkReport): above
 // 1.0 it waits up to `--settle SECONDS` (default 90) for it to fall, then
@@ -145,6 +146,7 @@ func main() throws {
     var seed: UInt64 = 0x70_31_F0_22
     var startupRuns: Int?
     var startupBaseline: String?
+    var linuxBootRounds: Int?
     var noise = NoiseOptions()
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -177,8 +179,15 @@ func main() throws {
             guard let count = Int(value), (1...1000).contains(count) else { throw BenchError(description: "--startup needs a run count (1–1000)") }
             startupRuns = count
         case "--startup-baseline": startupBaseline = value
+        case "--linux-boot":
+            guard let count = Int(value), (1...20).contains(count) else { throw BenchError(description: "--linux-boot needs a round count (1–20)") }
+            linuxBootRounds = count
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if let linuxBootRounds {
+        try linuxBootBenchmark(rounds: linuxBootRounds, output: output, noise: noise)
+        return
     }
     if let startupRuns {
         try startupBenchmark(runs: startupRuns, baseline: startupBaseline, output: output, noise: noise)

@@ -17,8 +17,13 @@ public enum PolicyLoader {
 public enum TracePolicy {
     /// - refused accesses (KVM raised #GP) become `deny`;
     /// - MSRs in `kernelHandled` (KVM_GET_MSR_INDEX_LIST) stay `kernel`;
-    /// - every other MSR the guest touched becomes `emulate`, starting at the
-    ///   first value the guest read (0 when it wrote first).
+    /// - MSRs the guest wrote stay `kernel`: a write KVM accepted has effects
+    ///   only KVM can carry out (EFER.LME before paging, APIC_BASE's x2APIC
+    ///   mode, the SYSENTER and kvm-clock MSRs), so an emulated copy would
+    ///   change what the guest does next (a Linux kernel triple-faults at its
+    ///   first EFER write);
+    /// - every MSR the guest only read becomes `emulate` at the first value it
+    ///   read: the policy pins what the guest saw, on any host.
     /// MSRs the guest never touched are left to KVM (`default = kernel`).
     public static func reproducing(_ trace: MSRStatistics, kernelHandled: Set<UInt32> = []) -> MSRPolicy {
         var rules: [MSRRule] = []
@@ -27,10 +32,10 @@ public enum TracePolicy {
             let action: MSRAction
             if refused {
                 action = .deny
-            } else if kernelHandled.contains(entry.index) {
+            } else if kernelHandled.contains(entry.index) || entry.writes > 0 {
                 action = .kernel
             } else {
-                action = .emulate(Emulation(initialValue: entry.reads > 0 ? entry.firstReadValue : 0))
+                action = .emulate(Emulation(initialValue: entry.firstReadValue))
             }
             rules.append(MSRRule(entry.index, action, origin: "deflect trace"))
         }

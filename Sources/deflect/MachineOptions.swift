@@ -29,7 +29,7 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Linux and PVH: the initial ramdisk (QEMU's -initrd): a regular file, placed as high as the kernel allows.")
     var initrd: String?
 
-    @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, minimal otherwise.")
+    @Option(help: "The platform: minimal (UART, debug-exit, i8042) or pc (adds in-kernel APIC/IOAPIC/PIT, fw_cfg, RTC/CMOS, ACPI tables and PM timer). Default: pc for multiboot, linux and pvh, minimal otherwise.")
     var platform: Platform?
 
     @Option(help: "Guest RAM in MiB (\(MachineConfiguration.memoryRangeMiB.lowerBound)–\(MachineConfiguration.memoryRangeMiB.upperBound)).")

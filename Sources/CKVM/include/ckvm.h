@@ -78,6 +78,10 @@ static const unsigned long CKVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
 static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long CKVM_IRQFD = KVM_IRQFD;
+static const unsigned long CKVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
+static const unsigned long CKVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
 static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
 static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
 static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
@@ -183,6 +187,38 @@ static inline struct kvm_clear_dirty_log ckvm_clear_dirty_log(uint32_t slot, uin
     log.num_pages = num_pages;
     log.dirty_bitmap = bitmap;
     return log;
+}
+
+// ---- eventfds, ioeventfds, irqfds and GSI routing --------------------------
+// Why: eventfd(2) is not in the Swift Glibc module, and the routing entry's
+// irqchip/msi members live in an anonymous union.
+static inline int ckvm_eventfd(unsigned initval, int nonblocking) {
+    long r = syscall(SYS_eventfd2, initval, 02000000 /* EFD_CLOEXEC */ | (nonblocking ? 04000 /* EFD_NONBLOCK */ : 0));
+    return r < 0 ? -errno : (int)r;
+}
+static const uint32_t CKVM_IOEVENTFD_FLAG_DATAMATCH = 1U << kvm_ioeventfd_flag_nr_datamatch;
+static const uint32_t CKVM_IOEVENTFD_FLAG_PIO = 1U << kvm_ioeventfd_flag_nr_pio;
+static const uint32_t CKVM_IOEVENTFD_FLAG_DEASSIGN = 1U << kvm_ioeventfd_flag_nr_deassign;
+static const uint32_t CKVM_IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN;
+static inline struct kvm_irq_routing_entry *ckvm_irq_routing_entries(struct kvm_irq_routing *r) { return r->entries; }
+static inline struct kvm_irq_routing_entry ckvm_route_irqchip(uint32_t gsi, uint32_t chip, uint32_t pin) {
+    struct kvm_irq_routing_entry e;
+    memset(&e, 0, sizeof(e));
+    e.gsi = gsi;
+    e.type = KVM_IRQ_ROUTING_IRQCHIP;
+    e.u.irqchip.irqchip = chip;
+    e.u.irqchip.pin = pin;
+    return e;
+}
+static inline struct kvm_irq_routing_entry ckvm_route_msi(uint32_t gsi, uint64_t address, uint32_t data) {
+    struct kvm_irq_routing_entry e;
+    memset(&e, 0, sizeof(e));
+    e.gsi = gsi;
+    e.type = KVM_IRQ_ROUTING_MSI;
+    e.u.msi.address_lo = (uint32_t)address;
+    e.u.msi.address_hi = (uint32_t)(address >> 32);
+    e.u.msi.data = data;
+    return e;
 }
 
 // ---- host memory files -------------------------------------------------------
