@@ -28,6 +28,8 @@ public struct SplitQueue: Sendable, Equatable {
     /// The used index at the last interrupt decision; nil before the first
     /// (the first decision always interrupts, as QEMU's signalled_used_valid).
     public private(set) var signalledUsed: UInt16?
+    /// Something was pushed since the last interrupt decision.
+    private var pushedSinceDecision = false
     /// Negotiated: VIRTIO_F_EVENT_IDX and VIRTIO_F_INDIRECT_DESC.
     public var eventIndex = false
     public var indirectDescriptors = false
@@ -120,16 +122,18 @@ public struct SplitQueue: Sendable, Equatable {
             try memory.writeUInt16(nextUsed &+ 1, at: usedRing + 2)
         } catch { throw .memory(error) }
         nextUsed &+= 1
+        pushedSinceDecision = true
     }
 
     /// Whether the driver wants an interrupt for what was pushed since the
     /// last decision: with EVENT_IDX when the used index passed used_event
     /// (vring_need_event), else unless VIRTQ_AVAIL_F_NO_INTERRUPT is set.
     public mutating func needsInterrupt(memory: any GuestMemoryAccess) throws(VirtqueueError) -> Bool {
+        guard pushedSinceDecision else { return false }
+        pushedSinceDecision = false
         let new = nextUsed
         let old = signalledUsed
         signalledUsed = new
-        if let old, old == new { return false }
         do {
             if eventIndex {
                 guard let old else { return true }
