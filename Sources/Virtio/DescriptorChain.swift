@@ -71,23 +71,14 @@ public struct DescriptorChain: Sendable, Equatable {
 
     public init(head: UInt16) { self.head = head }
 
-    public var readableLength: UInt64 { readable.reduce(0) { $0 + UInt64($1.length) } }
-    public var writableLength: UInt64 { writable.reduce(0) { $0 + UInt64($1.length) } }
+    public var readableLength: UInt64 { readable.totalLength }
+    public var writableLength: UInt64 { writable.totalLength }
 
     /// The readable bytes from `offset`, at most `count` of them.
     public func readBytes(from offset: UInt64 = 0, count: Int, memory: any GuestMemoryAccess) throws(VirtqueueError) -> [UInt8] {
         var result: [UInt8] = []
-        var skip = offset
-        var wanted = UInt64(max(0, count))
-        for buffer in readable where wanted > 0 {
-            let length = UInt64(buffer.length)
-            if skip >= length { skip -= length; continue }
-            let take = min(length - skip, wanted)
-            do {
-                result += try memory.read(at: buffer.address + skip, count: Int(take))
-            } catch { throw .memory(error) }
-            wanted -= take
-            skip = 0
+        for piece in readable.slice(from: offset, count: UInt64(max(0, count))) {
+            do { result += try memory.read(at: piece.address, count: Int(piece.length)) } catch { throw .memory(error) }
         }
         return result
     }
@@ -96,20 +87,36 @@ public struct DescriptorChain: Sendable, Equatable {
     /// fit.
     @discardableResult
     public func writeBytes(_ bytes: [UInt8], at offset: UInt64 = 0, memory: any GuestMemoryAccess) throws(VirtqueueError) -> Int {
-        var skip = offset
         var written = 0
-        for buffer in writable where written < bytes.count {
-            let length = UInt64(buffer.length)
-            if skip >= length { skip -= length; continue }
-            let take = Int(min(length - skip, UInt64(bytes.count - written)))
-            do {
-                try memory.write(Array(bytes[written..<(written + take)]), at: buffer.address + skip)
-            } catch { throw .memory(error) }
-            written += take
-            skip = 0
+        for piece in writable.slice(from: offset, count: UInt64(bytes.count)) {
+            let end = written + Int(piece.length)
+            do { try memory.write(Array(bytes[written..<end]), at: piece.address) } catch { throw .memory(error) }
+            written = end
         }
         return written
     }
+}
+
+extension [VirtqueueBuffer] {
+    /// The guest ranges that hold bytes `offset ..< offset + count` of these
+    /// buffers taken as one stream (shorter when the buffers end first).
+    public func slice(from offset: UInt64, count: UInt64) -> [VirtqueueBuffer] {
+        var pieces: [VirtqueueBuffer] = []
+        var skip = offset
+        var wanted = count
+        for buffer in self where wanted > 0 {
+            let length = UInt64(buffer.length)
+            if skip >= length { skip -= length; continue }
+            let take = Swift.min(length - skip, wanted)
+            pieces.append(VirtqueueBuffer(address: buffer.address + skip, length: UInt32(take)))
+            wanted -= take
+            skip = 0
+        }
+        return pieces
+    }
+
+    /// Total bytes.
+    public var totalLength: UInt64 { reduce(0) { $0 + UInt64($1.length) } }
 }
 
 /// The flags of a descriptor.
