@@ -61,6 +61,10 @@ let package = Package(
         .target(name: "ACPI", swiftSettings: strict),
         // Pure device state machines (UART, debug exit, i8042) and the port bus.
         .target(name: "Devices", dependencies: ["KVMABI", "ACPI"], swiftSettings: strict),
+        // Pure PCI: configuration space, bus 0 with mechanism #1 and ECAM, BAR placement and routing, MSI-X.
+        .target(name: "PCI", swiftSettings: strict),
+        // Pure virtio: guest-memory access, split virtqueues, the virtio-pci modern transport, device cores.
+        .target(name: "Virtio", dependencies: ["PCI"], swiftSettings: strict),
         // Pure image loaders and boot CPU state (real mode, long mode, ELF64).
         .target(name: "Loader", dependencies: ["KVMABI"], swiftSettings: strict),
         // Pure MSR knowledge and policy: catalogue, policy model and file format,
@@ -148,6 +152,8 @@ let package = Package(
         // Shared by the test targets: KVM availability and the built guest images.
         .target(name: "DeflectTestSupport", dependencies: ["KVM"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "ACPITests", dependencies: ["ACPI"], swiftSettings: strict),
+        .testTarget(name: "PCITests", dependencies: ["PCI"], swiftSettings: strict),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "SeededRandom"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "ACPI"], swiftSettings: strict),
         .testTarget(name: "BenchmarkReportTests", dependencies: ["BenchmarkReport"], swiftSettings: strict),
         .testTarget(name: "ReadableErrorsTests", dependencies: ["ReadableErrors", "DeflectTestSupport"], swiftSettings: strict),
