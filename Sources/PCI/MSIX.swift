@@ -202,8 +202,10 @@ public final class MSIXCapability {
     public func readPBA(offset: UInt64, size: Int) -> UInt64 {
         var value: UInt64 = 0
         for index in 0..<Self.width(size) {
-            let bit = (offset &+ UInt64(index)) * 8
-            for b in 0..<8 where bit + UInt64(b) < UInt64(vectorCount) && pending[Int(bit) + b] {
+            let byte = offset &+ UInt64(index)
+            guard byte < pbaSize else { break }
+            let bit = Int(byte) * 8
+            for b in 0..<8 where bit + b < vectorCount && pending[bit + b] {
                 value |= 1 << (8 * index + b)
             }
         }

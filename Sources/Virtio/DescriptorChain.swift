@@ -108,7 +108,7 @@ extension [VirtqueueBuffer] {
             let length = UInt64(buffer.length)
             if skip >= length { skip -= length; continue }
             let take = Swift.min(length - skip, wanted)
-            pieces.append(VirtqueueBuffer(address: buffer.address + skip, length: UInt32(take)))
+            pieces.append(VirtqueueBuffer(address: buffer.address &+ skip, length: UInt32(take)))
             wanted -= take
             skip = 0
         }
@@ -143,7 +143,7 @@ extension SplitQueue {
             guard budget > 0 else { throw .chainTooLong(tableCount) }
             budget -= 1
             let raw: [UInt8]
-            do { raw = try memory.read(at: table + UInt64(index) * 16, count: 16) } catch { throw .memory(error) }
+            do { raw = try memory.read(at: table &+ UInt64(index) &* 16, count: 16) } catch { throw .memory(error) }
             let address = Self.little(raw, 0, 8)
             let length = UInt32(Self.little(raw, 8, 4))
             let flags = UInt16(Self.little(raw, 12, 2))

@@ -85,20 +85,20 @@ public struct SplitQueue: Sendable, Equatable {
     }
 
     private func availableIndex(memory: any GuestMemoryAccess) throws(VirtqueueError) -> UInt16 {
-        do { return try memory.readUInt16(at: availableRing + 2) } catch { throw .memory(error) }
+        do { return try memory.readUInt16(at: availableRing &+ 2) } catch { throw .memory(error) }
     }
 
     /// The next available chain, nil when there is none (or the batch is
     /// spent). A malformed chain throws and leaves the index where it was.
     public mutating func popAvailable(memory: any GuestMemoryAccess) throws(VirtqueueError) -> DescriptorChain? {
-        guard ready, popsLeftInBatch > 0 else { return nil }
+        guard ready, size > 0, popsLeftInBatch > 0 else { return nil }
         let available = try availableIndex(memory: memory)
         let outstanding = available &- nextAvailable
         guard outstanding != 0 else { return nil }
         guard outstanding <= size else { throw .availableIndexJump(available: available, next: nextAvailable) }
         let head: UInt16
         do {
-            head = try memory.readUInt16(at: availableRing + 4 + 2 * UInt64(nextAvailable % size))
+            head = try memory.readUInt16(at: availableRing &+ 4 &+ 2 * UInt64(nextAvailable % size))
         } catch { throw .memory(error) }
         guard head < size else { throw .headOutOfRange(head) }
         let chain = try walkChain(head: head, memory: memory)
@@ -106,7 +106,7 @@ public struct SplitQueue: Sendable, Equatable {
         popsLeftInBatch -= 1
         if eventIndex {
             // avail_event: notify us again only once the driver passes this index.
-            do { try memory.writeUInt16(nextAvailable, at: usedRing + 4 + 8 * UInt64(size)) } catch { throw .memory(error) }
+            do { try memory.writeUInt16(nextAvailable, at: usedRing &+ 4 &+ 8 * UInt64(size)) } catch { throw .memory(error) }
         }
         return chain
     }
@@ -115,11 +115,12 @@ public struct SplitQueue: Sendable, Equatable {
 
     /// Returns chain `head` to the driver with `length` bytes written.
     public mutating func pushUsed(head: UInt16, length: UInt32, memory: any GuestMemoryAccess) throws(VirtqueueError) {
-        let element = usedRing + 4 + 8 * UInt64(nextUsed % size)
+        guard size > 0 else { throw .invalidSize(size) }
+        let element = usedRing &+ 4 &+ 8 * UInt64(nextUsed % size)
         do {
             try memory.writeUInt32(UInt32(head), at: element)
-            try memory.writeUInt32(length, at: element + 4)
-            try memory.writeUInt16(nextUsed &+ 1, at: usedRing + 2)
+            try memory.writeUInt32(length, at: element &+ 4)
+            try memory.writeUInt16(nextUsed &+ 1, at: usedRing &+ 2)
         } catch { throw .memory(error) }
         nextUsed &+= 1
         pushedSinceDecision = true
@@ -137,7 +138,7 @@ public struct SplitQueue: Sendable, Equatable {
         do {
             if eventIndex {
                 guard let old else { return true }
-                let usedEvent = try memory.readUInt16(at: availableRing + 4 + 2 * UInt64(size))
+                let usedEvent = try memory.readUInt16(at: availableRing &+ 4 &+ 2 * UInt64(size))
                 return new &- usedEvent &- 1 < new &- old
             }
             let flags = try memory.readUInt16(at: availableRing)
@@ -164,8 +165,8 @@ public struct SplitQueue: Sendable, Equatable {
               msixVector: msixVector, nextAvailable: nextAvailable, nextUsed: nextUsed, signalledUsed: signalledUsed)
     }
 
-    /// This queue with `state` applied, after the same checks enabling it
-    /// would make (for a ready queue); the negotiated flags are kept.
+    /// This queue with `state` applied, after the checks enabling it makes
+    /// (for a ready queue); the negotiated flags are kept.
     public func restored(_ state: State, memory: any GuestMemoryAccess) throws(VirtqueueError) -> SplitQueue {
         var queue = SplitQueue(maxSize: maxSize)
         queue.size = state.size
@@ -179,11 +180,9 @@ public struct SplitQueue: Sendable, Equatable {
         queue.signalledUsed = state.signalledUsed
         queue.eventIndex = eventIndex
         queue.indirectDescriptors = indirectDescriptors
-        if state.ready {
-            try queue.validate(memory: memory)
-        } else if state.size == 0 || state.size > maxSize || state.size & (state.size - 1) != 0 {
-            throw .invalidSize(state.size)
-        }
+        // A queue not enabled yet holds whatever the driver wrote; it is
+        // checked when enabled, as it would have been.
+        if state.ready { try queue.validate(memory: memory) }
         return queue
     }
 }

@@ -79,6 +79,7 @@ final class RecordingDelivery: MSIXDelivery {
         #expect(msix.signal(2))
         #expect(delivery.delivered.isEmpty && msix.isPending(2))
         #expect(msix.readPBA(offset: 0, size: 8) == 0b100)
+        #expect(msix.readPBA(offset: 8, size: 8) == 0 && msix.readPBA(offset: UInt64.max, size: 8) == 0)
         msix.writeTable(offset: 2 * 16 + 12, size: 4, value: 0)
         #expect(delivery.delivered == [MSIMessage(address: 0xFEE0_0000, data: 0x52)])
         #expect(!msix.isPending(2) && msix.readPBA(offset: 0, size: 8) == 0)
