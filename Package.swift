@@ -86,7 +86,7 @@ let package = Package(
         .target(name: "Migration", dependencies: ["Snapshot", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         // Machine assembly, vCPU threads, exit dispatch, exit statistics.
-        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "ACPI", "Loader", "MSRPolicy", "CPUModel", "Hypercalls", "Snapshot", "Migration", "ReadableErrors",
+        .target(name: "VMM", dependencies: ["KVM", "KVMABI", "Devices", "ACPI", "PCI", "Virtio", "Loader", "MSRPolicy", "CPUModel", "Hypercalls", "Snapshot", "Migration", "ReadableErrors",
                                             .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         // The control API on a Unix socket: the VMControl boundary the VMM
         // implements, its JSON models, the HTTP server and the `deflect ctl` client.

@@ -102,6 +102,14 @@ public final class DeviceHub: Sendable {
         state.withLock { $0.serial.enqueueInput(bytes) }
     }
 
+    /// Bytes another console device (virtio-console) sends to the same
+    /// output as the UART's.
+    func writeConsoleOutput(_ bytes: [UInt8]) {
+        state.withLock { state in
+            for byte in bytes { state.serialSink.write(byte) }
+        }
+    }
+
     /// Makes all buffered guest output visible.
     public func flushOutput() {
         state.withLock { $0.serialSink.flush() }

@@ -12,6 +12,7 @@ import KVM
 import Loader
 import MSRPolicy
 import Synchronization
+import Virtio
 
 /// What a finished run reports.
 public struct RunReport: Sendable {
@@ -51,6 +52,8 @@ public final class Machine: Sendable {
     /// a restored vCPU's is the saved one).
     public let startingCPUID: [CPUIDEntry]
     public let devices: DeviceHub
+    /// The PCI bus and its devices (PC platform only).
+    let pci: PCIHub?
     public let events: EventLog
     public let boot: BootImage
     /// The policy engine, when the machine runs with an MSR policy.
@@ -163,10 +166,15 @@ public final class Machine: Sendable {
                     }
                     try PCPlatform.setUpBIOSEnvironment(vm, ram: ram)
                 }
-                devices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
-                                        extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
-                                                                   vcpuCount: configuration.vcpuCount, clock: guestClock))
+                let hub = PCIHub(vm: vm, events: events)
+                pci = hub
+                let hubDevices = try DeviceHub(serialOutput: serialOutput, serialInterrupt: KVMInterruptLine(vm: vm, irq: 4),
+                                               extras: PCPlatform.devices(memorySize: configuration.memoryBytes,
+                                                                          vcpuCount: configuration.vcpuCount, clock: guestClock))
+                devices = hubDevices
+                try Self.addPCIDevices(configuration, to: hub, memory: GuestRAMAccess(ram: ram), consoleOutput: hubDevices)
             } else {
+                pci = nil
                 devices = try DeviceHub(serialOutput: serialOutput)
             }
             (hypercallHandler, migrationGate) = try Self.setUpHypercalls(configuration, system: system, vm: vm,
@@ -237,6 +245,29 @@ public final class Machine: Sendable {
             try vm.setMSRFilter(filter.filter)
         }
         msrFilterInstaller = Mutex(installer)
+    }
+
+    /// The virtio devices the configuration asks for, in slot order: disks,
+    /// the entropy device, the console (its output beside the UART's).
+    private static func addPCIDevices(_ configuration: MachineConfiguration, to hub: PCIHub, memory: GuestRAMAccess,
+                                      consoleOutput: DeviceHub) throws(MachineError) {
+        for (i, disk) in configuration.disks.enumerated() {
+            let device = VirtioBlockDevice(backend: try FileBlockBackend(disk), serial: disk.serial)
+            try hub.addVirtio(device, memory: memory, name: "virtio-blk\(i)")
+        }
+        if configuration.entropyDevice {
+            try hub.addVirtio(VirtioEntropyDevice(source: HostEntropy.bytes), memory: memory, name: "virtio-rng")
+        }
+        if configuration.console == .virtio {
+            try hub.addVirtio(VirtioConsoleDevice { consoleOutput.writeConsoleOutput($0) }, memory: memory, name: "virtio-console")
+        }
+    }
+
+    /// Input for the guest's console (standard input): the virtio console's
+    /// when the machine has one, else the UART's.
+    public func consoleInput(_ bytes: [UInt8]) {
+        if pci?.consoleInput(bytes) == true { return }
+        devices.serialInput(bytes)
     }
 
     /// Puts a snapshot's state into a freshly built machine, in order: the
@@ -540,13 +571,21 @@ public final class Machine: Sendable {
     /// pause from elsewhere while a handler makes requests.
     public func run(startingPaused: Bool = false, phaseHandler: (@Sendable (UInt32, Int) -> Void)? = nil) -> RunReport {
         let begin = DispatchTime.now()
+        let pci = self.pci
         let runners = vcpus.enumerated().map { i, vcpu in
-            VCPURunner(index: i, vcpu: vcpu, devices: devices, events: events, controller: controller,
+            VCPURunner(index: i, vcpu: vcpu, devices: devices, pci: pci, events: events, controller: controller,
                        msrService: msrService, registerSync: registerSync, phaseHandler: phaseHandler,
                        hypercalls: hypercallHandler, migrationGate: migrationGate,
                        readOnlyMemory: ram.readOnlyRanges, accounting: accounting[i], lifecycle: lifecycle)
         }
+        defer { pci?.stop() }
         let started = lifecycle.start(paused: startingPaused) {
+            do throws(MachineError) {
+                try pci?.startWorkers()
+            } catch {
+                controller.finish(.hostError("\(error)"))
+                return
+            }
             for runner in runners {
                 do {
                     try HostThread.start(name: "vcpu\(runner.index)", stackBytes: 1 << 20) { runner.loop() }

@@ -24,6 +24,13 @@ public struct MultibootModuleContents: Sendable {
     var placement: MultibootModule { MultibootModule(size: UInt64(bytes.count), commandLine: commandLine) }
 }
 
+/// The guest's console: the COM1 UART, or a virtio-console (hvc0) on the
+/// same output, standard input going to it.
+public enum ConsoleDevice: String, Sendable, CaseIterable, Codable {
+    case serial
+    case virtio
+}
+
 /// Everything needed to build and run one machine.
 public struct MachineConfiguration: Sendable {
     /// Guest RAM limits. 3 GiB keeps RAM below the PC's 32-bit MMIO hole and
@@ -63,6 +70,12 @@ public struct MachineConfiguration: Sendable {
     /// The MSR rules the model carries (its profile's, then its file's),
     /// layered under the policy; a policy naming its own profile keeps it.
     public var cpuModelMSRRules: [MSRRule] = []
+    /// virtio-blk disks on the PC platform's PCI bus (`--disk`), in slot order.
+    public var disks: [DiskConfiguration] = []
+    /// A virtio-rng device (`--rng`).
+    public var entropyDevice = false
+    /// Which device is the guest's console (`--console`).
+    public var console: ConsoleDevice = .serial
 
     public init(image: [UInt8], mode: BootMode, memoryMiB: Int = 64, vcpuCount: Int = 1,
                 timeoutSeconds: Double? = nil, kvmDevicePath: String = "/dev/kvm") {
@@ -87,6 +100,9 @@ public struct MachineConfiguration: Sendable {
         }
         if (mode == .linux || mode == .pvh) && platform != .pc {
             throw .configuration("a Linux kernel (--mode \(mode.rawValue)) needs --platform pc (its interrupt controllers, timers and ACPI tables)")
+        }
+        if (!disks.isEmpty || entropyDevice || console == .virtio) && platform != .pc {
+            throw .configuration("--disk, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)")
         }
         guard Self.vcpuRange.contains(vcpuCount) else {
             throw .configuration("vCPU count \(vcpuCount) is out of range \(Self.vcpuRange.lowerBound)–\(Self.vcpuRange.upperBound)")

@@ -22,6 +22,8 @@ public enum MachineError: Error, CustomStringConvertible {
     case policy(String)
     /// A live migration failed or was refused (one line naming why).
     case migration(String)
+    /// A device's host side cannot be used (a `--disk` file that cannot be opened).
+    case device(String)
 
     public var description: String {
         switch self {
@@ -34,6 +36,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .output(message): return message
         case let .snapshot(message): return "snapshot: \(message)"
         case let .migration(message): return "migration: \(message)"
+        case let .device(message): return message
         }
     }
 }

@@ -30,6 +30,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
     case suspended(vcpu: Int)
     /// A wake event ended S3: the guest resumes at its FACS waking vector.
     case resumed(wakeSource: String, wakingVector: UInt32)
+    /// A PCI device's host side has something to say (a queue the guest broke, a fallback taken).
+    case deviceNote(device: String, message: String)
 
     /// The key of an MSR access event, known before the event is built.
     /// Rate-limited per (MSR, RIP): a storm from one place is one line.
@@ -57,6 +59,7 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return EventKey(kind: 11, location: UInt64(a.offset) << 32 ^ UInt64(UInt(bitPattern: a.device.hashValue) & 0xFFFF_FFFF))
         case .suspended: return EventKey(kind: 13, location: 0)
         case .resumed: return EventKey(kind: 14, location: 0)
+        case let .deviceNote(device, _): return EventKey(kind: 15, location: UInt64(UInt(bitPattern: device.hashValue) & 0xFFFF_FFFF))
         }
     }
 
@@ -88,6 +91,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return "vcpu=\(vcpu) guest suspended to RAM (ACPI S3); waiting for a wake event"
         case let .resumed(source, vector):
             return "guest woke from S3 (\(source)); resuming at waking vector \(hex(vector))"
+        case let .deviceNote(device, message):
+            return "device \(device): \(message)"
         }
     }
 
@@ -121,6 +126,8 @@ public enum MachineEvent: Sendable, Equatable, CustomStringConvertible {
             return #"{"event":"suspended","vcpu":\#(vcpu),"state":"S3"}"#
         case let .resumed(source, vector):
             return #"{"event":"resumed","source":\#(JSONText.quote(source)),"waking_vector":\#(h(vector))}"#
+        case let .deviceNote(device, message):
+            return #"{"event":"device-note","device":\#(JSONText.quote(device)),"detail":\#(JSONText.quote(message))}"#
         }
     }
 }

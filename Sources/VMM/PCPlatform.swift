@@ -3,7 +3,7 @@
 // RTC/CMOS, the ACPI PM timer and PM1 registers, and ACPI tables in the
 // read-only BIOS area; the UART's interrupt on IRQ 4; the real-mode BIOS
 // environment SeaBIOS leaves (IVT, BDA, PICs at 0x08/0x70, PIT at 18.2 Hz);
-// ACPI S3 through SleepControl.
+// ACPI S3 through SleepControl; the PCI bus (PCIHub) in the hole above RAM.
 import ACPI
 import Devices
 import Dispatch
@@ -45,17 +45,22 @@ enum PCPlatform {
         try vm.createPIT2()
     }
 
-    /// The 32-bit PCI window the DSDT's host bridge describes for a Linux
-    /// guest: from the end of low RAM (3 GiB, the e820 hole's start) to below
-    /// the IOAPIC (0xFEC00000).
-    static let pciWindow32: ClosedRange<UInt32> = 0xC000_0000...0xFEBF_FFFF
+    /// The PCI host bridge the DSDT describes for a Linux guest: bus 0, the
+    /// 32-bit window the BARs are placed in and the ECAM of bus 0 (MCFG),
+    /// as PCIHub lays them out in the e820 hole above RAM.
+    static var pciWindows: PCIHostBridgeWindows {
+        PCIHostBridgeWindows(buses: PCIHub.Layout.ecamBuses,
+                             mmio32: UInt32(PCIHub.Layout.mmio32.lowerBound)...UInt32(PCIHub.Layout.mmio32.upperBound))
+    }
+    static var ecam: ECAMRegion { ECAMRegion(base: PCIHub.Layout.ecamBase, buses: PCIHub.Layout.ecamBuses) }
 
     /// Writes the ACPI tables into the BIOS area (the FACS into the EBDA):
     /// the multiboot test kernels' set, or for a Linux kernel the set with a
-    /// DSDT describing COM1, the RTC, the PCI host bridge and the sleep states.
+    /// DSDT describing COM1, the RTC, the PCI host bridge and the sleep
+    /// states, and the MCFG of the ECAM.
     static func writeACPITables(_ ram: GuestRAM, vcpuCount: Int, forLinux: Bool) throws {
         let tables = forLinux
-            ? try ACPITableSet.buildPC(vcpuCount: vcpuCount, pci: PCIHostBridgeWindows(mmio32: pciWindow32))
+            ? try ACPITableSet.buildPC(vcpuCount: vcpuCount, pci: pciWindows, ecam: ecam)
             : ACPITableSet.build(vcpuCount: vcpuCount).map { (address: $0.address, bytes: $0.bytes) }
         for table in tables {
             try ram.write(table.bytes, at: table.address)

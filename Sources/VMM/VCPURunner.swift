@@ -13,6 +13,8 @@ final class VCPURunner: @unchecked Sendable {
     let index: Int
     let vcpu: VCPU
     private let devices: DeviceHub
+    /// The PCI bus: configuration through ECAM and the BARs (PC platform).
+    private let pci: PCIHub?
     let events: EventLog
     let controller: RunController
     let msrService: MSRService
@@ -39,7 +41,7 @@ final class VCPURunner: @unchecked Sendable {
     private let ended = Atomic<Bool>(false)
 
 
-    init(index: Int, vcpu: VCPU, devices: DeviceHub, events: EventLog, controller: RunController,
+    init(index: Int, vcpu: VCPU, devices: DeviceHub, pci: PCIHub?, events: EventLog, controller: RunController,
          msrService: MSRService, registerSync: Bool, phaseHandler: (@Sendable (UInt32, Int) -> Void)?,
          hypercalls: HypercallHandler?, migrationGate: MigrationGate?, readOnlyMemory: [Range<UInt64>],
          accounting: VCPUAccounting, lifecycle: Lifecycle) {
@@ -48,6 +50,7 @@ final class VCPURunner: @unchecked Sendable {
         self.accounting = accounting
         self.vcpu = vcpu
         self.devices = devices
+        self.pci = pci
         self.events = events
         self.controller = controller
         self.msrService = msrService
@@ -105,6 +108,10 @@ final class VCPURunner: @unchecked Sendable {
         case let .io(io):
             return handlePortIO(io)
         case let .mmio(mmio):
+            if let pci, let value = pci.mmio(address: mmio.address, size: mmio.length, write: mmio.isWrite ? mmio.data : nil) {
+                if !mmio.isWrite { vcpu.completeMMIORead(value: value) }
+                return true
+            }
             if mmio.isWrite {
                 if readOnlyMemory.contains(where: { $0.contains(mmio.address) }) {
                     events.record(.readOnlyMemoryWrite(vcpu: index, address: mmio.address, length: mmio.length, value: mmio.data))
@@ -169,6 +176,15 @@ final class VCPURunner: @unchecked Sendable {
             for anomaly in anomalies { events.record(.deviceAnomaly(vcpu: index, anomaly)) }
         }
         for element in 0..<io.count {
+            // PCI configuration ports: the PCI lock only, never inside the device lock.
+            if let pci, PCIHub.isConfigPort(io.port) {
+                if io.direction == .output {
+                    pci.writeConfigPort(io.port, size: io.size, value: vcpu.ioValue(io, element: element))
+                } else {
+                    vcpu.setIOValue(io, element: element, value: pci.readConfigPort(io.port, size: io.size))
+                }
+                continue
+            }
             switch io.direction {
             case .output:
                 let value = vcpu.ioValue(io, element: element)

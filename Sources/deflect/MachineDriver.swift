@@ -51,7 +51,7 @@ func drive(_ vm: Machine, serialSink: FileDescriptorSink, eventFile: JSONLinesEv
         api = (server, control)
     }
     let signals = SignalForwarder(machine: vm, policyPath: policyPath)
-    if serialIsStdio { StandardInputPump.start(into: vm.devices) }
+    if serialIsStdio { StandardInputPump.start(into: vm) }
     // The run blocks its thread for the guest's lifetime: not a thread of
     // the concurrency pool the API server's handlers need.
     let report = await withCheckedContinuation { continuation in

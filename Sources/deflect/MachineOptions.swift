@@ -9,6 +9,7 @@ import VMM
 
 extension BootMode: ExpressibleByArgument {}
 extension Platform: ExpressibleByArgument {}
+extension ConsoleDevice: ExpressibleByArgument {}
 
 struct MachineOptions: ParsableArguments {
     @Argument(help: "The guest image: an ELF64 executable or a flat binary (give --mode).")
@@ -43,6 +44,15 @@ struct MachineOptions: ParsableArguments {
 
     @Option(help: "Stop the guest after this many seconds (exit status 8).")
     var timeout: Double?
+
+    @Option(name: .customLong("disk"), help: "A virtio-blk disk on the PCI bus (PC platform): path=FILE[,readonly=on][,serial=ID] (repeat for more). FILE must be a regular file, readable and, unless readonly=on, writable; the guest sees its size in 512-byte sectors.")
+    var disks: [String] = []
+
+    @Flag(help: "A virtio-rng device on the PCI bus (PC platform), filled from the host's getrandom.")
+    var rng = false
+
+    @Option(help: "The guest's console: serial (the COM1 UART) or virtio (a virtio-console, Linux's hvc0, on the same output as --serial; standard input goes to it). (values: serial, virtio)")
+    var console: ConsoleDevice = .serial
 
     @Flag(help: "Send KVM_HC_MAP_GPA_RANGE hypercalls to Deflect, keep the guest's shared/private page map, and advertise KVM_FEATURE_HC_MAP_GPA_RANGE.")
     var mapGPARange = false
@@ -103,6 +113,18 @@ struct MachineOptions: ParsableArguments {
             } catch {
                 throw fail("--initrd \(initrd) \(explain(error))", status: ExitStatus.badInput)
             }
+        }
+        configuration.disks = try disks.map { text in
+            do throws(DiskOptionError) {
+                return try DiskConfiguration.parse(text)
+            } catch {
+                throw fail("\(error)", status: ExitStatus.usage)
+            }
+        }
+        configuration.entropyDevice = rng
+        configuration.console = console
+        if (!configuration.disks.isEmpty || rng || console == .virtio) && configuration.platform != .pc {
+            throw fail("--disk, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
         }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
@@ -190,7 +212,7 @@ extension MachineError {
         case .image, .policy: return ExitStatus.badInput
         case .kvmUnavailable: return ExitStatus.kvmUnavailable
         case .kvm, .host: return ExitStatus.hostError
-        case .output, .snapshot, .migration: return ExitStatus.badInput
+        case .output, .snapshot, .migration, .device: return ExitStatus.badInput
         }
     }
 }

@@ -160,9 +160,10 @@ final class SignalSources {
     func cancel() { for s in sources { s.cancel() } }
 }
 
-/// Copies standard input into the UART's receive FIFO on a background thread.
+/// Copies standard input to the guest's console (the UART's receive FIFO, or
+/// the virtio console) on a background thread.
 enum StandardInputPump {
-    static func start(into devices: DeviceHub) {
+    static func start(into machine: Machine) {
         // Without its pump the guest gets no input; the run goes on.
         try? HostThread.start(name: "stdin") {
             var buffer = [UInt8](repeating: 0, count: 256)
@@ -170,7 +171,7 @@ enum StandardInputPump {
                 let n = buffer.withUnsafeMutableBytes { raw in read(0, raw.baseAddress, raw.count) }
                 if n < 0, errno == EINTR { continue }
                 guard n > 0 else { return }
-                devices.serialInput(Array(buffer[0..<n]))
+                machine.consoleInput(Array(buffer[0..<n]))
             }
         }
     }

@@ -306,6 +306,7 @@ extension Machine {
     /// file naming it. A full snapshot turns on dirty logging, so that the
     /// next can be a diff: only the pages written since, as a sparse memory file.
     func writeSnapshot(to path: String, diff: Bool) throws(MachineError) -> SnapshotSummary {
+        if let reason = unsavedDeviceState { throw .snapshot(reason) }
         if diff && !dirtyLogging.withLock({ $0 }) {
             throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
         }
@@ -341,7 +342,16 @@ extension Machine {
     /// Every section but the memory itself (config, user, devices, vm,
     /// vcpu.N, host, memory), captured from the paused machine: what a
     /// snapshot's state file holds and what a migration sends as its state message.
+    /// Why this machine's state cannot be saved whole, or nil: the virtio
+    /// devices' queues and the PCI configuration are not part of the state
+    /// yet, and a guest restored without them would lose its disk I/O.
+    var unsavedDeviceState: String? {
+        guard let pci, pci.deviceCount > 0 else { return nil }
+        return "this VM has PCI devices (--disk), whose state snapshots and migration do not carry yet"
+    }
+
     func captureState(memory: SavedMemory) throws(MachineError) -> SnapshotFile {
+        if let reason = unsavedDeviceState { throw .snapshot(reason) }
         var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
             var user = try captureUserSpaceState()

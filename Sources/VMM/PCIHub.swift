@@ -1,0 +1,245 @@
+// VMM: the PC platform's PCI side behind one lock — bus 0 with its host
+// bridge, reached through ports 0xCF8–0xCFF and the ECAM window, the BARs
+// routed to their functions on MMIO exits, and virtio devices served off the
+// vCPU threads: a KVM ioeventfd on each queue's notify address wakes the
+// device's worker thread, which serves the queue under the lock, and MSI-X
+// messages go to KVM_SIGNAL_MSI (INTx to an IOAPIC pin otherwise).
+import Devices
+import Glibc
+import KVM
+import PCI
+import Synchronization
+import Virtio
+
+final class PCIHub: @unchecked Sendable {
+    /// Where the PC platform puts PCI: BARs in [0xC0000000, 0xE0000000), the
+    /// ECAM for bus 0 at 0xE0000000 (1 MiB), both inside the e820 hole
+    /// between RAM's 3 GiB limit and the IOAPIC.
+    enum Layout {
+        static let mmio32: ClosedRange<UInt64> = 0xC000_0000...0xDFFF_FFFF
+        static let ecamBase: UInt64 = 0xE000_0000
+        static let ecamBuses: ClosedRange<UInt8> = 0...0
+        static var ecamSize: UInt64 { UInt64(ecamBuses.count) << 20 }
+        /// INTx of slot N goes to IOAPIC pin 10 + N % 2 (PCI interrupt lines
+        /// QEMU's pc machine also uses); level-triggered, shared.
+        static func intxPin(slot: Int) -> UInt32 { 10 + UInt32(slot % 2) }
+    }
+
+    /// A virtio function's queue notifications as KVM sees them.
+    private struct Notifier {
+        let name: String
+        let queueEvents: [EventFD]
+        /// BAR 0's base where the ioeventfds are registered now.
+        var base: UInt64?
+    }
+
+    // `bus`, `virtio` and `wiring` are touched only with `lock` held,
+    // `notifiers` only with `notifierLock` held (taken inside `lock` when the
+    // bus reports a BAR move): hence @unchecked.
+    private let lock = Mutex(())
+    private let bus: PCIBus
+    private var virtio: [VirtioPCIDevice] = []
+    /// Objects the devices hold weakly (MSI-X delivery, INTx pins, BAR listener).
+    private var wiring: [AnyObject] = []
+    private let notifierLock = Mutex(())
+    private var notifiers: [Int: Notifier] = [:]
+    private let vm: VirtualMachine
+    private let events: EventLog
+    private let stopping = Atomic<Bool>(false)
+    /// The virtio console taking standard input, and its receive queue's eventfd.
+    private var console: (device: VirtioConsoleDevice, receiveEvent: EventFD)?
+
+    init(vm: VirtualMachine, events: EventLog) {
+        self.vm = vm
+        self.events = events
+        bus = PCIBus(windows: PCIWindows(mmio32: Layout.mmio32), ecamBuses: Layout.ecamBuses)
+        let listener = BarListener(hub: self)
+        bus.listener = listener
+        wiring.append(listener)
+    }
+
+    /// Adds a virtio device on the next free slot: BARs placed, MSI-X to KVM,
+    /// INTx to its IOAPIC pin, an ioeventfd per queue.
+    func addVirtio(_ device: any VirtioDevice, memory: any GuestMemoryAccess, name: String) throws(MachineError) {
+        let function: VirtioPCIDevice
+        do throws(PCIError) {
+            function = try VirtioPCIDevice(device: device, memory: memory, name: name)
+        } catch {
+            throw .host("\(name): \(error)")
+        }
+        var queueEvents: [EventFD] = []
+        do throws(KVMError) {
+            for _ in device.queueMaxSizes { queueEvents.append(try EventFD()) }
+        } catch {
+            throw .kvm(error)
+        }
+        let delivery = MSIDelivery(vm: vm)
+        function.msix.delivery = delivery
+        let placed: (slot: Int, base: UInt64?)? = lock.withLock { _ in
+            guard let slot = try? bus.register(function) else { return nil }
+            virtio.append(function)
+            wiring.append(delivery)
+            return (slot, bus.mappings.first { $0.slot == slot && $0.bar == VirtioPCIDevice.Layout.bar }?.base)
+        }
+        guard let placed else { throw .host("\(name): no room on PCI bus 0 or in its 32-bit window") }
+        notifierLock.withLock { _ in notifiers[placed.slot] = Notifier(name: name, queueEvents: queueEvents, base: nil) }
+        moveNotifications(slot: placed.slot, to: placed.base)
+        if let consoleDevice = device as? VirtioConsoleDevice {
+            lock.withLock { _ in console = (consoleDevice, queueEvents[VirtioConsoleDevice.receiveQueue]) }
+        }
+        let intx = INTxPin(line: KVMInterruptLine(vm: vm, irq: Layout.intxPin(slot: placed.slot)))
+        lock.withLock { _ in
+            function.interruptPin = intx
+            function.configSpace.setByte(PCIConfigRegister.interruptLine, UInt8(Layout.intxPin(slot: placed.slot)))
+            wiring.append(intx)
+        }
+    }
+
+    /// Whether `port` is one of the configuration ports 0xCF8–0xCFF.
+    static func isConfigPort(_ port: UInt16) -> Bool { PCIBus.isConfigPort(port) }
+
+    /// The functions besides the host bridge.
+    var deviceCount: Int { lock.withLock { _ in virtio.count } }
+
+    /// Standard input for the virtio console: kept by the device, and its
+    /// receive queue's worker woken as a notification would. False when there
+    /// is no virtio console.
+    func consoleInput(_ bytes: [UInt8]) -> Bool {
+        guard let event = lock.withLock({ _ -> EventFD? in
+            console?.device.receive(bytes)
+            return console?.receiveEvent
+        }) else { return false }
+        try? event.signal()
+        return true
+    }
+
+    // MARK: - Guest accesses (vCPU threads)
+
+    func readConfigPort(_ port: UInt16, size: Int) -> UInt32 {
+        lock.withLock { _ in bus.readConfigPort(port, size: size) }
+    }
+
+    func writeConfigPort(_ port: UInt16, size: Int, value: UInt32) {
+        lock.withLock { _ in bus.writeConfigPort(port, size: size, value: value) }
+    }
+
+    /// Serves an MMIO access when it falls in the ECAM window or a BAR:
+    /// the value read (writes: 0); nil when no PCI function decodes it.
+    func mmio(address: UInt64, size: Int, write value: UInt64?) -> UInt64? {
+        lock.withLock { _ in
+            if address >= Layout.ecamBase, address - Layout.ecamBase < Layout.ecamSize {
+                let offset = address - Layout.ecamBase
+                if let value {
+                    bus.writeECAM(offset: offset, size: size, value: UInt32(truncatingIfNeeded: value))
+                    return 0
+                }
+                return UInt64(bus.readECAM(offset: offset, size: size))
+            }
+            if let value { return bus.writeMemory(address: address, size: size, value: value) ? 0 : nil }
+            return bus.readMemory(address: address, size: size)
+        }
+    }
+
+    // MARK: - ioeventfds follow BAR 0
+
+    /// The bus moved BARs (the guest reprogrammed one, or switched decoding):
+    /// BAR 0 of a virtio function carries its notify addresses.
+    fileprivate func barMappingsChanged(removed: [PCIBarMapping], added: [PCIBarMapping]) {
+        let bar = VirtioPCIDevice.Layout.bar
+        for mapping in removed where mapping.bar == bar && mapping.space == .memory {
+            if !added.contains(where: { $0.slot == mapping.slot && $0.bar == bar }) { moveNotifications(slot: mapping.slot, to: nil) }
+        }
+        for mapping in added where mapping.bar == bar && mapping.space == .memory {
+            moveNotifications(slot: mapping.slot, to: mapping.base)
+        }
+    }
+
+    /// Registers the slot's queue ioeventfds at `base` + each queue's notify
+    /// offset (any write length), after removing them from where they were.
+    private func moveNotifications(slot: Int, to base: UInt64?) {
+        notifierLock.withLock { _ in
+            guard var notifier = notifiers[slot], notifier.base != base else { return }
+            for (queue, event) in notifier.queueEvents.enumerated() {
+                let offset = VirtioPCIDevice.notifyOffset(queue: queue)
+                if let old = notifier.base {
+                    try? vm.removeIOEventFD(event, space: .mmio, address: old + offset, length: 0)
+                }
+                if let base {
+                    do throws(KVMError) {
+                        try vm.addIOEventFD(event, space: .mmio, address: base + offset, length: 0)
+                    } catch {
+                        // The write then exits and is served on the vCPU thread.
+                        events.record(.deviceNote(device: notifier.name, message: "no ioeventfd for queue \(queue): \(error)"))
+                    }
+                }
+            }
+            notifier.base = base
+            notifiers[slot] = notifier
+        }
+    }
+
+    // MARK: - Worker threads
+
+    /// Starts one thread per virtio device that waits on its queues'
+    /// ioeventfds and serves them; they end after `stop()`.
+    func startWorkers() throws(MachineError) {
+        let devices = notifierLock.withLock { _ in notifiers.sorted { $0.key < $1.key }.map(\.value) }
+        let count = lock.withLock { _ in virtio.count }
+        for (index, notifier) in devices.enumerated() where index < count {
+            let queueEvents = notifier.queueEvents
+            do {
+                try HostThread.start(name: "virtio-\(index)") { [self] in serve(device: index, queueEvents: queueEvents) }
+            } catch {
+                throw .host("\(notifier.name): no worker thread: \(error)")
+            }
+        }
+    }
+
+    func stop() { stopping.store(true, ordering: .relaxed) }
+
+    /// The worker: poll the queue eventfds (100 ms, to see `stop`), serve
+    /// each signalled queue, and again while a queue has chains left over
+    /// from its batch limit, round-robin so no queue starves the others.
+    private func serve(device index: Int, queueEvents: [EventFD]) {
+        var descriptors = queueEvents.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        var pending = Set<Int>()
+        while !stopping.load(ordering: .relaxed) {
+            let timeout: Int32 = pending.isEmpty ? 100 : 0
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
+            if ready < 0 && errno != EINTR { return }
+            for (queue, descriptor) in descriptors.enumerated() where descriptor.revents & Int16(POLLIN) != 0 {
+                _ = try? queueEvents[queue].take()
+                pending.insert(queue)
+            }
+            for queue in pending.sorted() {
+                let more = lock.withLock { _ in virtio[index].notify(queue: queue) }
+                if !more { pending.remove(queue) }
+            }
+        }
+    }
+}
+
+/// MSI-X messages of one function, delivered by KVM_SIGNAL_MSI.
+private final class MSIDelivery: MSIXDelivery {
+    let vm: VirtualMachine
+    init(vm: VirtualMachine) { self.vm = vm }
+    func deliver(_ message: MSIMessage) {
+        // A refused message (a guest that programmed garbage) is dropped, as hardware drops it.
+        _ = try? vm.signalMSI(address: message.address, data: message.data)
+    }
+}
+
+/// A function's INTx pin on an IOAPIC pin through KVM_IRQ_LINE.
+private final class INTxPin: PCIInterruptPin {
+    let line: KVMInterruptLine
+    init(line: KVMInterruptLine) { self.line = line }
+    func setLevel(_ high: Bool) { line.setLevel(high) }
+}
+
+private final class BarListener: PCIBarListener {
+    weak var hub: PCIHub?
+    init(hub: PCIHub) { self.hub = hub }
+    func barMappingsChanged(removed: [PCIBarMapping], added: [PCIBarMapping]) {
+        hub?.barMappingsChanged(removed: removed, added: added)
+    }
+}
