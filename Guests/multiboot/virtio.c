@@ -254,6 +254,27 @@ static u32 bar_address(struct pci_func *p, u8 i, int *assigned)
     return addr;
 }
 
+/* `assign-bars`: zeroes the device's memory BARs (decoding off) so that
+   bar_address() assigns them here, as it must where firmware did not. */
+static void clear_bars(struct pci_func *p)
+{
+    u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+    pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd & ~2));
+    for (u8 i = 0; i < 6; i++) {
+        u8 off = (u8)(0x10 + 4 * i);
+        u32 bar = pci_read32(p->bus, p->dev, p->fn, off);
+        if (bar & 1)
+            continue;
+        pci_write32(p->bus, p->dev, p->fn, off, bar & 0xf);
+        if (((bar >> 1) & 3) == 2) {
+            pci_write32(p->bus, p->dev, p->fn, (u8)(off + 4), 0);
+            i++;
+        }
+    }
+    puts("INFO bars of 00:"); hex2(p->dev); putc('.'); putc((char)('0' + p->fn));
+    puts(" cleared (assign-bars)\n");
+}
+
 /* ----------------------------------------------------------------- LAPIC */
 
 static u32 lapic_base;
@@ -315,6 +336,8 @@ struct vq {
     u16 next_head;
     u16 msix_entry;
     u32 vector;                 /* LAPIC vector armed for the current request, 0 if none */
+    int event_idx;              /* VIRTIO_F_EVENT_IDX negotiated: used_event is honoured */
+    u16 quiet_completions;      /* completions to ask no interrupt for (used_event ahead) */
 };
 
 struct vdev {
@@ -382,6 +405,8 @@ static int virtio_find_caps(struct vdev *d)
     int have_common = 0, have_notify = 0, have_isr = 0, have_dev = 0;
     if (!(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x10))
         return dev_check(d, 0, "caps", "no capability list (status bit 4)");
+    if (has_word("assign-bars"))
+        clear_bars(p);
     u8 ptr = pci_read8(p->bus, p->dev, p->fn, 0x34) & 0xfc;
     for (u32 guard = 0; ptr && guard < 48; guard++) {
         u8 id = pci_read8(p->bus, p->dev, p->fn, ptr);
@@ -523,6 +548,7 @@ static int virtio_init(struct vdev *d, u64 want, u16 nq)
         }
         u16 size = max < QMAX ? max : QMAX;
         vq_setup_rings(q, i, size);
+        q->event_idx = (int)((d->negotiated >> F_EVENT_IDX) & 1);
         q->msix_entry = (u16)(d->msix_size > 1 + i ? 1 + i : d->msix_size - 1);
         mmio_write16(d->common + CC_Q_SIZE, size);
         mmio_write16(d->common + CC_Q_MSIX, q->msix_entry);
@@ -602,6 +628,8 @@ static void vq_post(struct vq *q, const struct seg *s, u32 n, int indirect)
         q->next_head = idx;
     }
     q->avail[2 + q->avail_idx % q->size] = head;
+    if (q->event_idx)                   /* used_event: interrupt once entry used_event is used */
+        q->avail[2 + q->size] = (u16)(q->used_idx + q->quiet_completions);
     barrier();                          /* ring entry before idx (x86 keeps store order) */
     q->avail_idx++;
     q->avail[1] = q->avail_idx;
@@ -681,6 +709,41 @@ static void msix_mask_check(struct vdev *d, struct vq *q, const struct seg *s, u
     puts("completed "); putdec(done); puts(" irr-while-masked "); putdec(early);
     puts(" pba "); putdec(pending); puts(" delivered-on-unmask "); putdec(delivered);
     puts(" pba-after "); putdec(pending_after); putc('\n');
+}
+
+/* VIRTIO_F_EVENT_IDX (2.7.10): with used_event one entry ahead the device
+   must not interrupt for the next completion, and must for the one after.
+   Also prints the device's avail_event (it should have seen every entry). */
+static void event_idx_check(struct vdev *d, struct vq *q, const struct seg *s, u32 n)
+{
+    if (!q->event_idx) {
+        puts("INFO "); puts(d->name); puts(" event-idx skipped: VIRTIO_F_EVENT_IDX not offered\n");
+        return;
+    }
+    u32 v1 = alloc_vector(), v2 = alloc_vector();
+    if (!v2 || d->broken)
+        return;
+    msix_program(d, q->msix_entry, v1, 0);
+    q->quiet_completions = 1;
+    vq_post(q, s, n, 0);
+    q->quiet_completions = 0;
+    int done1 = wait_u16(&q->used[1], (u16)(q->used_idx + 1), WAIT_MS);
+    if (done1)
+        q->used_idx++;
+    pit_delay_us(20000);
+    int quiet = !irr_set(v1);
+    msix_program(d, q->msix_entry, v2, 0);
+    vq_post(q, s, n, 0);                /* used_event stays at this entry */
+    int done2 = wait_u16(&q->used[1], (u16)(q->used_idx + 1), WAIT_MS);
+    if (done2)
+        q->used_idx++;
+    int loud = wait_irr(v2, IRQ_WAIT_MS);
+    u16 avail_event = q->used[2 + 4 * q->size];
+    dev_check_begin(d, done1 && done2 && quiet && loud, "event-idx");
+    puts("completed "); putdec(done1 + done2); puts(" interrupt-when-suppressed "); putdec(!quiet);
+    puts(" interrupt-when-asked "); putdec(loud); putc('\n');
+    puts("INFO "); puts(d->name); puts(" avail_event "); putdec(avail_event);
+    puts(" avail.idx "); putdec(q->avail_idx); putc('\n');
 }
 
 static void irq_summary(struct vdev *d)
@@ -844,7 +907,7 @@ static void test_blk(void)
     int want_ro = has_word("ro");
     u64 want = (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_RO) | (1ull << BLK_F_BLK_SIZE) |
                (1ull << BLK_F_FLUSH) | (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES) |
-               (1ull << F_INDIRECT_DESC);
+               (1ull << F_INDIRECT_DESC) | (1ull << F_EVENT_IDX);
     if (!virtio_init(d, want, 1))
         return;
     u64 neg = d->negotiated;
@@ -894,6 +957,7 @@ static void test_blk(void)
         blk_status = 0xff;
         struct seg ms[3] = { { &blk_hdr, sizeof blk_hdr, 0 }, { wbuf, SECTOR, 0 }, { (void *)&blk_status, 1, 1 } };
         msix_mask_check(d, &d->q[0], ms, 3);
+        event_idx_check(d, &d->q[0], ms, 3);
     } else {
         memset(rbuf, 0, SECTOR);
         i32 rs = blk_request(d, BLK_T_IN, 0, rbuf, SECTOR, 1, NULL, 0, 0, "ro-read");
