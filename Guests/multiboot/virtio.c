@@ -7,8 +7,10 @@
        blk [ro] [serial=ID] [sectors=N]   virtio-blk (device 0x1042)
        rng                                virtio-rng (0x1044)
        console [console-echo]             virtio-console port 0 (0x1043)
-   A device asked for must be there with its modern id; nothing asked for is
-   "FAIL args".
+   and how: `intx` leaves MSI-X off (completions seen through INTx: PCI
+   status bit 3 and the ISR), `assign-bars` zeroes the devices' BARs first so
+   that this kernel assigns them. A device asked for must be there with its
+   modern id; nothing asked for is "FAIL args".
 
    Steps and checks (one PASS/FAIL line each, see README.md for the list):
    - PCI (mechanism #1, 0xCF8/0xCFC): every slot of bus 0 and the functions
@@ -20,6 +22,9 @@
      ISR, device config) and MSI-X (cap 0x11, table and PBA in their BARs);
      reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 required), FEATURES_OK
      read back, split queues in this kernel's RAM, queue_enable, DRIVER_OK.
+   - Device checks: see README.md (blk: sizes, multi-descriptor and
+     indirect chains, EVENT_IDX, FLUSH, GET_ID, WRITE_ZEROES, DISCARD, reads
+     past the end, RO; rng: two reads; console: a line each way).
    - Interrupts stay disabled (IF=0): the nested test host cannot return from
      a protected-mode interrupt handler with IRET, and delivery can be checked
      without taking the interrupt. Each queue's MSI-X entry targets the BSP's
@@ -351,6 +356,7 @@ struct vdev {
     struct vq q[2];
     u32 irq_expected, irq_seen, irq_unchecked;
     int broken;                 /* a queue timed out: later requests are skipped */
+    int intx;                   /* `intx`: MSI-X left off, completions seen through INTx and ISR */
 };
 
 /* Ring memory: one 4 KiB page per queue (desc at 0, avail at 0x100, used at
@@ -527,17 +533,27 @@ static int virtio_init(struct vdev *d, u64 want, u16 nq)
        entry 0 for configuration changes, entry 1 + i for queue i (shared
        when the table is smaller). */
     struct pci_func *p = d->pci;
-    u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
-    pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)(ctl | 0xc000));
-    for (u16 e = 0; e < d->msix_size && e < 8; e++)
-        msix_program(d, e, 0x30, 1);    /* parked, masked: reprogrammed per request */
-    ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
-    pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)((ctl | 0x8000) & ~0x4000));
+    d->intx = has_word("intx");
+    if (!d->intx) {
+        u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)(ctl | 0xc000));
+        for (u16 e = 0; e < d->msix_size && e < 8; e++)
+            msix_program(d, e, 0x30, 1);    /* parked, masked: reprogrammed per request */
+        ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)((ctl | 0x8000) & ~0x4000));
+    } else {
+        /* INTx: MSI-X off, INTx enabled (command bit 10 clear). */
+        u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)(ctl & ~0xc000));
+        u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+        pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd & ~0x400));
+    }
 
-    mmio_write16(d->common + CC_MSIX_CONFIG, 0);
+    u16 want_vec = d->intx ? NO_VECTOR : 0;
+    mmio_write16(d->common + CC_MSIX_CONFIG, want_vec);
     u16 cfgvec = mmio_read16(d->common + CC_MSIX_CONFIG);
     u16 numq = mmio_read16(d->common + CC_NUM_QUEUES);
-    int ok = cfgvec == 0 && numq >= nq;
+    int ok = cfgvec == want_vec && numq >= nq;
     for (u16 i = 0; ok && i < nq; i++) {
         struct vq *q = &d->q[i];
         mmio_write16(d->common + CC_Q_SELECT, i);
@@ -551,8 +567,9 @@ static int virtio_init(struct vdev *d, u64 want, u16 nq)
         q->event_idx = (int)((d->negotiated >> F_EVENT_IDX) & 1);
         q->msix_entry = (u16)(d->msix_size > 1 + i ? 1 + i : d->msix_size - 1);
         mmio_write16(d->common + CC_Q_SIZE, size);
-        mmio_write16(d->common + CC_Q_MSIX, q->msix_entry);
-        if (mmio_read16(d->common + CC_Q_MSIX) != q->msix_entry)
+        u16 qvec = d->intx ? NO_VECTOR : q->msix_entry;
+        mmio_write16(d->common + CC_Q_MSIX, qvec);
+        if (mmio_read16(d->common + CC_Q_MSIX) != qvec)
             ok = 0;
         mmio_write32(d->common + CC_Q_DESC, (u32)q->desc);
         mmio_write32(d->common + CC_Q_DESC + 4, 0);
@@ -591,6 +608,8 @@ static struct vdesc indirect_table[16] __attribute__((aligned(16)));
    interrupt for this queue sets that vector's IRR bit. */
 static void vq_arm(struct vdev *d, struct vq *q)
 {
+    if (d->intx)
+        return;
     q->vector = alloc_vector();
     if (q->vector)
         msix_program(d, q->msix_entry, q->vector, 0);
@@ -664,7 +683,22 @@ static i32 vq_complete(struct vdev *d, struct vq *q, u16 head, const char *what)
         puts("used id "); putdec(id); puts(" != head "); putdec(head); putc('\n');
         return -1;
     }
-    if (q->vector) {
+    if (d->intx) {
+        /* The INTx line shows in PCI status bit 3 until the ISR read
+           (bit 0: a queue interrupt) clears it. */
+        struct pci_func *p = d->pci;
+        struct pit_timer t;
+        pit_timer_start(&t);
+        while (!(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08) &&
+               pit_timer_elapsed(&t) < IRQ_WAIT_MS * (PIT_HZ / 1000))
+            cpu_relax();
+        int line = (pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08) != 0;
+        u8 isr = mmio_read8(d->isr);
+        int dropped = !(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08);
+        d->irq_expected++;
+        if (line && (isr & 1) && dropped)
+            d->irq_seen++;
+    } else if (q->vector) {
         d->irq_expected++;
         if (wait_irr(q->vector, IRQ_WAIT_MS))
             d->irq_seen++;
@@ -692,7 +726,7 @@ static i32 vq_request(struct vdev *d, struct vq *q, const struct seg *s, u32 n, 
 static void msix_mask_check(struct vdev *d, struct vq *q, const struct seg *s, u32 n)
 {
     u32 v = alloc_vector();
-    if (!v || d->broken)
+    if (!v || d->broken || d->intx)
         return;
     msix_program(d, q->msix_entry, v, 1);
     vq_post(q, s, n, 0);
@@ -721,7 +755,7 @@ static void event_idx_check(struct vdev *d, struct vq *q, const struct seg *s, u
         return;
     }
     u32 v1 = alloc_vector(), v2 = alloc_vector();
-    if (!v2 || d->broken)
+    if (!v2 || d->broken || d->intx)
         return;
     msix_program(d, q->msix_entry, v1, 0);
     q->quiet_completions = 1;
@@ -748,9 +782,12 @@ static void event_idx_check(struct vdev *d, struct vq *q, const struct seg *s, u
 
 static void irq_summary(struct vdev *d)
 {
-    dev_check_begin(d, d->irq_expected > 0 && d->irq_seen == d->irq_expected, "msix");
+    dev_check_begin(d, d->irq_expected > 0 && d->irq_seen == d->irq_expected, d->intx ? "intx" : "msix");
     puts("requests "); putdec(d->irq_expected); puts(" interrupts "); putdec(d->irq_seen);
-    puts(" vector "); puts("fixed to apic "); putdec(bsp_apic_id);
+    if (d->intx)
+        puts(" (PCI status bit 3 up, ISR bit 0, line down after the ISR read)");
+    else
+        puts(" (fixed, to apic "), putdec(bsp_apic_id), puts(", seen in the IRR)");
     if (d->irq_unchecked) { puts(" unchecked "); putdec(d->irq_unchecked); }
     putc('\n');
 }
