@@ -362,7 +362,8 @@ struct vdev {
 
 /* Ring memory: one 4 KiB page per queue (desc at 0, avail at 0x100, used at
    0x200 for up to 16 entries). */
-static u8 ring_pages[6][4096] __attribute__((aligned(4096)));
+#define RING_PAGES 16
+static u8 ring_pages[RING_PAGES][4096] __attribute__((aligned(4096)));
 static u32 ring_pages_used;
 
 /* Begins a check line named "<dev>-<what>". */
@@ -564,6 +565,10 @@ static int virtio_init(struct vdev *d, u64 want, u16 nq)
             break;
         }
         u16 size = max < QMAX ? max : QMAX;
+        if (ring_pages_used == RING_PAGES) {
+            ok = 0;
+            break;
+        }
         vq_setup_rings(q, i, size);
         q->event_idx = (int)((d->negotiated >> F_EVENT_IDX) & 1);
         q->msix_entry = (u16)(d->msix_size > 1 + i ? 1 + i : d->msix_size - 1);
@@ -616,6 +621,8 @@ static void vq_arm(struct vdev *d, struct vq *q)
         msix_program(d, q->msix_entry, q->vector, 0);
 }
 
+static void vq_publish(struct vq *q, u16 head);
+
 /* Puts a chain on the queue (directly, or through one indirect descriptor)
    and notifies. */
 static void vq_post(struct vq *q, const struct seg *s, u32 n, int indirect)
@@ -647,6 +654,12 @@ static void vq_post(struct vq *q, const struct seg *s, u32 n, int indirect)
         }
         q->next_head = idx;
     }
+    vq_publish(q, head);
+}
+
+/* Makes the chain at `head` available and notifies (unless held). */
+static void vq_publish(struct vq *q, u16 head)
+{
     q->avail[2 + q->avail_idx % q->size] = head;
     if (q->event_idx)                   /* used_event: interrupt once entry used_event is used */
         q->avail[2 + q->size] = (u16)(q->used_idx + q->quiet_completions);
@@ -1007,6 +1020,65 @@ static int all_zero(const u8 *b, u32 n)
     return 1;
 }
 
+/* A hostile driver (`hostile`): a descriptor chain that loops, an indirect
+   table whose length is not a multiple of 16, then a data descriptor at
+   64 GiB (outside RAM). The first two have no valid reading: the device
+   must set DEVICE_NEEDS_RESET and, DRIVER_OK being set, send a
+   configuration change notification (virtio 1.2, 2.1.2). After a reset and
+   a new initialisation the device must work again. */
+enum hostile { HOSTILE_LOOP, HOSTILE_INDIRECT_SIZE, HOSTILE_ADDRESS };
+static void blk_hostile_case(struct vdev *d, u64 want, const char *what, enum hostile kind)
+{
+    int out_of_ram = kind == HOSTILE_ADDRESS;
+    struct vq *q = &d->q[0];
+    u32 v = alloc_vector();
+    if (!v || d->broken)
+        return;
+    msix_program(d, 0, v, 0);           /* entry 0: configuration changes */
+    blk_hdr = (struct blk_hdr){ BLK_T_OUT, 0, 0 };
+    blk_status = 0xff;
+    u16 h0 = q->next_head, h1 = (u16)((h0 + 1) % q->size), h2 = (u16)((h0 + 2) % q->size);
+    q->desc[h0] = (struct vdesc){ (u32)&blk_hdr, sizeof blk_hdr, DESC_NEXT, h1 };
+    if (out_of_ram) {
+        q->desc[h1] = (struct vdesc){ 0x1000000000ull, SECTOR, DESC_NEXT, h2 };
+        q->desc[h2] = (struct vdesc){ (u32)&blk_status, 1, DESC_WRITE, 0 };
+    } else if (kind == HOSTILE_INDIRECT_SIZE) {
+        indirect_table[0] = (struct vdesc){ (u32)&blk_hdr, sizeof blk_hdr, DESC_NEXT, 1 };
+        indirect_table[1] = (struct vdesc){ (u32)&blk_status, 1, DESC_WRITE, 0 };
+        q->desc[h0] = (struct vdesc){ (u32)indirect_table, 20, DESC_INDIRECT, 0 };
+    } else {
+        q->desc[h1] = (struct vdesc){ (u32)wbuf, SECTOR, DESC_NEXT, h0 };   /* back to the head */
+    }
+    q->next_head = (u16)((h0 + 3) % q->size);
+    vq_publish(q, h0);
+    struct pit_timer t;
+    pit_timer_start(&t);
+    while (!(status_read(d) & ST_NEEDS_RESET) && pit_timer_elapsed(&t) < IRQ_WAIT_MS * (PIT_HZ / 1000))
+        cpu_relax();
+    u8 st = status_read(d);
+    int needs_reset = (st & ST_NEEDS_RESET) != 0;
+    int cfg_irq = needs_reset && wait_irr(v, IRQ_WAIT_MS);
+    int completed = q->used[1] != q->used_idx;
+    /* A loop has no valid reading: NEEDS_RESET is the only answer. An
+       address outside RAM may also be answered by completing the request
+       (QEMU 7.2 does: DMA to an unassigned address reads as bytes through
+       a bounce buffer); which one happened is printed. */
+    int ok = needs_reset ? cfg_irq : (out_of_ram && completed);
+    dev_check_begin(d, ok, what);
+    puts(needs_reset ? "outcome needs-reset" : completed ? "outcome completed" : "outcome none");
+    puts(" status "); puthex(st, 2); puts(" config-interrupt "); putdec(cfg_irq);
+    puts(" used.idx "); putdec(q->used[1]); puts(" (was "); putdec(q->used_idx);
+    puts(") request-status "); putdec(blk_status); putc('\n');
+    /* Recovery: reset and initialise again (fresh rings), then one write
+       and read back. */
+    char recovered[32];
+    u32 n = 0;
+    for (const char *c = what; *c && n < 21; c++) recovered[n++] = *c;
+    memcpy(recovered + n, "-recovered", 11);
+    if (virtio_init(d, want, 1))
+        blk_rw_check(d, recovered, 16, 2, NULL, 0, NULL, 0, 0, 0xc0 + (u32)kind);
+}
+
 static void test_blk(void)
 {
     static struct vdev dev;
@@ -1162,6 +1234,12 @@ static void test_blk(void)
     u8 st = status_read(d);
     dev_check_begin(d, !(st & (ST_NEEDS_RESET | ST_FAILED)), "status-end");
     puts("status "); puthex(st, 2); putc('\n');
+    if (has_word("hostile") && !ro && !d->intx) {
+        blk_hostile_case(d, want, "hostile-loop", HOSTILE_LOOP);
+        if ((neg >> F_INDIRECT_DESC) & 1)
+            blk_hostile_case(d, want, "hostile-indirect-size", HOSTILE_INDIRECT_SIZE);
+        blk_hostile_case(d, want, "hostile-address", HOSTILE_ADDRESS);
+    }
 }
 
 /* ------------------------------------------------------------ virtio-rng */

@@ -40,7 +40,8 @@ struct VirtioGuestQEMUTests {
         }
         // Every device did its part in the read-write run.
         for line in ["PASS blk-rw-multi-descriptor", "PASS blk-rw-indirect", "PASS blk-msix-mask",
-                     "PASS blk-event-idx", "PASS blk-get-id", "PASS blk-read-past-end", "PASS rng-differ",
+                     "PASS blk-event-idx", "PASS blk-batch", "PASS blk-hostile-loop", "PASS blk-hostile-loop-recovered",
+                     "PASS blk-get-id", "PASS blk-read-past-end", "PASS rng-differ",
                      "PASS console-tx", "PASS console-rx", "PASS blk-ro-write-refused", "PASS blk-intx",
                      "FAIL blk-found only a transitional/legacy id", "FAIL blk-get-id", "FAIL blk-capacity"] {
             #expect(output.contains(line), "\(line):\n\(output)")
