@@ -136,6 +136,8 @@ u64 udiv64(u64 n, u32 d, u32 *rem);
 /* Finds "key=" as a whole token in a NUL-terminated command line; returns the
    value's start and sets *len (up to the next space); NULL if absent. */
 const char *cmdline_value(const char *cmd, const char *key, u32 *len);
+/* Whether `word` (no '=') is a whole token of the command line. */
+int cmdline_has_word(const char *cmd, const char *word);
 /* The decimal number in p[0..len) (at most 9 digits); *ok = 0 if it is not one. */
 u32 parse_decimal(const char *p, u32 len, int *ok);
 

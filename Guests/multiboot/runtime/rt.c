@@ -198,22 +198,40 @@ u64 udiv64(u64 n, u32 d, u32 *rem)
     return ((u64)qhi << 32) | qlo;
 }
 
+/* The token of the command line that starts at *p (spaces skipped); moves
+   *p past it and returns its length. */
+static u32 cmdline_next_token(const char **p, const char **tok)
+{
+    while (**p == ' ')
+        (*p)++;
+    *tok = *p;
+    while (**p && **p != ' ')
+        (*p)++;
+    return (u32)(*p - *tok);
+}
+
 const char *cmdline_value(const char *cmd, const char *key, u32 *len)
 {
     u32 klen = strlen(key);
-    const char *p = cmd;
+    const char *p = cmd, *tok;
     while (*p) {
-        while (*p == ' ')
-            p++;
-        const char *tok = p;
-        while (*p && *p != ' ')
-            p++;
-        if ((u32)(p - tok) > klen && memcmp(tok, key, klen) == 0 && tok[klen] == '=') {
-            *len = (u32)(p - tok) - klen - 1;
+        u32 n = cmdline_next_token(&p, &tok);
+        if (n > klen && memcmp(tok, key, klen) == 0 && tok[klen] == '=') {
+            *len = n - klen - 1;
             return tok + klen + 1;
         }
     }
     return NULL;
+}
+
+int cmdline_has_word(const char *cmd, const char *word)
+{
+    u32 wlen = strlen(word);
+    const char *p = cmd, *tok;
+    while (*p)
+        if (cmdline_next_token(&p, &tok) == wlen && wlen && memcmp(tok, word, wlen) == 0)
+            return 1;
+    return 0;
 }
 
 

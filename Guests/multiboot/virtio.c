@@ -1,0 +1,1369 @@
+/* virtio — a multiboot test kernel with small virtio 1.2 drivers over the
+   modern PCI transport (virtio 1.2 section 4.1), written from the spec and
+   proven against QEMU's devices (scripts/virtio-guest-against-qemu) before it
+   judges Deflect's.
+
+   Command line (-append): the devices to test and their expectations
+       blk [ro] [serial=ID] [sectors=N]   virtio-blk (device 0x1042)
+       rng                                virtio-rng (0x1044)
+       console [console-echo]             virtio-console port 0 (0x1043)
+   and how: `intx` leaves MSI-X off (completions seen through INTx: PCI
+   status bit 3 and the ISR), `assign-bars` zeroes the devices' BARs first so
+   that this kernel assigns them. A device asked for must be there with its
+   modern id; nothing asked for is "FAIL args".
+
+   Steps and checks (one PASS/FAIL line each, see README.md for the list):
+   - PCI (mechanism #1, 0xCF8/0xCFC): every slot of bus 0 and the functions
+     of multi-function devices, "INFO pci BB:DD.F VVVV:DDDD class CCCCCC".
+     BARs are used as firmware left them; a memory BAR that reads 0 (or lies
+     above 4 GiB, out of reach of this 32-bit kernel) is assigned here from
+     the 32-bit hole, clear of every other BAR.
+   - Transport: the vendor capabilities (common, notify with its multiplier,
+     ISR, device config) and MSI-X (cap 0x11, table and PBA in their BARs);
+     reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 required), FEATURES_OK
+     read back, split queues in this kernel's RAM, queue_enable, DRIVER_OK.
+   - Device checks: see README.md (blk: sizes, multi-descriptor and
+     indirect chains, EVENT_IDX, FLUSH, GET_ID, WRITE_ZEROES, DISCARD, reads
+     past the end, RO; rng: two reads; console: a line each way).
+   - Interrupts stay disabled (IF=0): the nested test host cannot return from
+     a protected-mode interrupt handler with IRET, and delivery can be checked
+     without taking the interrupt. Each queue's MSI-X entry targets the BSP's
+     LAPIC (0xFEE00000 | APIC ID << 12) with a fresh vector per request, and
+     delivery is the vector's bit in the LAPIC's IRR (a bit stays set while
+     IF=0, so every request gets its own vector). A masked entry must leave
+     the IRR alone and set its PBA bit; unmasking must deliver it.
+   - Every wait is bounded by the PIT: a device that does not answer is a
+     FAIL with the reason, never a hang. */
+#include "mbrt.h"
+
+/* ------------------------------------------------------------- constants */
+
+#define VIRTIO_VENDOR       0x1af4
+#define VIRTIO_MODERN_BASE  0x1040
+#define VIRTIO_ID_BLK       2
+#define VIRTIO_ID_CONSOLE   3
+#define VIRTIO_ID_RNG       4
+
+/* device_status */
+#define ST_ACKNOWLEDGE      1
+#define ST_DRIVER           2
+#define ST_DRIVER_OK        4
+#define ST_FEATURES_OK      8
+#define ST_NEEDS_RESET      64
+#define ST_FAILED           128
+
+/* transport feature bits */
+#define F_INDIRECT_DESC     28
+#define F_EVENT_IDX         29
+#define F_VERSION_1         32
+
+/* virtio_pci_cap cfg_type */
+#define CAP_COMMON  1
+#define CAP_NOTIFY  2
+#define CAP_ISR     3
+#define CAP_DEVICE  4
+
+/* common configuration offsets (4.1.4.3) */
+#define CC_DFSELECT     0x00
+#define CC_DF           0x04
+#define CC_GFSELECT     0x08
+#define CC_GF           0x0c
+#define CC_MSIX_CONFIG  0x10
+#define CC_NUM_QUEUES   0x12
+#define CC_STATUS       0x14
+#define CC_CFG_GEN      0x15
+#define CC_Q_SELECT     0x16
+#define CC_Q_SIZE       0x18
+#define CC_Q_MSIX       0x1a
+#define CC_Q_ENABLE     0x1c
+#define CC_Q_NOTIFY_OFF 0x1e
+#define CC_Q_DESC       0x20
+#define CC_Q_DRIVER     0x28
+#define CC_Q_DEVICE     0x30
+#define NO_VECTOR       0xffff
+
+/* split virtqueue descriptor flags */
+#define DESC_NEXT       1
+#define DESC_WRITE      2
+#define DESC_INDIRECT   4
+
+/* virtio-blk (5.2) */
+#define BLK_F_SEG_MAX       2
+#define BLK_F_RO            5
+#define BLK_F_BLK_SIZE      6
+#define BLK_F_FLUSH         9
+#define BLK_F_DISCARD       13
+#define BLK_F_WRITE_ZEROES  14
+#define BLK_T_IN            0
+#define BLK_T_OUT           1
+#define BLK_T_FLUSH         4
+#define BLK_T_GET_ID        8
+#define BLK_T_DISCARD       11
+#define BLK_T_WRITE_ZEROES  13
+#define BLK_S_OK            0
+#define BLK_S_IOERR         1
+#define BLK_S_UNSUPP        2
+#define BLK_ID_BYTES        20
+#define SECTOR              512u
+
+#define WAIT_MS             5000u     /* per request: generous for TCG and the nested host */
+#define IRQ_WAIT_MS         1000u
+
+/* --------------------------------------------------------- small helpers */
+
+static inline u8 mmio_read8(u32 a) { return *(volatile u8 *)a; }
+static inline u16 mmio_read16(u32 a) { return *(volatile u16 *)a; }
+static inline void mmio_write8(u32 a, u8 v) { *(volatile u8 *)a = v; }
+static inline void mmio_write16(u32 a, u16 v) { *(volatile u16 *)a = v; }
+static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+static inline u64 rdmsr(u32 msr)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((u64)hi << 32) | lo;
+}
+
+static const char *cmdline = "";
+
+static int has_word(const char *word) { return cmdline_has_word(cmdline, word); }
+
+/* PIT-bounded wait for *(volatile u16 *)addr == want. */
+static int wait_u16(volatile u16 *addr, u16 want, u32 ms)
+{
+    struct pit_timer t;
+    u32 limit = ms * (PIT_HZ / 1000);
+    pit_timer_start(&t);
+    for (;;) {
+        if (*addr == want)
+            return 1;
+        if (pit_timer_elapsed(&t) > limit)
+            return *addr == want;
+        cpu_relax();
+    }
+}
+
+/* ------------------------------------------------------------------- PCI */
+
+static u32 pci_cfg_addr(u8 bus, u8 dev, u8 fn, u8 off)
+{
+    return 0x80000000u | ((u32)bus << 16) | ((u32)dev << 11) | ((u32)fn << 8) | (off & 0xfc);
+}
+static u32 pci_read32(u8 b, u8 d, u8 f, u8 off) { outl(0xcf8, pci_cfg_addr(b, d, f, off)); return inl(0xcfc); }
+static u16 pci_read16(u8 b, u8 d, u8 f, u8 off) { outl(0xcf8, pci_cfg_addr(b, d, f, off)); return inw((u16)(0xcfc + (off & 2))); }
+static u8 pci_read8(u8 b, u8 d, u8 f, u8 off) { outl(0xcf8, pci_cfg_addr(b, d, f, off)); return inb((u16)(0xcfc + (off & 3))); }
+static void pci_write32(u8 b, u8 d, u8 f, u8 off, u32 v) { outl(0xcf8, pci_cfg_addr(b, d, f, off)); outl(0xcfc, v); }
+static void pci_write16(u8 b, u8 d, u8 f, u8 off, u16 v) { outl(0xcf8, pci_cfg_addr(b, d, f, off)); outw((u16)(0xcfc + (off & 2)), v); }
+
+#define MAX_FUNCS 64
+struct pci_func { u8 bus, dev, fn; u16 vendor, device; u32 class_rev; };
+static struct pci_func funcs[MAX_FUNCS];
+static u32 nfuncs;
+
+/* Decoded 32-bit memory ranges of every BAR on the bus (for assignment). */
+#define MAX_RANGES 96
+static u32 range_base[MAX_RANGES], range_size[MAX_RANGES];
+static u32 nranges;
+
+static void hex2(u32 v) { puthex(v, 2); }
+
+static void pci_enumerate(void)
+{
+    for (u8 dev = 0; dev < 32; dev++) {
+        u8 nfn = 1;
+        for (u8 fn = 0; fn < nfn; fn++) {
+            u32 id = pci_read32(0, dev, fn, 0);
+            if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0)
+                continue;
+            if (fn == 0 && (pci_read8(0, dev, 0, 0x0e) & 0x80))
+                nfn = 8;
+            u32 cr = pci_read32(0, dev, fn, 0x08);
+            if (nfuncs < MAX_FUNCS) {
+                struct pci_func *p = &funcs[nfuncs++];
+                p->bus = 0; p->dev = dev; p->fn = fn;
+                p->vendor = (u16)id; p->device = (u16)(id >> 16); p->class_rev = cr;
+            }
+            puts("INFO pci 00:"); hex2(dev); putc('.'); putc((char)('0' + fn));
+            putc(' '); puthex(id & 0xffff, 4); putc(':'); puthex(id >> 16, 4);
+            puts(" class "); puthex(cr >> 8, 6); putc('\n');
+            /* Remember decoded memory BARs (header type 0 only). */
+            if ((pci_read8(0, dev, fn, 0x0e) & 0x7f) != 0)
+                continue;
+            for (u8 i = 0; i < 6; i++) {
+                u32 bar = pci_read32(0, dev, fn, (u8)(0x10 + 4 * i));
+                if (bar & 1)
+                    continue;
+                int is64 = ((bar >> 1) & 3) == 2;
+                u32 hi = is64 ? pci_read32(0, dev, fn, (u8)(0x14 + 4 * i)) : 0;
+                u32 base = bar & ~0xfu;
+                if (base && !hi && nranges < MAX_RANGES) {
+                    /* Size it with decoding off, then restore. */
+                    u16 cmd = pci_read16(0, dev, fn, 0x04);
+                    pci_write16(0, dev, fn, 0x04, (u16)(cmd & ~2));
+                    pci_write32(0, dev, fn, (u8)(0x10 + 4 * i), 0xffffffffu);
+                    u32 mask = pci_read32(0, dev, fn, (u8)(0x10 + 4 * i)) & ~0xfu;
+                    pci_write32(0, dev, fn, (u8)(0x10 + 4 * i), bar);
+                    pci_write16(0, dev, fn, 0x04, cmd);
+                    range_base[nranges] = base;
+                    range_size[nranges++] = mask ? ~mask + 1 : 0;
+                }
+                if (is64)
+                    i++;
+            }
+        }
+    }
+}
+
+/* First-fit in [0xC0000000, 0xFEC00000), aligned to size, clear of every
+   known range. Returns 0 when nothing fits. */
+static u32 assign_window(u32 size)
+{
+    for (u32 a = 0xc0000000u; a && a + size <= 0xfec00000u && a + size > a; a += size) {
+        int clash = 0;
+        for (u32 i = 0; i < nranges; i++)
+            if (a < range_base[i] + range_size[i] && range_base[i] < a + size)
+                clash = 1;
+        if (!clash) {
+            if (nranges < MAX_RANGES) {
+                range_base[nranges] = a;
+                range_size[nranges++] = size;
+            }
+            return a;
+        }
+    }
+    return 0;
+}
+
+/* The 32-bit address of memory BAR i, assigning it when it reads 0 or lies
+   above 4 GiB. 0 on failure (an I/O BAR, an unsizable BAR, no room). */
+static u32 bar_address(struct pci_func *p, u8 i, int *assigned)
+{
+    u8 off = (u8)(0x10 + 4 * i);
+    u32 bar = pci_read32(p->bus, p->dev, p->fn, off);
+    *assigned = 0;
+    if (bar & 1)
+        return 0;
+    int is64 = ((bar >> 1) & 3) == 2;
+    u32 hi = is64 ? pci_read32(p->bus, p->dev, p->fn, (u8)(off + 4)) : 0;
+    if ((bar & ~0xfu) && !hi)
+        return bar & ~0xfu;
+    u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+    pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd & ~2));
+    pci_write32(p->bus, p->dev, p->fn, off, 0xffffffffu);
+    u32 mask = pci_read32(p->bus, p->dev, p->fn, off) & ~0xfu;
+    u32 addr = mask ? assign_window(~mask + 1) : 0;
+    pci_write32(p->bus, p->dev, p->fn, off, addr | (bar & 0xf));
+    if (is64)
+        pci_write32(p->bus, p->dev, p->fn, (u8)(off + 4), 0);
+    pci_write16(p->bus, p->dev, p->fn, 0x04, cmd);
+    *assigned = addr != 0;
+    return addr;
+}
+
+/* `assign-bars`: zeroes the device's memory BARs (decoding off) so that
+   bar_address() assigns them here, as it must where firmware did not. */
+static void clear_bars(struct pci_func *p)
+{
+    u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+    pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd & ~2));
+    for (u8 i = 0; i < 6; i++) {
+        u8 off = (u8)(0x10 + 4 * i);
+        u32 bar = pci_read32(p->bus, p->dev, p->fn, off);
+        if (bar & 1)
+            continue;
+        pci_write32(p->bus, p->dev, p->fn, off, bar & 0xf);
+        if (((bar >> 1) & 3) == 2) {
+            pci_write32(p->bus, p->dev, p->fn, (u8)(off + 4), 0);
+            i++;
+        }
+    }
+    puts("INFO bars of 00:"); hex2(p->dev); putc('.'); putc((char)('0' + p->fn));
+    puts(" cleared (assign-bars)\n");
+}
+
+/* ----------------------------------------------------------------- LAPIC */
+
+static u32 lapic_base;
+static u32 bsp_apic_id;
+static u32 next_vector = 0x40;
+
+static void lapic_init(void)
+{
+    lapic_base = (u32)rdmsr(0x1b) & 0xfffff000u;
+    /* Software-enable (SVR bit 8, spurious vector 0xff): a disabled LAPIC
+       drops fixed interrupts. TPR 0. IF stays clear throughout. */
+    mmio_write32(lapic_base + 0xf0, 0x1ff);
+    mmio_write32(lapic_base + 0x80, 0);
+    bsp_apic_id = mmio_read32(lapic_base + 0x20) >> 24;
+    puts("INFO lapic base "); puthex32(lapic_base);
+    puts(" bsp-apic-id "); putdec(bsp_apic_id); putc('\n');
+}
+
+static int irr_set(u32 vector)
+{
+    return (mmio_read32(lapic_base + 0x200 + (vector / 32) * 0x10) >> (vector % 32)) & 1;
+}
+
+/* A fresh vector, or 0 once 0x40-0xEF are used up (no more checks then). */
+static u32 alloc_vector(void)
+{
+    if (next_vector > 0xef)
+        return 0;
+    return next_vector++;
+}
+
+static int wait_irr(u32 vector, u32 ms)
+{
+    struct pit_timer t;
+    u32 limit = ms * (PIT_HZ / 1000);
+    pit_timer_start(&t);
+    while (!irr_set(vector)) {
+        if (pit_timer_elapsed(&t) > limit)
+            return irr_set(vector);
+        cpu_relax();
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------ virtio transport */
+
+struct vdesc { u64 addr; u32 len; u16 flags, next; } __attribute__((packed));
+struct vused_elem { u32 id, len; } __attribute__((packed));
+
+#define QMAX 16         /* entries we use per queue (the device's size if smaller) */
+
+struct vq {
+    u16 index, size;
+    struct vdesc *desc;
+    volatile u16 *avail;        /* flags, idx, ring[size], used_event */
+    volatile u16 *used;         /* flags, idx, then elems at used + 2 (u16 units) */
+    u32 notify_addr;
+    u16 avail_idx, used_idx;
+    u16 next_head;
+    u16 msix_entry;
+    u32 vector;                 /* LAPIC vector armed for the current request, 0 if none */
+    int event_idx;              /* VIRTIO_F_EVENT_IDX negotiated: used_event is honoured */
+    u16 quiet_completions;      /* completions to ask no interrupt for (used_event ahead) */
+    int hold_notify;            /* batching: vq_post publishes without notifying */
+};
+
+struct vdev {
+    const char *name;
+    struct pci_func *pci;
+    u32 common, notify, notify_mult, isr, devcfg, devcfg_len;
+    u32 msix_table, msix_pba;
+    u16 msix_size;
+    u8 msix_cap;
+    u64 offered, negotiated;
+    struct vq q[2];
+    u32 irq_expected, irq_seen, irq_unchecked;
+    int broken;                 /* a queue timed out: later requests are skipped */
+    int intx;                   /* `intx`: MSI-X left off, completions seen through INTx and ISR */
+};
+
+/* Ring memory: one 4 KiB page per queue (desc at 0, avail at 0x100, used at
+   0x200 for up to 16 entries). */
+#define RING_PAGES 16
+static u8 ring_pages[RING_PAGES][4096] __attribute__((aligned(4096)));
+static u32 ring_pages_used;
+
+/* Begins a check line named "<dev>-<what>". */
+static int dev_check_begin(struct vdev *d, int ok, const char *what)
+{
+    char name[40];
+    u32 n = 0;
+    for (const char *s = d->name; *s && n < 20; s++) name[n++] = *s;
+    name[n++] = '-';
+    for (const char *s = what; *s && n < 39; s++) name[n++] = *s;
+    name[n] = 0;
+    return check_begin(ok, name);
+}
+
+static int dev_check(struct vdev *d, int ok, const char *what, const char *detail)
+{
+    dev_check_begin(d, ok, what);
+    puts(detail);
+    putc('\n');
+    return ok;
+}
+
+static u8 status_read(struct vdev *d) { return mmio_read8(d->common + CC_STATUS); }
+static void status_write(struct vdev *d, u8 v) { mmio_write8(d->common + CC_STATUS, v); }
+
+/* MSI-X table entry e: message to the BSP with `vector`, masked or not. */
+static void msix_program(struct vdev *d, u16 e, u32 vector, int masked)
+{
+    u32 ent = d->msix_table + 16u * e;
+    mmio_write32(ent + 12, 1);                          /* mask while changing */
+    mmio_write32(ent + 0, 0xfee00000u | (bsp_apic_id << 12));
+    mmio_write32(ent + 4, 0);
+    mmio_write32(ent + 8, vector & 0xff);               /* fixed, edge */
+    mmio_write32(ent + 12, masked ? 1 : 0);
+}
+
+static int msix_pending(struct vdev *d, u16 e)
+{
+    return (mmio_read32(d->msix_pba + 4u * (e / 32)) >> (e % 32)) & 1;
+}
+
+/* Finds the transport's capabilities; prints one check. */
+static int virtio_find_caps(struct vdev *d)
+{
+    struct pci_func *p = d->pci;
+    u32 bars[6] = {0};
+    int have_common = 0, have_notify = 0, have_isr = 0, have_dev = 0;
+    if (!(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x10))
+        return dev_check(d, 0, "caps", "no capability list (status bit 4)");
+    if (has_word("assign-bars"))
+        clear_bars(p);
+    u8 ptr = pci_read8(p->bus, p->dev, p->fn, 0x34) & 0xfc;
+    for (u32 guard = 0; ptr && guard < 48; guard++) {
+        u8 id = pci_read8(p->bus, p->dev, p->fn, ptr);
+        u8 next = pci_read8(p->bus, p->dev, p->fn, (u8)(ptr + 1)) & 0xfc;
+        if (id == 0x09) {
+            u8 type = pci_read8(p->bus, p->dev, p->fn, (u8)(ptr + 3));
+            u8 bar = pci_read8(p->bus, p->dev, p->fn, (u8)(ptr + 4));
+            u32 off = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 8));
+            u32 len = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 12));
+            if (bar < 6 && type >= CAP_COMMON && type <= CAP_DEVICE) {
+                if (!bars[bar]) {
+                    int assigned;
+                    bars[bar] = bar_address(p, bar, &assigned);
+                    puts("INFO "); puts(d->name); puts(" bar"); putdec(bar); puts(" at ");
+                    puthex32(bars[bar]); puts(assigned ? " (assigned here)\n" : "\n");
+                }
+                u32 addr = bars[bar] ? bars[bar] + off : 0;
+                /* The first capability of each type is the one to use (4.1.4). */
+                if (type == CAP_COMMON && !have_common && addr && len >= 0x38) {
+                    d->common = addr; have_common = 1;
+                } else if (type == CAP_NOTIFY && !have_notify && addr) {
+                    d->notify = addr;
+                    d->notify_mult = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 16));
+                    have_notify = 1;
+                } else if (type == CAP_ISR && !have_isr && addr) {
+                    d->isr = addr; have_isr = 1;
+                } else if (type == CAP_DEVICE && !have_dev && addr) {
+                    d->devcfg = addr; d->devcfg_len = len; have_dev = 1;
+                }
+            }
+        } else if (id == 0x11 && !d->msix_cap) {
+            d->msix_cap = ptr;
+            u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(ptr + 2));
+            u32 table = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 4));
+            u32 pba = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 8));
+            d->msix_size = (u16)((ctl & 0x7ff) + 1);
+            int assigned;
+            if (!bars[table & 7])
+                bars[table & 7] = bar_address(p, (u8)(table & 7), &assigned);
+            if (!bars[pba & 7])
+                bars[pba & 7] = bar_address(p, (u8)(pba & 7), &assigned);
+            d->msix_table = bars[table & 7] ? bars[table & 7] + (table & ~7u) : 0;
+            d->msix_pba = bars[pba & 7] ? bars[pba & 7] + (pba & ~7u) : 0;
+        }
+        ptr = next;
+    }
+    /* Memory decoding and bus mastering on (the device DMAs into our rings). */
+    u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+    pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd | 0x06));
+    int ok = have_common && have_notify && have_isr && d->msix_cap && d->msix_table && d->msix_pba;
+    int need_dev = d->pci->device != VIRTIO_MODERN_BASE + VIRTIO_ID_RNG;
+    if (need_dev)
+        ok = ok && have_dev;
+    dev_check_begin(d, ok, "caps");
+    puts("common "); puthex32(d->common);
+    puts(" notify "); puthex32(d->notify); puts(" mult "); putdec(d->notify_mult);
+    puts(" isr "); puthex32(d->isr);
+    puts(" device "); puthex32(d->devcfg);
+    puts(" msix "); putdec(d->msix_size); puts(" table "); puthex32(d->msix_table);
+    puts(" pba "); puthex32(d->msix_pba);
+    putc('\n');
+    return ok;
+}
+
+static void vq_setup_rings(struct vq *q, u16 index, u16 size)
+{
+    u8 *page = ring_pages[ring_pages_used++];
+    memset(page, 0, 4096);
+    q->index = index;
+    q->size = size;
+    q->desc = (struct vdesc *)page;
+    q->avail = (volatile u16 *)(page + 0x100);
+    q->used = (volatile u16 *)(page + 0x200);
+    q->avail_idx = q->used_idx = q->next_head = 0;
+    q->vector = 0;
+}
+
+/* Reset, ACKNOWLEDGE, DRIVER, features (VERSION_1 | want & offered),
+   FEATURES_OK, MSI-X vectors, queues [0, nq), DRIVER_OK. */
+static int virtio_init(struct vdev *d, u64 want, u16 nq)
+{
+    status_write(d, 0);
+    /* The device may take a while to reset: device_status reads 0 when done. */
+    struct pit_timer t;
+    pit_timer_start(&t);
+    while (status_read(d) != 0 && pit_timer_elapsed(&t) < PIT_HZ)
+        cpu_relax();
+    if (status_read(d) != 0)
+        return dev_check(d, 0, "reset", "device_status did not read 0 within 1 s of the reset");
+    status_write(d, ST_ACKNOWLEDGE);
+    status_write(d, ST_ACKNOWLEDGE | ST_DRIVER);
+
+    mmio_write32(d->common + CC_DFSELECT, 0);
+    u32 lo = mmio_read32(d->common + CC_DF);
+    mmio_write32(d->common + CC_DFSELECT, 1);
+    u32 hi = mmio_read32(d->common + CC_DF);
+    d->offered = ((u64)hi << 32) | lo;
+    puts("INFO "); puts(d->name); puts(" features offered "); puthex(d->offered, 16); putc('\n');
+    if (!((d->offered >> F_VERSION_1) & 1)) {
+        status_write(d, ST_FAILED);
+        return dev_check(d, 0, "features", "VIRTIO_F_VERSION_1 not offered");
+    }
+    d->negotiated = (want & d->offered) | (1ull << F_VERSION_1);
+    mmio_write32(d->common + CC_GFSELECT, 0);
+    mmio_write32(d->common + CC_GF, (u32)d->negotiated);
+    mmio_write32(d->common + CC_GFSELECT, 1);
+    mmio_write32(d->common + CC_GF, (u32)(d->negotiated >> 32));
+    status_write(d, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK);
+    u8 st = status_read(d);
+    dev_check_begin(d, (st & ST_FEATURES_OK) != 0, "features");
+    puts("negotiated "); puthex(d->negotiated, 16); puts(" status "); puthex(st, 2); putc('\n');
+    if (!(st & ST_FEATURES_OK)) {
+        status_write(d, ST_FAILED);
+        return 0;
+    }
+
+    /* MSI-X: function enabled and masked while the table is programmed;
+       entry 0 for configuration changes, entry 1 + i for queue i (shared
+       when the table is smaller). */
+    struct pci_func *p = d->pci;
+    d->intx = has_word("intx");
+    if (!d->intx) {
+        u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)(ctl | 0xc000));
+        for (u16 e = 0; e < d->msix_size && e < 8; e++)
+            msix_program(d, e, 0x30, 1);    /* parked, masked: reprogrammed per request */
+        ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)((ctl | 0x8000) & ~0x4000));
+    } else {
+        /* INTx: MSI-X off, INTx enabled (command bit 10 clear). */
+        u16 ctl = pci_read16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2));
+        pci_write16(p->bus, p->dev, p->fn, (u8)(d->msix_cap + 2), (u16)(ctl & ~0xc000));
+        u16 cmd = pci_read16(p->bus, p->dev, p->fn, 0x04);
+        pci_write16(p->bus, p->dev, p->fn, 0x04, (u16)(cmd & ~0x400));
+    }
+
+    u16 want_vec = d->intx ? NO_VECTOR : 0;
+    mmio_write16(d->common + CC_MSIX_CONFIG, want_vec);
+    u16 cfgvec = mmio_read16(d->common + CC_MSIX_CONFIG);
+    u16 numq = mmio_read16(d->common + CC_NUM_QUEUES);
+    int ok = cfgvec == want_vec && numq >= nq;
+    for (u16 i = 0; ok && i < nq; i++) {
+        struct vq *q = &d->q[i];
+        mmio_write16(d->common + CC_Q_SELECT, i);
+        u16 max = mmio_read16(d->common + CC_Q_SIZE);
+        if (max == 0) {
+            ok = 0;
+            break;
+        }
+        u16 size = max < QMAX ? max : QMAX;
+        if (ring_pages_used == RING_PAGES) {
+            ok = 0;
+            break;
+        }
+        vq_setup_rings(q, i, size);
+        q->event_idx = (int)((d->negotiated >> F_EVENT_IDX) & 1);
+        q->msix_entry = (u16)(d->msix_size > 1 + i ? 1 + i : d->msix_size - 1);
+        mmio_write16(d->common + CC_Q_SIZE, size);
+        u16 qvec = d->intx ? NO_VECTOR : q->msix_entry;
+        mmio_write16(d->common + CC_Q_MSIX, qvec);
+        if (mmio_read16(d->common + CC_Q_MSIX) != qvec)
+            ok = 0;
+        mmio_write32(d->common + CC_Q_DESC, (u32)q->desc);
+        mmio_write32(d->common + CC_Q_DESC + 4, 0);
+        mmio_write32(d->common + CC_Q_DRIVER, (u32)q->avail);
+        mmio_write32(d->common + CC_Q_DRIVER + 4, 0);
+        mmio_write32(d->common + CC_Q_DEVICE, (u32)q->used);
+        mmio_write32(d->common + CC_Q_DEVICE + 4, 0);
+        u16 noff = mmio_read16(d->common + CC_Q_NOTIFY_OFF);
+        q->notify_addr = d->notify + (u32)noff * d->notify_mult;
+        mmio_write16(d->common + CC_Q_ENABLE, 1);
+        if (mmio_read16(d->common + CC_Q_ENABLE) != 1)
+            ok = 0;
+        puts("INFO "); puts(d->name); puts(" queue "); putdec(i); puts(" max "); putdec(max);
+        puts(" size "); putdec(size); puts(" notify "); puthex32(q->notify_addr);
+        puts(" msix-entry "); putdec(q->msix_entry); putc('\n');
+    }
+    if (ok)
+        status_write(d, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+    st = status_read(d);
+    ok = ok && (st & ST_DRIVER_OK) && !(st & (ST_NEEDS_RESET | ST_FAILED));
+    dev_check_begin(d, ok, "init");
+    puts("queues "); putdec(numq); puts(" config-vector "); putdec(cfgvec);
+    puts(" status "); puthex(st, 2); putc('\n');
+    if (!ok)
+        status_write(d, ST_FAILED);
+    return ok;
+}
+
+/* A buffer of a request: address, length, device-writable or not. */
+struct seg { void *addr; u32 len; int write; };
+
+/* Indirect tables: one per request in flight (we keep one). */
+static struct vdesc indirect_table[16] __attribute__((aligned(16)));
+
+/* Arms a fresh LAPIC vector on the queue's MSI-X entry (unmasked): the next
+   interrupt for this queue sets that vector's IRR bit. */
+static void vq_arm(struct vdev *d, struct vq *q)
+{
+    if (d->intx)
+        return;
+    q->vector = alloc_vector();
+    if (q->vector)
+        msix_program(d, q->msix_entry, q->vector, 0);
+}
+
+static void vq_publish(struct vq *q, u16 head);
+
+/* Puts a chain on the queue (directly, or through one indirect descriptor)
+   and notifies. */
+static void vq_post(struct vq *q, const struct seg *s, u32 n, int indirect)
+{
+    u16 head = q->next_head;
+    if (indirect) {
+        for (u32 i = 0; i < n; i++) {
+            indirect_table[i].addr = (u32)s[i].addr;
+            indirect_table[i].len = s[i].len;
+            indirect_table[i].flags = (u16)((s[i].write ? DESC_WRITE : 0) | (i + 1 < n ? DESC_NEXT : 0));
+            indirect_table[i].next = (u16)(i + 1);
+        }
+        q->desc[head].addr = (u32)indirect_table;
+        q->desc[head].len = n * 16;
+        q->desc[head].flags = DESC_INDIRECT;
+        q->desc[head].next = 0;
+        q->next_head = (u16)((head + 1) % q->size);
+    } else {
+        /* Descriptors from next_head on, wrapping: chains use the whole table
+           over time, and `next` is not always "index + 1". */
+        u16 idx = head;
+        for (u32 i = 0; i < n; i++) {
+            u16 nxt = (u16)((idx + 1) % q->size);
+            q->desc[idx].addr = (u32)s[i].addr;
+            q->desc[idx].len = s[i].len;
+            q->desc[idx].flags = (u16)((s[i].write ? DESC_WRITE : 0) | (i + 1 < n ? DESC_NEXT : 0));
+            q->desc[idx].next = i + 1 < n ? nxt : 0;
+            idx = nxt;
+        }
+        q->next_head = idx;
+    }
+    vq_publish(q, head);
+}
+
+/* Makes the chain at `head` available and notifies (unless held). */
+static void vq_publish(struct vq *q, u16 head)
+{
+    q->avail[2 + q->avail_idx % q->size] = head;
+    if (q->event_idx)                   /* used_event: interrupt once entry used_event is used */
+        q->avail[2 + q->size] = (u16)(q->used_idx + q->quiet_completions);
+    barrier();                          /* ring entry before idx (x86 keeps store order) */
+    q->avail_idx++;
+    q->avail[1] = q->avail_idx;
+    barrier();
+    if (!q->hold_notify)
+        mmio_write16(q->notify_addr, q->index);
+}
+
+static void vq_submit(struct vdev *d, struct vq *q, const struct seg *s, u32 n, int indirect)
+{
+    vq_arm(d, q);
+    vq_post(q, s, n, indirect);
+}
+
+/* After a completion: did its interrupt arrive? (MSI-X: the armed vector's
+   IRR bit; intx: PCI status bit 3, ISR bit 0, line down after the read.) */
+static void check_interrupt(struct vdev *d, struct vq *q)
+{
+    if (d->intx) {
+        /* The INTx line shows in PCI status bit 3 until the ISR read
+           (bit 0: a queue interrupt) clears it. */
+        struct pci_func *p = d->pci;
+        struct pit_timer t;
+        pit_timer_start(&t);
+        while (!(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08) &&
+               pit_timer_elapsed(&t) < IRQ_WAIT_MS * (PIT_HZ / 1000))
+            cpu_relax();
+        int line = (pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08) != 0;
+        u8 isr = mmio_read8(d->isr);
+        int dropped = !(pci_read16(p->bus, p->dev, p->fn, 0x06) & 0x08);
+        d->irq_expected++;
+        if (line && (isr & 1) && dropped)
+            d->irq_seen++;
+    } else if (q->vector) {
+        d->irq_expected++;
+        if (wait_irr(q->vector, IRQ_WAIT_MS))
+            d->irq_seen++;
+        q->vector = 0;
+    } else {
+        d->irq_unchecked++;
+    }
+}
+
+/* Waits for the next used element; checks its id and returns its length
+   (-1 on timeout or a wrong id). Then checks the request's interrupt. */
+static i32 vq_complete(struct vdev *d, struct vq *q, u16 head, const char *what)
+{
+    u16 want = (u16)(q->used_idx + 1);
+    if (!wait_u16(&q->used[1], want, WAIT_MS)) {
+        dev_check_begin(d, 0, what);
+        puts("no used element within "); putdec(WAIT_MS); puts(" ms (used.idx ");
+        putdec(q->used[1]); puts(", status "); puthex(status_read(d), 2); puts(")\n");
+        d->broken = 1;
+        return -1;
+    }
+    barrier();
+    volatile u32 *elem = (volatile u32 *)(q->used + 2) + 2 * (q->used_idx % q->size);
+    u32 id = elem[0], len = elem[1];
+    q->used_idx = want;
+    if (id != head) {
+        dev_check_begin(d, 0, what);
+        puts("used id "); putdec(id); puts(" != head "); putdec(head); putc('\n');
+        return -1;
+    }
+    check_interrupt(d, q);
+    return (i32)len;
+}
+
+/* One request: submit, complete, return used length (or -1). */
+static i32 vq_request(struct vdev *d, struct vq *q, const struct seg *s, u32 n, int indirect, const char *what)
+{
+    if (d->broken) {
+        dev_check(d, 0, what, "skipped: the device stopped answering");
+        return -1;
+    }
+    u16 head = q->next_head;
+    vq_submit(d, q, s, n, indirect);
+    return vq_complete(d, q, head, what);
+}
+
+/* MSI-X masking: a masked entry sets its PBA bit and delivers nothing until
+   unmasked. */
+static void msix_mask_check(struct vdev *d, struct vq *q, const struct seg *s, u32 n)
+{
+    if (d->intx) {
+        puts("INFO "); puts(d->name); puts(" msix-mask skipped: intx\n");
+        return;
+    }
+    u32 v = alloc_vector();
+    if (!v || d->broken)
+        return;
+    msix_program(d, q->msix_entry, v, 1);
+    vq_post(q, s, n, 0);
+    int done = wait_u16(&q->used[1], (u16)(q->used_idx + 1), WAIT_MS);
+    if (done)
+        q->used_idx++;
+    pit_delay_us(20000);
+    int early = irr_set(v);
+    int pending = msix_pending(d, q->msix_entry);
+    mmio_write32(d->msix_table + 16u * q->msix_entry + 12, 0);   /* unmask */
+    int delivered = wait_irr(v, IRQ_WAIT_MS);
+    int pending_after = msix_pending(d, q->msix_entry);
+    dev_check_begin(d, done && !early && pending && delivered && !pending_after, "msix-mask");
+    puts("completed "); putdec(done); puts(" irr-while-masked "); putdec(early);
+    puts(" pba "); putdec(pending); puts(" delivered-on-unmask "); putdec(delivered);
+    puts(" pba-after "); putdec(pending_after); putc('\n');
+}
+
+/* VIRTIO_F_EVENT_IDX (2.7.10): with used_event one entry ahead the device
+   must not interrupt for the next completion, and must for the one after.
+   Also prints the device's avail_event (it should have seen every entry). */
+static void event_idx_check(struct vdev *d, struct vq *q, const struct seg *s, u32 n)
+{
+    if (!q->event_idx) {
+        puts("INFO "); puts(d->name); puts(" event-idx skipped: VIRTIO_F_EVENT_IDX not offered\n");
+        return;
+    }
+    if (d->intx) {
+        puts("INFO "); puts(d->name); puts(" event-idx skipped: intx\n");
+        return;
+    }
+    u32 v1 = alloc_vector(), v2 = alloc_vector();
+    if (!v2 || d->broken)
+        return;
+    msix_program(d, q->msix_entry, v1, 0);
+    q->quiet_completions = 1;
+    vq_post(q, s, n, 0);
+    q->quiet_completions = 0;
+    int done1 = wait_u16(&q->used[1], (u16)(q->used_idx + 1), WAIT_MS);
+    if (done1)
+        q->used_idx++;
+    pit_delay_us(20000);
+    int quiet = !irr_set(v1);
+    msix_program(d, q->msix_entry, v2, 0);
+    vq_post(q, s, n, 0);                /* used_event stays at this entry */
+    int done2 = wait_u16(&q->used[1], (u16)(q->used_idx + 1), WAIT_MS);
+    if (done2)
+        q->used_idx++;
+    int loud = wait_irr(v2, IRQ_WAIT_MS);
+    u16 avail_event = q->used[2 + 4 * q->size];
+    dev_check_begin(d, done1 && done2 && quiet && loud, "event-idx");
+    puts("completed "); putdec(done1 + done2); puts(" interrupt-when-suppressed "); putdec(!quiet);
+    puts(" interrupt-when-asked "); putdec(loud); putc('\n');
+    puts("INFO "); puts(d->name); puts(" avail_event "); putdec(avail_event);
+    puts(" avail.idx "); putdec(q->avail_idx); putc('\n');
+}
+
+static void irq_summary(struct vdev *d)
+{
+    dev_check_begin(d, d->irq_expected > 0 && d->irq_seen == d->irq_expected, d->intx ? "intx" : "msix");
+    puts("requests "); putdec(d->irq_expected); puts(" interrupts "); putdec(d->irq_seen);
+    if (d->intx)
+        puts(" (PCI status bit 3 up, ISR bit 0, line down after the ISR read)");
+    else
+        puts(" (fixed, to apic "), putdec(bsp_apic_id), puts(", seen in the IRR)");
+    if (d->irq_unchecked) { puts(" unchecked "); putdec(d->irq_unchecked); }
+    putc('\n');
+}
+
+/* ---------------------------------------------------------- device config */
+
+static u32 devcfg_read32(struct vdev *d, u32 off) { return mmio_read32(d->devcfg + off); }
+
+/* The 64-bit field at off, read consistently (config_generation, 4.1.4.3.1). */
+static u64 devcfg_read64(struct vdev *d, u32 off)
+{
+    for (u32 tries = 0; tries < 100; tries++) {
+        u8 g = mmio_read8(d->common + CC_CFG_GEN);
+        u64 v = ((u64)mmio_read32(d->devcfg + off + 4) << 32) | mmio_read32(d->devcfg + off);
+        if (mmio_read8(d->common + CC_CFG_GEN) == g)
+            return v;
+    }
+    return ~0ull;
+}
+
+/* -------------------------------------------------------------- finding */
+
+static struct vdev *find_device(struct vdev *d, const char *name, u16 type)
+{
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    for (u32 i = 0; i < nfuncs; i++)
+        if (funcs[i].vendor == VIRTIO_VENDOR && funcs[i].device == VIRTIO_MODERN_BASE + type) {
+            d->pci = &funcs[i];
+            dev_check_begin(d, 1, "found");
+            puts("00:"); hex2(funcs[i].dev); putc('.'); putc((char)('0' + funcs[i].fn));
+            puts(" id "); puthex(funcs[i].device, 4);
+            puts(" rev "); puthex(funcs[i].class_rev & 0xff, 2); putc('\n');
+            return d;
+        }
+    /* A transitional (0x1000-0x103f) device of this type: not what we test. */
+    for (u32 i = 0; i < nfuncs; i++)
+        if (funcs[i].vendor == VIRTIO_VENDOR && funcs[i].device >= 0x1000 && funcs[i].device < 0x1040 &&
+            pci_read16(0, funcs[i].dev, funcs[i].fn, 0x2e) == type) {
+            dev_check_begin(d, 0, "found");
+            puts("only a transitional/legacy id 0x"); puthex(funcs[i].device, 4);
+            puts(" (modern 0x"); puthex(VIRTIO_MODERN_BASE + type, 4); puts(" wanted)\n");
+            return NULL;
+        }
+    dev_check_begin(d, 0, "found");
+    puts("no device 1af4:"); puthex(VIRTIO_MODERN_BASE + type, 4); putc('\n');
+    return NULL;
+}
+
+/* ------------------------------------------------------------ virtio-blk */
+
+struct blk_hdr { u32 type, reserved; u64 sector; } __attribute__((packed));
+struct blk_range { u64 sector; u32 num_sectors, flags; } __attribute__((packed));
+
+static struct blk_hdr blk_hdr __attribute__((aligned(16)));
+static struct blk_range blk_rng __attribute__((aligned(16)));
+static volatile u8 blk_status;
+static u8 wbuf[32 * 512] __attribute__((aligned(4096)));
+static u8 rbuf[32 * 512] __attribute__((aligned(4096)));
+static char blk_id[BLK_ID_BYTES + 1];
+
+static u8 pattern_byte(u64 sector, u32 off, u32 seed)
+{
+    u32 x = (u32)sector * 2654435761u ^ (off * 40503u) ^ seed;
+    return (u8)(x ^ (x >> 11) ^ (x >> 19));
+}
+
+static void fill_pattern(u8 *buf, u64 sector, u32 nsec, u32 seed)
+{
+    for (u32 s = 0; s < nsec; s++)
+        for (u32 o = 0; o < SECTOR; o++)
+            buf[s * SECTOR + o] = pattern_byte(sector + s, o, seed);
+}
+
+/* A block request: header, the data split into `nseg` pieces (sizes in
+   `split`, or one piece), status. Returns the status byte, or -1. */
+static i32 blk_request(struct vdev *d, u32 type, u64 sector, void *data, u32 len, int dev_writes,
+                       const u32 *split, u32 nseg, int indirect, const char *what)
+{
+    struct seg s[8];
+    u32 n = 0;
+    blk_hdr.type = type;
+    blk_hdr.reserved = 0;
+    blk_hdr.sector = sector;
+    s[n++] = (struct seg){ &blk_hdr, sizeof blk_hdr, 0 };
+    if (len) {
+        if (split && nseg) {
+            u32 off = 0;
+            for (u32 i = 0; i < nseg && n < 7; i++) {
+                s[n++] = (struct seg){ (u8 *)data + off, split[i], dev_writes };
+                off += split[i];
+            }
+        } else {
+            s[n++] = (struct seg){ data, len, dev_writes };
+        }
+    }
+    blk_status = 0xff;
+    s[n++] = (struct seg){ (void *)&blk_status, 1, 1 };
+    i32 used = vq_request(d, &d->q[0], s, n, indirect, what);
+    if (used < 0)
+        return -1;
+    u32 writable = 1 + (dev_writes ? len : 0);
+    if ((u32)used > writable) {
+        dev_check_begin(d, 0, what);
+        puts("used length "); putdec((u32)used); puts(" > device-writable "); putdec(writable); putc('\n');
+        return -1;
+    }
+    return blk_status;
+}
+
+static void status_detail(i32 st)
+{
+    puts("status ");
+    if (st < 0) puts("none"); else putdec((u32)st);
+}
+
+/* Writes a pattern, reads it back (read split differently), compares. */
+static void blk_rw_check(struct vdev *d, const char *what, u64 sector, u32 nsec,
+                         const u32 *wsplit, u32 wn, const u32 *rsplit, u32 rn, int indirect, u32 seed)
+{
+    u32 len = nsec * SECTOR;
+    fill_pattern(wbuf, sector, nsec, seed);
+    i32 ws = blk_request(d, BLK_T_OUT, sector, wbuf, len, 0, wsplit, wn, indirect, what);
+    if (ws < 0)
+        return;
+    memset(rbuf, 0, len);
+    i32 rs = blk_request(d, BLK_T_IN, sector, rbuf, len, 1, rsplit, rn, indirect, what);
+    if (rs < 0)
+        return;
+    u32 bad = len;
+    for (u32 i = 0; i < len; i++)
+        if (rbuf[i] != wbuf[i]) { bad = i; break; }
+    dev_check_begin(d, ws == BLK_S_OK && rs == BLK_S_OK && bad == len, what);
+    puts("sector "); putdec(sector); puts(" count "); putdec(nsec);
+    puts(" write-"); status_detail(ws); puts(" read-"); status_detail(rs);
+    if (bad != len) { puts(" first mismatch at byte "); putdec(bad); }
+    putc('\n');
+}
+
+/* Four requests of `type` published with one notification; all four must
+   complete (in any order: each head once) with status OK. */
+#define BATCH 4
+static struct blk_hdr batch_hdr[BATCH] __attribute__((aligned(16)));
+static volatile u8 batch_status[BATCH];
+
+static int blk_batch(struct vdev *d, u32 type, u64 sector, u8 *buf, u32 nsec, const char *what)
+{
+    struct vq *q = &d->q[0];
+    u16 heads[BATCH];
+    vq_arm(d, q);
+    q->hold_notify = 1;
+    for (u32 i = 0; i < BATCH; i++) {
+        batch_hdr[i] = (struct blk_hdr){ type, 0, sector + i * nsec };
+        batch_status[i] = 0xff;
+        struct seg s[3] = { { &batch_hdr[i], sizeof batch_hdr[i], 0 },
+                            { buf + i * nsec * SECTOR, nsec * SECTOR, type == BLK_T_IN },
+                            { (void *)&batch_status[i], 1, 1 } };
+        heads[i] = q->next_head;
+        vq_post(q, s, 3, 0);
+    }
+    q->hold_notify = 0;
+    mmio_write16(q->notify_addr, q->index);
+    u16 want = (u16)(q->used_idx + BATCH);
+    if (!wait_u16(&q->used[1], want, WAIT_MS)) {
+        dev_check_begin(d, 0, what);
+        puts("used.idx "); putdec(q->used[1]); puts(", "); putdec(want); puts(" wanted within ");
+        putdec(WAIT_MS); puts(" ms\n");
+        d->broken = 1;
+        return 0;
+    }
+    u32 seen = 0;
+    int ok = 1;
+    for (u32 k = 0; k < BATCH; k++) {
+        volatile u32 *elem = (volatile u32 *)(q->used + 2) + 2 * ((u16)(q->used_idx + k) % q->size);
+        u32 j = 0;
+        while (j < BATCH && heads[j] != elem[0])
+            j++;
+        if (j == BATCH || (seen & (1u << j)))
+            ok = 0;
+        else
+            seen |= 1u << j;
+    }
+    q->used_idx = want;
+    check_interrupt(d, q);
+    for (u32 i = 0; i < BATCH; i++)
+        if (batch_status[i] != BLK_S_OK)
+            ok = 0;
+    if (!ok) {
+        dev_check_begin(d, 0, what);
+        puts("used ids not the four heads once each, or a status not OK\n");
+    }
+    return ok;
+}
+
+static int all_zero(const u8 *b, u32 n)
+{
+    for (u32 i = 0; i < n; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
+/* A hostile driver (`hostile`): a descriptor chain that loops, an indirect
+   table whose length is not a multiple of 16, then a data descriptor at
+   64 GiB (outside RAM). The first two have no valid reading: the device
+   must set DEVICE_NEEDS_RESET and, DRIVER_OK being set, send a
+   configuration change notification (virtio 1.2, 2.1.2). After a reset and
+   a new initialisation the device must work again. */
+enum hostile { HOSTILE_LOOP, HOSTILE_INDIRECT_SIZE, HOSTILE_ADDRESS };
+static void blk_hostile_case(struct vdev *d, u64 want, const char *what, enum hostile kind)
+{
+    int out_of_ram = kind == HOSTILE_ADDRESS;
+    struct vq *q = &d->q[0];
+    u32 v = alloc_vector();
+    if (!v || d->broken)
+        return;
+    msix_program(d, 0, v, 0);           /* entry 0: configuration changes */
+    blk_hdr = (struct blk_hdr){ BLK_T_OUT, 0, 0 };
+    blk_status = 0xff;
+    u16 h0 = q->next_head, h1 = (u16)((h0 + 1) % q->size), h2 = (u16)((h0 + 2) % q->size);
+    q->desc[h0] = (struct vdesc){ (u32)&blk_hdr, sizeof blk_hdr, DESC_NEXT, h1 };
+    if (out_of_ram) {
+        q->desc[h1] = (struct vdesc){ 0x1000000000ull, SECTOR, DESC_NEXT, h2 };
+        q->desc[h2] = (struct vdesc){ (u32)&blk_status, 1, DESC_WRITE, 0 };
+    } else if (kind == HOSTILE_INDIRECT_SIZE) {
+        indirect_table[0] = (struct vdesc){ (u32)&blk_hdr, sizeof blk_hdr, DESC_NEXT, 1 };
+        indirect_table[1] = (struct vdesc){ (u32)&blk_status, 1, DESC_WRITE, 0 };
+        q->desc[h0] = (struct vdesc){ (u32)indirect_table, 20, DESC_INDIRECT, 0 };
+    } else {
+        q->desc[h1] = (struct vdesc){ (u32)wbuf, SECTOR, DESC_NEXT, h0 };   /* back to the head */
+    }
+    q->next_head = (u16)((h0 + 3) % q->size);
+    vq_publish(q, h0);
+    struct pit_timer t;
+    pit_timer_start(&t);
+    while (!(status_read(d) & ST_NEEDS_RESET) && pit_timer_elapsed(&t) < IRQ_WAIT_MS * (PIT_HZ / 1000))
+        cpu_relax();
+    u8 st = status_read(d);
+    int needs_reset = (st & ST_NEEDS_RESET) != 0;
+    int cfg_irq = needs_reset && wait_irr(v, IRQ_WAIT_MS);
+    int completed = q->used[1] != q->used_idx;
+    /* A loop has no valid reading: NEEDS_RESET is the only answer. An
+       address outside RAM may also be answered by completing the request
+       (QEMU 7.2 does: DMA to an unassigned address reads as bytes through
+       a bounce buffer); which one happened is printed. */
+    int ok = needs_reset ? cfg_irq : (out_of_ram && completed);
+    dev_check_begin(d, ok, what);
+    puts(needs_reset ? "outcome needs-reset" : completed ? "outcome completed" : "outcome none");
+    puts(" status "); puthex(st, 2); puts(" config-interrupt "); putdec(cfg_irq);
+    puts(" used.idx "); putdec(q->used[1]); puts(" (was "); putdec(q->used_idx);
+    puts(") request-status "); putdec(blk_status); putc('\n');
+    /* Recovery: reset and initialise again (fresh rings), then one write
+       and read back. */
+    char recovered[32];
+    u32 n = 0;
+    for (const char *c = what; *c && n < 21; c++) recovered[n++] = *c;
+    memcpy(recovered + n, "-recovered", 11);
+    if (virtio_init(d, want, 1))
+        blk_rw_check(d, recovered, 16, 2, NULL, 0, NULL, 0, 0, 0xc0 + (u32)kind);
+}
+
+static void test_blk(void)
+{
+    static struct vdev dev;
+    struct vdev *d = find_device(&dev, "blk", VIRTIO_ID_BLK);
+    if (!d || !virtio_find_caps(d))
+        return;
+    int want_ro = has_word("ro");
+    u64 want = (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_RO) | (1ull << BLK_F_BLK_SIZE) |
+               (1ull << BLK_F_FLUSH) | (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES) |
+               (1ull << F_INDIRECT_DESC) | (1ull << F_EVENT_IDX);
+    if (!virtio_init(d, want, 1))
+        return;
+    u64 neg = d->negotiated;
+
+    u64 cap = devcfg_read64(d, 0);
+    u32 seg_max = (neg >> BLK_F_SEG_MAX) & 1 ? devcfg_read32(d, 12) : 0;
+    u32 blk_size = (neg >> BLK_F_BLK_SIZE) & 1 ? devcfg_read32(d, 20) : 512;
+    u32 exp_len;
+    const char *exp = cmdline_value(cmdline, "sectors", &exp_len);
+    int ok_num = 1;
+    u32 exp_sectors = exp ? parse_decimal(exp, exp_len, &ok_num) : 0;
+    dev_check_begin(d, cap >= 128 && cap != ~0ull && (!exp || (ok_num && cap == exp_sectors)), "capacity");
+    puts("sectors "); putdec(cap); puts(" blk_size "); putdec(blk_size);
+    puts(" seg_max "); putdec(seg_max);
+    if (exp) { puts(" expected "); putsn(exp, exp_len); }
+    putc('\n');
+    if (cap < 128 || cap == ~0ull)
+        return;
+    int ro = (neg >> BLK_F_RO) & 1;
+    dev_check_begin(d, ro == want_ro, "ro-feature");
+    puts(ro ? "VIRTIO_BLK_F_RO offered" : "VIRTIO_BLK_F_RO not offered");
+    puts(want_ro ? " (ro asked for)\n" : " (read-write asked for)\n");
+
+    if (!ro) {
+        /* Sizes: one sector, 4 KiB, 16 sectors in four uneven pieces read
+           back in three, the last sector; the first write also checks
+           masking on its queue's MSI-X entry. */
+        blk_rw_check(d, "rw-1-sector", 0, 1, NULL, 0, NULL, 0, 0, 0x11);
+        blk_rw_check(d, "rw-4k", 8, 8, NULL, 0, NULL, 0, 0, 0x22);
+        static const u32 wsplit[4] = { 512, 3584, 2048, 2048 };
+        static const u32 rsplit[3] = { 1536, 4096, 2560 };
+        if (!seg_max || seg_max >= 4)
+            blk_rw_check(d, "rw-multi-descriptor", 32, 16, wsplit, 4, rsplit, 3, 0, 0x33);
+        else
+            puts("INFO blk rw-multi-descriptor skipped: seg_max < 4\n");
+        blk_rw_check(d, "rw-last-sector", cap - 1, 1, NULL, 0, NULL, 0, 0, 0x44);
+        blk_rw_check(d, "rw-32-sectors", 96, 32, NULL, 0, NULL, 0, 0, 0x55);
+        if ((neg >> F_INDIRECT_DESC) & 1) {
+            static const u32 isplit[2] = { 1024, 1024 };
+            blk_rw_check(d, "rw-indirect", 48, 4, isplit, 2, isplit, 2, 1, 0x66);
+        } else {
+            puts("INFO blk rw-indirect skipped: VIRTIO_F_INDIRECT_DESC not offered\n");
+        }
+        /* Four writes and then four reads, each batch behind one notify. */
+        fill_pattern(wbuf, 128, 4 * 4, 0xbb);
+        memset(rbuf, 0, 4 * 4 * SECTOR);
+        if (blk_batch(d, BLK_T_OUT, 128, wbuf, 4, "batch") && blk_batch(d, BLK_T_IN, 128, rbuf, 4, "batch"))
+            dev_check(d, memcmp(rbuf, wbuf, 4 * 4 * SECTOR) == 0, "batch",
+                      "4 writes, then 4 reads of 4 sectors, one notification each: read back equal");
+        /* Masked MSI-X entry on a 1-sector write. */
+        blk_hdr.type = BLK_T_OUT; blk_hdr.reserved = 0; blk_hdr.sector = 1;
+        fill_pattern(wbuf, 1, 1, 0x77);
+        blk_status = 0xff;
+        struct seg ms[3] = { { &blk_hdr, sizeof blk_hdr, 0 }, { wbuf, SECTOR, 0 }, { (void *)&blk_status, 1, 1 } };
+        msix_mask_check(d, &d->q[0], ms, 3);
+        event_idx_check(d, &d->q[0], ms, 3);
+    } else {
+        memset(rbuf, 0, SECTOR);
+        i32 rs = blk_request(d, BLK_T_IN, 0, rbuf, SECTOR, 1, NULL, 0, 0, "ro-read");
+        if (rs >= 0) {
+            dev_check_begin(d, rs == BLK_S_OK, "ro-read"); status_detail(rs); putc('\n');
+        }
+        fill_pattern(wbuf, 0, 1, 0x99);
+        i32 ws = blk_request(d, BLK_T_OUT, 0, wbuf, SECTOR, 0, NULL, 0, 0, "ro-write-refused");
+        if (ws >= 0) {
+            dev_check_begin(d, ws == BLK_S_IOERR, "ro-write-refused");
+            status_detail(ws); puts(" (IOERR wanted)\n");
+        }
+        memset(wbuf, 0, SECTOR);
+        rs = blk_request(d, BLK_T_IN, 0, wbuf, SECTOR, 1, NULL, 0, 0, "ro-unchanged");
+        if (rs >= 0)
+            dev_check(d, rs == BLK_S_OK && memcmp(wbuf, rbuf, SECTOR) == 0, "ro-unchanged",
+                      "sector 0 reads the same after the refused write");
+    }
+
+    if ((neg >> BLK_F_FLUSH) & 1) {
+        i32 fs = blk_request(d, BLK_T_FLUSH, 0, NULL, 0, 0, NULL, 0, 0, "flush");
+        if (fs >= 0) {
+            dev_check_begin(d, fs == BLK_S_OK, "flush"); status_detail(fs); putc('\n');
+        }
+    } else {
+        puts("INFO blk flush skipped: VIRTIO_BLK_F_FLUSH not offered\n");
+    }
+
+    memset(blk_id, 0, sizeof blk_id);
+    i32 is = blk_request(d, BLK_T_GET_ID, 0, blk_id, BLK_ID_BYTES, 1, NULL, 0, 0, "get-id");
+    if (is >= 0) {
+        u32 slen;
+        const char *serial = cmdline_value(cmdline, "serial", &slen);
+        u32 idlen = strlen(blk_id);
+        int ok = is == BLK_S_OK && (!serial || (slen == idlen && memcmp(serial, blk_id, slen) == 0));
+        dev_check_begin(d, ok, "get-id");
+        status_detail(is); puts(" id \""); putsn(blk_id, BLK_ID_BYTES); putc('"');
+        if (serial) { puts(" expected \""); putsn(serial, slen); putc('"'); }
+        putc('\n');
+    }
+
+    if (!ro && ((neg >> BLK_F_WRITE_ZEROES) & 1)) {
+        fill_pattern(wbuf, 64, 8, 0x88);
+        i32 ws = blk_request(d, BLK_T_OUT, 64, wbuf, 8 * SECTOR, 0, NULL, 0, 0, "write-zeroes");
+        blk_rng = (struct blk_range){ 64, 8, 0 };
+        i32 zs = ws < 0 ? -1 : blk_request(d, BLK_T_WRITE_ZEROES, 0, &blk_rng, sizeof blk_rng, 0, NULL, 0, 0, "write-zeroes");
+        memset(rbuf, 0xa5, 8 * SECTOR);
+        i32 rs = zs < 0 ? -1 : blk_request(d, BLK_T_IN, 64, rbuf, 8 * SECTOR, 1, NULL, 0, 0, "write-zeroes");
+        if (rs >= 0) {
+            dev_check_begin(d, ws == BLK_S_OK && zs == BLK_S_OK && rs == BLK_S_OK && all_zero(rbuf, 8 * SECTOR),
+                            "write-zeroes");
+            puts("sectors 64-71 "); status_detail(zs);
+            puts(all_zero(rbuf, 8 * SECTOR) ? " read back zeros\n" : " NOT zero on read back\n");
+        }
+    } else {
+        puts("INFO blk write-zeroes skipped: read-only or VIRTIO_BLK_F_WRITE_ZEROES not offered\n");
+    }
+    if (!ro && ((neg >> BLK_F_DISCARD) & 1)) {
+        /* Discarded sectors read back unspecified data (5.2.6): only the
+           status is checked; whether they read zero is printed. */
+        blk_rng = (struct blk_range){ 72, 8, 0 };
+        i32 ds = blk_request(d, BLK_T_DISCARD, 0, &blk_rng, sizeof blk_rng, 0, NULL, 0, 0, "discard");
+        if (ds >= 0) {
+            dev_check_begin(d, ds == BLK_S_OK, "discard"); puts("sectors 72-79 "); status_detail(ds); putc('\n');
+            if (blk_request(d, BLK_T_IN, 72, rbuf, 8 * SECTOR, 1, NULL, 0, 0, "discard") == BLK_S_OK) {
+                puts("INFO blk discarded sectors read back ");
+                puts(all_zero(rbuf, 8 * SECTOR) ? "zeros\n" : "data\n");
+            }
+        }
+    } else {
+        puts("INFO blk discard skipped: read-only or VIRTIO_BLK_F_DISCARD not offered\n");
+    }
+
+    /* Past the end: wholly beyond, and straddling the last sector. */
+    i32 ps = blk_request(d, BLK_T_IN, cap, rbuf, SECTOR, 1, NULL, 0, 0, "read-past-end");
+    i32 ss = ps < 0 ? -1 : blk_request(d, BLK_T_IN, cap - 1, rbuf, 2 * SECTOR, 1, NULL, 0, 0, "read-past-end");
+    if (ss >= 0) {
+        dev_check_begin(d, ps == BLK_S_IOERR && ss == BLK_S_IOERR, "read-past-end");
+        puts("at capacity "); status_detail(ps); puts(", straddling "); status_detail(ss); puts(" (IOERR wanted)\n");
+    }
+    i32 us = blk_request(d, 0xff, 0, NULL, 0, 0, NULL, 0, 0, "unsupported-type");
+    if (us >= 0) {
+        dev_check_begin(d, us == BLK_S_UNSUPP, "unsupported-type"); puts("type 255 "); status_detail(us);
+        puts(" (UNSUPP wanted)\n");
+    }
+    irq_summary(d);
+    u8 st = status_read(d);
+    dev_check_begin(d, !(st & (ST_NEEDS_RESET | ST_FAILED)), "status-end");
+    puts("status "); puthex(st, 2); putc('\n');
+    if (has_word("hostile") && !ro && !d->intx) {
+        blk_hostile_case(d, want, "hostile-loop", HOSTILE_LOOP);
+        if ((neg >> F_INDIRECT_DESC) & 1)
+            blk_hostile_case(d, want, "hostile-indirect-size", HOSTILE_INDIRECT_SIZE);
+        blk_hostile_case(d, want, "hostile-address", HOSTILE_ADDRESS);
+    }
+}
+
+/* ------------------------------------------------------------ virtio-rng */
+
+static u8 rng_a[64] __attribute__((aligned(64))), rng_b[64] __attribute__((aligned(64)));
+
+/* Fills buf (64 bytes) with as many requests as it takes (at most 16). */
+static int rng_fill(struct vdev *d, u8 *buf, const char *what)
+{
+    u32 got = 0, requests = 0;
+    while (got < 64 && requests < 16) {
+        struct seg s = { buf + got, 64 - got, 1 };
+        i32 n = vq_request(d, &d->q[0], &s, 1, 0, what);
+        requests++;
+        if (n < 0)
+            return 0;
+        if ((u32)n > 64 - got) {
+            dev_check_begin(d, 0, what); puts("used length "); putdec((u32)n);
+            puts(" > buffer "); putdec(64 - got); putc('\n');
+            return 0;
+        }
+        got += (u32)n;
+    }
+    dev_check_begin(d, got == 64, what);
+    puts("64 bytes wanted, "); putdec(got); puts(" in "); putdec(requests); puts(" requests\n");
+    return got == 64;
+}
+
+static void test_rng(void)
+{
+    static struct vdev dev;
+    struct vdev *d = find_device(&dev, "rng", VIRTIO_ID_RNG);
+    if (!d || !virtio_find_caps(d) || !virtio_init(d, 0, 1))
+        return;
+    memset(rng_a, 0, 64);
+    memset(rng_b, 0, 64);
+    int a = rng_fill(d, rng_a, "read-1");
+    int b = rng_fill(d, rng_b, "read-2");
+    if (a && b) {
+        puts("INFO rng first bytes ");
+        for (u32 i = 0; i < 8; i++) puthex(rng_a[i], 2);
+        putc(' ');
+        for (u32 i = 0; i < 8; i++) puthex(rng_b[i], 2);
+        putc('\n');
+        dev_check(d, memcmp(rng_a, rng_b, 64) != 0 && !all_zero(rng_a, 64), "differ",
+                  "two 64-byte reads differ and are not all zero");
+    }
+    irq_summary(d);
+}
+
+/* -------------------------------------------------------- virtio-console */
+
+static const char console_line[] = "VIRTIO-CONSOLE-OK\n";
+static u8 con_rx[4][64] __attribute__((aligned(64)));
+static char con_line[128];
+
+static void test_console(void)
+{
+    static struct vdev dev;
+    struct vdev *d = find_device(&dev, "console", VIRTIO_ID_CONSOLE);
+    /* No MULTIPORT: port 0 only, queues 0 (receiveq) and 1 (transmitq). */
+    if (!d || !virtio_find_caps(d) || !virtio_init(d, 0, 2))
+        return;
+    static char txbuf[sizeof console_line];
+    memcpy(txbuf, console_line, sizeof console_line - 1);
+    struct seg s = { txbuf, sizeof console_line - 1, 0 };
+    i32 n = vq_request(d, &d->q[1], &s, 1, 0, "tx");
+    if (n >= 0)
+        dev_check(d, 1, "tx", "port 0 transmitq took \"VIRTIO-CONSOLE-OK\\n\"");
+    if (has_word("console-echo")) {
+        /* Four receive buffers (one vector armed for the first answer),
+           then bytes until a newline (bounded). */
+        struct vq *q = &d->q[0];
+        u16 heads[4];
+        vq_arm(d, q);
+        for (u32 i = 0; i < 4; i++) {
+            struct seg r = { con_rx[i], 64, 1 };
+            heads[i] = q->next_head;
+            vq_post(q, &r, 1, 0);
+        }
+        u32 len = 0;
+        int newline = 0, error = 0;
+        for (u32 i = 0; i < 4 && !newline && !error; i++) {
+            i32 got = vq_complete(d, q, heads[i], "rx");
+            if (got > 64) {
+                dev_check_begin(d, 0, "rx"); puts("used length "); putdec((u32)got);
+                puts(" > buffer 64\n");
+            }
+            if (got < 0 || got > 64) { error = 1; break; }
+            for (i32 j = 0; j < got && len < sizeof con_line - 1; j++) {
+                char c = (char)con_rx[i][j];
+                if (c == '\n') { newline = 1; break; }
+                con_line[len++] = c;
+            }
+        }
+        con_line[len] = 0;
+        if (!error) {
+            puts("INFO console received ");
+            putsn(con_line, len);
+            putc('\n');
+            dev_check_begin(d, newline, "rx");
+            putdec(len); puts(" bytes before the newline\n");
+        }
+    }
+    irq_summary(d);
+}
+
+/* ------------------------------------------------------------------ main */
+
+void kmain(u32 magic, struct mb_info *mbi);
+void kmain(u32 magic, struct mb_info *mbi)
+{
+    serial_init();
+    puts("virtio: modern virtio-pci drivers\n");
+    if (magic == MB_BOOT_MAGIC && (mbi->flags & MBI_CMDLINE) && mbi->cmdline)
+        cmdline = (const char *)mbi->cmdline;
+    puts("INFO cmdline "); puts(cmdline); putc('\n');
+    int blk = has_word("blk"), rng = has_word("rng"), con = has_word("console") || has_word("console-echo");
+    if (!check(blk || rng || con, "args", blk || rng || con ? "devices chosen" : "none of blk, rng, console"))
+        finish();
+    lapic_init();
+    pci_enumerate();
+    if (blk) test_blk();
+    if (rng) test_rng();
+    if (con) test_console();
+    finish();
+}
