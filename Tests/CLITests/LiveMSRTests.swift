@@ -10,10 +10,14 @@ import VMM
 final class LiveDeflect {
     let process = Process()
     private let out = Pipe(), err = Pipe()
+    /// Standard input, when the test types into the guest's console.
+    private let inputPipe: Pipe?
     private var stdoutBuffer = Data(), stderrBuffer = Data()
 
     /// `launcher`: a command that runs deflect for the test (e.g. `ip netns exec NS`).
-    init(_ arguments: [String], launcher: [String] = []) throws {
+    /// `input`: standard input is a pipe `sendInput` writes to (else /dev/null).
+    init(_ arguments: [String], launcher: [String] = [], input: Bool = false) throws {
+        inputPipe = input ? Pipe() : nil
         if let tool = launcher.first {
             process.executableURL = URL(fileURLWithPath: tool)
             process.arguments = Array(launcher.dropFirst()) + [deflectBinary] + arguments
@@ -23,8 +27,13 @@ final class LiveDeflect {
         }
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = inputPipe ?? FileHandle.nullDevice
         try process.run()
+    }
+
+    /// Types `text` on deflect's standard input.
+    func sendInput(_ text: String) {
+        inputPipe?.fileHandleForWriting.write(Data(text.utf8))
     }
 
     /// Reads until a line of stdout (or stderr) contains `fragment`; false if
@@ -50,6 +59,7 @@ final class LiveDeflect {
 
     /// Waits for the end; returns status, all stdout and all stderr.
     func finish() -> CommandResult {
+        try? inputPipe?.fileHandleForWriting.close()
         stdoutBuffer.append(out.fileHandleForReading.readDataToEndOfFile())
         stderrBuffer.append(err.fileHandleForReading.readDataToEndOfFile())
         process.waitUntilExit()

@@ -1,0 +1,69 @@
+// CLITests: Deflect's virtio devices judged by the virtio test guest
+// (Guests/multiboot/virtio.c, the same kernel VirtioGuestQEMUTests passes
+// against QEMU's devices): a read-write disk, entropy and the console both
+// ways with hostile queues in between; a read-only disk whose BARs the guest
+// moves, with INTx instead of MSI-X. The host file holds what the guest wrote.
+import DeflectTestSupport
+import Foundation
+import Testing
+
+@Suite("deflect: virtio devices under the virtio test guest", .serialized,
+       .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
+struct VirtioDeviceTests {
+    static let serial = "DEFLECT0001", sectors = 2048
+
+    private func scratchDisk() throws -> String {
+        let path = NSTemporaryDirectory() + "deflect-virtio-\(UUID().uuidString.prefix(8)).img"
+        try Data(count: Self.sectors * 512).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// The guest's pattern_byte: what it writes at byte `offset` of `sector` with `seed`.
+    static func patternByte(sector: UInt32, offset: UInt32, seed: UInt32) -> UInt8 {
+        let x = sector &* 2_654_435_761 ^ (offset &* 40503) ^ seed
+        return UInt8(truncatingIfNeeded: x ^ (x >> 11) ^ (x >> 19))
+    }
+
+    @Test func diskEntropyAndConsoleServeTheGuest() throws {
+        let kernel = try GuestImages.path("multiboot/virtio.elf")
+        let disk = try scratchDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let token = "tok-\(UInt32.random(in: 1000...9999))"
+        let vm = try LiveDeflect(["run", kernel, "--memory", "128", "--disk", "path=\(disk),serial=\(Self.serial)",
+                                  "--rng", "--console", "virtio", "--timeout", "120",
+                                  "--append", "blk rng console console-echo hostile serial=\(Self.serial) sectors=\(Self.sectors)"],
+                                 input: true)
+        // The guest asks for its line once the console is up.
+        #expect(vm.waitFor("VIRTIO-CONSOLE-OK", limit: 120))
+        vm.sendInput(token + "\n")
+        let result = vm.finish()
+        #expect(result.status == 3, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("RESULT pass"), "\(result.stdout)")
+        #expect(!result.stdout.contains("FAIL "), "\(result.stdout)")
+        for line in ["PASS blk-rw-indirect", "PASS blk-msix-mask", "PASS blk-event-idx", "PASS blk-batch",
+                     "PASS blk-hostile-loop-recovered", "PASS blk-get-id", "PASS blk-read-past-end", "PASS rng-differ",
+                     "PASS console-tx", "INFO console received \(token)", "PASS console-rx"] {
+            #expect(result.stdout.contains(line), "\(line):\n\(result.stdout)")
+        }
+        // rw-4k wrote sectors 8–15 with seed 0x22: the host file has them.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: disk))
+        let sector8 = Array(bytes[(8 * 512)..<(9 * 512)])
+        #expect(sector8 == (0..<512).map { Self.patternByte(sector: 8, offset: UInt32($0), seed: 0x22) })
+    }
+
+    @Test func aReadOnlyDiskWithINTxAndGuestPlacedBARs() throws {
+        let kernel = try GuestImages.path("multiboot/virtio.elf")
+        let disk = try scratchDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let before = try Data(contentsOf: URL(fileURLWithPath: disk))
+        let result = try deflect(["run", kernel, "--memory", "128", "--disk", "path=\(disk),readonly=on,serial=\(Self.serial)",
+                                  "--timeout", "120",
+                                  "--append", "blk ro assign-bars intx serial=\(Self.serial) sectors=\(Self.sectors)"], limit: 150)
+        #expect(result.status == 3, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("RESULT pass") && !result.stdout.contains("FAIL "), "\(result.stdout)")
+        for line in ["PASS blk-ro-write-refused", "PASS blk-intx", "INFO bars of 00:01.0 cleared (assign-bars)"] {
+            #expect(result.stdout.contains(line), "\(line):\n\(result.stdout)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: disk)) == before, "a read-only disk is not written")
+    }
+}
