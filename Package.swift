@@ -182,6 +182,6 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "ContainerdShimTests", dependencies: ["ContainerdShim", "TTRPC", "DeflectTestSupport"],
                     exclude: ["cri"], swiftSettings: strict),   // cri/: the CRI test's Python client and proto
-        .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "Migration", "DeflectTestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "Migration", "ControlAPI", "DeflectTestSupport"], swiftSettings: strict),
     ]
 )

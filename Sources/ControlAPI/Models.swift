@@ -78,11 +78,41 @@ public struct VMInfo: Codable, Sendable, Equatable {
     /// Seconds spent paused so far (the guest's clocks did not see them).
     public var pausedSeconds: Double
 
-    public init(state: VMState, configuration: VMConfiguration, uptimeSeconds: Double, pausedSeconds: Double) {
+    /// The PCI functions besides the host bridge (virtio devices), by slot.
+    public var devices: [PCIDeviceInfo]
+
+    public init(state: VMState, configuration: VMConfiguration, uptimeSeconds: Double, pausedSeconds: Double,
+                devices: [PCIDeviceInfo] = []) {
         self.state = state
         self.configuration = configuration
         self.uptimeSeconds = uptimeSeconds
         self.pausedSeconds = pausedSeconds
+        self.devices = devices
+    }
+}
+
+/// One device on the VM's PCI bus, as `GET /vm` lists it.
+public struct PCIDeviceInfo: Codable, Sendable, Equatable {
+    /// "BB:DD.F".
+    public var address: String
+    /// "virtio-blk", "virtio-rng", "virtio-console".
+    public var type: String
+    /// The host side: the disk file, or nil.
+    public var backing: String?
+    public var readOnly: Bool?
+    /// The virtio device status byte the driver set (0 before a driver).
+    public var driverStatus: Int
+    /// Why the device needs a reset (a queue the guest broke), or nil.
+    public var broken: String?
+
+    public init(address: String, type: String, backing: String? = nil, readOnly: Bool? = nil, driverStatus: Int,
+                broken: String? = nil) {
+        self.address = address
+        self.type = type
+        self.backing = backing
+        self.readOnly = readOnly
+        self.driverStatus = driverStatus
+        self.broken = broken
     }
 }
 

@@ -38,7 +38,12 @@ public final class MachineControl: VMControl {
 
     public func info() async -> VMInfo {
         VMInfo(state: Self.state(machine.state), configuration: configuration, uptimeSeconds: machine.uptimeSeconds,
-               pausedSeconds: Double(machine.guestClock.pausedNanoseconds) / 1e9)
+               pausedSeconds: Double(machine.guestClock.pausedNanoseconds) / 1e9,
+               devices: machine.pciDevices().map { device in
+                   PCIDeviceInfo(address: device.address, type: device.typeName,
+                                 backing: device.backing, readOnly: device.readOnly, driverStatus: Int(device.driverStatus),
+                                 broken: device.broken)
+               })
     }
 
     public func setState(_ state: RequestedState) async throws(ControlError) {

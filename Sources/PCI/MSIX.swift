@@ -10,7 +10,7 @@
 // Entries start masked, as after reset.
 
 /// An MSI message: what the device writes to raise an interrupt.
-public struct MSIMessage: Sendable, Equatable, Codable {
+public struct MSIMessage: Sendable, Hashable, Codable {
     public var address: UInt64
     public var data: UInt32
 

@@ -263,6 +263,9 @@ public final class Machine: Sendable {
         }
     }
 
+    /// The devices on the PCI bus besides the host bridge (empty off the PC platform).
+    public func pciDevices() -> [PCIDeviceSummary] { pci?.deviceSummaries() ?? [] }
+
     /// Input for the guest's console (standard input): the virtio console's
     /// when the machine has one, else the UART's.
     public func consoleInput(_ bytes: [UInt8]) {

@@ -3,7 +3,8 @@
 // routed to their functions on MMIO exits, and virtio devices served off the
 // vCPU threads: a KVM ioeventfd on each queue's notify address wakes the
 // device's worker thread, which serves the queue under the lock, and MSI-X
-// messages go to KVM_SIGNAL_MSI (INTx to an IOAPIC pin otherwise).
+// messages go to irqfds on routed GSIs (MSIRouting; INTx to an IOAPIC pin
+// when the driver leaves MSI-X off).
 import Devices
 import Glibc
 import KVM
@@ -46,12 +47,15 @@ final class PCIHub: @unchecked Sendable {
     private let vm: VirtualMachine
     private let events: EventLog
     private let stopping = Atomic<Bool>(false)
+    /// MSI-X messages as irqfds on routed GSIs.
+    let msiRouting: MSIRouting
     /// The virtio console taking standard input, and its receive queue's eventfd.
     private var console: (device: VirtioConsoleDevice, receiveEvent: EventFD)?
 
     init(vm: VirtualMachine, events: EventLog) {
         self.vm = vm
         self.events = events
+        msiRouting = MSIRouting(vm: vm)
         bus = PCIBus(windows: PCIWindows(mmio32: Layout.mmio32), ecamBuses: Layout.ecamBuses)
         let listener = BarListener(hub: self)
         bus.listener = listener
@@ -73,7 +77,7 @@ final class PCIHub: @unchecked Sendable {
         } catch {
             throw .kvm(error)
         }
-        let delivery = MSIDelivery(vm: vm)
+        let delivery = MSIDelivery(routing: msiRouting)
         function.msix.delivery = delivery
         let placed: (slot: Int, base: UInt64?)? = lock.withLock { _ in
             guard let slot = try? bus.register(function) else { return nil }
@@ -100,6 +104,22 @@ final class PCIHub: @unchecked Sendable {
 
     /// The functions besides the host bridge.
     var deviceCount: Int { lock.withLock { _ in virtio.count } }
+
+    /// Each virtio function now: slot, its device, the driver's status, why it is broken.
+    func deviceSummaries() -> [PCIDeviceSummary] {
+        lock.withLock { _ in
+            virtio.compactMap { function in
+                guard let slot = (0..<PCIBus.slotCount).first(where: { bus.device(atSlot: $0) === function }) else { return nil }
+                var summary = PCIDeviceSummary(slot: slot, type: function.device.deviceType, driverStatus: function.status,
+                                               broken: function.brokenReason.map { "\($0)" })
+                if let disk = function.device as? VirtioBlockDevice, let file = disk.backend as? FileBlockBackend {
+                    summary.backing = file.path
+                    summary.readOnly = file.isReadOnly
+                }
+                return summary
+            }
+        }
+    }
 
     /// Standard input for the virtio console: kept by the device, and its
     /// receive queue's worker woken as a notification would. False when there
@@ -219,14 +239,11 @@ final class PCIHub: @unchecked Sendable {
     }
 }
 
-/// MSI-X messages of one function, delivered by KVM_SIGNAL_MSI.
+/// MSI-X messages of one function, delivered through the VM's MSI routes.
 private final class MSIDelivery: MSIXDelivery {
-    let vm: VirtualMachine
-    init(vm: VirtualMachine) { self.vm = vm }
-    func deliver(_ message: MSIMessage) {
-        // A refused message (a guest that programmed garbage) is dropped, as hardware drops it.
-        _ = try? vm.signalMSI(address: message.address, data: message.data)
-    }
+    let routing: MSIRouting
+    init(routing: MSIRouting) { self.routing = routing }
+    func deliver(_ message: MSIMessage) { routing.deliver(message) }
 }
 
 /// A function's INTx pin on an IOAPIC pin through KVM_IRQ_LINE.
@@ -241,5 +258,32 @@ private final class BarListener: PCIBarListener {
     init(hub: PCIHub) { self.hub = hub }
     func barMappingsChanged(removed: [PCIBarMapping], added: [PCIBarMapping]) {
         hub?.barMappingsChanged(removed: removed, added: added)
+    }
+}
+
+/// What `GET /vm` says about one PCI function.
+public struct PCIDeviceSummary: Sendable, Equatable {
+    public var slot: Int
+    public var type: VirtioDeviceType
+    public var driverStatus: UInt8
+    public var broken: String?
+    public var backing: String?
+    public var readOnly: Bool?
+
+    /// "00:DD.0".
+    public var address: String {
+        let device = String(slot, radix: 16)
+        return "00:" + (device.count < 2 ? "0" : "") + device + ".0"
+    }
+
+    /// "virtio-blk", "virtio-rng", "virtio-console", …
+    public var typeName: String {
+        switch type {
+        case .network: "virtio-net"
+        case .block: "virtio-blk"
+        case .console: "virtio-console"
+        case .entropy: "virtio-rng"
+        case .socket: "virtio-vsock"
+        }
     }
 }

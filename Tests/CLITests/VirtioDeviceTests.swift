@@ -3,6 +3,7 @@
 // against QEMU's devices): a read-write disk, entropy and the console both
 // ways with hostile queues in between; a read-only disk whose BARs the guest
 // moves, with INTx instead of MSI-X. The host file holds what the guest wrote.
+import ControlAPI
 import DeflectTestSupport
 import Foundation
 import Testing
@@ -65,5 +66,29 @@ struct VirtioDeviceTests {
             #expect(result.stdout.contains(line), "\(line):\n\(result.stdout)")
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: disk)) == before, "a read-only disk is not written")
+    }
+
+    /// `GET /vm` lists the PCI devices with their host side; a snapshot of
+    /// a VM with devices is refused with one line (their state is not saved
+    /// yet) and the VM runs on.
+    @Test func theControlAPIListsTheDevicesAndSnapshotsAreRefused() async throws {
+        let disk = try scratchDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let socket = NSTemporaryDirectory() + "deflect-virtio-\(UUID().uuidString.prefix(8)).sock"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--platform", "pc",
+                                  "--disk", "path=\(disk),readonly=on", "--rng", "--console", "virtio",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("SEQ 20\n"))
+        let info = try await ControlClient(socketPath: socket).info()
+        #expect(info.devices.map(\.address) == ["00:01.0", "00:02.0", "00:03.0"])
+        #expect(info.devices.map(\.type) == ["virtio-blk", "virtio-rng", "virtio-console"])
+        #expect(info.devices.first?.backing == disk && info.devices.first?.readOnly == true)
+        #expect(info.devices.allSatisfy { $0.driverStatus == 0 && $0.broken == nil })
+        let snapshot = try deflect(["ctl", "--socket", socket, "snapshot", socket + ".snap"])
+        #expect(snapshot.status == 66, "\(snapshot.stderr)")
+        expectOneLineError(snapshot, "PCI devices")
+        #expect(vm.waitFor("SEQ 400\n"), "the VM runs on")
+        vm.signal(SIGTERM)
+        _ = vm.finish()
     }
 }
