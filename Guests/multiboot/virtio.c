@@ -451,13 +451,14 @@ static int virtio_find_caps(struct vdev *d)
             u32 table = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 4));
             u32 pba = pci_read32(p->bus, p->dev, p->fn, (u8)(ptr + 8));
             d->msix_size = (u16)((ctl & 0x7ff) + 1);
+            u32 tbir = table & 7, pbir = pba & 7;   /* BIR 6 and 7 are reserved */
             int assigned;
-            if (!bars[table & 7])
-                bars[table & 7] = bar_address(p, (u8)(table & 7), &assigned);
-            if (!bars[pba & 7])
-                bars[pba & 7] = bar_address(p, (u8)(pba & 7), &assigned);
-            d->msix_table = bars[table & 7] ? bars[table & 7] + (table & ~7u) : 0;
-            d->msix_pba = bars[pba & 7] ? bars[pba & 7] + (pba & ~7u) : 0;
+            if (tbir < 6 && !bars[tbir])
+                bars[tbir] = bar_address(p, (u8)tbir, &assigned);
+            if (pbir < 6 && !bars[pbir])
+                bars[pbir] = bar_address(p, (u8)pbir, &assigned);
+            d->msix_table = tbir < 6 && bars[tbir] ? bars[tbir] + (table & ~7u) : 0;
+            d->msix_pba = pbir < 6 && bars[pbir] ? bars[pbir] + (pba & ~7u) : 0;
         }
         ptr = next;
     }
