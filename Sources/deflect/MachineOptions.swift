@@ -179,6 +179,10 @@ struct MachineOptions: ParsableArguments {
         do {
             machine = try Machine(configuration: configuration, serialOutput: sink, events: events)
         } catch {
+            // An image the loader refuses: name the file, as for every input file.
+            if case let .image(loaderError) = error, !loaderError.concernsModules {
+                throw fail("invalid image \(image): \(loaderError)", status: error.exitStatus)
+            }
             throw fail("\(error)", status: error.exitStatus)
         }
         sink.onFailure = { [weak machine] message in machine?.stopBecauseOutputFailed(message) }

@@ -59,8 +59,8 @@ struct LinuxBootCLITests {
         try bytes.prefix(0x400).write(to: URL(fileURLWithPath: truncated))
         defer { try? FileManager.default.removeItem(atPath: truncated) }
         let cases: [([String], Int32, String)] = [
-            ([truncated, "--mode", "linux"], 66, ""),
-            ([try GuestImages.path("multiboot/cpuid.elf"), "--mode", "pvh"], 66, ""),
+            ([truncated, "--mode", "linux"], 66, "invalid image \(truncated): "),
+            ([try GuestImages.path("multiboot/cpuid.elf"), "--mode", "pvh"], 66, "invalid image \(try GuestImages.path("multiboot/cpuid.elf")): "),
             ([linux.bzImage, "--memory", "256", "--append", String(repeating: "a", count: 70_000)], 66, "cmdline_size"),
             ([linux.bzImage, "--memory", "16"], 66, "--memory"),
             ([linux.bzImage, "--memory", "256", "--module", linux.initramfs], 64, "--initrd"),
