@@ -71,7 +71,8 @@ public final class VirtioVsockDevice: VirtioDevice {
     }
 
     final class Connection {
-        enum Phase { case connecting, established, closing }
+        /// hostDone: the host stream reached its end; the guest may still send.
+        enum Phase { case connecting, established, hostDone }
         let stream: VsockStream
         var phase: Phase
         // Control packets owed to the guest.
@@ -450,9 +451,10 @@ public final class VirtioVsockDevice: VirtioDevice {
             case .wouldBlock:
                 continue
             case .closed:
-                // The host program is done: the guest reads to the end, then answers RST.
-                connection.phase = .closing
-                connection.shutdownOwed = VsockHeader.shutdownBoth
+                // The host program sends no more (it may still read: a
+                // half-close); the guest's own SHUTDOWN or RST ends it.
+                connection.phase = .hostDone
+                connection.shutdownOwed = VsockHeader.shutdownSend
                 served(key)
                 return nextPacket(room: room)
             case let .data(bytes):

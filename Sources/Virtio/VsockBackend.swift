@@ -48,6 +48,7 @@ public final class InMemoryVsockBackend: VsockBackend {
         var toDevice: [UInt8] = []
         var fromDevice: [UInt8] = []
         var closedByHost = false
+        var writeShutByHost = false
         var closedByDevice = false
         var writeShutByDevice = false
     }
@@ -94,6 +95,8 @@ public final class InMemoryVsockBackend: VsockBackend {
     }
 
     public func hostClose(_ stream: VsockStream) { pipes[stream.id]?.closedByHost = true }
+    /// The host program's shutdown(SHUT_WR): it still reads.
+    public func hostShutdownWrite(_ stream: VsockStream) { pipes[stream.id]?.writeShutByHost = true }
     public func isClosedByDevice(_ stream: VsockStream) -> Bool { pipes[stream.id]?.closedByDevice ?? false }
     public func isWriteShutByDevice(_ stream: VsockStream) -> Bool { pipes[stream.id]?.writeShutByDevice ?? false }
     /// Streams the device has not closed.
@@ -114,7 +117,7 @@ public final class InMemoryVsockBackend: VsockBackend {
             pipes[stream.id]?.toDevice.removeFirst(taken.count)
             return .data(taken)
         }
-        return pipe.closedByHost ? .closed : .wouldBlock
+        return pipe.closedByHost || pipe.writeShutByHost ? .closed : .wouldBlock
     }
 
     public func write(_ stream: VsockStream, _ bytes: [UInt8]) -> Int? {

@@ -173,10 +173,10 @@ extension VsockHeader.Operation {
         try guest.send(guest.header(.readWrite, from: 1234, to: header.sourcePort, length: 3), payload: [1, 2, 3])
         #expect(guest.backend.hostRead(program) == [1, 2, 3])
 
-        // The program hangs up: SHUTDOWN both ways; the guest's RST ends the connection.
+        // The program hangs up: SHUTDOWN(SEND); the guest's RST ends the connection.
         guest.backend.hostClose(program)
         let shutdown = try guest.receive()
-        #expect(guest.operations(shutdown) == [Op.shutdown.code] && shutdown.first?.header.flags == VsockHeader.shutdownBoth)
+        #expect(guest.operations(shutdown) == [Op.shutdown.code] && shutdown.first?.header.flags == VsockHeader.shutdownSend)
         #expect(guest.device.connectionCount == 1)
         try guest.send(guest.header(.reset, from: 1234, to: header.sourcePort))
         #expect(guest.device.connectionCount == 0 && guest.backend.isClosedByDevice(program))
@@ -186,6 +186,24 @@ extension VsockHeader.Operation {
         let second = guest.backend.hostConnect()
         guest.backend.hostWrite(second, Array("CONNECT 1234\n".utf8))
         #expect(try guest.receive().first?.header.sourcePort == VirtioVsockDevice.firstHostPort + 1)
+    }
+
+    @Test func aHostHalfCloseStillCarriesTheGuestsReply() throws {
+        let guest = try VsockGuest(listening: [52])
+        try guest.postReceiveBuffers(8)
+        try guest.send(guest.header(.request, from: 1000, to: 52))
+        _ = try guest.receive()
+        let stream = try #require(guest.backend.streams(toPort: 52).first)
+        guest.backend.hostWrite(stream, Array("ask".utf8))
+        guest.backend.hostShutdownWrite(stream)
+        let packets = try guest.receive()
+        #expect(guest.operations(packets) == [Op.readWrite.code, Op.shutdown.code])
+        #expect(packets.first?.payload == Array("ask".utf8) && packets.last?.header.flags == VsockHeader.shutdownSend)
+        try guest.send(guest.header(.readWrite, from: 1000, to: 52, length: 6), payload: Array("answer".utf8))
+        #expect(guest.backend.hostRead(stream) == Array("answer".utf8))
+        try guest.send(guest.header(.shutdown, from: 1000, to: 52, flags: VsockHeader.shutdownBoth))
+        #expect(guest.operations(try guest.receive()) == [Op.reset.code])
+        #expect(guest.backend.isClosedByDevice(stream) && guest.device.connectionCount == 0)
     }
 
     @Test func badConnectLinesAndRefusedRequestsCloseTheProgram() throws {
