@@ -261,6 +261,33 @@ import Virtio
         #expect(try JSONDecoder().decode(VirtioNetDevice.State.self, from: JSONEncoder().encode(state)) == state)
     }
 
+    @Test func framesBothWaysThroughTheTransport() throws {
+        let backend = InMemoryNetBackend(macAddress: Self.mac, offloads: [.checksum])
+        let device = VirtioNetDevice(backend: backend, queueSize: 8)
+        let transport = try VirtioPCIDevice(device: device, memory: memory)
+        let driver = TestDriver(transport: transport)
+        #expect(driver.deviceFeatures & (F.checksum | F.guestChecksum | F.mac | F.hostTSO4) == F.checksum | F.guestChecksum | F.mac)
+        #expect(driver.negotiate(VirtioFeature.version1 | F.mac | F.guestChecksum | F.mergeableReceiveBuffers))
+        driver.setUpQueue(0, receiveRing)
+        driver.setUpQueue(1, transmitRing)
+        driver.driverOK()
+        #expect(backend.receiveOffloads == [.checksum])
+        #expect((0..<6).map { UInt8(driver.read(0x2000 + $0, 1)) } == Self.mac.bytes)
+        #expect(driver.read(0x2006, 2) == 1)   // link up
+
+        try memory.write(header() + Self.arp, at: 0x10_0000)
+        try addChain(transmitRing, at: 0, [(0x10_0000, 54, false)])
+        driver.notify(1)
+        #expect(backend.sent.map(\.frame) == [Self.arp])
+
+        backend.deliver(NetFrame(header: header(), frame: Self.arp))
+        transport.notify(queue: 0)   // the TAP became readable: nothing to receive into yet
+        try addChain(receiveRing, at: 0, [(0x40_0000, 1526, true)])
+        driver.notify(0)
+        #expect(receiveRing.usedIndex == 1 && transport.status & VirtioStatus.deviceNeedsReset == 0)
+        #expect(try memory.read(at: 0x40_0000, count: 54) == header(numBuffers: 1) + Self.arp)
+    }
+
     @Test func macAddressesParse() {
         #expect(MACAddress("52:54:00:12:34:56") == Self.mac)
         #expect(MACAddress("52-54-00-12-34-56") == Self.mac)

@@ -362,6 +362,34 @@ extension VsockHeader.Operation {
         #expect(!guest.device.transportResetPending)
     }
 
+    @Test func aConnectionThroughTheTransport() throws {
+        let memory = InMemoryGuestMemory(size: 0x80_0000)
+        let backend = InMemoryVsockBackend(listeningPorts: [52])
+        let device = VirtioVsockDevice(guestCID: VsockGuest.cid, backend: backend, queueSize: 8)
+        let transport = try VirtioPCIDevice(device: device, memory: memory)
+        let driver = TestDriver(transport: transport)
+        let rings = (0..<3).map { TestRing(memory: memory, size: 8, base: 0x1_0000 * UInt64($0 + 1)) }
+        #expect(driver.negotiate(VirtioFeature.version1))
+        for (index, ring) in rings.enumerated() { driver.setUpQueue(index, ring) }
+        driver.driverOK()
+        #expect(driver.read(0x2000, 8) == VsockGuest.cid)
+
+        let request = VsockHeader(sourceCID: VsockGuest.cid, destinationCID: 2, sourcePort: 1000, destinationPort: 52,
+                                  operation: .request, bufferAllocation: 4096)
+        try memory.write(request.bytes, at: 0x10_0000)
+        try rings[1].setDescriptor(0, address: 0x10_0000, length: 44)
+        try rings[1].makeAvailable(0)
+        try rings[0].setDescriptor(0, address: 0x20_0000, length: 4096, flags: TestRing.write)
+        try rings[0].makeAvailable(0)
+        driver.notify(1)
+        #expect(device.hasPacketsForGuest)
+        driver.notify(0)
+        let response = VsockHeader(bytes: try memory.read(at: 0x20_0000, count: 44))
+        #expect(response?.operation == VsockHeader.Operation.response.rawValue && response?.destinationPort == 1000)
+        #expect(try rings[0].usedElement(0).length == 44 && !device.hasPacketsForGuest)
+        #expect(backend.streams(toPort: 52).count == 1 && transport.status & VirtioStatus.deviceNeedsReset == 0)
+    }
+
     @Test func stateRestoresAsATransportReset() throws {
         let guest = try VsockGuest(listening: [52])
         try guest.send(guest.header(.request, from: 1000, to: 52))
