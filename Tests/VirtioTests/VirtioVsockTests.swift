@@ -7,6 +7,7 @@
 
 import Foundation
 import PCI
+import SeededRandom
 import Testing
 import Virtio
 
@@ -18,7 +19,7 @@ final class VsockGuest {
     let backend: InMemoryVsockBackend
     let receiveRing, transmitRing, eventRing: TestRing
     var receiveQueue, transmitQueue, eventQueue: SplitQueue
-    private var receiveSlot = 0, transmitSlot = 0, receiveSeen: UInt16 = 0
+    private var receiveSlot = 0, transmitSlot = 0, receiveSeen: UInt16 = 0, receivePosted: UInt16 = 0
     private var receiveBuffers: [UInt16: UInt64] = [:]
     private var cursor: UInt64 = 0x10_0000
 
@@ -77,8 +78,12 @@ final class VsockGuest {
             receiveBuffers[UInt16(receiveSlot)] = address
             try receiveRing.makeAvailable(UInt16(receiveSlot))
             receiveSlot = (receiveSlot + 1) % 64
+            receivePosted &+= 1
         }
     }
+
+    /// Receive buffers posted and not yet used.
+    var outstandingReceiveBuffers: Int { Int(receivePosted &- receiveRing.usedIndex) }
 
     /// Serves the receive queue and returns the packets it delivered.
     func receive() throws -> [(header: VsockHeader, payload: [UInt8])] {
@@ -206,6 +211,26 @@ extension VsockHeader.Operation {
         #expect(guest.backend.isClosedByDevice(stream) && guest.device.connectionCount == 0)
     }
 
+    @Test func aGuestCloseWaitsUntilItsDataIsWritten() throws {
+        let guest = try VsockGuest(listening: [52], streamCapacity: 4)
+        try guest.postReceiveBuffers(8)
+        try guest.send(guest.header(.request, from: 1000, to: 52))
+        _ = try guest.receive()
+        let stream = try #require(guest.backend.streams(toPort: 52).first)
+        try guest.send(guest.header(.readWrite, from: 1000, to: 52, length: 10), payload: Array(0..<10))
+        try guest.send(guest.header(.shutdown, from: 1000, to: 52, flags: VsockHeader.shutdownBoth))
+        // Six bytes still held: no RST, the stream stays open.
+        #expect(guest.device.connectionCount == 1 && !guest.backend.isClosedByDevice(stream))
+        #expect(try guest.receive().isEmpty)
+        var written = guest.backend.hostRead(stream)
+        _ = try guest.receive()
+        written += guest.backend.hostRead(stream)
+        let last = try guest.receive()
+        written += guest.backend.hostRead(stream)
+        #expect(written == Array(0..<10))
+        #expect(guest.operations(last) == [Op.reset.code] && guest.backend.isClosedByDevice(stream))
+    }
+
     @Test func badConnectLinesAndRefusedRequestsCloseTheProgram() throws {
         let guest = try VsockGuest()
         try guest.postReceiveBuffers(8)
@@ -331,6 +356,71 @@ extension VsockHeader.Operation {
         try guest.transmitRing.setDescriptor(0, address: 0x10_0000, length: 20)
         try guest.transmitRing.makeAvailable(0)
         #expect(throws: VirtqueueError.self) { try guest.device.processQueue(1, queue: &guest.transmitQueue, memory: guest.memory) }
+    }
+
+    /// Random packets (operations, ports, CIDs, lengths, credit values),
+    /// random host programs and host data, random receive buffers: nothing
+    /// throws, every packet delivered is well formed and fits its buffer, and
+    /// the device's memory stays within its limits.
+    @Test(arguments: [UInt64(1), 2, 3])
+    func randomTrafficStaysWithinTheLimits(seed: UInt64) throws {
+        var random = SeededGenerator(seed: 0x500C_0000 + seed)
+        var limits = VirtioVsockDevice.Limits()
+        limits.connections = 8
+        limits.pendingResets = 32
+        limits.bufferSize = 4096
+        let guest = try VsockGuest(limits: limits, listening: [52, 53], streamCapacity: 512)
+        var programs: [VsockStream] = []
+        func pick<T>(_ values: [T]) -> T { values[Int.random(in: 0..<values.count, using: &random)] }
+        for _ in 0..<3000 {
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<6:
+                let payload = (0..<pick([0, 1, 100, 2000])).map { _ in UInt8.random(in: 0...255, using: &random) }
+                var header = guest.header(pick([.request, .readWrite, .readWrite, .readWrite, .creditUpdate, .creditRequest, .response]),
+                                          from: pick([1000, 1001, 1002, 1003]),
+                                          to: pick([52, 53, 54, VirtioVsockDevice.firstHostPort, VirtioVsockDevice.firstHostPort + 1]),
+                                          length: UInt32(payload.count), bufferAllocation: pick([10, 4096, 262_144]),
+                                          forwardCount: 0)
+                if Int.random(in: 0..<3, using: &random) == 0 {
+                    // Hostile: any operation, CID, type, flags, length or credit.
+                    header.operation = UInt16.random(in: 0...9, using: &random)
+                    header.sourceCID = pick([3, 3, 9])
+                    header.destinationCID = pick([2, 2, 7])
+                    header.type = pick([1, 1, 2])
+                    header.flags = UInt32.random(in: 0...4, using: &random)
+                    header.bufferAllocation = pick([0, UInt32.max])
+                    header.forwardCount = UInt32.random(in: 0...UInt32.max, using: &random)
+                    header.length = pick([header.length, 5000, 70000, UInt32.max])
+                }
+                try guest.send(header, payload: payload)
+            case 6:
+                let program = guest.backend.hostConnect()
+                guest.backend.hostWrite(program, Array(pick(["CONNECT 1000\n", "CONNECT 1001\nhi", "OK\n", "CONNECT 7"]).utf8))
+                programs.append(program)
+            case 7:
+                let streams = programs + guest.backend.streams(toPort: 52) + guest.backend.streams(toPort: 53)
+                if !streams.isEmpty {
+                    let stream = pick(streams)
+                    guest.backend.hostWrite(stream, Array(repeating: 0x41, count: pick([1, 300, 5000])))
+                    if Bool.random(using: &random) { _ = guest.backend.hostRead(stream) }
+                    if Int.random(in: 0..<8, using: &random) == 0 { guest.backend.hostClose(stream) }
+                }
+            default:
+                if guest.outstandingReceiveBuffers < 32 { try guest.postReceiveBuffers(4, size: pick([44, 60, 1024, 70000])) }
+                for packet in try guest.receive() {
+                    #expect(packet.header.sourceCID == 2 || packet.header.operation == VsockHeader.Operation.reset.rawValue)
+                    #expect(packet.header.destinationCID == VsockGuest.cid)
+                    #expect(packet.payload.count == Int(packet.header.length))
+                    #expect(packet.payload.count <= VirtioVsockDevice.maximumPayload)
+                }
+            }
+            #expect(guest.device.connectionCount <= 8)
+            #expect(guest.device.bufferedBytes <= 8 * (4096 + 32))
+        }
+        // The traffic reached every path: data both ways, resets, drops.
+        let counters = guest.device.counters
+        #expect(counters.packetsFromGuest > 1000 && counters.resetsToGuest > 0 && counters.dropped > 0)
+        #expect(counters.bytesToHost > 0 && counters.bytesToGuest > 0)
     }
 
     @Test func tooManyWaitingProgramsAreClosed() throws {
