@@ -88,20 +88,29 @@ public struct SplitQueue: Sendable, Equatable {
         do { return try memory.readUInt16(at: availableRing &+ 2) } catch { throw .memory(error) }
     }
 
-    /// The next available chain, nil when there is none (or the batch is
-    /// spent). A malformed chain throws and leaves the index where it was.
-    public mutating func popAvailable(memory: any GuestMemoryAccess) throws(VirtqueueError) -> DescriptorChain? {
-        guard ready, size > 0, popsLeftInBatch > 0 else { return nil }
+    /// The chain `ahead` places after the next available one, without
+    /// consuming anything (a device that must know the room it has before it
+    /// takes buffers, as virtio-net's receive side); nil when the driver has
+    /// not made that many available.
+    public func peekAvailable(ahead: UInt16 = 0, memory: any GuestMemoryAccess) throws(VirtqueueError) -> DescriptorChain? {
+        guard ready, size > 0 else { return nil }
         let available = try availableIndex(memory: memory)
         let outstanding = available &- nextAvailable
         guard outstanding != 0 else { return nil }
         guard outstanding <= size else { throw .availableIndexJump(available: available, next: nextAvailable) }
+        guard ahead < outstanding else { return nil }
         let head: UInt16
         do {
-            head = try memory.readUInt16(at: availableRing &+ 4 &+ 2 * UInt64(nextAvailable % size))
+            head = try memory.readUInt16(at: availableRing &+ 4 &+ 2 * UInt64((nextAvailable &+ ahead) % size))
         } catch { throw .memory(error) }
         guard head < size else { throw .headOutOfRange(head) }
-        let chain = try walkChain(head: head, memory: memory)
+        return try walkChain(head: head, memory: memory)
+    }
+
+    /// The next available chain, nil when there is none (or the batch is
+    /// spent). A malformed chain throws and leaves the index where it was.
+    public mutating func popAvailable(memory: any GuestMemoryAccess) throws(VirtqueueError) -> DescriptorChain? {
+        guard popsLeftInBatch > 0, let chain = try peekAvailable(memory: memory) else { return nil }
         nextAvailable &+= 1
         popsLeftInBatch -= 1
         if eventIndex {

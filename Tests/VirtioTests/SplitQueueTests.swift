@@ -53,6 +53,24 @@ import Virtio
         #expect(queue.nextAvailable == 1)
     }
 
+    @Test func peekingLooksAheadWithoutConsuming() throws {
+        let ring = TestRing(memory: memory, size: 8)
+        try ring.setDescriptor(0, address: 0x8_0000, length: 100, flags: TestRing.write)
+        try ring.setDescriptor(1, address: 0x8_1000, length: 200, flags: TestRing.write)
+        try ring.makeAvailable(0)
+        try ring.makeAvailable(1)
+        var queue = try ring.queue(eventIndex: true)
+        #expect(try queue.peekAvailable(memory: memory)?.writableLength == 100)
+        #expect(try queue.peekAvailable(ahead: 1, memory: memory)?.writableLength == 200)
+        #expect(try queue.peekAvailable(ahead: 2, memory: memory) == nil)
+        #expect(queue.nextAvailable == 0 && ring.availableEvent == 0 && queue.popsLeftInBatch == 8)
+        #expect(try queue.popAvailable(memory: memory)?.writableLength == 100)
+        #expect(try queue.peekAvailable(memory: memory)?.head == 1)
+        // A jump past the queue size is refused when peeking too.
+        try ring.setAvailableIndex(20)
+        #expect(throws: VirtqueueError.availableIndexJump(available: 20, next: 1)) { try queue.peekAvailable(memory: memory) }
+    }
+
     @Test func popsAnIndirectTable() throws {
         let ring = TestRing(memory: memory, size: 4)
         let table: UInt64 = 0x9_0000
