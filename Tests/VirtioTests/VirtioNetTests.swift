@@ -5,6 +5,7 @@
 
 import Foundation
 import PCI
+import SeededRandom
 import Testing
 import Virtio
 
@@ -216,6 +217,68 @@ import Virtio
         #expect(device.counters.receiveDrops == 2 && device.counters.receivedFrames == 1)
         #expect(receiveRing.usedIndex == 1)
         #expect(try receiveRing.usedElement(0).length == 54)
+    }
+
+    @Test func oneReceivePassHandlesABoundedNumberOfFrames() throws {
+        let (device, backend) = device(capacity: 5000)
+        for _ in 0..<2000 { backend.deliver(NetFrame(frame: Array(repeating: 1, count: VirtioNetDevice.maximumFrameBytes + 1))) }
+        var queue = try receiveRing.queue()
+        try device.processQueue(0, queue: &queue, memory: memory)
+        #expect(device.counters.receiveDrops == UInt64(VirtioNetDevice.maximumFramesPerPass))
+        #expect(backend.waitingCount == 2000 - VirtioNetDevice.maximumFramesPerPass)
+    }
+
+    /// Random frames into random receive buffers, mergeable or not: every
+    /// frame arrives whole and in order or is counted as dropped.
+    @Test(arguments: [false, true])
+    func randomFramesArriveWholeOrAreCounted(mergeable: Bool) throws {
+        var random = SeededGenerator(seed: mergeable ? 0x4E37 : 0x4E38)
+        let (device, backend) = device(features: F.mac | (mergeable ? F.mergeableReceiveBuffers : 0))
+        var queue = try receiveRing.queue()
+        var sentFrames: [[UInt8]] = [], receivedFrames: [[UInt8]] = []
+        var seen: UInt16 = 0, slot = 0
+        var buffers: [UInt16: UInt64] = [:]
+        var partial: [UInt8] = [], buffersLeft = 0
+        for round in 0..<400 {
+            let frame = (0..<Int.random(in: 1...4000, using: &random)).map { UInt8(truncatingIfNeeded: round &+ $0) }
+            backend.deliver(NetFrame(frame: frame))
+            sentFrames.append(frame)
+            // Refill: every used buffer was read last round, so any slot not outstanding is free.
+            while receiveRing.availableIndex &- queue.nextAvailable < 8 {
+                let address = 0x40_0000 + UInt64(slot) * 0x2000
+                try receiveRing.setDescriptor(slot, address: address, length: UInt32.random(in: 12...5000, using: &random), flags: TestRing.write)
+                buffers[UInt16(slot)] = address
+                try receiveRing.makeAvailable(UInt16(slot))
+                slot = (slot + 1) % 8
+            }
+            queue.beginBatch()
+            try device.processQueue(0, queue: &queue, memory: memory)
+            while seen != receiveRing.usedIndex {
+                let used = try receiveRing.usedElement(Int(seen))
+                seen &+= 1
+                let bytes = try memory.read(at: buffers[UInt16(used.id)] ?? 0, count: Int(used.length))
+                if buffersLeft == 0 {
+                    buffersLeft = mergeable ? Int(bytes[10]) | Int(bytes[11]) << 8 : 1
+                    partial = Array(bytes.dropFirst(12))
+                } else {
+                    partial += bytes
+                }
+                buffersLeft -= 1
+                if buffersLeft == 0 { receivedFrames.append(partial) }
+            }
+        }
+        // What arrived is what was sent, in order, less the frames counted as dropped.
+        #expect(UInt64(receivedFrames.count) == device.counters.receivedFrames)
+        var remaining = sentFrames[...]
+        let inOrder = receivedFrames.allSatisfy { frame in
+            guard let index = remaining.firstIndex(of: frame) else { return false }
+            remaining = remaining[(index + 1)...]
+            return true
+        }
+        #expect(inOrder)
+        #expect(device.counters.receivedFrames + device.counters.receiveDrops + UInt64(backend.waitingCount) <= 400)
+        #expect(device.counters.receivedFrames > 50)
+        if mergeable { #expect(device.counters.receiveDrops == 0) } else { #expect(device.counters.receiveDrops > 0) }
     }
 
     @Test func malformedChainsBreakTheDevice() throws {
