@@ -248,12 +248,22 @@ public final class Machine: Sendable {
     }
 
     /// The virtio devices the configuration asks for, in slot order: disks,
-    /// the entropy device, the console (its output beside the UART's).
+    /// network devices, the entropy device, the console (its output beside the UART's).
     private static func addPCIDevices(_ configuration: MachineConfiguration, to hub: PCIHub, memory: GuestRAMAccess,
                                       consoleOutput: DeviceHub) throws(MachineError) {
         for (i, disk) in configuration.disks.enumerated() {
             let device = VirtioBlockDevice(backend: try FileBlockBackend(disk), serial: disk.serial)
             try hub.addVirtio(device, memory: memory, name: "virtio-blk\(i)")
+        }
+        for (i, network) in configuration.networks.enumerated() {
+            let tap: TapDevice
+            do throws(TapDevice.OpenError) {
+                tap = try TapDevice(name: network.tap, offloads: [.checksum, .tso4, .tso6, .tsoECN, .ufo])
+            } catch {
+                throw .device("--net tap=\(network.tap): \(error)")
+            }
+            try hub.addVirtio(VirtioNetDevice(backend: TapNetBackend(tap: tap, mac: network.mac)), memory: memory,
+                              name: "virtio-net\(i)")
         }
         if configuration.entropyDevice {
             try hub.addVirtio(VirtioEntropyDevice(source: HostEntropy.bytes), memory: memory, name: "virtio-rng")

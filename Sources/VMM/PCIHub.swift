@@ -201,14 +201,18 @@ final class PCIHub: @unchecked Sendable {
     // MARK: - Worker threads
 
     /// Starts one thread per virtio device that waits on its queues'
-    /// ioeventfds and serves them; they end after `stop()`.
+    /// ioeventfds (and its host side, for a network device) and serves them;
+    /// they end after `stop()`.
     func startWorkers() throws(MachineError) {
         let devices = notifierLock.withLock { _ in notifiers.sorted { $0.key < $1.key }.map(\.value) }
         let count = lock.withLock { _ in virtio.count }
         for (index, notifier) in devices.enumerated() where index < count {
             let queueEvents = notifier.queueEvents
+            let host = lock.withLock { _ in (virtio[index].device as? VirtioNetDevice)?.backend as? TapNetBackend }?.tap.fd
             do {
-                try HostThread.start(name: "virtio-\(index)") { [self] in serve(device: index, queueEvents: queueEvents) }
+                try HostThread.start(name: "virtio-\(index)") { [self] in
+                    serve(device: index, queueEvents: queueEvents, hostDescriptor: host)
+                }
             } catch {
                 throw .host("\(notifier.name): no worker thread: \(error)")
             }
@@ -220,22 +224,51 @@ final class PCIHub: @unchecked Sendable {
     /// The worker: poll the queue eventfds (100 ms, to see `stop`), serve
     /// each signalled queue, and again while a queue has chains left over
     /// from its batch limit, round-robin so no queue starves the others.
-    private func serve(device index: Int, queueEvents: [EventFD]) {
-        var descriptors = queueEvents.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+    /// A host descriptor (a TAP) that becomes readable serves the receive
+    /// queue; when that takes nothing in (no receive buffers), the
+    /// descriptor is left out until the driver notifies a queue again, so a
+    /// waiting frame does not spin the thread.
+    private func serve(device index: Int, queueEvents: [EventFD], hostDescriptor: CInt?) {
+        let receiveQueue = 0
+        var hostParked = false
         var pending = Set<Int>()
         while !stopping.load(ordering: .relaxed) {
+            var descriptors = queueEvents.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            if let hostDescriptor, !hostParked { descriptors.append(pollfd(fd: hostDescriptor, events: Int16(POLLIN), revents: 0)) }
             let timeout: Int32 = pending.isEmpty ? 100 : 0
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR { return }
-            for (queue, descriptor) in descriptors.enumerated() where descriptor.revents & Int16(POLLIN) != 0 {
-                _ = try? queueEvents[queue].take()
-                pending.insert(queue)
+            var hostReady = false
+            for (position, descriptor) in descriptors.enumerated() where descriptor.revents & Int16(POLLIN) != 0 {
+                if position < queueEvents.count {
+                    _ = try? queueEvents[position].take()
+                    pending.insert(position)
+                    hostParked = false
+                } else {
+                    hostReady = true
+                }
+            }
+            // A transmit can leave packets only the receive queue carries.
+            if hostDescriptor != nil, !pending.isEmpty { pending.insert(receiveQueue) }
+            if hostReady {
+                let taken = lock.withLock { _ -> Bool in
+                    let before = Self.receiveProgress(virtio[index].device)
+                    if virtio[index].notify(queue: receiveQueue) { pending.insert(receiveQueue) }
+                    return Self.receiveProgress(virtio[index].device) != before
+                }
+                if !taken { hostParked = true }
             }
             for queue in pending.sorted() {
                 let more = lock.withLock { _ in virtio[index].notify(queue: queue) }
                 if !more { pending.remove(queue) }
             }
         }
+    }
+
+    /// Frames a network device took from its host side so far (received or dropped).
+    private static func receiveProgress(_ device: any VirtioDevice) -> UInt64 {
+        guard let net = device as? VirtioNetDevice else { return 0 }
+        return net.counters.receivedFrames &+ net.counters.receiveDrops &+ (net.hasPendingFrame ? 1 : 0)
     }
 }
 

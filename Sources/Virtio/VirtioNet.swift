@@ -69,6 +69,8 @@ public final class VirtioNetDevice: VirtioDevice {
     public private(set) var counters = Counters()
     /// The frame taken from the back end that waits for receive buffers.
     private var pendingFrame: NetFrame?
+    /// A frame taken from the back end waits for receive buffers.
+    public var hasPendingFrame: Bool { pendingFrame != nil }
 
     public init(backend: any NetBackend, queueSize: UInt16 = 256) {
         self.backend = backend

@@ -48,6 +48,9 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("disk"), help: "A virtio-blk disk on the PCI bus (PC platform): path=FILE[,readonly=on][,serial=ID] (repeat for more). FILE must be a regular file, readable and, unless readonly=on, writable; the guest sees its size in 512-byte sectors.")
     var disks: [String] = []
 
+    @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP is opened or created (needs CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
+    var networks: [String] = []
+
     @Flag(help: "A virtio-rng device on the PCI bus (PC platform), filled from the host's getrandom.")
     var rng = false
 
@@ -121,10 +124,17 @@ struct MachineOptions: ParsableArguments {
                 throw fail("\(error)", status: ExitStatus.usage)
             }
         }
+        configuration.networks = try networks.enumerated().map { index, text in
+            do throws(NetOptionError) {
+                return try NetConfiguration.parse(text, index: index)
+            } catch {
+                throw fail("\(error)", status: ExitStatus.usage)
+            }
+        }
         configuration.entropyDevice = rng
         configuration.console = console
-        if (!configuration.disks.isEmpty || rng || console == .virtio) && configuration.platform != .pc {
-            throw fail("--disk, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
+        if (!configuration.disks.isEmpty || !networks.isEmpty || rng || console == .virtio) && configuration.platform != .pc {
+            throw fail("--disk, --net, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
         }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)

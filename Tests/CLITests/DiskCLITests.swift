@@ -17,7 +17,7 @@ struct DiskCLITests {
             ([kernel, "--disk", "path=\(directory)/x.img,cache=none"], 64, "unknown key cache"),
             ([kernel, "--disk", "path=\(directory)/missing.img"], 66, "--disk path=\(directory)/missing.img: cannot open: No such file or directory"),
             ([kernel, "--disk", "path=\(directory)"], 66, "--disk path=\(directory): cannot open: Is a directory"),
-            ([try GuestImages.path("real/hello.bin"), "--mode", "real", "--disk", "path=\(directory)/x.img"], 64, "--disk, --rng and --console virtio need --platform pc"),
+            ([try GuestImages.path("real/hello.bin"), "--mode", "real", "--disk", "path=\(directory)/x.img"], 64, "--disk, --net, --rng and --console virtio need --platform pc"),
         ]
         for (arguments, status, fragment) in cases {
             let result = try deflect(["run"] + arguments + ["--timeout", "5"])

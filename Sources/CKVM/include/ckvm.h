@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <arpa/inet.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -220,6 +222,37 @@ static inline struct kvm_irq_routing_entry ckvm_route_msi(uint32_t gsi, uint64_t
     e.u.msi.data = data;
     return e;
 }
+
+// ---- TAP devices -------------------------------------------------------------
+// Why: struct ifreq and the TUN ioctls (linux/if_tun.h) do not import into
+// Swift. Opens /dev/net/tun as the TAP `name` (IFF_TAP | IFF_NO_PI |
+// IFF_VNET_HDR, non-blocking), sets the 12-byte virtio_net_hdr_v1 and tries
+// the offloads in `offloads` (TUN_F_* bits); returns the fd or -errno, and
+// in *accepted the offload bits the TAP took (0 when it took none).
+static inline int ckvm_tap_open(const char *name, unsigned offloads, unsigned *accepted) {
+    *accepted = 0;
+    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (ioctl(fd, TUNSETIFF, &request) < 0) { int e = errno; close(fd); return -e; }
+    int header = 12;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &header) < 0) { int e = errno; close(fd); return -e; }
+    if (offloads != 0 && ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) == 0) *accepted = offloads;
+    return fd;
+}
+/// Sets the offloads the TAP may hand over (the driver's receive offloads).
+static inline int ckvm_tap_set_offloads(int fd, unsigned offloads) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)offloads) < 0 ? -errno : 0;
+}
+static const unsigned CKVM_TUN_F_CSUM = TUN_F_CSUM;
+static const unsigned CKVM_TUN_F_TSO4 = TUN_F_TSO4;
+static const unsigned CKVM_TUN_F_TSO6 = TUN_F_TSO6;
+static const unsigned CKVM_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
+static const unsigned CKVM_TUN_F_UFO = TUN_F_UFO;
 
 // ---- host memory files -------------------------------------------------------
 // Why: memfd_create, SEEK_DATA and SEEK_HOLE are declared by glibc only
