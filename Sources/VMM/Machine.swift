@@ -256,6 +256,11 @@ public final class Machine: Sendable {
             try hub.addVirtio(device, memory: memory, name: "virtio-blk\(i)")
         }
         for (i, network) in configuration.networks.enumerated() {
+            // Deflect attaches to a TAP the host set up; it never creates one
+            // (a typo would otherwise make a new, unconfigured interface).
+            guard access("/sys/class/net/\(network.tap)/tun_flags", F_OK) == 0 else {
+                throw .device("--net tap=\(network.tap): no such TAP device (create it first: ip tuntap add dev \(network.tap) mode tap)")
+            }
             let tap: TapDevice
             do throws(TapDevice.OpenError) {
                 tap = try TapDevice(name: network.tap, offloads: [.checksum, .tso4, .tso6, .tsoECN, .ufo])

@@ -1,6 +1,7 @@
-// CLITests: `--disk` refusals as a user meets them — a malformed value, a
-// missing file, a directory, a platform without PCI: one line naming the
-// option, status 64 or 66, before the guest starts.
+// CLITests: `--disk` and `--net` refusals as a user meets them — a malformed
+// value, a missing file, a directory, a TAP that does not exist, a platform
+// without PCI: one line naming the option, status 64 or 66, before the guest
+// starts.
 import DeflectTestSupport
 import Foundation
 import Testing
@@ -18,6 +19,10 @@ struct DiskCLITests {
             ([kernel, "--disk", "path=\(directory)/missing.img"], 66, "--disk path=\(directory)/missing.img: cannot open: No such file or directory"),
             ([kernel, "--disk", "path=\(directory)"], 66, "--disk path=\(directory): cannot open: Is a directory"),
             ([try GuestImages.path("real/hello.bin"), "--mode", "real", "--disk", "path=\(directory)/x.img"], 64, "--disk, --net, --rng and --console virtio need --platform pc"),
+            ([kernel, "--net", "mac=52:54:00:00:00:01"], 64, "--net mac=52:54:00:00:00:01: tap=NAME is required"),
+            ([kernel, "--net", "tap=t0,mac=01:00:5e:00:00:01"], 64, "is not a unicast MAC address"),
+            ([kernel, "--net", "tap=a-name-longer-than-15"], 64, "1 to 15 bytes"),
+            ([kernel, "--net", "tap=dfl-none-\(UInt16.random(in: 1000...9999))"], 66, "no such TAP device"),
         ]
         for (arguments, status, fragment) in cases {
             let result = try deflect(["run"] + arguments + ["--timeout", "5"])

@@ -91,4 +91,26 @@ struct VirtioDeviceTests {
         vm.signal(SIGTERM)
         _ = vm.finish()
     }
+
+    /// virtio-net over a TAP in a network namespace the test creates
+    /// (scripts/netns-tap-ping: namespace, TAP 10.0.2.2/24, Deflect inside
+    /// it, `ping` to the guest): the guest answers ARP and ICMP echo and
+    /// resolves its peer. Needs root and `ip`; skipped, saying so, otherwise.
+    @Test func theGuestAnswersPingsOverATap() throws {
+        let root = GuestImages.repositoryRoot.path
+        let result = try runProgram(root + "/scripts/netns-tap-ping",
+                                    ["--want-status", "3", "--", deflectBinary, "run", try GuestImages.path("multiboot/virtio.elf"),
+                                     "--memory", "128", "--net", "tap=vgqtap0,mac=52:54:00:12:34:56", "--timeout", "60",
+                                     "--append", "net ip=10.0.2.15 peer=10.0.2.2 pings=3 mac=52:54:00:12:34:56"],
+                                    limit: 120, directory: root)
+        if result.status == 77 {
+            print("VirtioDeviceTests: virtio-net not checked: \(result.stdout)\(result.stderr)")
+            return
+        }
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        for line in ["PASS net-config", "PASS net-arp-reply", "PASS net-echo-reply n=3 of 3", "PASS net-arp-peer",
+                     "RESULT pass", "netns-tap-ping: pass"] {
+            #expect((result.stdout + result.stderr).contains(line), "\(line):\n\(result.stdout)")
+        }
+    }
 }
