@@ -100,6 +100,11 @@ public struct ControlClient: Sendable {
     }
 
     /// `GET /cpuid` as the server wrote it.
+    /// `GET /vm` as the server sent it.
+    public func infoJSON() async throws(ControlClientError) -> Data {
+        try await send(.GET, "/vm")
+    }
+
     public func cpuidJSON() async throws(ControlClientError) -> Data {
         try await send(.GET, "/cpuid")
     }

@@ -47,7 +47,24 @@ public enum ControlReportText {
         return lines.joined(separator: "\n")
     }
 
-    /// `deflect ctl msrs`-style table of `GET /msrs`.
+    /// `deflect ctl vm`: the state, the configuration, then the PCI devices.
+    public static func vmDetails(_ info: VMInfo) -> String {
+        let configuration = info.configuration
+        var lines = [vm(info),
+                     "image \(configuration.image) (\(configuration.mode)), \(configuration.memoryMib) MiB, \(configuration.vcpus) vCPU(s), platform \(configuration.platform), cpu \(configuration.cpuSpec)"]
+        if let policy = configuration.policyPath { lines.append("policy \(policy)") }
+        if info.devices.isEmpty { lines.append("no PCI devices") }
+        for device in info.devices {
+            var line = "\(device.address) \(device.type)"
+            if let backing = device.backing { line += " \(backing)" }
+            if device.readOnly == true { line += " (read-only)" }
+            line += ", driver status 0x\(String(device.driverStatus, radix: 16))"
+            if let broken = device.broken { line += ", needs reset: \(broken)" }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+
     /// `deflect ctl cpuid`: the model, its features, then vCPU 0's table.
     public static func cpuid(_ report: CPUIDReport) -> String {
         func hex8(_ value: Hex64) -> String {

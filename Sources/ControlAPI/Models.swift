@@ -95,9 +95,9 @@ public struct VMInfo: Codable, Sendable, Equatable {
 public struct PCIDeviceInfo: Codable, Sendable, Equatable {
     /// "BB:DD.F".
     public var address: String
-    /// "virtio-blk", "virtio-rng", "virtio-console".
+    /// "virtio-blk", "virtio-net", "virtio-vsock", "virtio-rng", "virtio-console".
     public var type: String
-    /// The host side: the disk file, or nil.
+    /// The host side: the disk file, the TAP, the vsock Unix socket; nil for none.
     public var backing: String?
     public var readOnly: Bool?
     /// The virtio device status byte the driver set (0 before a driver).

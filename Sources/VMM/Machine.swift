@@ -248,7 +248,7 @@ public final class Machine: Sendable {
     }
 
     /// The virtio devices the configuration asks for, in slot order: disks,
-    /// network devices, the entropy device, the console (its output beside the UART's).
+    /// network devices, vsock, the entropy device, the console (its output beside the UART's).
     private static func addPCIDevices(_ configuration: MachineConfiguration, to hub: PCIHub, memory: GuestRAMAccess,
                                       consoleOutput: DeviceHub) throws(MachineError) {
         for (i, disk) in configuration.disks.enumerated() {
@@ -269,6 +269,10 @@ public final class Machine: Sendable {
             }
             try hub.addVirtio(VirtioNetDevice(backend: TapNetBackend(tap: tap, mac: network.mac)), memory: memory,
                               name: "virtio-net\(i)")
+        }
+        if let vsock = configuration.vsock {
+            try hub.addVirtio(VirtioVsockDevice(guestCID: vsock.cid, backend: try UnixVsockBackend(path: vsock.socket)),
+                              memory: memory, name: "virtio-vsock")
         }
         if configuration.entropyDevice {
             try hub.addVirtio(VirtioEntropyDevice(source: HostEntropy.bytes), memory: memory, name: "virtio-rng")

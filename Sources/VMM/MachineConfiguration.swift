@@ -74,6 +74,8 @@ public struct MachineConfiguration: Sendable {
     public var disks: [DiskConfiguration] = []
     /// virtio-net devices on TAPs (`--net`), after the disks.
     public var networks: [NetConfiguration] = []
+    /// A virtio-vsock device (`--vsock`).
+    public var vsock: VsockConfiguration?
     /// A virtio-rng device (`--rng`).
     public var entropyDevice = false
     /// Which device is the guest's console (`--console`).
@@ -103,8 +105,8 @@ public struct MachineConfiguration: Sendable {
         if (mode == .linux || mode == .pvh) && platform != .pc {
             throw .configuration("a Linux kernel (--mode \(mode.rawValue)) needs --platform pc (its interrupt controllers, timers and ACPI tables)")
         }
-        if (!disks.isEmpty || !networks.isEmpty || entropyDevice || console == .virtio) && platform != .pc {
-            throw .configuration("--disk, --net, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)")
+        if (!disks.isEmpty || !networks.isEmpty || vsock != nil || entropyDevice || console == .virtio) && platform != .pc {
+            throw .configuration("--disk, --net, --vsock, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)")
         }
         guard Self.vcpuRange.contains(vcpuCount) else {
             throw .configuration("vCPU count \(vcpuCount) is out of range \(Self.vcpuRange.lowerBound)–\(Self.vcpuRange.upperBound)")

@@ -115,6 +115,10 @@ final class PCIHub: @unchecked Sendable {
                 if let disk = function.device as? VirtioBlockDevice, let file = disk.backend as? FileBlockBackend {
                     summary.backing = file.path
                     summary.readOnly = file.isReadOnly
+                } else if let net = function.device as? VirtioNetDevice, let tap = net.backend as? TapNetBackend {
+                    summary.backing = tap.tap.name
+                } else if let vsock = function.device as? VirtioVsockDevice, let unix = vsock.backend as? UnixVsockBackend {
+                    summary.backing = unix.path
                 }
                 return summary
             }
@@ -208,11 +212,8 @@ final class PCIHub: @unchecked Sendable {
         let count = lock.withLock { _ in virtio.count }
         for (index, notifier) in devices.enumerated() where index < count {
             let queueEvents = notifier.queueEvents
-            let host = lock.withLock { _ in (virtio[index].device as? VirtioNetDevice)?.backend as? TapNetBackend }?.tap.fd
             do {
-                try HostThread.start(name: "virtio-\(index)") { [self] in
-                    serve(device: index, queueEvents: queueEvents, hostDescriptor: host)
-                }
+                try HostThread.start(name: "virtio-\(index)") { [self] in serve(device: index, queueEvents: queueEvents) }
             } catch {
                 throw .host("\(notifier.name): no worker thread: \(error)")
             }
@@ -224,22 +225,25 @@ final class PCIHub: @unchecked Sendable {
     /// The worker: poll the queue eventfds (100 ms, to see `stop`), serve
     /// each signalled queue, and again while a queue has chains left over
     /// from its batch limit, round-robin so no queue starves the others.
-    /// A host descriptor (a TAP) that becomes readable serves the receive
-    /// queue; when that takes nothing in (no receive buffers), the
-    /// descriptor is left out until the driver notifies a queue again, so a
-    /// waiting frame does not spin the thread.
-    private func serve(device index: Int, queueEvents: [EventFD], hostDescriptor: CInt?) {
+    /// A device with a host side (a TAP, vsock's Unix sockets) also waits on
+    /// those descriptors; one that becomes readable serves the receive
+    /// queue. When that takes nothing in (no receive buffers, no credit),
+    /// the host side is left out until the driver notifies a queue again, so
+    /// waiting input does not spin the thread; it is looked at again at
+    /// least every 100 ms (a host socket that can take more data again).
+    private func serve(device index: Int, queueEvents: [EventFD]) {
         let receiveQueue = 0
         var hostParked = false
         var pending = Set<Int>()
         while !stopping.load(ordering: .relaxed) {
+            let host = lock.withLock { _ in Self.hostDescriptors(virtio[index].device) }
             var descriptors = queueEvents.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            if let hostDescriptor, !hostParked { descriptors.append(pollfd(fd: hostDescriptor, events: Int16(POLLIN), revents: 0)) }
+            if !hostParked { descriptors += host.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } }
             let timeout: Int32 = pending.isEmpty ? 100 : 0
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR { return }
-            var hostReady = false
-            for (position, descriptor) in descriptors.enumerated() where descriptor.revents & Int16(POLLIN) != 0 {
+            var hostReady = ready == 0 && !host.isEmpty
+            for (position, descriptor) in descriptors.enumerated() where descriptor.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 if position < queueEvents.count {
                     _ = try? queueEvents[position].take()
                     pending.insert(position)
@@ -249,14 +253,14 @@ final class PCIHub: @unchecked Sendable {
                 }
             }
             // A transmit can leave packets only the receive queue carries.
-            if hostDescriptor != nil, !pending.isEmpty { pending.insert(receiveQueue) }
+            if !host.isEmpty, !pending.isEmpty { pending.insert(receiveQueue) }
             if hostReady {
                 let taken = lock.withLock { _ -> Bool in
                     let before = Self.receiveProgress(virtio[index].device)
                     if virtio[index].notify(queue: receiveQueue) { pending.insert(receiveQueue) }
                     return Self.receiveProgress(virtio[index].device) != before
                 }
-                if !taken { hostParked = true }
+                hostParked = !taken
             }
             for queue in pending.sorted() {
                 let more = lock.withLock { _ in virtio[index].notify(queue: queue) }
@@ -265,10 +269,23 @@ final class PCIHub: @unchecked Sendable {
         }
     }
 
-    /// Frames a network device took from its host side so far (received or dropped).
+    /// The host-side descriptors a device's thread waits on.
+    private static func hostDescriptors(_ device: any VirtioDevice) -> [CInt] {
+        if let net = device as? VirtioNetDevice, let tap = net.backend as? TapNetBackend { return [tap.tap.fd] }
+        if let vsock = device as? VirtioVsockDevice, let unix = vsock.backend as? UnixVsockBackend { return unix.descriptors }
+        return []
+    }
+
+    /// What a device took from its host side so far (frames, packets, drops).
     private static func receiveProgress(_ device: any VirtioDevice) -> UInt64 {
-        guard let net = device as? VirtioNetDevice else { return 0 }
-        return net.counters.receivedFrames &+ net.counters.receiveDrops &+ (net.hasPendingFrame ? 1 : 0)
+        if let net = device as? VirtioNetDevice {
+            return net.counters.receivedFrames &+ net.counters.receiveDrops &+ (net.hasPendingFrame ? 1 : 0)
+        }
+        if let vsock = device as? VirtioVsockDevice {
+            return vsock.counters.packetsToGuest &+ vsock.counters.dropped &+ UInt64(vsock.connectionCount)
+                &+ UInt64(vsock.bufferedBytes)
+        }
+        return 0
     }
 }
 

@@ -17,7 +17,7 @@ struct CtlCommand: AsyncParsableCommand {
         the request (e.g. registers while running, a policy with errors); 70 the API socket cannot \
         be reached or the API failed.
         """,
-        subcommands: [Pause.self, Resume.self, Stats.self, CPUID.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
+        subcommands: [Pause.self, Resume.self, VM.self, Stats.self, CPUID.self, MSRs.self, Metrics.self, Policy.self, Events.self, Registers.self, Shutdown.self,
                       Snapshot.self, Migrate.self]
     )
 
@@ -110,6 +110,20 @@ extension CtlCommand {
         func run() async throws {
             try await ctlReport(json: json, render: ControlReportText.stats) { () async throws(ControlClientError) in
                 try await connection.client.statsJSON()
+            }
+        }
+    }
+
+    struct VM: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "vm",
+                                                        abstract: "The VM's state, configuration and PCI devices (GET /vm).")
+        @OptionGroup var connection: CtlConnection
+        @Flag(help: "Print the API's JSON instead of text.")
+        var json = false
+
+        func run() async throws {
+            try await ctlReport(json: json, render: ControlReportText.vmDetails) { () async throws(ControlClientError) in
+                try await connection.client.infoJSON()
             }
         }
     }

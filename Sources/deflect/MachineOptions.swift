@@ -51,6 +51,9 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP is opened or created (needs CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
     var networks: [String] = []
 
+    @Option(help: "A virtio-vsock device on the PCI bus (PC platform): cid=N,socket=PATH. Host programs connect to the Unix socket PATH and write \"CONNECT PORT\\n\" (answered \"OK HOSTPORT\\n\") to reach guest port PORT; a guest connecting to host port P reaches the program listening on PATH_P (Firecracker's hybrid vsock). PATH must not exist yet.")
+    var vsock: String?
+
     @Flag(help: "A virtio-rng device on the PCI bus (PC platform), filled from the host's getrandom.")
     var rng = false
 
@@ -131,10 +134,17 @@ struct MachineOptions: ParsableArguments {
                 throw fail("\(error)", status: ExitStatus.usage)
             }
         }
+        if let vsock {
+            do throws(VsockOptionError) {
+                configuration.vsock = try VsockConfiguration.parse(vsock)
+            } catch {
+                throw fail("\(error)", status: ExitStatus.usage)
+            }
+        }
         configuration.entropyDevice = rng
         configuration.console = console
-        if (!configuration.disks.isEmpty || !networks.isEmpty || rng || console == .virtio) && configuration.platform != .pc {
-            throw fail("--disk, --net, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
+        if (!configuration.disks.isEmpty || !networks.isEmpty || vsock != nil || rng || console == .virtio) && configuration.platform != .pc {
+            throw fail("--disk, --net, --vsock, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
         }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)

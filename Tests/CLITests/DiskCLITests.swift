@@ -18,7 +18,7 @@ struct DiskCLITests {
             ([kernel, "--disk", "path=\(directory)/x.img,cache=none"], 64, "unknown key cache"),
             ([kernel, "--disk", "path=\(directory)/missing.img"], 66, "--disk path=\(directory)/missing.img: cannot open: No such file or directory"),
             ([kernel, "--disk", "path=\(directory)"], 66, "--disk path=\(directory): cannot open: Is a directory"),
-            ([try GuestImages.path("real/hello.bin"), "--mode", "real", "--disk", "path=\(directory)/x.img"], 64, "--disk, --net, --rng and --console virtio need --platform pc"),
+            ([try GuestImages.path("real/hello.bin"), "--mode", "real", "--disk", "path=\(directory)/x.img"], 64, "--disk, --net, --vsock, --rng and --console virtio need --platform pc"),
             ([kernel, "--net", "mac=52:54:00:00:00:01"], 64, "--net mac=52:54:00:00:00:01: tap=NAME is required"),
             ([kernel, "--net", "tap=t0,mac=01:00:5e:00:00:01"], 64, "is not a unicast MAC address"),
             ([kernel, "--net", "tap=a-name-longer-than-15"], 64, "1 to 15 bytes"),
