@@ -2150,6 +2150,17 @@ static int vsock_wait(const struct vsock_conn *c, vsock_cond cond, u32 ms)
     }
 }
 
+/* Why a connection step did not get what it waited for. */
+static void vsock_why(const struct vsock_conn *c, u32 ms)
+{
+    if (c->error) { puts(c->error); putdec(c->error_value); }
+    else if (c->transport_reset) puts("the connection was dropped by TRANSPORT_RESET");
+    else if (c->got_rst) puts("the host reset the connection (RST)");
+    else if (vsock_failed) puts("stopped by the FAIL above");
+    else if (vsock_dev->broken) puts("the device stopped answering");
+    else { puts("nothing within "); putdec(ms); puts(" ms"); }
+}
+
 /* Sends n bytes as RW within the host's credit, asking for credit
    (CREDIT_REQUEST) when there is none. */
 static int vsock_write(struct vsock_conn *c, const char *what, const char *data, u32 n)
@@ -2181,18 +2192,13 @@ static int vsock_write(struct vsock_conn *c, const char *what, const char *data,
             return 0;
         sent += chunk;
     }
+    if (sent < n && !vsock_failed) {
+        dev_check_begin(vsock_dev, 0, what);
+        puts("the stream closed with "); putdec(n - sent); puts(" of "); putdec(n); puts(" bytes unsent: ");
+        vsock_why(c, 0);
+        putc('\n');
+    }
     return sent == n;
-}
-
-/* Why a connection step did not get what it waited for. */
-static void vsock_why(const struct vsock_conn *c, u32 ms)
-{
-    if (c->error) { puts(c->error); putdec(c->error_value); }
-    else if (c->transport_reset) puts("the connection was dropped by TRANSPORT_RESET");
-    else if (c->got_rst) puts("the host reset the connection (RST)");
-    else if (vsock_failed) puts("stopped by the FAIL above");
-    else if (vsock_dev->broken) puts("the device stopped answering");
-    else { puts("nothing within "); putdec(ms); puts(" ms"); }
 }
 
 static void vsock_credit_detail(const struct vsock_conn *c)
