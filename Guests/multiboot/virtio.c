@@ -713,8 +713,13 @@ static void check_interrupt(struct vdev *d, struct vq *q)
             d->irq_seen++;
     } else if (q->vector) {
         d->irq_expected++;
-        if (wait_irr(q->vector, IRQ_WAIT_MS))
+        if (wait_irr(q->vector, IRQ_WAIT_MS)) {
             d->irq_seen++;
+        } else {
+            puts("INFO "); puts(d->name); puts(" no interrupt within "); putdec(IRQ_WAIT_MS);
+            puts(" ms: queue "); putdec(q->index); puts(" vector "); puthex(q->vector, 2);
+            puts(" msix-entry "); putdec(q->msix_entry); puts(" used.idx "); putdec(q->used[1]); putc('\n');
+        }
         q->vector = 0;
     } else {
         d->irq_unchecked++;
@@ -2432,8 +2437,15 @@ static void test_vsock(void)
     putdec(vsock_transport_resets); puts(" TRANSPORT_RESET\n");
     if (vsock_failed || d->broken)
         return;
-    if (d->irq_expected || d->irq_unchecked)
+    if (d->intx) {
+        /* Three queues share the line: a packet used right after a transmit
+           completion raises it again after that request's ISR read, so the
+           per-request INTx check cannot judge this device. */
+        puts("INFO vsock intx: "); putdec(d->irq_seen); puts(" of "); putdec(d->irq_expected);
+        puts(" requests saw the line rise and drop (not judged: the queues share it)\n");
+    } else if (d->irq_expected || d->irq_unchecked) {
         irq_summary(d);
+    }
     u8 status = status_read(d);
     dev_check_begin(d, !(status & (ST_NEEDS_RESET | ST_FAILED)), "status-end");
     puts("status "); puthex(status, 2); putc('\n');
