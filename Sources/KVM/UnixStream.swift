@@ -14,8 +14,10 @@ public final class UnixStream: @unchecked Sendable {
     }
 
     public let fd: CInt
-    /// The path a listener bound (removed when it closes).
+    /// The path a listener bound (removed when it closes, or before).
     private let boundPath: String?
+    /// Set once the path is removed: never unlink a path another socket took since.
+    private var pathRemoved = false
 
     private init(fd: CInt, boundPath: String?) {
         self.fd = fd
@@ -25,7 +27,14 @@ public final class UnixStream: @unchecked Sendable {
 
     deinit {
         Syscall.close(fd)
-        if let boundPath { unlink(boundPath) }
+        removeBoundPath()
+    }
+
+    /// Removes the listener's path (once; later connects find nothing).
+    public func removeBoundPath() {
+        guard let boundPath, !pathRemoved else { return }
+        pathRemoved = true
+        unlink(boundPath)
     }
 
     /// Listens at `path`; a path already there (another VM's socket, a

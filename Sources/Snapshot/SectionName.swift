@@ -18,6 +18,9 @@ public enum SnapshotSectionName: Hashable, Sendable, CustomStringConvertible {
     case host
     /// The memory file: name, size, kind, chunk checksums.
     case memory
+    /// The PCI bus and its devices (configuration spaces, virtio transports
+    /// and queues, the devices' own state); absent for a VM without them.
+    case pci
 
     /// The name as the section table stores it.
     public var rawValue: String {
@@ -29,6 +32,7 @@ public enum SnapshotSectionName: Hashable, Sendable, CustomStringConvertible {
         case let .vcpu(index): "vcpu.\(index)"
         case .host: "host"
         case .memory: "memory"
+        case .pci: "pci"
         }
     }
 
@@ -40,6 +44,7 @@ public enum SnapshotSectionName: Hashable, Sendable, CustomStringConvertible {
         case "vm": self = .vm
         case "host": self = .host
         case "memory": self = .memory
+        case "pci": self = .pci
         default:
             guard rawValue.hasPrefix("vcpu."), let index = Int(rawValue.dropFirst(5)), index >= 0,
                   "vcpu.\(index)" == rawValue else { return nil }

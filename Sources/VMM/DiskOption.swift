@@ -4,7 +4,7 @@
 import Glibc
 
 /// One virtio-blk disk the machine gets.
-public struct DiskConfiguration: Sendable, Equatable {
+public struct DiskConfiguration: Sendable, Equatable, Codable {
     public var path: String
     public var readOnly: Bool
     /// What VIRTIO_BLK_T_GET_ID answers (at most 20 bytes).

@@ -173,6 +173,12 @@ public final class Machine: Sendable {
                                                                           vcpuCount: configuration.vcpuCount, clock: guestClock))
                 devices = hubDevices
                 try Self.addPCIDevices(configuration, to: hub, memory: GuestRAMAccess(ram: ram), consoleOutput: hubDevices)
+                // The disk files are not in the snapshot: one that changed size is not the disk the guest had.
+                if let saved = snapshot?.configuration.disks {
+                    for (disk, now) in zip(saved, hub.diskSizes) where disk.bytes != now {
+                        throw MachineError.snapshot("--disk path=\(disk.disk.path) is \(now) bytes; the snapshot's disk was \(disk.bytes) bytes")
+                    }
+                }
             } else {
                 pci = nil
                 devices = try DeviceHub(serialOutput: serialOutput)
@@ -216,7 +222,7 @@ public final class Machine: Sendable {
             if snapshot == nil, pc, let bootstrap = created.first { try PCPlatform.setUpBootLocalAPIC(bootstrap) }
             vcpus = created
             if let snapshot {
-                guestTimeAdvance = try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices,
+                guestTimeAdvance = try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices, pci: pci,
                                                          msrRuntime: msrRuntime, hypercalls: hypercallHandler,
                                                          memorySize: configuration.memoryBytes)
             } else {
@@ -302,7 +308,7 @@ public final class Machine: Sendable {
     /// (KVM_SET_CLOCK with KVM_CLOCK_REALTIME), then each TSC (the kernel
     /// documentation's order; KVM recomputes the kvmclock page from the new
     /// TSC, so the two stay consistent). Returns that advance.
-    private static func restoreState(_ snapshot: LoadedSnapshot, vm: VirtualMachine, vcpus: [VCPU], devices: DeviceHub,
+    private static func restoreState(_ snapshot: LoadedSnapshot, vm: VirtualMachine, vcpus: [VCPU], devices: DeviceHub, pci: PCIHub?,
                                      msrRuntime: MSRRuntime?, hypercalls: HypercallHandler?,
                                      memorySize: UInt64) throws(MachineError) -> TSCAdvance? {
         do throws(KVMError) {
@@ -314,6 +320,11 @@ public final class Machine: Sendable {
             try devices.importDeviceStates(snapshot.devices)
         } catch {
             throw .snapshot("\(error)")
+        }
+        switch (snapshot.pci, pci) {
+        case let (saved?, hub?): try hub.importState(saved)
+        case (nil, let hub?) where hub.deviceCount > 0: throw .snapshot("the snapshot has no PCI state but names PCI devices")
+        default: break
         }
         if let msrRuntime {
             do throws(MSRRuntimeError) {

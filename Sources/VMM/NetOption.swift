@@ -3,7 +3,7 @@
 import Virtio
 
 /// One virtio-net device on a TAP.
-public struct NetConfiguration: Sendable, Equatable {
+public struct NetConfiguration: Sendable, Equatable, Codable {
     public var tap: String
     public var mac: MACAddress
 

@@ -47,6 +47,8 @@ final class PCIHub: @unchecked Sendable {
     private let vm: VirtualMachine
     private let events: EventLog
     private let stopping = Atomic<Bool>(false)
+    /// While set (a snapshot is being taken) the workers serve nothing.
+    private let quiesced = Atomic<Bool>(false)
     /// MSI-X messages as irqfds on routed GSIs.
     let msiRouting: MSIRouting
     /// The virtio console taking standard input, and its receive queue's eventfd.
@@ -137,6 +139,66 @@ final class PCIHub: @unchecked Sendable {
         return true
     }
 
+    // MARK: - State (snapshots)
+
+    /// Stops the workers and, with the vCPUs paused, finishes every request
+    /// the guest made available: afterwards nothing is in flight and
+    /// nothing changes guest memory until `resumeWorkers`.
+    func quiesce() {
+        quiesced.store(true, ordering: .relaxed)
+        lock.withLock { _ in
+            for function in virtio {
+                for queue in 0..<function.queues.count {
+                    var rounds = 0
+                    while function.notify(queue: queue), rounds < 1024 { rounds += 1 }
+                }
+            }
+        }
+    }
+
+    func resumeWorkers() { quiesced.store(false, ordering: .relaxed) }
+
+    /// The disks' sizes in bytes, in `--disk` order.
+    var diskSizes: [UInt64] {
+        lock.withLock { _ in
+            virtio.compactMap { (($0.device as? VirtioBlockDevice)?.backend as? FileBlockBackend)?.sectorCount }.map { $0 * 512 }
+        }
+    }
+
+    /// The bus, every transport and the devices' own state.
+    func exportState() -> PCIState {
+        lock.withLock { _ in
+            PCIState(bus: bus.exportState(), functions: virtio.map { function in
+                PCIState.Function(name: function.name, transport: function.exportState(),
+                                  net: (function.device as? VirtioNetDevice)?.exportState(),
+                                  vsock: (function.device as? VirtioVsockDevice)?.exportState())
+            })
+        }
+    }
+
+    /// Puts a snapshot's PCI state into this machine's (same devices, same
+    /// order): the bus first (BARs, MSI-X enables), then each transport and
+    /// device. One line naming what does not fit.
+    func importState(_ state: PCIState) throws(MachineError) {
+        let failure: String? = lock.withLock { _ in
+            guard state.functions.map(\.name) == virtio.map(\.name) else {
+                return "the snapshot's PCI devices (\(state.functions.map(\.name).joined(separator: ", "))) are not this machine's (\(virtio.map(\.name).joined(separator: ", ")))"
+            }
+            do throws(PCIStateError) {
+                try bus.importState(state.bus)
+                for (function, saved) in zip(virtio, state.functions) {
+                    try function.importState(saved.transport)
+                    if let net = function.device as? VirtioNetDevice, let savedNet = saved.net { try net.importState(savedNet) }
+                    if let vsock = function.device as? VirtioVsockDevice, let savedVsock = saved.vsock { try vsock.importState(savedVsock) }
+                }
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        if let failure { throw .snapshot("PCI state: \(failure)") }
+    }
+
     // MARK: - Guest accesses (vCPU threads)
 
     func readConfigPort(_ port: UInt16, size: Int) -> UInt32 {
@@ -220,7 +282,17 @@ final class PCIHub: @unchecked Sendable {
         }
     }
 
-    func stop() { stopping.store(true, ordering: .relaxed) }
+    /// Ends the workers and removes what the devices left on the host (the
+    /// vsock socket's path): the run is over, whether or not the process
+    /// lives on to free the devices.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        lock.withLock { _ in
+            for function in virtio {
+                ((function.device as? VirtioVsockDevice)?.backend as? UnixVsockBackend)?.removeSocketPath()
+            }
+        }
+    }
 
     /// The worker: poll the queue eventfds (100 ms, to see `stop`), serve
     /// each signalled queue, and again while a queue has chains left over
@@ -254,7 +326,7 @@ final class PCIHub: @unchecked Sendable {
             }
             // A transmit can leave packets only the receive queue carries.
             if !host.isEmpty, !pending.isEmpty { pending.insert(receiveQueue) }
-            if hostReady {
+            if hostReady, !quiesced.load(ordering: .relaxed) {
                 let taken = lock.withLock { _ -> Bool in
                     let before = Self.receiveProgress(virtio[index].device)
                     if virtio[index].notify(queue: receiveQueue) { pending.insert(receiveQueue) }
@@ -263,9 +335,11 @@ final class PCIHub: @unchecked Sendable {
                 hostParked = !taken
             }
             for queue in pending.sorted() {
-                let more = lock.withLock { _ in virtio[index].notify(queue: queue) }
+                let more = lock.withLock { _ in quiesced.load(ordering: .relaxed) || virtio[index].notify(queue: queue) }
                 if !more { pending.remove(queue) }
             }
+            // Held while quiesced: what was signalled waits in `pending`.
+            if quiesced.load(ordering: .relaxed) { HostThread.sleep(seconds: 0.005) }
         }
     }
 
@@ -336,4 +410,17 @@ public struct PCIDeviceSummary: Sendable, Equatable {
         case .socket: "virtio-vsock"
         }
     }
+}
+
+/// A snapshot's `pci` section.
+public struct PCIState: Codable, Sendable, Equatable {
+    public struct Function: Codable, Sendable, Equatable {
+        public var name: String
+        public var transport: VirtioPCIDevice.State
+        public var net: VirtioNetDevice.State?
+        public var vsock: VirtioVsockDevice.State?
+    }
+
+    public var bus: PCIBus.State
+    public var functions: [Function]
 }

@@ -21,6 +21,9 @@ final class UnixVsockBackend: VsockBackend {
         }
     }
 
+    /// Removes PATH now (the run is over; the listener closes when freed).
+    func removeSocketPath() { listener.removeBoundPath() }
+
     /// Every descriptor the device's thread waits on: the listener and each stream.
     var descriptors: [CInt] { [listener.fd] + streams.values.map(\.fd) }
 

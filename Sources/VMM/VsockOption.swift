@@ -2,7 +2,7 @@
 // syntax, parsed into a virtio-vsock device's configuration.
 
 /// The VM's vsock device: its context ID and the host's Unix socket.
-public struct VsockConfiguration: Sendable, Equatable {
+public struct VsockConfiguration: Sendable, Equatable, Codable {
     public var cid: UInt64
     public var socket: String
 

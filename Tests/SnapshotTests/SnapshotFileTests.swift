@@ -161,8 +161,8 @@ func sampleSnapshot() throws -> SnapshotFile {
 @Suite struct SnapshotSectionNameTests {
     /// Every name maps to its table string and back; near misses are not names.
     @Test func namesRoundTrip() throws {
-        let all: [SnapshotSectionName] = [.config, .user, .devices, .vm, .vcpu(0), .vcpu(17), .host, .memory]
-        #expect(all.map(\.rawValue) == ["config", "user", "devices", "vm", "vcpu.0", "vcpu.17", "host", "memory"])
+        let all: [SnapshotSectionName] = [.config, .user, .devices, .vm, .vcpu(0), .vcpu(17), .host, .memory, .pci]
+        #expect(all.map(\.rawValue) == ["config", "user", "devices", "vm", "vcpu.0", "vcpu.17", "host", "memory", "pci"])
         for name in all { #expect(SnapshotSectionName(rawValue: name.rawValue) == name) }
         for bad in ["vcpu.", "vcpu.-1", "vcpu.01", "vcpu.x", "Config", "memory-layout", ""] {
             #expect(SnapshotSectionName(rawValue: bad) == nil, "\(bad)")

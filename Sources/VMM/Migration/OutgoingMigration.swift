@@ -105,7 +105,7 @@ extension Machine {
     /// `migrate` next.
     public func beginMigration(_ options: MigrationOptions) throws(MachineError) {
         try lifecycle.beginMigration { () throws(MachineError) -> Void in
-            if let reason = unsavedDeviceState { throw .migration(reason) }
+            if let reason = untrackedDeviceWrites { throw .migration(reason) }
             if let gate = migrationGate, !gate.migrationAllowed {
                 guard options.force else {
                     throw .migration("the guest has not agreed to be migrated: it was offered KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY in MSR_KVM_MIGRATION_CONTROL (force overrides)")

@@ -50,14 +50,33 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
     /// Linux and PVH: the initrd's size (its bytes live in guest RAM); absent
     /// in snapshots from before Linux boot.
     public var initrdSize: UInt64?
+    /// The PCI devices (absent in snapshots from before them): disks by path
+    /// with their size (the files are not copied; a restore refuses a disk
+    /// whose size changed), TAPs, vsock, entropy, the console.
+    public var disks: [SavedDisk]?
+    public var networks: [NetConfiguration]?
+    public var vsock: VsockConfiguration?
+    public var entropyDevice: Bool?
+    public var console: ConsoleDevice?
 
-    init(_ c: MachineConfiguration) {
+    public struct SavedDisk: Codable, Sendable, Equatable {
+        public var disk: DiskConfiguration
+        /// The file's size when the snapshot was taken.
+        public var bytes: UInt64
+    }
+
+    init(_ c: MachineConfiguration, diskSizes: [UInt64] = []) {
         image = Data(c.image); mode = c.mode; memoryMiB = c.memoryMiB; vcpuCount = c.vcpuCount
         platform = c.platform; kernelPath = c.kernelPath; append = c.append
         modules = c.modules.map { Module(size: UInt64($0.bytes.count), commandLine: $0.commandLine) }
         mapGPARange = c.hypercalls.mapGPARange; migrationControl = c.hypercalls.migrationControl
         cpuModel = c.cpuModel
         initrdSize = c.initrd.map { UInt64($0.count) }
+        disks = c.disks.isEmpty ? nil : zip(c.disks, diskSizes).map { SavedDisk(disk: $0, bytes: $1) }
+        networks = c.networks.isEmpty ? nil : c.networks
+        vsock = c.vsock
+        entropyDevice = c.entropyDevice ? true : nil
+        console = c.console == .virtio ? .virtio : nil
     }
 
     /// The machine configuration, with `msr` from the saved policy.
@@ -75,6 +94,11 @@ public struct SavedConfiguration: Codable, Sendable, Equatable {
         // A placeholder of the right size: the loader lays the boot out by
         // size; the initrd's bytes are in the memory file.
         c.initrd = initrdSize.map { Data(count: Int(clamping: $0)) }
+        c.disks = disks?.map(\.disk) ?? []
+        c.networks = networks ?? []
+        c.vsock = vsock
+        c.entropyDevice = entropyDevice ?? false
+        c.console = console ?? .serial
         // The saved policy already holds the rules layered at the start; a
         // later policy replacement layers the model's profile again.
         c.cpuModelMSRRules = cpuModel?.profileName.flatMap(CPUProfiles.named)?.rules ?? []
@@ -169,6 +193,8 @@ public struct LoadedSnapshot: Sendable {
     public var configuration: SavedConfiguration
     public var user: UserSpaceState
     public var devices: [String: DeviceState]
+    /// The PCI bus and devices, nil for a VM without them.
+    public var pci: PCIState?
     public var vm: VMSnapshot
     public var vcpus: [VCPUSnapshot]
     public var memory: SavedMemory
@@ -268,8 +294,10 @@ public struct LoadedSnapshot: Sendable {
         let user = try format { () throws(SnapshotFormatError) in try file.decode(UserSpaceState.self, section: .user) }
         let devices = try format { () throws(SnapshotFormatError) in try file.decode([String: DeviceState].self, section: .devices) }
         let vm = try format { () throws(SnapshotFormatError) in try file.decode(VMSnapshot.self, section: .vm) }
-        return LoadedSnapshot(file: file, configuration: configuration, user: user, devices: devices, vm: vm, vcpus: vcpus,
-                              memory: memory, memorySource: source)
+        let pci = file.section(named: .pci) == nil ? nil
+            : try format { () throws(SnapshotFormatError) in try file.decode(PCIState.self, section: .pci) }
+        return LoadedSnapshot(file: file, configuration: configuration, user: user, devices: devices, pci: pci, vm: vm,
+                              vcpus: vcpus, memory: memory, memorySource: source)
     }
 }
 
@@ -306,11 +334,15 @@ extension Machine {
     /// file naming it. A full snapshot turns on dirty logging, so that the
     /// next can be a diff: only the pages written since, as a sparse memory file.
     func writeSnapshot(to path: String, diff: Bool) throws(MachineError) -> SnapshotSummary {
-        if let reason = unsavedDeviceState { throw .snapshot(reason) }
+        if diff, let reason = untrackedDeviceWrites { throw .snapshot("a diff snapshot: \(reason)") }
         if diff && !dirtyLogging.withLock({ $0 }) {
             throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
         }
         let begin = Date()
+        // The devices finish what the guest made available and then wait:
+        // memory and their state are taken with no request in flight.
+        pci?.quiesce()
+        defer { pci?.resumeWorkers() }
         let replacement = try SnapshotReplacement.begin(path)
         let (memory, memoryName) = try replacement.pendingMemory()
         let memoryBytes: UInt64
@@ -339,19 +371,19 @@ extension Machine {
                                memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
     }
 
-    /// Every section but the memory itself (config, user, devices, vm,
-    /// vcpu.N, host, memory), captured from the paused machine: what a
-    /// snapshot's state file holds and what a migration sends as its state message.
-    /// Why this machine's state cannot be saved whole, or nil: the virtio
-    /// devices' queues and the PCI configuration are not part of the state
-    /// yet, and a guest restored without them would lose its disk I/O.
-    var unsavedDeviceState: String? {
+    /// Why pages written by this machine's devices would be missed, or nil:
+    /// devices write guest RAM from user space, which KVM's dirty log does
+    /// not see, so diff snapshots and live migration (both built on that
+    /// log) cannot carry a VM with PCI devices yet; full snapshots can.
+    var untrackedDeviceWrites: String? {
         guard let pci, pci.deviceCount > 0 else { return nil }
-        return "this VM has PCI devices (--disk), whose state snapshots and migration do not carry yet"
+        return "this VM has PCI devices, whose writes to guest memory KVM's dirty log does not see (a full snapshot carries them)"
     }
 
+    /// Every section but the memory itself (config, user, devices, vm,
+    /// vcpu.N, host, memory, pci), captured from the paused machine: what a
+    /// snapshot's state file holds and what a migration sends as its state message.
     func captureState(memory: SavedMemory) throws(MachineError) -> SnapshotFile {
-        if let reason = unsavedDeviceState { throw .snapshot(reason) }
         var file = SnapshotFile(kvmAPIVersion: UInt32(clamping: (try? system.apiVersion()) ?? 12), host: try SnapshotHost.current(system))
         do {
             var user = try captureUserSpaceState()
@@ -362,7 +394,8 @@ extension Machine {
             // covers the whole pause (microseconds too much rather than too little).
             user.vcpuCaptureRealtimeNanoseconds = TSCAdvance.hostRealtimeNanoseconds()
             let vcpuStates = try vcpus.map { vcpu throws in try VCPUSnapshot.capture(vcpu, msrIndices: msrs) }
-            try file.append(.config, encoding: SavedConfiguration(configuration))
+            try file.append(.config, encoding: SavedConfiguration(configuration, diskSizes: pci?.diskSizes ?? []))
+            if let pci, pci.deviceCount > 0 { try file.append(.pci, encoding: pci.exportState()) }
             try file.append(.user, encoding: user)
             try file.append(.devices, encoding: devices.exportDeviceStates())
             try file.append(.vm, encoding: vmState)
