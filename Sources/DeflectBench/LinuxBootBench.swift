@@ -75,7 +75,7 @@ func linuxBootBenchmark(rounds: Int, output: String, noise: NoiseOptions) throws
     let section = """
     ## Linux boot: Deflect against QEMU pc and microvm (`make bench`, \(ISO8601DateFormatter().string(from: Date())))
 
-    Command: `make bench` (= `deflect-bench --linux-boot \(rounds)`), release build; each round runs `scripts/compare-linux-boot-with-qemu --machine pc --machine microvm --stop-after '\(laterLine)'`.
+    Command: `make bench` (= `deflect-bench --linux-boot \(rounds)`), \(deflect.contains("/debug/") ? "debug" : "release") build of `deflect` (the guest's time in KVM's emulator dominates); each round runs `scripts/compare-linux-boot-with-qemu --machine pc --machine microvm --stop-after '\(laterLine)'`.
     Kernel: Debian's `linux-image-amd64` vmlinux through PVH with the busybox initramfs of `scripts/debian-linux-guest`, 256 MiB, 1 vCPU, `console=ttyS0 earlyprintk=ttyS0 noxsave`, `--cpu host,-cx16` (QEMU: `-cpu host,-cx16,-arch-capabilities -nodefaults`, KVM).
     Times: seconds from starting the VMM process to the serial line arriving (median of \(rounds)); ratio against QEMU microvm's time to '\(laterLine)'. On this nested host the kernel runs in KVM's instruction emulator, so these are seconds, not milliseconds.
     Logs agree up to there in every round (same kernel, command line, CPUs, initrd, ACPI tables): \(agreed ? "yes" : "**no**: " + verdicts.joined(separator: ", ")).
