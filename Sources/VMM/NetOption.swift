@@ -17,38 +17,23 @@ public struct NetConfiguration: Sendable, Equatable, Codable {
     }
 
     /// Parses the option's value (`index`: which --net this is, for the default MAC).
-    public static func parse(_ text: String, index: Int) throws(NetOptionError) -> NetConfiguration {
+    public static func parse(_ text: String, index: Int) throws(DeviceOptionError) -> NetConfiguration {
         var tap: String?, mac: MACAddress?
-        var seen: Set<String> = []
-        for field in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let parts = field.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, !parts[0].isEmpty else {
-                throw NetOptionError("--net \(text): \"\(field)\" is not KEY=VALUE (tap=NAME[,mac=MAC])")
-            }
-            let key = String(parts[0]), value = String(parts[1])
-            guard seen.insert(key).inserted else { throw NetOptionError("--net \(text): \(key) given twice") }
-            switch key {
-            case "tap":
+        try DeviceOption.forEachField(text, option: "--net", keys: ["tap", "mac"],
+                                      syntax: "tap=NAME[,mac=MAC]") { key, value, refuse throws(DeviceOptionError) in
+            if key == "tap" {
                 guard !value.isEmpty, value.utf8.count <= 15, !value.contains("/") else {
-                    throw NetOptionError("--net \(text): tap must be an interface name of 1 to 15 bytes")
+                    throw refuse("tap must be an interface name of 1 to 15 bytes")
                 }
                 tap = value
-            case "mac":
+            } else {
                 guard let parsed = MACAddress(value), !parsed.isMulticast else {
-                    throw NetOptionError("--net \(text): mac=\(value) is not a unicast MAC address (52:54:00:12:34:56)")
+                    throw refuse("mac=\(value) is not a unicast MAC address (52:54:00:12:34:56)")
                 }
                 mac = parsed
-            default:
-                throw NetOptionError("--net \(text): unknown key \(key) (tap, mac)")
             }
         }
-        guard let tap else { throw NetOptionError("--net \(text): tap=NAME is required") }
+        guard let tap else { throw DeviceOptionError("--net \(text): tap=NAME is required") }
         return NetConfiguration(tap: tap, mac: mac ?? defaultMAC(index: index))
     }
-}
-
-/// A malformed `--net` value (usage error, status 64).
-public struct NetOptionError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
 }

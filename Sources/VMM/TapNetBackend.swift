@@ -10,18 +10,17 @@ final class TapNetBackend: NetBackend {
     let macAddress: MACAddress
     let offloads: NetOffloads
 
+    /// Each virtio offload and the TUN_F_* bit that carries it.
+    private static let tunBits: [(NetOffloads, TapDevice.Offloads)] = [
+        (.checksum, .checksum), (.tso4, .tso4), (.tso6, .tso6), (.ecn, .tsoECN), (.ufo, .ufo),
+    ]
+
     init(tap: TapDevice, mac: MACAddress) {
         self.tap = tap
         macAddress = mac
-        var offered: NetOffloads = []
-        if tap.offloads.contains(.checksum) {
-            offered.insert(.checksum)
-            if tap.offloads.contains(.tso4) { offered.insert(.tso4) }
-            if tap.offloads.contains(.tso6) { offered.insert(.tso6) }
-            if tap.offloads.contains(.tsoECN) { offered.insert(.ecn) }
-            if tap.offloads.contains(.ufo) { offered.insert(.ufo) }
-        }
-        offloads = offered
+        // Segmentation offloads need checksum offload (virtio's feature dependencies).
+        let accepted = NetOffloads(Self.tunBits.filter { tap.offloads.contains($0.1) }.map(\.0))
+        offloads = accepted.contains(.checksum) ? accepted : []
         // Nothing for the guest that needs an offload until its driver says so.
         tap.setReceiveOffloads([])
     }
@@ -39,13 +38,7 @@ final class TapNetBackend: NetBackend {
     }
 
     func enableReceiveOffloads(_ wanted: NetOffloads) {
-        var bits: TapDevice.Offloads = []
         let granted = wanted.intersection(offloads)
-        if granted.contains(.checksum) { bits.insert(.checksum) }
-        if granted.contains(.tso4) { bits.insert(.tso4) }
-        if granted.contains(.tso6) { bits.insert(.tso6) }
-        if granted.contains(.ecn) { bits.insert(.tsoECN) }
-        if granted.contains(.ufo) { bits.insert(.ufo) }
-        tap.setReceiveOffloads(bits)
+        tap.setReceiveOffloads(TapDevice.Offloads(Self.tunBits.filter { granted.contains($0.0) }.map(\.1)))
     }
 }

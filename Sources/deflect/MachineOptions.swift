@@ -48,7 +48,7 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("disk"), help: "A virtio-blk disk on the PCI bus (PC platform): path=FILE[,readonly=on][,serial=ID] (repeat for more). FILE must be a regular file, readable and, unless readonly=on, writable; the guest sees its size in 512-byte sectors.")
     var disks: [String] = []
 
-    @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP is opened or created (needs CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
+    @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP must exist (ip tuntap add dev NAME mode tap; Deflect never creates one) and be openable (CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
     var networks: [String] = []
 
     @Option(help: "A virtio-vsock device on the PCI bus (PC platform): cid=N,socket=PATH. Host programs connect to the Unix socket PATH and write \"CONNECT PORT\\n\" (answered \"OK HOSTPORT\\n\") to reach guest port PORT; a guest connecting to host port P reaches the program listening on PATH_P (Firecracker's hybrid vsock). PATH must not exist yet.")
@@ -120,32 +120,17 @@ struct MachineOptions: ParsableArguments {
                 throw fail("--initrd \(initrd) \(explain(error))", status: ExitStatus.badInput)
             }
         }
-        configuration.disks = try disks.map { text in
-            do throws(DiskOptionError) {
-                return try DiskConfiguration.parse(text)
-            } catch {
-                throw fail("\(error)", status: ExitStatus.usage)
+        do throws(DeviceOptionError) {
+            configuration.disks = try disks.map { text throws(DeviceOptionError) in try DiskConfiguration.parse(text) }
+            configuration.networks = try networks.enumerated().map { index, text throws(DeviceOptionError) in
+                try NetConfiguration.parse(text, index: index)
             }
-        }
-        configuration.networks = try networks.enumerated().map { index, text in
-            do throws(NetOptionError) {
-                return try NetConfiguration.parse(text, index: index)
-            } catch {
-                throw fail("\(error)", status: ExitStatus.usage)
-            }
-        }
-        if let vsock {
-            do throws(VsockOptionError) {
-                configuration.vsock = try VsockConfiguration.parse(vsock)
-            } catch {
-                throw fail("\(error)", status: ExitStatus.usage)
-            }
+            configuration.vsock = try vsock.map { text throws(DeviceOptionError) in try VsockConfiguration.parse(text) }
+        } catch {
+            throw fail("\(error)", status: ExitStatus.usage)
         }
         configuration.entropyDevice = rng
         configuration.console = console
-        if (!configuration.disks.isEmpty || !networks.isEmpty || vsock != nil || rng || console == .virtio) && configuration.platform != .pc {
-            throw fail("--disk, --net, --vsock, --rng and --console virtio need --platform pc (the PCI bus the devices sit on)", status: ExitStatus.usage)
-        }
         configuration.msr = msr
         configuration.hypercalls = HypercallSetup(mapGPARange: mapGPARange, migrationControl: migrationControl)
         return configuration
