@@ -1099,6 +1099,78 @@ static void blk_hostile_case(struct vdev *d, u64 want, const char *what, enum ho
         blk_rw_check(d, recovered, 16, 2, NULL, 0, NULL, 0, 0, 0xc0 + (u32)kind);
 }
 
+/* "churn=R": R rounds (2..1024) over a 256-sector region from sector 64;
+   round r writes sector 64 + r % 256 with seed r and reads the sector round
+   r - 1 wrote into page r of churn_pages, which the guest itself never
+   writes. So the device keeps writing guest RAM (data, used ring) while a
+   snapshot or migration is taken, and some of those pages are written only
+   by the device: at the end every page must still hold what its round
+   read, and every sector of the region its last round's pattern.
+   Progress every 100 rounds. */
+#define CHURN_FIRST 64
+#define CHURN_SPAN 256
+#define CHURN_MAX 1024
+static u8 churn_pages[CHURN_MAX + 1][4096] __attribute__((aligned(4096)));
+
+static int churn_page_holds(u32 r)
+{
+    fill_pattern(wbuf, CHURN_FIRST + (r - 1) % CHURN_SPAN, 1, r - 1);
+    return memcmp(churn_pages[r], wbuf, SECTOR) == 0;
+}
+
+static void blk_churn(struct vdev *d, u64 cap)
+{
+    u32 len;
+    const char *v = cmdline_value(cmdline, "churn", &len);
+    int ok = 1;
+    u32 rounds = v ? parse_decimal(v, len, &ok) : 0;
+    if (!ok || rounds < 2 || rounds > CHURN_MAX || cap < CHURN_FIRST + CHURN_SPAN) {
+        dev_check_begin(d, 0, "churn");
+        puts("churn= needs a round count of 2 to "); putdec(CHURN_MAX); puts(" and a disk of at least ");
+        putdec(CHURN_FIRST + CHURN_SPAN); puts(" sectors\n");
+        return;
+    }
+    for (u32 r = 1; r <= rounds; r++) {
+        u64 sector = CHURN_FIRST + r % CHURN_SPAN, previous = CHURN_FIRST + (r - 1) % CHURN_SPAN;
+        fill_pattern(wbuf, sector, 1, r);
+        i32 ws = blk_request(d, BLK_T_OUT, sector, wbuf, SECTOR, 0, NULL, 0, 0, "churn");
+        i32 rs = ws < 0 ? -1 : blk_request(d, BLK_T_IN, previous, churn_pages[r], SECTOR, 1, NULL, 0, 0, "churn");
+        if (ws != BLK_S_OK || rs != BLK_S_OK || (r > 1 && !churn_page_holds(r))) {
+            dev_check_begin(d, 0, "churn");
+            puts("round "); putdec(r); puts(" write-"); status_detail(ws); puts(" read-"); status_detail(rs);
+            puts(" sector "); putdec(previous); puts(r > 1 ? " (the previous round's pattern wanted)\n" : "\n");
+            return;
+        }
+        if (r % 100 == 0) { puts("INFO churn round "); putdec(r); putc('\n'); }
+    }
+    /* What the device put in guest RAM is still there (round 1 read a
+       sector nothing had written). */
+    for (u32 r = 2; r <= rounds; r++) {
+        if (!churn_page_holds(r)) {
+            dev_check_begin(d, 0, "churn-pages");
+            puts("page of round "); putdec(r); puts(" no longer holds what its read returned\n");
+            return;
+        }
+    }
+    for (u32 i = 0; i < CHURN_SPAN; i++) {
+        /* The last round r <= rounds with r % SPAN == i (round 0 wrote nothing). */
+        u32 last = rounds - ((rounds - i) % CHURN_SPAN + CHURN_SPAN) % CHURN_SPAN;
+        if (last == 0 || last > rounds)
+            continue;
+        u64 sector = CHURN_FIRST + i;
+        i32 rs = blk_request(d, BLK_T_IN, sector, rbuf, SECTOR, 1, NULL, 0, 0, "churn-final");
+        fill_pattern(wbuf, sector, 1, last);
+        if (rs != BLK_S_OK || memcmp(rbuf, wbuf, SECTOR) != 0) {
+            dev_check_begin(d, 0, "churn-final");
+            puts("sector "); putdec(sector); puts(" read-"); status_detail(rs);
+            puts(" (round "); putdec(last); puts("'s pattern wanted)\n");
+            return;
+        }
+    }
+    dev_check_begin(d, 1, "churn");
+    puts("rounds "); putdec(rounds); puts(", pages and region checked\n");
+}
+
 static void test_blk(void)
 {
     static struct vdev dev;
@@ -1254,6 +1326,8 @@ static void test_blk(void)
     u8 st = status_read(d);
     dev_check_begin(d, !(st & (ST_NEEDS_RESET | ST_FAILED)), "status-end");
     puts("status "); puthex(st, 2); putc('\n');
+    if (cmdline_value(cmdline, "churn", &exp_len) && !ro)
+        blk_churn(d, cap);
     if (has_word("hostile") && !ro && !d->intx) {
         blk_hostile_case(d, want, "hostile-loop", HOSTILE_LOOP);
         if ((neg >> F_INDIRECT_DESC) & 1)

@@ -89,8 +89,26 @@ public struct DirtyPageBitmap: Sendable, Equatable {
         self.words = words
     }
 
+    /// No page dirty.
+    public init(pageCount: Int) {
+        self.init(pageCount: pageCount, words: Array(repeating: 0, count: Self.wordCount(pages: pageCount)))
+    }
+
     /// KVM writes whole longs: the buffer is the page count rounded up to 64 bits.
     static func wordCount(pages: Int) -> Int { (pages + 63) / 64 }
+
+    /// Marks `pages` dirty (the part inside the slot).
+    public mutating func mark(pages: ClosedRange<Int>) {
+        let first = max(pages.lowerBound, 0), last = min(pages.upperBound, pageCount - 1)
+        guard first <= last else { return }
+        for page in first...last { words[page / 64] |= 1 << UInt64(page % 64) }
+    }
+
+    /// Every page dirty in either bitmap (the same slot's).
+    public func union(_ other: DirtyPageBitmap) -> DirtyPageBitmap {
+        guard other.pageCount == pageCount, other.words.count == words.count else { return self }
+        return DirtyPageBitmap(pageCount: pageCount, words: zip(words, other.words).map { $0 | $1 })
+    }
 
     public func isDirty(_ page: Int) -> Bool {
         guard page >= 0, page < pageCount else { return false }

@@ -18,6 +18,8 @@ public struct GuestRAM: Sendable {
     public let regions: [GuestMemory]
     /// The ranges guest writes cannot change.
     public let readOnlyRanges: [Range<UInt64>]
+    /// The pages `write` changed, for diff snapshots and migration.
+    let writeLog: RAMWriteLog
 
     /// What RAM is mapped from. A memory file holds the guest-physical image:
     /// each slot maps it at file offset = its guest address.
@@ -56,12 +58,14 @@ public struct GuestRAM: Sendable {
             ]
             readOnlyRanges = [Self.biosAreaStart..<Self.biosAreaEnd]
         }
+        writeLog = RAMWriteLog(regions: regions)
     }
 
     /// Writes `bytes` at `address`, split across the slots it spans.
     public func write(_ bytes: [UInt8], at address: UInt64) throws(GuestMemoryError) {
         try forEachPiece(address: address, count: bytes.count) { region, here, offset, length throws(GuestMemoryError) in
             try region.write(Array(bytes[offset..<offset + length]), at: GuestPhysicalAddress(here))
+            writeLog.record(slot: region.slot, offset: here - region.start.rawValue, length: length)
         }
     }
 

@@ -105,7 +105,6 @@ extension Machine {
     /// `migrate` next.
     public func beginMigration(_ options: MigrationOptions) throws(MachineError) {
         try lifecycle.beginMigration { () throws(MachineError) -> Void in
-            if let reason = untrackedDeviceWrites { throw .migration(reason) }
             if let gate = migrationGate, !gate.migrationAllowed {
                 guard options.force else {
                     throw .migration("the guest has not agreed to be migrated: it was offered KVM_FEATURE_MIGRATION_CONTROL and has not set KVM_MIGRATION_READY in MSR_KVM_MIGRATION_CONTROL (force overrides)")
@@ -146,6 +145,7 @@ extension Machine {
                 StandardStreams.writeError("deflect: warning: migration in doubt: \(line)\n")
                 throw .migration("in doubt: \(line)")
             }
+            pci?.resumeWorkers()
             lifecycle.endMigration(.failed)
             migration.update { progress in
                 progress.phase = .failed
@@ -228,7 +228,7 @@ private struct OutgoingMigration {
         machine.dirtyLogging.withLock { $0 = false }   // a diff snapshot needs a new full one after this
         try machine.startDirtyLog()
         let writable = ram.regions.filter { !$0.readOnly }
-        for region in writable { _ = try machine.vm.dirtyPages(slot: region.slot) }
+        for region in writable { _ = try machine.dirtyPages(region) }
         var lastCollection = DispatchTime.now()
 
         progress { $0.phase = .copying }
@@ -274,14 +274,14 @@ private struct OutgoingMigration {
         // Stop and copy: from here the guest waits for the receiver.
         pausedHere = try machine.lifecycle.parkForMigration()
         let pausedAt = DispatchTime.now()
+        // The devices finish the requests the guest made available and stop,
+        // so their last writes are in the final round and none is in flight
+        // in the state sent (a failed migration resumes them).
+        machine.pci?.quiesce()
         progress { $0.phase = .stopAndCopy }
         var final = try collect(writable)
         for (slot, bitmap) in pending {
-            if let now = final[slot] {
-                final[slot] = DirtyPageBitmap(pageCount: now.pageCount, words: zip(now.words, bitmap.words).map { $0 | $1 })
-            } else {
-                final[slot] = bitmap
-            }
+            final[slot] = final[slot].map { $0.union(bitmap) } ?? bitmap
         }
         try send(final, connection)
         let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.memoryBytes,
@@ -327,7 +327,7 @@ private struct OutgoingMigration {
     /// The pages dirtied since the last collection, by slot.
     private func collect(_ regions: [GuestMemory]) throws -> [UInt32: DirtyPageBitmap] {
         var result: [UInt32: DirtyPageBitmap] = [:]
-        for region in regions { result[region.slot] = try machine.vm.dirtyPages(slot: region.slot) }
+        for region in regions { result[region.slot] = try machine.dirtyPages(region) }
         return result
     }
 

@@ -334,7 +334,6 @@ extension Machine {
     /// file naming it. A full snapshot turns on dirty logging, so that the
     /// next can be a diff: only the pages written since, as a sparse memory file.
     func writeSnapshot(to path: String, diff: Bool) throws(MachineError) -> SnapshotSummary {
-        if diff, let reason = untrackedDeviceWrites { throw .snapshot("a diff snapshot: \(reason)") }
         if diff && !dirtyLogging.withLock({ $0 }) {
             throw .snapshot("a diff snapshot needs a full snapshot of this machine first (dirty logging starts with it)")
         }
@@ -371,15 +370,6 @@ extension Machine {
                                memoryBytes: memoryBytes, seconds: Date().timeIntervalSince(begin))
     }
 
-    /// Why pages written by this machine's devices would be missed, or nil:
-    /// devices write guest RAM from user space, which KVM's dirty log does
-    /// not see, so diff snapshots and live migration (both built on that
-    /// log) cannot carry a VM with PCI devices yet; full snapshots can.
-    var untrackedDeviceWrites: String? {
-        guard let pci, pci.deviceCount > 0 else { return nil }
-        return "this VM has PCI devices, whose writes to guest memory KVM's dirty log does not see (a full snapshot carries them)"
-    }
-
     /// Every section but the memory itself (config, user, devices, vm,
     /// vcpu.N, host, memory, pci), captured from the paused machine: what a
     /// snapshot's state file holds and what a migration sends as its state message.
@@ -413,6 +403,13 @@ extension Machine {
         return file
     }
 
+    /// The pages of `region` written since the last call: by the guest
+    /// (KVM's dirty log, which must run) or by Deflect's devices (RAMWriteLog).
+    func dirtyPages(_ region: GuestMemory) throws(KVMError) -> DirtyPageBitmap {
+        let guestWrites = try vm.dirtyPages(slot: region.slot)
+        return ram.writeLog.take(slot: region.slot).map(guestWrites.union) ?? guestWrites
+    }
+
     /// Starts KVM's dirty log on the writable slots unless it runs already;
     /// true when it was started now (nothing recorded yet).
     @discardableResult
@@ -433,7 +430,7 @@ extension Machine {
     private func startDirtyLogAfterFullSnapshot() throws(MachineError) {
         do throws(KVMError) {
             if !(try startDirtyLog()) {
-                for region in ram.regions where !region.readOnly { _ = try vm.dirtyPages(slot: region.slot) }
+                for region in ram.regions where !region.readOnly { _ = try dirtyPages(region) }
             }
             dirtyLogging.withLock { $0 = true }
         } catch {
@@ -452,7 +449,7 @@ extension Machine {
         for region in ram.regions {
             if diff {
                 guard !region.readOnly else { continue }   // the BIOS area never changes
-                written += try region.writeDirtyPages(try vm.dirtyPages(slot: region.slot), to: fd,
+                written += try region.writeDirtyPages(try dirtyPages(region), to: fd,
                                                       fileOffset: region.start.rawValue)
             } else {
                 written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
