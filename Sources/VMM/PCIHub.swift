@@ -118,7 +118,7 @@ final class PCIHub: @unchecked Sendable {
                     summary.backing = file.path
                     summary.readOnly = file.isReadOnly
                 } else if let net = function.device as? VirtioNetDevice, let tap = net.backend as? TapNetBackend {
-                    summary.backing = tap.tap.name
+                    summary.backing = tap.name
                 } else if let vsock = function.device as? VirtioVsockDevice, let unix = vsock.backend as? UnixVsockBackend {
                     summary.backing = unix.path
                 }
@@ -345,9 +345,46 @@ final class PCIHub: @unchecked Sendable {
 
     /// The host-side descriptors a device's thread waits on.
     private static func hostDescriptors(_ device: any VirtioDevice) -> [CInt] {
-        if let net = device as? VirtioNetDevice, let tap = net.backend as? TapNetBackend { return [tap.tap.fd] }
-        if let vsock = device as? VirtioVsockDevice, let unix = vsock.backend as? UnixVsockBackend { return unix.descriptors }
-        return []
+        hostEndpoint(device)?.hostDescriptors ?? []
+    }
+
+    /// A device's host side that one process holds at a time (a TAP, a vsock listener).
+    private static func hostEndpoint(_ device: any VirtioDevice) -> (any HostEndpoint)? {
+        if let net = device as? VirtioNetDevice { return net.backend as? any HostEndpoint }
+        if let vsock = device as? VirtioVsockDevice { return vsock.backend as? any HostEndpoint }
+        return nil
+    }
+
+    /// Lets a migration's receiver on this host open the TAPs and the vsock
+    /// path: closes them here (the devices are quiesced; nothing more goes
+    /// to or comes from the host side).
+    func releaseHostEndpoints() {
+        lock.withLock { _ in
+            for function in virtio { Self.hostEndpoint(function.device)?.release() }
+        }
+    }
+
+    /// Takes the host sides back after a migration that failed; each one that
+    /// cannot be opened again is a line for the user (the guest runs without
+    /// it). A receiver that gave up may still be closing them: each is tried
+    /// for up to a second.
+    func reacquireHostEndpoints() -> [String] {
+        lock.withLock { _ in
+            virtio.compactMap { function -> String? in
+                guard let endpoint = Self.hostEndpoint(function.device) else { return nil }
+                var attempt = 0
+                while true {
+                    do throws(MachineError) {
+                        try endpoint.reacquire()
+                        return nil
+                    } catch {
+                        attempt += 1
+                        if attempt == 20 { return "\(function.name): \(error)" }
+                        HostThread.sleep(seconds: 0.05)
+                    }
+                }
+            }
+        }
     }
 
     /// What a device took from its host side so far (frames, packets, drops).

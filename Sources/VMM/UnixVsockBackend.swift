@@ -1,31 +1,40 @@
 // VMM: virtio-vsock's host side on Unix sockets, in Firecracker's hybrid
 // vsock convention: host programs connect to PATH and write `CONNECT PORT\n`
 // (the device answers `OK HOSTPORT\n` once the guest accepts); a guest that
-// connects to host port P reaches the program listening on `PATH_P`.
+// connects to host port P reaches the program listening on `PATH_P`. A live
+// migration hands PATH over (HostEndpoint): the listener closes and PATH is
+// removed before the receiver listens there, and comes back if the
+// migration fails; open streams stay (the receiver's guest gets a
+// TRANSPORT_RESET for them).
 import KVM
 import Virtio
 
-final class UnixVsockBackend: VsockBackend {
+final class UnixVsockBackend: VsockBackend, HostEndpoint {
     let path: String
-    private let listener: UnixStream
+    /// nil while handed over to a migration's receiver.
+    private var listener: UnixStream?
     private var streams: [Int: UnixStream] = [:]
     private var nextID = 1
 
     /// Listens on `path`; an error is one line naming the option.
     init(path: String) throws(MachineError) {
         self.path = path
+        listener = try Self.listen(path)
+    }
+
+    private static func listen(_ path: String) throws(MachineError) -> UnixStream {
         do throws(SocketError) {
-            listener = try UnixStream.listen(path: path)
+            return try UnixStream.listen(path: path)
         } catch {
             throw .device("--vsock socket=\(path): \(error)")
         }
     }
 
     /// Removes PATH now (the run is over; the listener closes when freed).
-    func removeSocketPath() { listener.removeBoundPath() }
+    func removeSocketPath() { listener?.removeBoundPath() }
 
     /// Every descriptor the device's thread waits on: the listener and each stream.
-    var descriptors: [CInt] { [listener.fd] + streams.values.map(\.fd) }
+    var hostDescriptors: [CInt] { (listener.map { [$0.fd] } ?? []) + streams.values.map(\.fd) }
 
     private func register(_ stream: UnixStream) -> VsockStream {
         let id = nextID
@@ -38,7 +47,7 @@ final class UnixVsockBackend: VsockBackend {
         UnixStream.connect(path: "\(path)_\(port)").map(register)
     }
 
-    func accept() -> VsockStream? { listener.accept().map(register) }
+    func accept() -> VsockStream? { listener?.accept().map(register) }
 
     func read(_ stream: VsockStream, count: Int) -> VsockRead {
         guard let socket = streams[stream.id] else { return .closed }
@@ -54,4 +63,14 @@ final class UnixVsockBackend: VsockBackend {
     func shutdownWrite(_ stream: VsockStream) { streams[stream.id]?.shutdownWrite() }
 
     func close(_ stream: VsockStream) { streams[stream.id] = nil }
+
+    func release() {
+        listener?.removeBoundPath()
+        listener = nil
+    }
+
+    func reacquire() throws(MachineError) {
+        guard listener == nil else { return }
+        listener = try Self.listen(path)
+    }
 }

@@ -13,6 +13,18 @@ import Testing
 struct VirtioDeviceTests {
     static let serial = "DEFLECT0001", sectors = 2048
 
+    /// scripts/vsock-host-echo listening on SOCKET_PORT, as a host program
+    /// a guest connects to.
+    private func startVsockEcho(socket: String, port: Int) throws -> Process {
+        let echo = Process()
+        echo.executableURL = GuestImages.repositoryRoot.appendingPathComponent("scripts/vsock-host-echo")
+        echo.arguments = [socket, String(port)]
+        echo.standardOutput = FileHandle.nullDevice
+        echo.standardError = FileHandle.nullDevice
+        try echo.run()
+        return echo
+    }
+
     private func scratchDisk() throws -> String {
         let path = NSTemporaryDirectory() + "deflect-virtio-\(UUID().uuidString.prefix(8)).img"
         try Data(count: Self.sectors * 512).write(to: URL(fileURLWithPath: path))
@@ -213,6 +225,46 @@ struct VirtioDeviceTests {
         #expect(rounds == Array(stride(from: 100, through: 500, by: 100)), "rounds lost or repeated: \(rounds)")
     }
 
+    /// A migration between two processes on this host hands the vsock
+    /// socket over: the sender closes and removes PATH before the receiver
+    /// builds its machine, which listens there; the guest, moved mid-churn,
+    /// then connects out through the receiver and accepts a host program's
+    /// CONNECT on PATH there.
+    @Test func aSameHostMigrationHandsTheVsockSocketOver() throws {
+        let root = GuestImages.repositoryRoot.path
+        let disk = try scratchDisk()
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let directory = NSTemporaryDirectory() + "dfl-vsm-\(UInt32.random(in: 1000...9999))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let vsock = directory + "/v.sock", api = directory + "/vm.sock", address = "unix:" + directory + "/mig.sock"
+        let echo = try startVsockEcho(socket: vsock, port: 1234)
+        defer { echo.terminate() }
+        let receiver = try LiveDeflect(["receive", "--listen", address, "--timeout", "240", "--quiet"])
+        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true))
+        let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",
+                                  "--disk", "path=\(disk)", "--vsock", "cid=3,socket=\(vsock)", "--api-socket", api,
+                                  "--timeout", "240", "--quiet",
+                                  "--append", "blk churn=300 sectors=\(Self.sectors) vsock cid=3 vsock-connect=1234 vsock-listen=5678"])
+        #expect(vm.waitFor("INFO churn round 100", limit: 120))
+        let ctl = try deflect(["ctl", "--socket", api, "migrate", address], limit: 120)
+        #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)")
+        #expect(receiver.waitFor("INFO vsock listening 5678", limit: 120))
+        let host = try runProgram(root + "/scripts/vsock-host-connect", ["--expect", "HELLO GUEST", vsock, "5678", "hello guest"],
+                                  limit: 60, directory: root)
+        #expect(host.status == 0, "\(host.stdout)\(host.stderr)")
+        let source = vm.finish()
+        #expect(source.stderr.contains("deflect: migrated to \(address)"), "\(source.stderr)")
+        let after = receiver.finish()
+        #expect(after.status == 3, "\(after.stdout)\n\(after.stderr)")
+        for line in ["PASS blk-churn rounds 300", "PASS vsock-connect", "PASS vsock-echo", "PASS vsock-accept", "PASS vsock-host-echo",
+                     "RESULT pass"] {
+            #expect(after.stdout.contains(line), "\(line):\n\(after.stdout)")
+        }
+        #expect(!after.stdout.contains("FAIL "), "\(after.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: vsock), "the receiver removes the socket at its end")
+    }
+
     /// virtio-net over a TAP in a network namespace the test creates
     /// (scripts/netns-tap-ping: namespace, TAP 10.0.2.2/24, Deflect inside
     /// it, `ping` to the guest): the guest answers ARP and ICMP echo and
@@ -245,12 +297,7 @@ struct VirtioDeviceTests {
     @Test func vsockConnectsBothWaysOverUnixSockets() throws {
         let root = GuestImages.repositoryRoot.path
         let socket = NSTemporaryDirectory() + "dfl-vs-\(UInt32.random(in: 1000...9999)).sock"
-        let echo = Process()
-        echo.executableURL = URL(fileURLWithPath: root + "/scripts/vsock-host-echo")
-        echo.arguments = [socket, "1234"]
-        echo.standardOutput = FileHandle.nullDevice
-        echo.standardError = FileHandle.nullDevice
-        try echo.run()
+        let echo = try startVsockEcho(socket: socket, port: 1234)
         defer { echo.terminate(); try? FileManager.default.removeItem(atPath: socket + "_1234") }
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: socket + "_1234") { Thread.sleep(forTimeInterval: 0.05) }
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",

@@ -145,6 +145,9 @@ extension Machine {
                 StandardStreams.writeError("deflect: warning: migration in doubt: \(line)\n")
                 throw .migration("in doubt: \(line)")
             }
+            for line in pci?.reacquireHostEndpoints() ?? [] {
+                StandardStreams.writeError("deflect: warning: after the failed migration: \(line)\n")
+            }
             pci?.resumeWorkers()
             lifecycle.endMigration(.failed)
             migration.update { progress in
@@ -287,6 +290,8 @@ private struct OutgoingMigration {
         let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.memoryBytes,
                                                                  kind: IncomingMigration.memoryKind))
         try connection.sendState(try state.serialized())
+        // A receiver on this host opens the same TAPs and vsock path.
+        machine.pci?.releaseHostEndpoints()
         try connection.send(.complete)
         progress { $0.phase = .waitingForReceiver; $0.bytesSent = connection.bytesSent }
         _ = try connection.expect(.ready, during: "the wait for the receiver to build the machine")
