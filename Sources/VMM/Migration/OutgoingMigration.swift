@@ -284,7 +284,7 @@ private struct OutgoingMigration {
             }
         }
         try send(final, connection)
-        let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.memoryBytes,
+        let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.ramEnd,
                                                                  kind: IncomingMigration.memoryKind))
         try connection.sendState(try state.serialized())
         try connection.send(.complete)
