@@ -198,7 +198,9 @@ struct LinuxBootCLITests {
     /// 4.5 GiB through KVM's instruction emulator for many minutes before it
     /// prints its memory total, so the test stops it once the node is set up;
     /// a host that gets as far within the wait checks the total too (the
-    /// usable e820 RAM but the partial pages around the EBDA and page 0).
+    /// node's pages; seen here after ~7 minutes: "Memory: 3154732K/4718200K
+    /// available", the pages above 4 GiB not yet free as the kernel defers
+    /// their initialisation).
     @Test func withRAMAbove4GiBTheKernelTakesTheRAMFrom4GiB() throws {
         guard let linux = try guest() else { return }
         let vmlinux = try #require(linux.vmlinux, "scripts/debian-linux-guest extracts a vmlinux for PVH")

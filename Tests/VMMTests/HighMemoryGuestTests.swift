@@ -35,6 +35,17 @@ struct HighMemoryGuestTests {
         #expect(output.text == fullOutput)
     }
 
+    /// A receiver refuses RAM its guests cannot address in the handshake,
+    /// before it makes a memfd for it (here: KVM's table made to say 36 bits).
+    @Test func aReceiverRefusesRAMItsGuestsCannotAddress() throws {
+        var host = try RestoreHost.current(try KVMSystem())
+        host.supportedCPUID = host.supportedCPUID.filter { $0.function != 0x8000_0008 }
+            + [CPUIDEntry(function: 0x8000_0008, index: 0, flags: 0, eax: 0x3024, ebx: 0, ecx: 0, edx: 0)]
+        #expect(IncomingMigration.addressWidthRefusal(memoryBytes: 64512 << 20, host: host) == nil)
+        #expect(IncomingMigration.addressWidthRefusal(memoryBytes: 64513 << 20, host: host)
+                == "guest RAM of 64513 MiB is more than this host's 36-bit guest-physical addresses reach (at most 64512 MiB)")
+    }
+
     @Test func itContinuesAfterASnapshotAndRestore() throws {
         let path = try temporaryDirectory() + "/high.snap"
         let output = CaptureSink()
