@@ -12,7 +12,7 @@ public struct VMDescription: Equatable, Sendable {
     public static let fileName = "deflect.json"
     static let modes: Set<String> = ["real", "long", "elf", "multiboot"]
     static let platforms: Set<String> = ["minimal", "pc"]
-    static let memoryRange = 1...3072
+    static let memoryRange = 1...PlatformMemoryLayout.maximumMemoryMiB
     static let vcpuRange = 1...64
 
     /// Host paths, resolved inside the root filesystem.

@@ -38,8 +38,7 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
     public static let portCount: UInt16 = 2
 
     /// RAM up to this address is reported as below 4 GiB; the rest as above
-    /// 4 GiB, where QEMU relocates it (Deflect's RAM limit is 3 GiB, so all of
-    /// it is below today).
+    /// 4 GiB, where Deflect maps it as QEMU does (Loader's PlatformMemoryLayout).
     public static let lowMemoryLimit: UInt64 = 0xC000_0000
 
     /// CMOS register indexes.
@@ -110,7 +109,7 @@ public final class RTCCMOS: PortDevice, AnomalyReporting {
     /// AF latched by an alarm match, until register C is read.
     private var latchedAlarm = false
 
-    /// `memorySize`: guest RAM in bytes (contiguous from 0). `cpuCount`: boot
+    /// `memorySize`: guest RAM in bytes (below the hole, then from 4 GiB). `cpuCount`: boot
     /// vCPUs (byte 0x5F = count − 1; 0 when above 256, as QEMU does).
     /// `wallClock`: Unix seconds (UTC); the RTC runs in UTC like QEMU's default.
     public init(memorySize: UInt64, cpuCount: Int, wallClock: @escaping @Sendable () -> Int64) {

@@ -56,14 +56,23 @@ public final class HypercallHandler: Sendable {
         var otherCount: UInt64 = 0
     }
 
-    /// Guest memory is `[0, memorySize)`.
+    /// The page map covers `[0, memorySize)`: the end of the last RAM range.
     public let memorySize: UInt64
+    /// The guest-physical RAM ranges a conversion must lie inside (one of them).
+    public let ramRanges: [Range<UInt64>]
     private let state: Mutex<State>
 
     /// All of `[0, memorySize)` starts as `initial` (private for a
     /// confidential guest, whose memory is encrypted until it says otherwise).
-    public init(memorySize: UInt64, initial: PageAttribute = .private) {
-        self.memorySize = memorySize
+    public convenience init(memorySize: UInt64, initial: PageAttribute = .private) {
+        self.init(ramRanges: [0..<memorySize], initial: initial)
+    }
+
+    /// Guest RAM in `ramRanges` (ascending, e.g. below the PCI hole and from
+    /// 4 GiB); the page map covers up to the last one's end, the hole included.
+    public init(ramRanges: [Range<UInt64>], initial: PageAttribute = .private) {
+        self.ramRanges = ramRanges
+        memorySize = ramRanges.last?.upperBound ?? 0
         state = Mutex(State(map: GPAAttributeMap(size: memorySize, initial: initial)))
     }
 
@@ -86,8 +95,12 @@ public final class HypercallHandler: Sendable {
         }
 
         // Decoding is pure: do it before taking the lock.
-        let decoded = MapGPARangeDecoder.decode(a0: argument(0), a1: argument(1), a2: argument(2),
+        var decoded = MapGPARangeDecoder.decode(a0: argument(0), a1: argument(1), a2: argument(2),
                                                memoryLimit: memorySize)
+        if case let .success(request) = decoded,
+           !ramRanges.contains(where: { $0.lowerBound <= request.range.lowerBound && request.range.upperBound <= $0.upperBound }) {
+            decoded = .failure(.notRAM(start: request.range.lowerBound, end: request.range.upperBound))
+        }
         switch decoded {
         case .success(let request):
             state.withLock {

@@ -51,6 +51,9 @@ public enum MapGPARangeError: Error, Sendable, Equatable, CustomStringConvertibl
     case overflow
     /// The range does not lie inside guest memory `[0, limit)`.
     case outsideMemory(start: UInt64, end: UInt64, limit: UInt64)
+    /// The range lies inside `[0, limit)` but not inside one RAM range: it
+    /// touches the hole between RAM below 3 GiB and RAM from 4 GiB.
+    case notRAM(start: UInt64, end: UInt64)
 
     /// The `KVM_E*` code the guest gets (negated) in RAX.
     ///
@@ -78,6 +81,8 @@ public enum MapGPARangeError: Error, Sendable, Equatable, CustomStringConvertibl
             return "range overflows 64 bits"
         case .outsideMemory(let start, let end, let limit):
             return "range \(hex(start))..<\(hex(end)) is outside guest memory [0, \(hex(limit)))"
+        case .notRAM(let start, let end):
+            return "range \(hex(start))..<\(hex(end)) is not inside one RAM range (it touches the hole below 4 GiB)"
         }
     }
 }

@@ -1,7 +1,8 @@
 // Loader: the fixed guest-physical layout every Deflect boot uses. The VMM
 // and the guest test programs rely on these numbers; change them only together.
 //
-// Guest RAM is one region at guest-physical 0 of `memorySize` bytes.
+// Guest RAM starts at guest-physical 0; beyond 3 GiB it continues at 4 GiB
+// (PlatformMemoryLayout). Everything below is placed in RAM below 3 GiB.
 //
 //   Real mode (flat binary)
 //     0x0000_3000 ..< 0x0000_7000   stacks: SP of vCPU i = 0x7000 - i*0x100
@@ -36,9 +37,9 @@
 //                                   the lowest free pages from 0x1000. Inside it:
 //       +0x000  GDT: null, 0x08 = flat 32-bit code, 0x10 = flat data
 //       +0x020  multiboot information structure (EBX)
-//       +0x0A0  memory map (4 entries of 24 bytes)
-//       +0x100  boot loader name "Deflect"
-//       +0x110  module table (16 bytes per module)
+//       +0x0A0  memory map (up to 5 entries of 24 bytes: the fifth is RAM above 4 GiB)
+//       +0x120  boot loader name "Deflect"
+//       +0x130  module table (16 bytes per module)
 //       then    command lines, NUL-terminated: the kernel's, then each module's
 //       then    a 4 KiB page of stack, ESP at its top, in case the kernel pushes
 //               before it sets up its own stack (the spec leaves ESP undefined)
@@ -102,8 +103,8 @@ public enum BootLayout {
     public static let multibootGDTOffset: UInt64 = 0
     public static let multibootInfoOffset: UInt64 = 0x20
     public static let multibootMemoryMapOffset: UInt64 = 0xA0
-    public static let multibootLoaderNameOffset: UInt64 = 0x100
-    public static let multibootModuleTableOffset: UInt64 = 0x110
+    public static let multibootLoaderNameOffset: UInt64 = 0x120
+    public static let multibootModuleTableOffset: UInt64 = 0x130
     /// The boot stack's size, above the strings.
     public static let multibootStackSize: UInt64 = 0x1000
     /// The area is placed no lower than this (page 0 stays untouched, as the real-mode IVT).

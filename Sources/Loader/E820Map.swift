@@ -23,13 +23,13 @@ public struct PlatformMemoryLayout: Sendable, Equatable {
         self.pciHoleStart = pciHoleStart; self.pciHoleEnd = pciHoleEnd
     }
 
-    /// Deflect's PC platform. The hole starts at 3 GiB: the same number as
-    /// `RTCCMOS.lowMemoryLimit` (Devices, CMOS RAM-size registers), the RAM
-    /// limit `MachineConfiguration.memoryRangeMiB` (3072 MiB) and
-    /// `Machine.tssAddress`/`identityMapAddress` (0xFFFBC000, "above the 3 GiB
-    /// RAM limit"); QEMU's pc machine also moves RAM above 3 GiB (its
-    /// gigabyte-aligned lowmem) to 4 GiB. The IOAPIC (0xFEC00000) and the
-    /// local APIC (0xFEE00000) sit inside the hole. Change them together.
+    /// Deflect's layout, on every platform. The hole starts at 3 GiB: the
+    /// same number as `RTCCMOS.lowMemoryLimit` (Devices, CMOS RAM-size
+    /// registers) and `Machine.tssAddress`/`identityMapAddress` (0xFFFBC000,
+    /// above RAM below 4 GiB); RAM beyond 3 GiB continues at 4 GiB as QEMU's
+    /// pc machine puts it (its gigabyte-aligned lowmem). The IOAPIC
+    /// (0xFEC00000), the local APIC (0xFEE00000) and the PCI BARs and ECAM
+    /// sit inside the hole. Change them together.
     public static let pc = PlatformMemoryLayout(legacyHoleStart: 0xA_0000, legacyHoleEnd: 0x10_0000,
                                                 pciHoleStart: 0xC000_0000, pciHoleEnd: 1 << 32)
 
@@ -38,6 +38,36 @@ public struct PlatformMemoryLayout: Sendable, Equatable {
     public func lowRAMEnd(memoryBytes: UInt64) -> UInt64 { min(memoryBytes, pciHoleStart) }
     /// Bytes of RAM relocated above the hole, starting at `pciHoleEnd`.
     public func highRAMSize(memoryBytes: UInt64) -> UInt64 { memoryBytes - lowRAMEnd(memoryBytes: memoryBytes) }
+
+    /// Guest RAM's guest-physical ranges: [0, lowRAMEnd) and, when RAM
+    /// does not fit below the hole, [pciHoleEnd, pciHoleEnd + the rest).
+    public func ramRanges(memoryBytes: UInt64) -> [Range<UInt64>] {
+        let high = highRAMSize(memoryBytes: memoryBytes)
+        let low = [0..<lowRAMEnd(memoryBytes: memoryBytes)]
+        return high == 0 ? low : low + [pciHoleEnd..<pciHoleEnd + high]
+    }
+
+    /// Where the last byte of RAM ends: the size of a memory file that holds
+    /// RAM at file offset = guest address (the hole stays a file hole).
+    public func ramEnd(memoryBytes: UInt64) -> UInt64 {
+        ramRanges(memoryBytes: memoryBytes).last?.upperBound ?? 0
+    }
+
+    /// The most RAM whose ranges end at or below 2^`physicalAddressBits`
+    /// (the guest's MAXPHYADDR), in MiB.
+    public func maximumMemoryMiB(physicalAddressBits: Int) -> Int {
+        let addressable: UInt64 = physicalAddressBits >= 64 ? .max : 1 << UInt64(max(physicalAddressBits, 0))
+        let holeSize = pciHoleEnd - pciHoleStart
+        guard addressable > pciHoleStart else { return Int(clamping: addressable >> 20) }
+        guard addressable > pciHoleEnd else { return Int(clamping: pciHoleStart >> 20) }
+        return Int(clamping: (addressable - holeSize) >> 20)
+    }
+
+    /// The static cap on guest RAM (1 TiB): far beyond what one host gives a
+    /// guest today, and small enough that every size and address computed
+    /// from it fits 64 bits. The guest's physical address width limits it
+    /// further on each host.
+    public static let maximumMemoryMiB = 1 << 20
 }
 
 /// e820 / hvm_memmap entry types (arch/x86/include/uapi/asm/e820.h

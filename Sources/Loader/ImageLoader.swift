@@ -4,15 +4,17 @@
 /// Turns image bytes into a `BootImage`.
 public enum ImageLoader {
     /// Validates and lays out `image` for `mode` in a guest with `memorySize` bytes of RAM at GPA 0 and `vcpuCount` vCPUs.
+    /// Flat images and ELF segments go in RAM below the PCI hole (`PlatformMemoryLayout`).
     public static func load(_ image: [UInt8], mode: BootMode, memorySize: UInt64,
                             vcpuCount: Int) throws(LoaderError) -> BootImage {
         guard (1...BootLayout.maxVCPUs).contains(vcpuCount) else {
             throw .vcpuCountOutOfRange(count: vcpuCount, maximum: BootLayout.maxVCPUs)
         }
+        let lowRAM = PlatformMemoryLayout.pc.lowRAMEnd(memoryBytes: memorySize)
         switch mode {
-        case .real: return try loadRealMode(image, memorySize: memorySize)
-        case .long: return try loadLongModeFlat(image, memorySize: memorySize)
-        case .elf: return try loadELF64(image, memorySize: memorySize)
+        case .real: return try loadRealMode(image, memorySize: lowRAM)
+        case .long: return try loadLongModeFlat(image, memorySize: lowRAM)
+        case .elf: return try loadELF64(image, memorySize: lowRAM)
         case .multiboot:
             // No kernel path, append string or modules through this entry; see MultibootLoader.load for those.
             return try MultibootLoader.load(image, kernelPath: "", append: "", modules: [], memorySize: memorySize,

@@ -174,7 +174,8 @@ public enum MultibootLoader {
         }
         let strings = try MultibootStrings(commandLine: commandLine(kernelPath: kernelPath, append: append),
                                            modules: modules)
-        let limit = min(memorySize, BootLayout.multibootAddressLimit)
+        // Kernel, modules and the area go in RAM below the PCI hole.
+        let limit = min(PlatformMemoryLayout.pc.lowRAMEnd(memoryBytes: memorySize), BootLayout.multibootAddressLimit)
         let kernel: PlacedKernel
         if let fields = header.addressFields {
             kernel = try placeWithAddressFields(fields, headerOffset: header.offset, image: image)

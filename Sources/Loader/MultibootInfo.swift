@@ -15,10 +15,13 @@ public struct MultibootMemoryRegion: Sendable, Equatable {
 
 /// Builds the multiboot area. Pure layout: every input was checked by `MultibootLoader`.
 public enum MultibootInfo {
-    /// The memory map QEMU (with SeaBIOS) reports for a flat RAM of
-    /// `memorySize` bytes (at least 2 MiB): low memory minus the EBDA, the
-    /// EBDA and BIOS area reserved, the VGA/option-ROM hole absent, then RAM from 1 MiB.
+    /// The memory map QEMU (with SeaBIOS) reports for `memorySize` bytes of
+    /// RAM (at least 2 MiB): low memory minus the EBDA, the EBDA and BIOS
+    /// area reserved, the VGA/option-ROM hole absent, RAM from 1 MiB up to
+    /// the PCI hole, and the rest of RAM from 4 GiB (`PlatformMemoryLayout`).
     public static func memoryMap(memorySize: UInt64) -> [MultibootMemoryRegion] {
+        let layout = PlatformMemoryLayout.pc
+        let low = layout.lowRAMEnd(memoryBytes: memorySize), high = layout.highRAMSize(memoryBytes: memorySize)
         let available = MultibootConstants.memoryAvailable, reserved = MultibootConstants.memoryReserved
         var map = [
             MultibootMemoryRegion(base: 0, length: BootLayout.multibootReservedStart, type: available),
@@ -27,17 +30,22 @@ public enum MultibootInfo {
                                   type: reserved),
             MultibootMemoryRegion(base: 0xF_0000, length: 0x1_0000, type: reserved),
         ]
-        if memorySize > BootLayout.multibootReservedEnd {
+        if low > BootLayout.multibootReservedEnd {
             map.append(MultibootMemoryRegion(base: BootLayout.multibootReservedEnd,
-                                             length: memorySize - BootLayout.multibootReservedEnd, type: available))
+                                             length: low - BootLayout.multibootReservedEnd, type: available))
+        }
+        if high > 0 {
+            map.append(MultibootMemoryRegion(base: layout.pciHoleEnd, length: high, type: available))
         }
         return map
     }
 
-    /// mem_upper: KiB of RAM from 1 MiB up to the first hole (flat RAM: its end).
+    /// mem_upper: KiB of RAM from 1 MiB up to the first hole — RAM below the
+    /// PCI hole only, as QEMU computes it (below_4g_mem_size / 1024 − 1024).
     public static func upperMemoryKiB(memorySize: UInt64) -> UInt32 {
-        guard memorySize > BootLayout.multibootReservedEnd else { return 0 }
-        return UInt32(clamping: (memorySize - BootLayout.multibootReservedEnd) / 1024)
+        let low = PlatformMemoryLayout.pc.lowRAMEnd(memoryBytes: memorySize)
+        guard low > BootLayout.multibootReservedEnd else { return 0 }
+        return UInt32(clamping: (low - BootLayout.multibootReservedEnd) / 1024)
     }
 
     /// The area's bytes from `layout.base` to the end of the strings (the

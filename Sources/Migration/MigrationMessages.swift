@@ -181,9 +181,15 @@ public enum PagesMessage {
     }
 
     /// The ranges of `payload`, each checked to be page-aligned, non-empty
-    /// and inside guest RAM of `memoryBytes`; the payload must end exactly
-    /// after the last range.
+    /// and inside guest RAM of `memoryBytes` from 0; the payload must end
+    /// exactly after the last range.
     public static func decode(_ payload: [UInt8], memoryBytes: UInt64) throws(MigrationError) -> [PageRange] {
+        try decode(payload, ram: [0..<memoryBytes])
+    }
+
+    /// The ranges of `payload`, each checked as above to lie inside one of
+    /// the guest-physical `ram` ranges (RAM below the PCI hole, RAM from 4 GiB).
+    public static func decode(_ payload: [UInt8], ram: [Range<UInt64>]) throws(MigrationError) -> [PageRange] {
         var reader = ByteReader(payload[...])
         let count: UInt32 = try reader.get("page range count")
         guard UInt64(count) * UInt64(rangeOverhead) <= UInt64(payload.count) else {
@@ -198,8 +204,9 @@ public enum PagesMessage {
             guard address % PageRange.pageSize == 0, pages > 0 else {
                 throw .malformed("page range \(index) at 0x\(String(address, radix: 16)) is not page-aligned or empty")
             }
-            guard address <= memoryBytes, length <= memoryBytes - address else {
-                throw .malformed("page range \(index) (0x\(String(address, radix: 16)), \(pages) pages) is outside guest RAM of \(memoryBytes) bytes")
+            guard ram.contains(where: { address >= $0.lowerBound && address <= $0.upperBound && length <= $0.upperBound - address }) else {
+                let described = ram.map { "0x\(String($0.lowerBound, radix: 16))..<0x\(String($0.upperBound, radix: 16))" }.joined(separator: ", ")
+                throw .malformed("page range \(index) (0x\(String(address, radix: 16)), \(pages) pages) is outside guest RAM (\(described))")
             }
             let bytes = try reader.bytes(Int(length), "page range \(index)")
             ranges.append(PageRange(guestPhysicalAddress: address, pageCount: pages, bytes: bytes))

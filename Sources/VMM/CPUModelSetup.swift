@@ -17,6 +17,14 @@ public enum CPUModelSetup {
         return model.table.map(CPUIDEntry.init)
     }
 
+    /// The guest's physical address width (MAXPHYADDR): CPUID 0x80000008
+    /// EAX[7:0] of `table`, or 36 where the leaf is missing (the SDM's value
+    /// for a CPU with PAE and no such leaf).
+    static func physicalAddressBits(_ table: [CPUIDEntry]) -> Int {
+        let bits = table.first { $0.function == 0x8000_0008 && $0.index == 0 }.map { Int($0.eax & 0xFF) } ?? 0
+        return bits > 0 ? bits : 36
+    }
+
     /// `msr` with the model's MSR rules layered under its policy: the policy's
     /// rules win MSR by MSR; a policy that names its own `profile` keeps it
     /// and the model's rules stay out. Trace records every MSR as it is.

@@ -1,12 +1,14 @@
-// VMM: guest RAM as one or more KVM memory slots, and writing boot segments
-// across them. The PC platform splits RAM around the BIOS area
-// (0xE0000–0xFFFFF), which it maps read-only so that guest writes to the ACPI
-// tables there become MMIO exits (an event, the write dropped).
+// VMM: guest RAM as KVM memory slots, and writing boot segments across them.
+// RAM is one range from 0, or two when it continues above the PCI hole at
+// 4 GiB (a slot of its own). The PC platform also splits the range from 0
+// around the BIOS area (0xE0000–0xFFFFF), which it maps read-only so that
+// guest writes to the ACPI tables there become MMIO exits (an event, the
+// write dropped).
 import KVM
 
 public struct GuestRAM: Sendable {
     public enum Layout: Sendable {
-        /// One read-write slot from 0.
+        /// The range from 0 in one read-write slot.
         case flat
         /// [0, 0xE0000) rw, [0xE0000, 0x100000) read-only, [0x100000, end) rw.
         case pcWithReadOnlyBIOSArea
@@ -31,9 +33,15 @@ public struct GuestRAM: Sendable {
         case memoryFile(MemoryFile, shared: Bool)
     }
 
-    init(vm: VirtualMachine, size: UInt64, layout: Layout, backing: Backing = .anonymous) throws(KVMError) {
-        if case let .memoryFile(file, _) = backing, file.size != size {
-            throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the memory file has \(file.size) bytes, the machine \(size) of RAM")
+    /// Maps `ranges` (the first from 0, each page-aligned; see
+    /// `MachineConfiguration.ramRanges`). A memory file must end where the last range does.
+    init(vm: VirtualMachine, ranges: [Range<UInt64>], layout: Layout, backing: Backing = .anonymous) throws(KVMError) {
+        let request = "KVM_SET_USER_MEMORY_REGION"
+        guard let first = ranges.first, first.lowerBound == 0, let end = ranges.last?.upperBound else {
+            throw .invalidArgument(request: request, reason: "guest RAM must start at guest-physical 0")
+        }
+        if case let .memoryFile(file, _) = backing, file.size != end {
+            throw .invalidArgument(request: request, reason: "the memory file has \(file.size) bytes, the machine's RAM ends at \(end)")
         }
         func slot(_ slot: UInt32, at start: UInt64, size: UInt64, readOnly: Bool = false) throws(KVMError) -> GuestMemory {
             let mapped: GuestMemoryBacking
@@ -43,21 +51,27 @@ public struct GuestRAM: Sendable {
             }
             return try vm.addMemory(slot: slot, at: GuestPhysicalAddress(start), size: size, readOnly: readOnly, backing: mapped)
         }
+        var mapped: [GuestMemory]
         switch layout {
         case .flat:
-            regions = [try slot(0, at: 0, size: size)]
+            mapped = [try slot(0, at: 0, size: first.upperBound)]
             readOnlyRanges = []
         case .pcWithReadOnlyBIOSArea:
-            guard size > Self.biosAreaEnd else {
-                throw .invalidArgument(request: "KVM_SET_USER_MEMORY_REGION", reason: "the PC layout needs more than 1 MiB of RAM")
+            guard first.upperBound > Self.biosAreaEnd else {
+                throw .invalidArgument(request: request, reason: "the PC layout needs more than 1 MiB of RAM")
             }
-            regions = [
+            mapped = [
                 try slot(0, at: 0, size: Self.biosAreaStart),
                 try slot(1, at: Self.biosAreaStart, size: Self.biosAreaEnd - Self.biosAreaStart, readOnly: true),
-                try slot(2, at: Self.biosAreaEnd, size: size - Self.biosAreaEnd),
+                try slot(2, at: Self.biosAreaEnd, size: first.upperBound - Self.biosAreaEnd),
             ]
             readOnlyRanges = [Self.biosAreaStart..<Self.biosAreaEnd]
         }
+        // Each further range (RAM above the PCI hole) in a slot of its own, numbered on.
+        for range in ranges.dropFirst() {
+            mapped.append(try slot(UInt32(mapped.count), at: range.lowerBound, size: UInt64(range.count)))
+        }
+        regions = mapped
         writeLog = RAMWriteLog(regions: regions)
     }
 

@@ -143,6 +143,13 @@ public final class Machine: Sendable {
             vm = try system.createVM()
             if try vm.check(.setTSSAddress) > 0 { try vm.setTSSAddress(Self.tssAddress) }
             if try vm.check(.setIdentityMapAddress) > 0 { try vm.setIdentityMapAddress(Self.identityMapAddress) }
+            // The vCPUs' table decides how far the guest can address: RAM
+            // beyond it is refused before anything is mapped. A model is
+            // checked against this host here too, before any vCPU exists: a
+            // snapshot or a migrated guest already detected its features.
+            let supported = try system.supportedCPUID()
+            let startingTable = try CPUModelSetup.table(configuration.cpuModel, supported: supported)
+            try configuration.checkAddressWidth(physicalAddressBits: CPUModelSetup.physicalAddressBits(startingTable))
             let backing: GuestRAM.Backing
             if let snapshot {
                 switch snapshot.memorySource {
@@ -152,7 +159,7 @@ public final class Machine: Sendable {
             } else {
                 backing = .anonymous
             }
-            ram = try GuestRAM(vm: vm, size: configuration.memoryBytes, layout: pc ? .pcWithReadOnlyBIOSArea : .flat,
+            ram = try GuestRAM(vm: vm, ranges: configuration.ramRanges, layout: pc ? .pcWithReadOnlyBIOSArea : .flat,
                                backing: backing)
             if pc {
                 try PCPlatform.createInKernelDevices(vm)
@@ -199,10 +206,6 @@ public final class Machine: Sendable {
             } catch {
                 throw KVMError.invalidArgument(request: "load image", reason: "\(error)")
             }
-            let supported = try system.supportedCPUID()
-            // A model is checked against this host before any vCPU exists:
-            // a snapshot or a migrated guest already detected its features.
-            let startingTable = try CPUModelSetup.table(configuration.cpuModel, supported: supported)
             registerSync = try system.check(.syncRegisters) & VCPU.syncGeneralRegistersBit != 0
             var created: [VCPU] = []
             for i in 0..<configuration.vcpuCount {
@@ -224,7 +227,7 @@ public final class Machine: Sendable {
             if let snapshot {
                 guestTimeAdvance = try Self.restoreState(snapshot, vm: vm, vcpus: created, devices: devices, pci: pci,
                                                          msrRuntime: msrRuntime, hypercalls: hypercallHandler,
-                                                         memorySize: configuration.memoryBytes)
+                                                         memorySize: configuration.ramEnd)
             } else {
                 guestTimeAdvance = nil
             }
@@ -376,7 +379,7 @@ public final class Machine: Sendable {
                 throw MachineError.host("this host's KVM cannot send KVM_HC_MAP_GPA_RANGE to user space (KVM_CAP_EXIT_HYPERCALL mask 0x\(String(mask, radix: 16)))")
             }
             try vm.enable(.exitHypercall, arguments: [1 << HypercallNumber.mapGPARange])
-            handler = HypercallHandler(memorySize: configuration.memoryBytes)
+            handler = HypercallHandler(ramRanges: configuration.ramRanges)
         }
         guard setup.migrationControl else { return (handler, nil) }
         return (handler, migrationState.map { MigrationGate(restoring: $0) } ?? MigrationGate(offered: true))

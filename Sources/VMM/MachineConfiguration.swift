@@ -33,9 +33,13 @@ public enum ConsoleDevice: String, Sendable, CaseIterable, Codable {
 
 /// Everything needed to build and run one machine.
 public struct MachineConfiguration: Sendable {
-    /// Guest RAM limits. 3 GiB keeps RAM below the PC's 32-bit MMIO hole and
-    /// below KVM's real-mode TSS pages (0xfffbd000).
-    public static let memoryRangeMiB: ClosedRange<Int> = 1...3072
+    /// Guest RAM limits: the static cap. RAM beyond 3 GiB continues at
+    /// 4 GiB (`memoryLayout`), so the 32-bit hole keeps the MMIO and KVM's
+    /// real-mode TSS pages; the guest's physical address width limits RAM
+    /// further when the machine is built (`checkAddressWidth`).
+    public static let memoryRangeMiB: ClosedRange<Int> = 1...PlatformMemoryLayout.maximumMemoryMiB
+    /// Where RAM goes in the guest-physical address space (every platform).
+    public static let memoryLayout = PlatformMemoryLayout.pc
     /// The PC platform's smallest RAM: the first MiB holds the BIOS area.
     public static let minimumPCMemoryMiB = 2
     public static var vcpuRange: ClosedRange<Int> { 1...BootLayout.maxVCPUs }
@@ -92,6 +96,20 @@ public struct MachineConfiguration: Sendable {
     }
 
     public var memoryBytes: UInt64 { UInt64(memoryMiB) << 20 }
+    /// Guest RAM's guest-physical ranges: below the PCI hole, then from 4 GiB.
+    public var ramRanges: [Range<UInt64>] { Self.memoryLayout.ramRanges(memoryBytes: memoryBytes) }
+    /// The end of the last RAM range: the size of the memory file (file
+    /// offset = guest address), and what the page map covers.
+    public var ramEnd: UInt64 { Self.memoryLayout.ramEnd(memoryBytes: memoryBytes) }
+
+    /// Refuses RAM the guest cannot address: its ranges must end at or below
+    /// 2^`physicalAddressBits` (CPUID 0x80000008 EAX[7:0] of the vCPUs' table).
+    public func checkAddressWidth(physicalAddressBits: Int) throws(MachineError) {
+        let maximum = Self.memoryLayout.maximumMemoryMiB(physicalAddressBits: physicalAddressBits)
+        guard memoryMiB <= maximum else {
+            throw .configuration("memory size \(memoryMiB) MiB is more than the guest can address: RAM would end at 0x\(String(ramEnd, radix: 16)), beyond its \(physicalAddressBits)-bit physical addresses (this host and CPU model: at most \(maximum) MiB)")
+        }
+    }
 
     /// Checks the numbers a user typed; the image itself is checked by the loader.
     public func validate() throws(MachineError) {

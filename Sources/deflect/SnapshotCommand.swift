@@ -121,6 +121,9 @@ struct SnapshotCommand: ParsableCommand {
                          "model": .number(file.host.model), "stepping": .number(file.host.stepping)],
                 "sections": .array(file.sections.map { ["name": .string($0.name), "bytes": .number($0.payload.count)] }),
                 "config": ["mode": .string(config.mode.rawValue), "memory_mib": .number(config.memoryMiB),
+                           // Where that RAM is: below the PCI hole, and from 4 GiB when there is more.
+                           "ram_ranges": .array(MachineConfiguration.memoryLayout.ramRanges(memoryBytes: UInt64(config.memoryMiB) << 20)
+                               .map { .string("0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))") }),
                            "vcpus": .number(config.vcpuCount), "platform": .string(config.platform.rawValue),
                            "image_bytes": .number(config.image.count), "append": .string(config.append),
                            "modules": .number(config.modules.count)],

@@ -106,7 +106,7 @@ struct CLIBadInputTests {
         expectOneLineError(r, "invalid image")
     }
 
-    @Test(arguments: [["--memory", "0"], ["--memory", "5000"], ["--vcpus", "0"], ["--vcpus", "65"], ["--timeout", "0"], ["--memory", "lots"]])
+    @Test(arguments: [["--memory", "0"], ["--memory", "1048577"], ["--vcpus", "0"], ["--vcpus", "65"], ["--timeout", "0"], ["--memory", "lots"]])
     func outOfRangeNumbers(arguments: [String]) throws {
         let r = try deflect(["run", try temporaryFile([0xF4]), "--mode", "real"] + arguments)
         #expect(r.status == ExitStatus.usage)
@@ -147,6 +147,38 @@ struct CLIRunTests {
         #expect(r.stderr.contains("guest exited through the debug-exit port with value 0x10"))
         #expect(r.stderr.contains("io-out"))
         #expect(r.stderr.contains("total"))
+    }
+
+    /// RAM beyond 3 GiB continues at 4 GiB, mapped MAP_NORESERVE and
+    /// faulted in as touched: a 16 GiB guest starts about as fast as a 64 MiB one.
+    @Test func aSixteenGiBGuestStartsAsFastAsASmallOne() throws {
+        func timed(_ memory: String) throws -> (CommandResult, Double) {
+            let start = Date()
+            let r = try deflect(["run", try GuestImages.path("long/hello.bin"), "--mode", "long", "--memory", memory, "--timeout", "20"])
+            return (r, Date().timeIntervalSince(start))
+        }
+        let (small, smallSeconds) = try timed("64")
+        let (large, largeSeconds) = try timed("16384")
+        #expect(small.status == 87 && large.status == 87, "\(large.stderr)")
+        #expect(large.stdout == small.stdout)
+        #expect(largeSeconds < smallSeconds + 1, "16 GiB took \(largeSeconds) s, 64 MiB \(smallSeconds) s")
+    }
+
+    /// The guest's physical address width bounds RAM: a CPU model with 36
+    /// bits reaches 64 GiB of addresses, 63 GiB of RAM (the 1 GiB hole below
+    /// 4 GiB is not RAM); one MiB more is refused in one line, status 64,
+    /// before any vCPU runs.
+    @Test func ramBeyondTheGuestsPhysicalAddressesIsRefused() throws {
+        let model = NSTemporaryDirectory() + "deflect-cpu36-\(UUID().uuidString).toml"
+        try "[cpu]\nbase = \"host\"\nphysical_address_bits = 36\n".write(toFile: model, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let image = try GuestImages.path("long/hello.bin")
+        let refused = try deflect(["run", image, "--mode", "long", "--cpu", model, "--memory", "64513", "--timeout", "20"])
+        #expect(refused.status == ExitStatus.usage)
+        expectOneLineError(refused, "memory size 64513 MiB is more than the guest can address: RAM would end at 0x1000100000, beyond its 36-bit physical addresses (this host and CPU model: at most 64512 MiB)")
+        #expect(refused.stdout.isEmpty, "no vCPU ran")
+        let most = try deflect(["run", image, "--mode", "long", "--cpu", model, "--memory", "64512", "--timeout", "20"])
+        #expect(most.status == 87, "\(most.stderr)")
     }
 
     @Test func serialToFile() throws {

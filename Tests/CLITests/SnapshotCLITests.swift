@@ -38,6 +38,32 @@ struct SnapshotCLITests {
         #expect(first.stdout + second.stdout == expected)
     }
 
+    /// RAM above 4 GiB (Guests/long/high_ram.S, --memory 4096) through the
+    /// command line: `snapshot inspect` lists where RAM is, the memory file
+    /// ends at 5 GiB, and the guest's checks of it pass in the new process.
+    @Test func ramAbove4GiBContinuesInANewProcess() throws {
+        let directory = NSTemporaryDirectory() + "deflect-cli-high-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/vm.sock", state = directory + "/high.snap"
+        let vm = try LiveDeflect(["run", try GuestImages.path("long/high_ram.bin"), "--mode", "long", "--memory", "4096",
+                                  "--api-socket", socket, "--timeout", "60", "--quiet"])
+        #expect(vm.waitFor("TICK 20\n"))
+        let snap = try deflect(["ctl", "--socket", socket, "snapshot", state, "--then", "stop"])
+        #expect(snap.status == 0, "\(snap.stderr)")
+        let first = vm.finish()
+        let inspect = try deflect(["snapshot", "inspect", state])
+        let json = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        let config = json?["config"] as? [String: Any]
+        #expect(config?["memory_mib"] as? Int == 4096)
+        #expect(config?["ram_ranges"] as? [String] == ["0x0-0xc0000000", "0x100000000-0x140000000"], "\(inspect.stdout)")
+        #expect((json?["memory"] as? [String: Any])?["file_size"] as? UInt64 == 5 << 30, "\(inspect.stdout)")
+        let second = try deflect(["restore", state, "--timeout", "60"])
+        #expect(second.status == 35, "\(second.stderr)")
+        let expected = "WRITTEN\n" + (1...400).map { "TICK \($0)\n" }.joined() + "CHECK ok\n"
+        #expect(first.stdout + second.stdout == expected)
+    }
+
     /// A multiboot platform kernel snapshotted in the middle of its checks
     /// (`hold=2000` makes it wait between the timer checks and the CMOS
     /// check, PIT-timed) finishes in a new process: `RESULT pass`, status 3,

@@ -74,7 +74,7 @@ import Testing
         #expect(problems.contains { $0.hasPrefix("colour: unknown field") })
         #expect(problems.contains("image: '../../etc/passwd' leads outside the root filesystem"))
         #expect(problems.contains { $0.hasPrefix("mode: 'bios' is not one of") })
-        #expect(problems.contains("memory: 0 is outside 1–3072"))
+        #expect(problems.contains("memory: 0 is outside 1–1048576"))
         #expect(problems.contains("vcpus: must be an integer"))
         #expect(problems.contains { $0.hasPrefix("platform: 'q35'") })
         #expect(problems.contains("modules[0]: 'outside' leads outside the root filesystem"))

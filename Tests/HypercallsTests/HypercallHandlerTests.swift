@@ -34,6 +34,24 @@ import Hypercalls
         #expect(handler.callCounts == [12: UInt64(calls.count)])
     }
 
+    /// RAM below 3 GiB and from 4 GiB: a conversion above 4 GiB is taken; one
+    /// in the hole between, or across it, is refused and changes nothing.
+    @Test func conversionsMustLieInsideOneRAMRange() {
+        let fourGiB: UInt64 = 1 << 32
+        let handler = HypercallHandler(ramRanges: [0..<0xC000_0000, fourGiB..<fourGiB + (1 << 30)])
+        #expect(handler.memorySize == fourGiB + (1 << 30))
+        let high = handler.handle(number: 12, arguments: [fourGiB + 0x20_0000, 512, 1], longMode: true)
+        #expect(high.returnValue == 0 && high.request?.range == fourGiB + 0x20_0000..<fourGiB + 0x40_0000)
+        let before = handler.snapshot()
+        for (start, pages) in [(UInt64(0xC000_0000), UInt64(1)), (0xBFFF_F000, 2), (fourGiB - 4096, 2), (0, 0x10_0001)] {
+            let outcome = handler.handle(number: 12, arguments: [start, pages, 0], longMode: true)
+            #expect(outcome.returnValue == Self.einval)
+            #expect(outcome.error == .notRAM(start: start, end: start + pages * 4096), "\(String(describing: outcome.error))")
+        }
+        #expect(handler.snapshot() == before)
+        #expect(handler.snapshot().sharedRanges == [fourGiB + 0x20_0000..<fourGiB + 0x40_0000])
+    }
+
     @Test func unknownNumbersGetENOSYS() {
         let handler = HypercallHandler(memorySize: Self.memory)
         for number: UInt64 in [0, 1, 5, 11, 13, 1000, .max] {

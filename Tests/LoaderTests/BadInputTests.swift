@@ -161,11 +161,24 @@ import Testing
             index: 1, start: 16 * MiB - 0x800, end: 16 * MiB + 0x800, memorySize: 16 * MiB))
     }
 
-    @Test func segmentBeyondTheIdentityMap() {
+    @Test func segmentAboveTheHole() {
+        // RAM from 4 GiB exists in an 8 GiB guest, but segments go below the PCI hole.
         var b = ELFBuilder.sample()
         b.segments[1].physicalAddress = 4 << 30
-        #expect(loadError(b.build(), .elf, memory: 8 << 30) == .elfSegmentOutsideIdentityMap(
-            index: 1, start: 4 << 30, end: (4 << 30) + 0x1000, limit: 4 << 30))
+        #expect(loadError(b.build(), .elf, memory: 8 << 30) == .elfSegmentOutsideMemory(
+            index: 1, start: 4 << 30, end: (4 << 30) + 0x1000, memorySize: 0xC000_0000))
+    }
+
+    @Test func segmentBeyondTheIdentityMap() throws {
+        // Segment placement on its own (any caller): the page tables end at 4 GiB.
+        var b = ELFBuilder.sample()
+        b.segments[1].physicalAddress = 4 << 30
+        let image = b.build()
+        let elf = try ELF64Image(parsing: image)
+        #expect(throws: LoaderError.elfSegmentOutsideIdentityMap(index: 1, start: 4 << 30, end: (4 << 30) + 0x1000,
+                                                                   limit: 4 << 30)) {
+            try ImageLoader.placeLoadSegments(elf.loadSegments, from: image, memorySize: 8 << 30, entry: elf.entry)
+        }
     }
 
     @Test func segmentOverlappingBootStructures() {

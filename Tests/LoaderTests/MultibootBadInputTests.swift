@@ -202,16 +202,21 @@ import Testing
                 .multibootKernelOutsideMemory(start: 0x20_0000, end: 0x40_0000, limit: 3 * MiB))
     }
 
-    @Test func kernelPastFourGiB() {
-        // 32-bit addresses: a kernel crossing 4 GiB is rejected even when RAM is larger.
+    @Test func kernelIntoThePCIHole() {
+        // RAM beyond 3 GiB continues at 4 GiB: a kernel crossing 3 GiB is
+        // rejected even when RAM is larger, and so is one in the hole.
         var b = good
-        b.loadAddress = 0xFFFF_F000
+        b.loadAddress = 0xBFFF_F000
         b.bssEndAddress = 0
         #expect(multibootError(b.build(), memory: 8 << 30) == nil)
-        b.loadAddress = 0xFFFF_FF00
-        b.loadEndAddress = 0  // to the end of the file: 0x200 bytes, past 4 GiB
+        b.loadAddress = 0xBFFF_FF00
+        b.loadEndAddress = 0  // to the end of the file: 0x200 bytes, past 3 GiB
         #expect(multibootError(b.build(), memory: 8 << 30) ==
-                .multibootKernelOutsideMemory(start: 0xFFFF_FF00, end: 0x1_0000_0100, limit: 1 << 32))
+                .multibootKernelOutsideMemory(start: 0xBFFF_FF00, end: 0xC000_0100, limit: 0xC000_0000))
+        b.loadAddress = 0xFFFF_F000
+        b.loadEndAddress = 0
+        #expect(multibootError(b.build(), memory: 8 << 30) ==
+                .multibootKernelOutsideMemory(start: 0xFFFF_F000, end: 0xFFFF_F200, limit: 0xC000_0000))
     }
 
     @Test func kernelInReservedMemory() {

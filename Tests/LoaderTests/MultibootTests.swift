@@ -361,7 +361,7 @@ func expectSoundLayout(_ boot: BootImage, memory: UInt64, commandLine: String, m
         // The area holds exactly the structures and the strings, packed; the stack page follows.
         let area = boot.segments[0]
         let strings = "build/kernel.elf console=ttyS0 é".utf8.count + 1 + 8 + 15
-        #expect(area.endAddress == area.guestPhysicalAddress + 0x110 + 2 * 16 + UInt64(strings))
+        #expect(area.endAddress == area.guestPhysicalAddress + 0x130 + 2 * 16 + UInt64(strings))
         #expect(state.rsp == area.guestPhysicalAddress + 0x2000)
         expectSoundLayout(boot, memory: 64 * MiB, commandLine: "build/kernel.elf console=ttyS0 é", modules: modules)
     }

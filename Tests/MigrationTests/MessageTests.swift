@@ -87,6 +87,26 @@ struct MessageTests {
         #expect(throws: MigrationError.self) { try PagesMessage.decode(payload + [0], memoryBytes: 0x11000) }
     }
 
+    /// RAM below 3 GiB and from 4 GiB: pages in either range are taken; a
+    /// range in the hole between them, or reaching into it, is refused.
+    @Test func pageRangesMustLieInsideOneRAMRange() throws {
+        let fourGiB: UInt64 = 1 << 32
+        let ram = [0..<UInt64(0xC000_0000), fourGiB..<fourGiB + (1 << 30)]
+        let page = [UInt8](repeating: 0x5A, count: 4096)
+        func payload(_ address: UInt64, pages: UInt32 = 1) -> [UInt8] {
+            PagesMessage.encode([PageRange(guestPhysicalAddress: address, pageCount: pages,
+                                           bytes: Array(repeating: page, count: Int(pages)).flatMap { $0 }[...])])
+        }
+        #expect(try PagesMessage.decode(payload(fourGiB), ram: ram).map(\.guestPhysicalAddress) == [fourGiB])
+        #expect(try PagesMessage.decode(payload(fourGiB + (1 << 30) - 4096), ram: ram).count == 1)
+        #expect(try PagesMessage.decode(payload(0xBFFF_F000), ram: ram).count == 1)
+        for (address, pages) in [(UInt64(0xC000_0000), UInt32(1)), (0xBFFF_F000, 2), (fourGiB - 4096, 2), (fourGiB + (1 << 30), 1)] {
+            #expect(throws: MigrationError.self, "0x\(String(address, radix: 16))") {
+                try PagesMessage.decode(payload(address, pages: pages), ram: ram)
+            }
+        }
+    }
+
     @Test func hostileRangeClaimsAreRefusedWithoutAllocating() {
         func payload(address: UInt64, pages: UInt32, count: UInt32 = 1) -> [UInt8] {
             var bytes: [UInt8] = []

@@ -108,6 +108,33 @@ struct MachineMigrationTests {
         #expect(output.text == (0..<2000).map { "SEQ \($0)\n" }.joined() + "END\n", "\(output.text.suffix(200))")
     }
 
+    /// RAM above 4 GiB (4096 MiB: RAM below 3 GiB, then [4 GiB, 5 GiB)):
+    /// its slot's dirty log is followed and its pages land at the same guest
+    /// addresses on the receiver, which builds the same layout. The guest
+    /// (Guests/long/high_ram.S) rewrites tick words up there every tick and
+    /// checks them: a page lost or stale shows as "CHECK bad" and 0x12.
+    @Test func ramAbove4GiBMigrates() throws {
+        let path = try socketPath()
+        let listener = try MigrationTransport.listen(on: .unix(path: path))
+        let receiver = ThreadReceiver(listener: listener)
+        let config = MachineConfiguration(image: try GuestImages.bytes("long/high_ram.bin"), mode: .long, memoryMiB: 4096,
+                                          timeoutSeconds: 120)
+        let output = CaptureSink()
+        let source = BackgroundRun(try Machine(configuration: config, serialOutput: output), output: output)
+        #expect(source.waitForOutput("TICK 10\n"))
+        let options = MigrationOptions(destination: .unix(path: path))
+        try source.machine.beginMigration(options)
+        try source.machine.migrate(options)
+        #expect(source.finish()?.outcome == .migrated(destination: "unix:\(path)"))
+
+        let (restored, restoredOutput) = try receiver.machine()
+        #expect(restored.ram.regions.last.map { [$0.start.rawValue, $0.size] } == [1 << 32, 1 << 30])
+        let report = try #require(BackgroundRun(restored, output: restoredOutput).finish())
+        #expect(report.outcome == .guestExit(value: 0x11, status: 35), "\(report.outcome)\n\(restoredOutput.text.suffix(300))")
+        let expected = "WRITTEN\n" + (1...400).map { "TICK \($0)\n" }.joined() + "CHECK ok\n"
+        #expect(output.text + restoredOutput.text == expected)
+    }
+
     @Test func fourVCPUsOnThePCPlatformMigrate() throws {
         let path = try socketPath()
         let listener = try MigrationTransport.listen(on: .unix(path: path))

@@ -14,13 +14,15 @@ import Synchronization
 import Testing
 @testable import VMM
 
-private func temporaryDirectory() throws -> String {
+/// A new directory for a test's snapshot files.
+func temporaryDirectory() throws -> String {
     let path = NSTemporaryDirectory() + "deflect-snap-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
 
-private func load(_ path: String) throws -> LoadedSnapshot {
+/// A snapshot loaded for a restore on this host.
+func load(_ path: String) throws -> LoadedSnapshot {
     try LoadedSnapshot.load(path, on: try RestoreHost.current(try KVMSystem()))
 }
 

@@ -41,6 +41,15 @@ public enum IncomingMigration {
         return model.flatMap { CPUModelSetup.refusal($0, host: host.supportedCPUID.map(CPUIDLeaf.init)) }
     }
 
+    /// Why this host's guests cannot address `memoryBytes` of RAM (before a
+    /// memfd is made for it); the machine's build checks the exact CPU model.
+    static func addressWidthRefusal(memoryBytes: UInt64, host: RestoreHost) -> String? {
+        let bits = CPUModelSetup.physicalAddressBits(host.supportedCPUID)
+        let maximum = MachineConfiguration.memoryLayout.maximumMemoryMiB(physicalAddressBits: bits)
+        guard memoryBytes >> 20 > UInt64(maximum) else { return nil }
+        return "guest RAM of \(memoryBytes >> 20) MiB is more than this host's \(bits)-bit guest-physical addresses reach (at most \(maximum) MiB)"
+    }
+
     /// Receives one VM on `connection`, up to and including the sender's
     /// complete message: the state checked for this host, RAM in a memfd.
     public static func receive(_ connection: MigrationConnection, on host: RestoreHost,
@@ -54,19 +63,24 @@ public enum IncomingMigration {
             throw .migration("refused the incoming VM: \(error)")
         }
         if let reason = hello.refusal(host: host.cpu, kvmAPIVersion: host.kvmAPIVersion, limits: limits, keyed: connection.authenticated)
-            ?? cpuModelRefusal(hello.cpuModel, host: host, expected: expected) {
+            ?? cpuModelRefusal(hello.cpuModel, host: host, expected: expected)
+            ?? addressWidthRefusal(memoryBytes: hello.memoryBytes, host: host) {
             try? connection.send(.refuse, ReasonText.encode(reason), authenticate: false)
             throw .migration("refused the incoming VM: \(reason)")
         }
         do {
-            let memory = try MemoryFile.anonymous(size: hello.memoryBytes, name: "deflect-incoming-ram")
+            // The receiver builds the sender's layout: RAM below the PCI hole and from 4 GiB,
+            // in a memfd that holds it at file offset = guest address (the hole never written).
+            let layout = MachineConfiguration.memoryLayout
+            let ram = layout.ramRanges(memoryBytes: hello.memoryBytes), ramEnd = layout.ramEnd(memoryBytes: hello.memoryBytes)
+            let memory = try MemoryFile.anonymous(size: ramEnd, name: "deflect-incoming-ram")
             try connection.accept(hello)
             var state: [UInt8]?
             receiving: while true {
                 let frame = try connection.receive(during: "the memory and state")
                 switch frame.kind {
                 case .pages:
-                    for range in try PagesMessage.decode(frame.payload, memoryBytes: hello.memoryBytes) {
+                    for range in try PagesMessage.decode(frame.payload, ram: ram) {
                         try memory.write(range.bytes, at: range.guestPhysicalAddress)
                     }
                 case .state:
@@ -80,8 +94,8 @@ public enum IncomingMigration {
             }
             guard let state else { throw MigrationError.unexpectedMessage(expected: "state", received: "complete") }
             var loaded = try LoadedSnapshot.decode(state, origin: "the incoming state", on: host) { saved throws(MachineError) in
-                guard saved.kind == memoryKind, saved.size == hello.memoryBytes else {
-                    throw .migration("the incoming state describes \(saved.size) bytes of RAM (\((saved.kind ?? .full).rawValue)), the hello \(hello.memoryBytes)")
+                guard saved.kind == memoryKind, saved.size == ramEnd else {
+                    throw .migration("the incoming state describes a memory file of \(saved.size) bytes (\((saved.kind ?? .full).rawValue)), the hello's RAM of \(hello.memoryBytes) bytes ends at \(ramEnd)")
                 }
                 return .filled(memory)
             }

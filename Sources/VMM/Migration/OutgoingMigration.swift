@@ -287,7 +287,7 @@ private struct OutgoingMigration {
             final[slot] = final[slot].map { $0.union(bitmap) } ?? bitmap
         }
         try send(final, connection)
-        let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.memoryBytes,
+        let state = try machine.captureState(memory: SavedMemory(file: "", size: machine.configuration.ramEnd,
                                                                  kind: IncomingMigration.memoryKind))
         try connection.sendState(try state.serialized())
         // A receiver on this host opens the same TAPs and vsock path.

@@ -280,9 +280,10 @@ public struct LoadedSnapshot: Sendable {
             }
         }
         let memory = try format { () throws(SnapshotFormatError) in try file.decode(SavedMemory.self, section: .memory) }
+        // The memory file holds RAM at file offset = guest address: it ends where RAM does.
         guard configuration.vcpuCount >= 1, configuration.vcpuCount <= MachineConfiguration.vcpuRange.upperBound,
               MachineConfiguration.memoryRangeMiB.contains(configuration.memoryMiB),
-              memory.size == UInt64(configuration.memoryMiB) << 20 else {
+              memory.size == MachineConfiguration.memoryLayout.ramEnd(memoryBytes: UInt64(configuration.memoryMiB) << 20) else {
             throw .snapshot("\(origin): the configuration (\(configuration.vcpuCount) vCPUs, \(configuration.memoryMiB) MiB) does not match the memory section (\(memory.size) bytes)")
         }
         let source = try memorySource(memory)
@@ -348,9 +349,9 @@ extension Machine {
         let bytes: [UInt8]
         do {
             memoryBytes = try writeMemory(to: memory.fileDescriptor, diff: diff)
-            let checksums = try MemoryChecksums.compute(fd: memory.fileDescriptor, size: configuration.memoryBytes,
+            let checksums = try MemoryChecksums.compute(fd: memory.fileDescriptor, size: configuration.ramEnd,
                                                         what: "the new memory file of \(path)")
-            let file = try captureState(memory: SavedMemory(file: memoryName, size: configuration.memoryBytes,
+            let file = try captureState(memory: SavedMemory(file: memoryName, size: configuration.ramEnd,
                                                             kind: diff ? .diff : .full,
                                                             chunkBytes: MemoryChecksums.chunkBytes, chunkCRC64: checksums))
             bytes = try file.serialized()
@@ -455,7 +456,7 @@ extension Machine {
                 written += try region.writeContents(to: fd, fileOffset: region.start.rawValue)
             }
         }
-        try SparseFile.ensureSize(fd, configuration.memoryBytes, what: "memory file")
+        try SparseFile.ensureSize(fd, configuration.ramEnd, what: "memory file")
         return written
     }
 }

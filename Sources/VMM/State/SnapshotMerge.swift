@@ -65,11 +65,15 @@ public enum SnapshotMerge {
         }
     }
 
-    /// Copies all of `path` into `output` at the same offsets.
+    /// Copies all of `path` into `output` (a new, empty file) at the same
+    /// offsets: only its data extents where the file system reports them, so
+    /// holes (zero pages, the PCI hole of a guest with RAM above 4 GiB) stay holes.
     private static func copy(from path: String, to output: CInt, size: UInt64) throws(MachineError) {
         let input = try openMemoryFile(path, size: size)
         defer { _ = Glibc.close(input) }
-        try copyRange(input, output, 0..<size, path: path)
+        for extent in SparseFile.dataExtents(of: input, in: 0..<size) ?? [0..<size] {
+            try copyRange(input, output, extent, path: path)
+        }
         do {
             try SparseFile.ensureSize(output, size, what: "the merged memory file")
         } catch {
