@@ -94,6 +94,38 @@ struct VirtioDeviceTests {
         #expect(requests >= 10 && offWrites >= onWrites + requests, "MMIO writes: ioeventfd=off \(offWrites), on \(onWrites); at least \(requests) notifications")
     }
 
+    /// The guest's benchmark mode (deflect-bench --virtio's guest) on a
+    /// file laid out as the bench writes it: every phase reports, every
+    /// block read is the one asked for; one block with the wrong number is
+    /// found by the sequential reads.
+    @Test func theBenchModeReadsTheBlocksItAskedFor() throws {
+        let kernel = try GuestImages.path("multiboot/virtio.elf")
+        let disk = "/var/tmp/deflect-virtio-bench-\(UUID().uuidString.prefix(8)).img"
+        var bytes = [UInt8]()
+        for block in 0..<UInt32(1024) {   // 4 MiB
+            bytes += withUnsafeBytes(of: block.littleEndian, Array.init) + withUnsafeBytes(of: UInt32(0x4843_4E42).littleEndian, Array.init)
+            bytes += [UInt8](repeating: UInt8(truncatingIfNeeded: block | 1), count: 4088)
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: disk))
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let append = "blk-bench blk-verify blk-ops=64 blk-seq-mib=1"
+        let result = try deflect(["run", kernel, "--memory", "128", "--disk", "path=\(disk),direct=on", "--timeout", "120",
+                                  "--append", append], limit: 150)
+        #expect(result.status == 3 && result.stdout.contains("RESULT pass") && !result.stdout.contains("FAIL "), "\(result.stdout)")
+        for phase in ["blk-randread-qd1", "blk-randread-qd16"] {
+            #expect(result.stdout.contains("BENCH end \(phase) ops=64 bytes=262144 cycles="), "\(phase):\n\(result.stdout)")
+        }
+        #expect(result.stdout.contains("BENCH end blk-seqread-qd4 ops=8 bytes=1048576 cycles="), "\(result.stdout)")
+        #expect(result.stdout.contains("PASS blk-randread-qd16 interrupts delivered"), "\(result.stdout)")
+        // Block 3 now carries another number.
+        bytes[3 * 4096] = 9
+        try Data(bytes).write(to: URL(fileURLWithPath: disk))
+        let wrong = try deflect(["run", kernel, "--memory", "128", "--disk", "path=\(disk)", "--timeout", "120",
+                                 "--append", append], limit: 150)
+        #expect(wrong.status == 5, "\(wrong.stdout)")
+        #expect(wrong.stdout.contains("FAIL blk-seqread-qd1 8 reads, status not OK 0, 4 KiB blocks with the wrong contents 1"), "\(wrong.stdout)")
+    }
+
     /// `GET /vm` lists the PCI devices with their host side; a full
     /// snapshot of a VM with devices is taken, a diff snapshot is refused
     /// with one line (devices write guest memory where KVM's dirty log does
