@@ -42,6 +42,7 @@ bench: guests
 	$(RELEASE_BIN)/deflect-bench --migration 64,1024 --dirty-rates 0,10,100 $(NOISE)
 	scripts/debian-linux-guest >/dev/null || true
 	$(RELEASE_BIN)/deflect-bench --linux-boot 3 $(NOISE)
+	$(RELEASE_BIN)/deflect-bench --virtio 5 $(NOISE)
 	$(SWIFT) build -c release --product hypercall-bench
 	$(RELEASE_BIN)/hypercall-bench --output BENCHMARKS.md $(NOISE)
 

@@ -18,10 +18,7 @@ func linuxBootBenchmark(rounds: Int, output: String, noise: NoiseOptions) throws
     guard FileManager.default.isExecutableFile(atPath: script) else {
         throw BenchError(description: "\(script) missing: run deflect-bench from the repository root")
     }
-    let deflect = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deflect").path
-    guard FileManager.default.isExecutableFile(atPath: deflect) else {
-        throw BenchError(description: "\(deflect) missing: `swift build -c release --product deflect` (make bench does)")
-    }
+    let deflect = try siblingDeflect()
     let report = try BenchmarkSection.begin("## Linux boot: Deflect against QEMU pc and microvm", options: noise)
     let subjects = ["deflect", "qemu -M pc", "qemu -M microvm"]
     var firstLine: [String: [Double]] = [:], later: [String: [Double]] = [:]

@@ -12,7 +12,9 @@
 // SIZES [--dirty-rates RATES]` the live-migration benchmark (MigrationTiming.swift),
 // `--startup N` the start-to-exit time and peak RSS of `deflect run`
 // (StartupBench.swift), `--linux-boot N` a Linux kernel's boot against QEMU
-// pc and microvm (LinuxBootBench.swift).
+// pc and microvm (LinuxBootBench.swift), `--virtio N [--virtio-dir DIR]
+// [--virtio-ops N] [--virtio-frames N]` virtio-blk and virtio-net against
+// QEMU's, ioeventfd on and off (VirtioBench.swift).
 //
 // Every section first checks the host's load average (BenchmarkReport): above
 // 1.0 it waits up to `--settle SECONDS` (default 90) for it to fall, then
@@ -106,6 +108,15 @@ func runReference(_ binary: String, guest: String, mode: Mode, iterations: UInt3
     return value
 }
 
+/// The `deflect` built beside this deflect-bench (same build configuration).
+func siblingDeflect() throws -> String {
+    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("deflect").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw BenchError(description: "\(path) missing: `swift build -c release --product deflect` (make bench does)")
+    }
+    return path
+}
+
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
@@ -147,6 +158,8 @@ func main() throws {
     var startupRuns: Int?
     var startupBaseline: String?
     var linuxBootRounds: Int?
+    var virtio: VirtioBenchOptions?
+    var virtioDirectory: String?, virtioOps: Int?, virtioFrames: Int?
     var noise = NoiseOptions()
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -182,8 +195,27 @@ func main() throws {
         case "--linux-boot":
             guard let count = Int(value), (1...20).contains(count) else { throw BenchError(description: "--linux-boot needs a round count (1–20)") }
             linuxBootRounds = count
+        case "--virtio":
+            guard let count = Int(value), (1...20).contains(count) else { throw BenchError(description: "--virtio needs a round count (1–20)") }
+            virtio = VirtioBenchOptions(rounds: count, output: "", noise: NoiseOptions())
+        case "--virtio-dir": virtioDirectory = value
+        case "--virtio-ops":
+            guard let count = Int(value), (16...100_000).contains(count) else { throw BenchError(description: "--virtio-ops needs a read count (16–100000)") }
+            virtioOps = count
+        case "--virtio-frames":
+            guard let count = Int(value), (16...1_000_000).contains(count) else { throw BenchError(description: "--virtio-frames needs a frame count (16–1000000)") }
+            virtioFrames = count
         default: throw BenchError(description: "unknown option \(flag)")
         }
+    }
+    if var virtio {
+        virtio.output = output
+        virtio.noise = noise
+        if let virtioDirectory { virtio.directory = virtioDirectory }
+        if let virtioOps { virtio.blkOps = virtioOps }
+        if let virtioFrames { virtio.frames = virtioFrames }
+        try virtioBenchmark(virtio)
+        return
     }
     if let linuxBootRounds {
         try linuxBootBenchmark(rounds: linuxBootRounds, output: output, noise: noise)

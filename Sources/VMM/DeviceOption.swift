@@ -27,4 +27,14 @@ enum DeviceOption {
             try body(key, String(parts[1]), refuse)
         }
     }
+
+    /// An on/off key's value (QEMU's and cloud-hypervisor's spelling; true
+    /// and false too); `refuse` names the key otherwise.
+    static func switchValue(_ value: String, key: String, refuse: (String) -> DeviceOptionError) throws(DeviceOptionError) -> Bool {
+        switch value {
+        case "on", "true": return true
+        case "off", "false": return false
+        default: throw refuse("\(key)=\(value) (on or off)")
+        }
+    }
 }

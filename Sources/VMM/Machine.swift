@@ -262,7 +262,7 @@ public final class Machine: Sendable {
                                       consoleOutput: DeviceHub) throws(MachineError) {
         for (i, disk) in configuration.disks.enumerated() {
             let device = VirtioBlockDevice(backend: try FileBlockBackend(disk), serial: disk.serial)
-            try hub.addVirtio(device, memory: memory, name: "virtio-blk\(i)")
+            try hub.addVirtio(device, memory: memory, name: "virtio-blk\(i)", ioEventFD: disk.ioEventFD)
         }
         for (i, network) in configuration.networks.enumerated() {
             // Deflect attaches to a TAP the host set up; it never creates one
@@ -277,7 +277,7 @@ public final class Machine: Sendable {
                 throw .device("--net tap=\(network.tap): \(error)")
             }
             try hub.addVirtio(VirtioNetDevice(backend: TapNetBackend(tap: tap, mac: network.mac)), memory: memory,
-                              name: "virtio-net\(i)")
+                              name: "virtio-net\(i)", ioEventFD: network.ioEventFD)
         }
         if let vsock = configuration.vsock {
             try hub.addVirtio(VirtioVsockDevice(guestCID: vsock.cid, backend: try UnixVsockBackend(path: vsock.socket)),

@@ -2,7 +2,8 @@
 // bridge, reached through ports 0xCF8–0xCFF and the ECAM window, the BARs
 // routed to their functions on MMIO exits, and virtio devices served off the
 // vCPU threads: a KVM ioeventfd on each queue's notify address wakes the
-// device's worker thread, which serves the queue under the lock, and MSI-X
+// device's worker thread, which serves the queue under the lock (with
+// ioeventfd=off the write exits and the vCPU thread wakes the worker), and MSI-X
 // messages go to irqfds on routed GSIs (MSIRouting; INTx to an IOAPIC pin
 // when the driver leaves MSI-X off).
 import Devices
@@ -30,8 +31,13 @@ final class PCIHub: @unchecked Sendable {
     private struct Notifier {
         let name: String
         let queueEvents: [EventFD]
-        /// BAR 0's base where the ioeventfds are registered now.
+        /// ioeventfd=off: the notify writes exit to user space.
+        let useIOEventFD: Bool
+        /// BAR 0's base where the notify addresses are now.
         var base: UInt64?
+        /// Queues whose notify writes exit to user space (all with
+        /// ioeventfd=off; those KVM refused an ioeventfd for).
+        var exiting: Set<Int> = []
     }
 
     // `bus`, `virtio` and `wiring` are touched only with `lock` held,
@@ -66,7 +72,8 @@ final class PCIHub: @unchecked Sendable {
 
     /// Adds a virtio device on the next free slot: BARs placed, MSI-X to KVM,
     /// INTx to its IOAPIC pin, an ioeventfd per queue.
-    func addVirtio(_ device: any VirtioDevice, memory: any GuestMemoryAccess, name: String) throws(MachineError) {
+    /// `ioEventFD` false: no ioeventfds, the notify writes exit (QEMU's ioeventfd=off).
+    func addVirtio(_ device: any VirtioDevice, memory: any GuestMemoryAccess, name: String, ioEventFD: Bool = true) throws(MachineError) {
         let function: VirtioPCIDevice
         do throws(PCIError) {
             function = try VirtioPCIDevice(device: device, memory: memory, name: name)
@@ -88,7 +95,9 @@ final class PCIHub: @unchecked Sendable {
             return (slot, bus.mappings.first { $0.slot == slot && $0.bar == VirtioPCIDevice.Layout.bar }?.base)
         }
         guard let placed else { throw .host("\(name): no room on PCI bus 0 or in its 32-bit window") }
-        notifierLock.withLock { _ in notifiers[placed.slot] = Notifier(name: name, queueEvents: queueEvents, base: nil) }
+        notifierLock.withLock { _ in
+            notifiers[placed.slot] = Notifier(name: name, queueEvents: queueEvents, useIOEventFD: ioEventFD, base: nil)
+        }
         moveNotifications(slot: placed.slot, to: placed.base)
         if let consoleDevice = device as? VirtioConsoleDevice {
             lock.withLock { _ in console = (consoleDevice, queueEvents[VirtioConsoleDevice.receiveQueue]) }
@@ -212,7 +221,11 @@ final class PCIHub: @unchecked Sendable {
     /// Serves an MMIO access when it falls in the ECAM window or a BAR:
     /// the value read (writes: 0); nil when no PCI function decodes it.
     func mmio(address: UInt64, size: Int, write value: UInt64?) -> UInt64? {
-        lock.withLock { _ in
+        if value != nil, let event = exitingNotification(at: address) {
+            try? event.signal()
+            return 0
+        }
+        return lock.withLock { _ in
             if address >= Layout.ecamBase, address - Layout.ecamBase < Layout.ecamSize {
                 let offset = address - Layout.ecamBase
                 if let value {
@@ -227,6 +240,21 @@ final class PCIHub: @unchecked Sendable {
     }
 
     // MARK: - ioeventfds follow BAR 0
+
+    /// The worker's eventfd when `address` is the notify address of a queue
+    /// whose write exits (no ioeventfd there): the vCPU thread wakes the
+    /// worker as KVM would have, and goes back to the guest.
+    private func exitingNotification(at address: UInt64) -> EventFD? {
+        notifierLock.withLock { _ in
+            for notifier in notifiers.values where !notifier.exiting.isEmpty {
+                guard let base = notifier.base, address >= base else { continue }
+                for queue in notifier.exiting where base + VirtioPCIDevice.notifyOffset(queue: queue) == address {
+                    return notifier.queueEvents[queue]
+                }
+            }
+            return nil
+        }
+    }
 
     /// The bus moved BARs (the guest reprogrammed one, or switched decoding):
     /// BAR 0 of a virtio function carries its notify addresses.
@@ -245,20 +273,27 @@ final class PCIHub: @unchecked Sendable {
     private func moveNotifications(slot: Int, to base: UInt64?) {
         notifierLock.withLock { _ in
             guard var notifier = notifiers[slot], notifier.base != base else { return }
+            var exiting: Set<Int> = []
             for (queue, event) in notifier.queueEvents.enumerated() {
                 let offset = VirtioPCIDevice.notifyOffset(queue: queue)
-                if let old = notifier.base {
+                guard notifier.useIOEventFD else {
+                    exiting.insert(queue)
+                    continue
+                }
+                if let old = notifier.base, !notifier.exiting.contains(queue) {
                     try? vm.removeIOEventFD(event, space: .mmio, address: old + offset, length: 0)
                 }
                 if let base {
                     do throws(KVMError) {
                         try vm.addIOEventFD(event, space: .mmio, address: base + offset, length: 0)
                     } catch {
-                        // The write then exits and is served on the vCPU thread.
+                        // The write then exits and the vCPU thread wakes the worker.
+                        exiting.insert(queue)
                         events.record(.deviceNote(device: notifier.name, message: "no ioeventfd for queue \(queue): \(error)"))
                     }
                 }
             }
+            notifier.exiting = base == nil ? [] : exiting
             notifier.base = base
             notifiers[slot] = notifier
         }

@@ -45,10 +45,10 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Stop the guest after this many seconds (exit status 8).")
     var timeout: Double?
 
-    @Option(name: .customLong("disk"), help: "A virtio-blk disk on the PCI bus (PC platform): path=FILE[,readonly=on][,serial=ID] (repeat for more). FILE must be a regular file, readable and, unless readonly=on, writable; the guest sees its size in 512-byte sectors.")
+    @Option(name: .customLong("disk"), help: "A virtio-blk disk on the PCI bus (PC platform): path=FILE[,readonly=on][,serial=ID][,direct=on][,ioeventfd=off] (repeat for more). FILE must be a regular file, readable and, unless readonly=on, writable; the guest sees its size in 512-byte sectors. direct=on opens it with O_DIRECT (the host page cache bypassed, as QEMU's cache=none); ioeventfd=off makes queue notifications exit to user space (to measure what ioeventfd saves).")
     var disks: [String] = []
 
-    @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP must exist (ip tuntap add dev NAME mode tap; Deflect never creates one) and be openable (CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
+    @Option(name: .customLong("net"), help: "A virtio-net device on the PCI bus (PC platform) over the TAP NAME: tap=NAME[,mac=MAC][,ioeventfd=off] (repeat for more; MAC default 52:54:00:12:34:56, counting up). The TAP must exist (ip tuntap add dev NAME mode tap; Deflect never creates one) and be openable (CAP_NET_ADMIN or a TAP this user owns); offloads are offered as the TAP takes them.")
     var networks: [String] = []
 
     @Option(help: "A virtio-vsock device on the PCI bus (PC platform): cid=N,socket=PATH. Host programs connect to the Unix socket PATH and write \"CONNECT PORT\\n\" (answered \"OK HOSTPORT\\n\") to reach guest port PORT; a guest connecting to host port P reaches the program listening on PATH_P (Firecracker's hybrid vsock). PATH must not exist yet.")

@@ -4,6 +4,7 @@
 // starts.
 import DeflectTestSupport
 import Foundation
+import Glibc
 import Testing
 
 @Suite("deflect run --disk", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
@@ -30,5 +31,25 @@ struct DiskCLITests {
             expectOneLineError(result, fragment)
             #expect(result.stdout.isEmpty, "the guest did not start: \(result.stdout)")
         }
+    }
+
+    /// direct=on on a file system without O_DIRECT: one line, status 66.
+    /// tmpfs takes O_DIRECT since Linux 6.6, ramfs does not: a ramfs is
+    /// mounted in a mount namespace of the test's own (root and unshare(1)
+    /// needed; skipped, saying so, otherwise).
+    @Test func directOnAFileSystemWithoutODirectIsRefused() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else {
+            print("DiskCLITests: direct=on refusal not checked: needs root and /usr/bin/unshare to mount a ramfs")
+            return
+        }
+        let kernel = try GuestImages.path("multiboot/platform.elf")
+        let directory = "/var/tmp/deflect-ramfs-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let script = "mount -t ramfs none \(directory) && truncate -s 1M \(directory)/d.img && exec \(deflectBinary) run \(kernel) --disk path=\(directory)/d.img,direct=on --timeout 5"
+        let result = try runProgram("/usr/bin/unshare", ["-m", "sh", "-c", script])
+        #expect(result.status == 66, "\(result.stderr)")
+        expectOneLineError(result, "--disk path=\(directory)/d.img,direct=on: the file system does not support O_DIRECT")
+        #expect(result.stdout.isEmpty)
     }
 }

@@ -268,6 +268,7 @@ static const unsigned CKVM_MFD_CLOEXEC = 1U;   // MFD_CLOEXEC
 // O_TMPFILE and AT_EMPTY_PATH are _GNU_SOURCE too (values of the x86-64 uapi).
 static const int CKVM_O_TMPFILE = 020000000 | O_DIRECTORY;   // O_TMPFILE
 static const int CKVM_AT_EMPTY_PATH = 0x1000;                // AT_EMPTY_PATH
+static const int CKVM_O_DIRECT = 040000;                     // O_DIRECT (_GNU_SOURCE, x86-64)
 
 // ---- kvm_run: the exit union, read in one place -----------------------------
 // Small by-value snapshots so Swift never copies (or names) the whole union.
