@@ -5,8 +5,10 @@
 // Frames cross between the pod's eth0 and the shim's TAP both ways (a small
 // responder on the TAP answers the peer's ARP and pings); a task with `net`
 // and `disks` runs the virtio test guest, which answers the peer's pings on
-// the pod's address and checks its disk. Skipped, with the reason, without
-// root, iproute2, nsenter or python3 (and the task test without /dev/kvm).
+// the pod's address and checks its disk, through the Task service and
+// through a real containerd (`ctr run --with-ns`). Skipped, with the reason,
+// without root, iproute2, nsenter or python3 (the task tests without
+// /dev/kvm, the ctr test without containerd).
 import DeflectTestSupport
 import Foundation
 import SwiftProtobuf
@@ -233,5 +235,31 @@ struct PodNetworkTests {
         _ = try callTask(registry, "Delete", delete, as: Containerd_Task_V2_DeleteResponse.self)
         #expect(namespaces.leftovers.isEmpty, "\(namespaces.leftovers)")
         #expect(!FileManager.default.fileExists(atPath: TaskBundle(path: bundle).podNetworkFile))
+    }
+
+    /// The same through a real containerd: `ctr run --with-ns network:PATH`
+    /// puts the pod's namespace into the spec containerd writes, as the CRI
+    /// plugin does; `--rm` deletes the task, which removes the TAP.
+    @Test(.enabled(if: ContainerdAvailability.unusableReason == nil, Comment(rawValue: ContainerdAvailability.unusableReason ?? "")))
+    func ctrRunsAVMOnThePodsNetwork() throws {
+        let namespaces = try PodNamespaces()
+        defer { namespaces.remove() }
+        let containerd = try PrivateContainerd()
+        defer { containerd.stop() }
+        let root = try containerd.rootfs(guest: "multiboot/virtio.elf", description: """
+            {"image": "virtio.elf", "mode": "multiboot", "platform": "pc", "memory": 128,
+             "append": "net ip=\(PodNamespaces.podAddress) peer=\(PodNamespaces.peerAddress) pings=3 mac=\(PodNamespaces.podMAC)", "net": {}}
+            """)
+        let run = try containerd.ctrInBackground(["run", "--rm", "--rootfs", "--runtime", shimBinary,
+                                                  "--with-ns", "network:" + namespaces.podPath, root, "podvm"])
+        #expect(run.waitFor("INFO net ready", limit: 90), "\(run.stdout)")
+        let ping = try namespaces.pingFromPeer(count: 3)
+        let finished = run.finish(limit: 90)
+        #expect(ping.status == 0, "\(ping.stdout)\(ping.stderr)")
+        #expect(finished.status == 3, "\(finished.stdout)\n\(finished.stderr)")
+        for line in ["PASS net-echo-reply n=3 of 3", "PASS net-arp-peer", "RESULT pass"] {
+            #expect(finished.stdout.contains(line), "\(line):\n\(finished.stdout)")
+        }
+        #expect(namespaces.leftovers.isEmpty, "\(namespaces.leftovers)")
     }
 }
