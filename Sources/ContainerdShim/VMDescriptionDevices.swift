@@ -106,6 +106,9 @@ extension VMDescription {
         case .new:
             problems.append("net: the task's spec asks for a new, empty network namespace (no path): there is no pod network in it to take over")
             good = false
+        case .path(let path) where !path.hasPrefix("/"):
+            problems.append("net: the spec's network namespace \(Shown.quoted(path)) is not an absolute path")
+            good = false
         case .path(let path):
             net.namespace = path
         }

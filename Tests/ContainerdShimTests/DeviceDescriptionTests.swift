@@ -114,6 +114,7 @@ import Virtio
         #expect(try problems(json, root, network: .new) == [
             "net: the task's spec asks for a new, empty network namespace (no path): there is no pod network in it to take over",
         ])
+        #expect(try problems(json, root, network: .path("netns/cni-1")) == ["net: the spec's network namespace 'netns/cni-1' is not an absolute path"])
         // Disks need no namespace.
         #expect(try parse(#"{"image": "g.elf", "platform": "pc", "disks": [{"path": "disk.img"}]}"#, root, network: .host).disks.count == 1)
     }
