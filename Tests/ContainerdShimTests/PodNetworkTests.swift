@@ -170,6 +170,29 @@ struct PodNetworkTests {
         }
         #expect(taken?.description.contains("ip tuntap add dev deflect0 mode tap") == true, "\(String(describing: taken))")
         #expect(namespaces.leftovers == ["the TAP"])
+        #expect(namespaces.inPod(["link", "del", "dev", PodNetwork.tapName]).status == 0)
+
+        // Through the Task service: Start fails in one line, the task stays created, nothing is left.
+        let bundle = NSTemporaryDirectory() + "deflect-podfail-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: bundle) }
+        try Data([0xF4]).write(to: URL(fileURLWithPath: bundle + "/rootfs/g.bin"))
+        try Data(#"{"image": "g.bin", "mode": "real", "platform": "pc", "net": {"interface": "eth9"}}"#.utf8)
+            .write(to: URL(fileURLWithPath: bundle + "/rootfs/deflect.json"))
+        try Data(#"{"linux": {"namespaces": [{"type": "network", "path": "\#(namespaces.podPath)"}]}}"#.utf8)
+            .write(to: URL(fileURLWithPath: bundle + "/config.json"))
+        let registry = try createdTask(bundle: bundle, deflect: "/bin/false")
+        var start = Containerd_Task_V2_StartRequest()
+        start.id = "vm"
+        let refused = #expect(throws: TTRPCError.self) { try callTask(registry, "Start", start, as: Containerd_Task_V2_StartResponse.self) }
+        #expect(refused?.code == .failedPrecondition)
+        #expect(refused?.message.hasPrefix("cannot connect the pod's network: the pod's interface eth9 is not in the task's network namespace") == true,
+                "\(String(describing: refused))")
+        #expect(refused?.message.contains("\n") == false)
+        var state = Containerd_Task_V2_StateRequest()
+        state.id = "vm"
+        #expect(try callTask(registry, "State", state, as: Containerd_Task_V2_StateResponse.self).status == .created)
+        #expect(namespaces.leftovers.isEmpty && !FileManager.default.fileExists(atPath: TaskBundle(path: bundle).podNetworkFile))
     }
 
     /// A whole task: Create with `net` and `disks` (the spec naming the pod's
