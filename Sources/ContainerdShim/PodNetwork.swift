@@ -210,6 +210,8 @@ struct NamespaceTools {
     }
 
     private func json(_ data: Data) throws(PodNetworkError) -> [[String: Any]] {
+        // Some iproute2 versions print nothing, not [], for an empty list.
+        if data.allSatisfy({ $0 == 0x20 || $0 == 0x0A }) { return [] }
         guard let parsed = try? JSONSerialization.jsonObject(with: data), let list = parsed as? [[String: Any]] else {
             throw PodNetworkError("ip's JSON output was not understood: \(Shown.quoted(String(decoding: data.prefix(200), as: UTF8.self)))")
         }
