@@ -145,7 +145,7 @@ let package = Package(
                                               .product(name: "NIOCore", package: "swift-nio"),
                                               .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // The containerd shim: deflect.json, the task state machine, the containerd.task.v2.Task service.
-        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", "KVM", "ReadableErrors", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        .target(name: "ContainerdShim", dependencies: ["TTRPC", "Loader", "KVM", "Virtio", "ReadableErrors", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: strict),
         .executableTarget(name: "containerd-shim-deflect-v1", dependencies: ["ContainerdShim", "ReadableErrors"],
                           path: "Sources/ContainerdShimMain", swiftSettings: strict),
@@ -180,7 +180,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                     swiftSettings: strict),
-        .testTarget(name: "ContainerdShimTests", dependencies: ["ContainerdShim", "TTRPC", "DeflectTestSupport"],
+        .testTarget(name: "ContainerdShimTests", dependencies: ["ContainerdShim", "TTRPC", "Virtio", "DeflectTestSupport"],
                     exclude: ["cri"], swiftSettings: strict),   // cri/: the CRI test's Python client and proto
         .testTarget(name: "CLITests", dependencies: ["VMM", "Snapshot", "Migration", "ControlAPI", "DeflectTestSupport"], swiftSettings: strict),
     ]

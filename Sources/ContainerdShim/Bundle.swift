@@ -1,7 +1,8 @@
 // ContainerdShim: the OCI bundle containerd hands a task — what the shim reads
-// of its config.json (root.path, and the CRI's annotations that mark a pod's
-// sandbox) — and the files the shim keeps for it (the VM's API socket, the
-// VM's pid for `delete`, the mount point of the snapshotter's layers).
+// of its config.json (root.path, the CRI's annotations that mark a pod's
+// sandbox, the network namespace CNI set up) — and the files the shim keeps
+// for it (the VM's API socket, the VM's pid and the pod network it took
+// over for `delete`, the mount point of the snapshotter's layers).
 import Foundation
 import ReadableErrors
 
@@ -16,6 +17,8 @@ public struct TaskBundle: Sendable {
     public var apiSocket: String { ShortSocketPath.path(in: ShortSocketPath.apiDirectory, key: path) }
     public var pidFile: String { file("deflect-vm.pid") }
     public var addressFile: String { file("address") }
+    /// The pod network Start connected to the VM (PodNetwork), for a `delete` after a lost shim.
+    public var podNetworkFile: String { file("deflect-net.json") }
     /// Where the snapshotter's mounts go (the runc shim's place; containerd's spec names it as root.path).
     public var rootfsMountPoint: String { file("rootfs") }
 
@@ -49,13 +52,41 @@ public struct BundleSpec: Decodable, Sendable {
         public var path: String?
     }
 
+    public struct Linux: Decodable, Sendable {
+        public var namespaces: [Namespace]?
+    }
+
+    public struct Namespace: Decodable, Sendable {
+        public var type: String
+        public var path: String?
+    }
+
     public var root: Root?
     public var annotations: [String: String]?
+    public var linux: Linux?
 
-    public init(root: Root? = nil, annotations: [String: String]? = nil) {
+    public init(root: Root? = nil, annotations: [String: String]? = nil, linux: Linux? = nil) {
         self.root = root
         self.annotations = annotations
+        self.linux = linux
     }
+
+    /// The task's network namespace (`linux.namespaces`, type `network`).
+    public var networkNamespace: TaskNetworkNamespace {
+        guard let entry = linux?.namespaces?.last(where: { $0.type == "network" }) else { return .host }
+        guard let path = entry.path, !path.isEmpty else { return .new }
+        return .path(path)
+    }
+}
+
+/// Where a task's network is, as its OCI spec says.
+public enum TaskNetworkNamespace: Equatable, Sendable {
+    /// No `network` namespace entry: the runtime's own, the host's (a host-network pod).
+    case host
+    /// An entry without a path: a new, empty namespace (no pod network in it).
+    case new
+    /// A namespace that exists (the CRI's `/var/run/netns/cni-…`, set up by CNI).
+    case path(String)
 }
 
 /// The part a task plays in a Kubernetes pod, from the annotations the CRI

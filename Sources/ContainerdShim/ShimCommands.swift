@@ -2,7 +2,7 @@
 // shim (`serve`, a new session with no tie to containerd's pipes), waits until
 // its ttrpc socket answers, prints the socket's address and exits; `delete`
 // cleans up after a shim containerd lost (kills the VM, unmounts the root
-// filesystem, prints a DeleteResponse); `serve` is the ttrpc server itself;
+// filesystem, disconnects the pod's network, prints a DeleteResponse); `serve` is the ttrpc server itself;
 // `pause` (hidden) holds a pod's sandbox (SandboxPlaceholder).
 import Foundation
 import KVM
@@ -87,9 +87,14 @@ public enum ShimCommands {
         }
         // The root filesystem Create mounted from the snapshotter's layers, as the runc shim's delete does.
         RootfsMounts.unmountAll(bundle.rootfsMountPoint)
+        // The pod network Start connected for the VM (the TAP and the filters in the pod's namespace).
+        if let record = FileManager.default.contents(atPath: bundle.podNetworkFile),
+           let network = try? JSONDecoder().decode(PodNetwork.self, from: record) {
+            network.disconnect()
+        }
         response.exitStatus = 128 + UInt32(SIGKILL)
         response.exitedAt = Google_Protobuf_Timestamp(date: Date())
-        for file in [bundle.apiSocket, bundle.pidFile, socketPath(for: arguments)] { unlink(file) }
+        for file in [bundle.apiSocket, bundle.pidFile, bundle.podNetworkFile, socketPath(for: arguments)] { unlink(file) }
         return try response.serializedBytes()
     }
 

@@ -3,7 +3,9 @@
 // pid is the task's), Wait returns the VM's exit status, Kill/Pause/Resume and
 // Checkpoint (a Deflect snapshot) go through the VM's control API (`deflect
 // ctl`), Stats reads the VM process's usage, and calls that do not apply to a
-// VM answer UNIMPLEMENTED. A Kubernetes pod's sandbox task (the CRI's
+// VM answer UNIMPLEMENTED. A VM with `net` gets the pod's network: Start
+// connects it (PodNetwork) and runs the VM in the task's network namespace,
+// Delete disconnects it. A Kubernetes pod's sandbox task (the CRI's
 // annotation) runs no VM: a placeholder process holds it (SandboxPlaceholder),
 // signalled directly.
 import Foundation
@@ -28,6 +30,8 @@ public final class TaskService: Sendable {
         var rootfsMounted = false
         var stdin = "", stdout = "", stderr = ""
         var description: VMDescription?
+        /// The pod network Start connected for the VM; Delete disconnects it.
+        var network: PodNetwork?
         var role = PodRole.none
         var process: Process?
         /// A sandbox's lifeline: the shim's end of the socket pair that is the placeholder's stdin, open while the shim lives.
@@ -125,7 +129,8 @@ public final class TaskService: Sendable {
             let process = Process()
             process.currentDirectoryURL = URL(fileURLWithPath: state.bundle.path)
             process.standardOutput = try openOutput(state.stdout)
-            process.standardError = try openOutput(state.stderr)
+            let errorOutput = try openOutput(state.stderr)
+            process.standardError = errorOutput
             process.terminationHandler = { [self] process in exited(process) }
             var lifelineReader: Int32 = -1
             if case .sandbox(let sandboxID) = state.role {
@@ -144,9 +149,24 @@ public final class TaskService: Sendable {
                 } catch {
                     throw TTRPCError(.internal, "cannot make the VM's API socket directory: \(ReadableError.reason(error))")
                 }
-                process.executableURL = URL(fileURLWithPath: deflectBinary)
-                process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
                 process.standardInput = FileHandle.nullDevice
+                if let net = description.net {
+                    // deflect runs in the task's network namespace, where the TAP is.
+                    let network = try connect(net, for: &state)
+                    let launch: (executable: String, arguments: [String])
+                    do throws(PodNetworkError) {
+                        launch = try network.command(running: deflectBinary, description.runArguments(apiSocket: state.bundle.apiSocket, network: network))
+                    } catch {
+                        Self.disconnect(&state)
+                        throw TTRPCError(.failedPrecondition, error.description)
+                    }
+                    process.executableURL = URL(fileURLWithPath: launch.executable)
+                    process.arguments = launch.arguments
+                    try? errorOutput.write(contentsOf: Data("deflect shim: \(network.summary)\n".utf8))
+                } else {
+                    process.executableURL = URL(fileURLWithPath: deflectBinary)
+                    process.arguments = description.runArguments(apiSocket: state.bundle.apiSocket)
+                }
             }
             // Only the placeholder holds its end; the shim keeps the other.
             defer { if lifelineReader >= 0 { close(lifelineReader) } }
@@ -154,6 +174,7 @@ public final class TaskService: Sendable {
                 try process.run()
             } catch {
                 Self.closeLifeline(&state)
+                Self.disconnect(&state)
                 throw TTRPCError(.internal, "cannot start \(process.executableURL?.path ?? deflectBinary): \(ReadableError.reason(error))")
             }
             state.process = process
@@ -267,6 +288,7 @@ public final class TaskService: Sendable {
                 RootfsMounts.unmountAll(state.bundle.rootfsMountPoint)
                 state.rootfsMounted = false
             }
+            Self.disconnect(&state)
             return response
         }
         stop(status: response.exitStatus)   // wakes a Wait on a task deleted before it started
@@ -364,7 +386,7 @@ public final class TaskService: Sendable {
         var description: VMDescription?
         if !role.isSandbox {
             do {
-                description = try VMDescription.load(rootfs: bundle.rootfs(of: spec))
+                description = try VMDescription.load(rootfs: bundle.rootfs(of: spec), network: spec.networkNamespace)
             } catch {
                 throw TTRPCError(.invalidArgument, error.description)
             }
@@ -434,6 +456,29 @@ public final class TaskService: Sendable {
         exited.lock()
         exited.broadcast()
         exited.unlock()
+    }
+
+    /// Connects the pod's network for the VM, recorded in the bundle for a `delete` after a lost shim.
+    private func connect(_ net: VMDescription.Net, for state: inout State) throws -> PodNetwork {
+        let network: PodNetwork
+        do throws(PodNetworkError) {
+            network = try PodNetwork.connect(namespace: net.namespace, interface: net.interface, mac: net.mac)
+        } catch {
+            throw TTRPCError(.failedPrecondition, "cannot connect the pod's network: \(error.description)")
+        }
+        state.network = network
+        if let record = try? JSONEncoder().encode(network) { try? AtomicFile.write(Array(record), to: state.bundle.podNetworkFile) }
+        return network
+    }
+
+    /// Removes what `connect` made; what cannot be removed goes to the shim's log.
+    private static func disconnect(_ state: inout State) {
+        guard let network = state.network else { return }
+        if let problem = network.disconnect() {
+            FileHandle.standardError.write(Data("deflect shim: task \(state.id): the pod's network was not all removed: \(problem)\n".utf8))
+        }
+        state.network = nil
+        unlink(state.bundle.podNetworkFile)
     }
 
     private static func closeLifeline(_ state: inout State) {

@@ -1,6 +1,7 @@
 // ContainerdShim: `deflect.json`, the VM a task runs — `deflect run`'s
 // options as JSON, checked field by field, with every path kept inside the
-// task's root filesystem — and the `deflect run` arguments it becomes. The
+// task's root filesystem — and the `deflect run` arguments it becomes (its
+// devices, `disks` and `net`: VMDescriptionDevices). The
 // file comes from an image, so it is untrusted: it must be a regular file
 // in the root filesystem (no symbolic link to a host file), nothing outside
 // the root filesystem is looked at, and errors quote its values only
@@ -25,13 +26,17 @@ public struct VMDescription: Equatable, Sendable {
     public var modules: [String] = []
     public var platform: String?
     public var policy: String?
+    public var disks: [Disk] = []
+    public var net: Net?
 
     /// A deflect.json larger than this is refused unread.
     static let maximumBytes = 64 << 10
 
-    /// Reads and checks `rootfs/deflect.json`. Every bad field is named in the one error.
-    public static func load(rootfs: String) throws(VMDescriptionError) -> VMDescription {
-        try parse(read(rootfs: rootfs), rootfs: rootfs)
+    /// Reads and checks `rootfs/deflect.json`; `network` is where the task's
+    /// spec puts its network (`net` needs a namespace of its own). Every bad
+    /// field is named in the one error.
+    public static func load(rootfs: String, network: TaskNetworkNamespace = .host) throws(VMDescriptionError) -> VMDescription {
+        try parse(read(rootfs: rootfs), rootfs: rootfs, network: network)
     }
 
     /// The file's bytes, if it is a regular file of at most `maximumBytes`: a
@@ -75,12 +80,12 @@ public struct VMDescription: Equatable, Sendable {
         }
     }
 
-    public static func parse(_ data: Data, rootfs: String) throws(VMDescriptionError) -> VMDescription {
+    public static func parse(_ data: Data, rootfs: String, network: TaskNetworkNamespace = .host) throws(VMDescriptionError) -> VMDescription {
         guard let json = try? JSONSerialization.jsonObject(with: data), let object = json as? [String: Any] else {
             throw VMDescriptionError(["\(fileName) is not a JSON object"])
         }
         var problems: [String] = []
-        let known: Set<String> = ["image", "mode", "memory", "vcpus", "append", "modules", "platform", "policy"]
+        let known: Set<String> = ["image", "mode", "memory", "vcpus", "append", "modules", "platform", "policy", "disks", "net"]
         // The key is named (shortened, escaped) so the author can find it; its value is never shown.
         for key in object.keys.sorted() where !known.contains(key) {
             problems.append("\(Shown.text(key)): unknown field (known: \(known.sorted().joined(separator: ", ")))")
@@ -132,12 +137,15 @@ public struct VMDescription: Equatable, Sendable {
                 problems.append("modules: must be an array of strings (\"FILE [ARGS]\")")
             }
         }
+        let disks = Self.disks(object["disks"], rootfs: rootfs, problems: &problems)
+        let net = Self.net(object["net"], network: network, problems: &problems)
+        if let problem = platformProblem(disks: object["disks"], net: object["net"], platform: platform) { problems.append(problem) }
         if let image {
             problems += commandLineProblems(image: image, mode: mode, append: append, modules: modules)
         }
         guard problems.isEmpty, let image else { throw VMDescriptionError(problems) }
         return VMDescription(image: image, mode: mode, memory: memory, vcpus: vcpus, append: append,
-                             modules: modules, platform: platform, policy: policy)
+                             modules: modules, platform: platform, policy: policy, disks: disks, net: net)
     }
 
     /// What `deflect run` would refuse only once started: a command line
@@ -169,8 +177,9 @@ public struct VMDescription: Equatable, Sendable {
         return problems
     }
 
-    /// The `deflect run` arguments for this VM, serving the control API on `apiSocket`.
-    public func runArguments(apiSocket: String) -> [String] {
+    /// The `deflect run` arguments for this VM, serving the control API on
+    /// `apiSocket`, its `net` on the pod network Start connected.
+    public func runArguments(apiSocket: String, network: PodNetwork? = nil) -> [String] {
         var arguments = ["run", image]
         if let mode { arguments += ["--mode", mode] }
         if let memory { arguments += ["--memory", String(memory)] }
@@ -179,6 +188,7 @@ public struct VMDescription: Equatable, Sendable {
         for module in modules { arguments += ["--module", module] }
         if let platform { arguments += ["--platform", platform] }
         if let policy { arguments += ["--policy", policy] }
+        arguments += deviceArguments(network: network)
         return arguments + ["--api-socket", apiSocket]
     }
 }

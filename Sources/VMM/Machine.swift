@@ -266,8 +266,11 @@ public final class Machine: Sendable {
         }
         for (i, network) in configuration.networks.enumerated() {
             // Deflect attaches to a TAP the host set up; it never creates one
-            // (a typo would otherwise make a new, unconfigured interface).
-            guard access("/sys/class/net/\(network.tap)/tun_flags", F_OK) == 0 else {
+            // (a typo would otherwise make a new, unconfigured interface). Looked
+            // up in this process's network namespace, not in /sys, which shows
+            // the namespace sysfs was mounted in (a process that entered a pod's
+            // namespace with setns sees the host's interfaces there).
+            guard if_nametoindex(network.tap) != 0 else {
                 throw .device("--net tap=\(network.tap): no such TAP device (create it first: ip tuntap add dev \(network.tap) mode tap)")
             }
             let tap: TapDevice
