@@ -139,7 +139,7 @@ struct MachineGuestTests {
 
 @Suite("Machine configuration")
 struct MachineConfigurationTests {
-    @Test(arguments: [0, 3073, -1])
+    @Test(arguments: [0, MachineConfiguration.memoryRangeMiB.upperBound + 1, -1])
     func memoryOutOfRange(mib: Int) {
         let config = MachineConfiguration(image: [0xF4], mode: .real, memoryMiB: mib)
         #expect(throws: MachineError.self) { try config.validate() }
