@@ -145,9 +145,8 @@ public enum ImageLoader {
         return placed.map { p in
             // Both bounds were checked against the file and memory size above.
             let offset = Int(p.header.offset)
-            var bytes = Array(image[offset..<offset + Int(p.header.fileSize)])
-            bytes.append(contentsOf: repeatElement(0, count: Int(p.header.memorySize - p.header.fileSize)))
-            return MemorySegment(guestPhysicalAddress: p.start, bytes: bytes)
+            return MemorySegment(guestPhysicalAddress: p.start, fileBytes: image[offset..<offset + Int(p.header.fileSize)],
+                                 memorySize: Int(p.header.memorySize))
         }
     }
 

@@ -269,9 +269,8 @@ public enum MultibootLoader {
 
         func segments(from image: [UInt8]) -> [MemorySegment] {
             pieces.map { p in
-                var bytes = Array(image[p.fileOffset..<p.fileOffset + p.fileSize])
-                bytes.append(contentsOf: repeatElement(0, count: Int(p.memorySize) - p.fileSize))
-                return MemorySegment(guestPhysicalAddress: p.start, bytes: bytes)
+                MemorySegment(guestPhysicalAddress: p.start, fileBytes: image[p.fileOffset..<p.fileOffset + p.fileSize],
+                              memorySize: Int(p.memorySize))
             }
         }
     }

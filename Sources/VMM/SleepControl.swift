@@ -67,9 +67,8 @@ final class SleepControl: Sendable {
             // The loader accepted these ranges; re-check instead of trapping.
             let start = Int(segment.offset), count = Int(segment.fileSize)
             guard count <= image.count, start <= image.count - count, segment.memorySize >= segment.fileSize else { return nil }
-            var bytes = Array(image[start..<(start + count)])
-            bytes.append(contentsOf: repeatElement(0, count: Int(segment.memorySize - segment.fileSize)))
-            return MemorySegment(guestPhysicalAddress: segment.physicalAddress, bytes: bytes)
+            return MemorySegment(guestPhysicalAddress: segment.physicalAddress, fileBytes: image[start..<(start + count)],
+                                 memorySize: Int(segment.memorySize))
         }
     }
 

@@ -33,6 +33,17 @@ import Testing
         #expect(image[1].bytes.dropFirst(4).allSatisfy { $0 == 0 })
     }
 
+    /// A segment from a slice in the middle of an image: its bytes, then
+    /// zeros to the memory size; never shorter than the file bytes.
+    @Test func aSegmentIsItsFileBytesThenZeros() {
+        let image: [UInt8] = [9, 9, 1, 2, 3, 9]
+        let segment = MemorySegment(guestPhysicalAddress: 0x1000, fileBytes: image[2..<5], memorySize: 7)
+        #expect(segment.bytes == [1, 2, 3, 0, 0, 0, 0] && segment.endAddress == 0x1007)
+        #expect(MemorySegment(guestPhysicalAddress: 0, fileBytes: image[2..<5], memorySize: 3).bytes == [1, 2, 3])
+        #expect(MemorySegment(guestPhysicalAddress: 0, fileBytes: image[2..<5], memorySize: 1).bytes == [1, 2, 3])
+        #expect(MemorySegment(guestPhysicalAddress: 0, fileBytes: image[0..<0], memorySize: 2).bytes == [0, 0])
+    }
+
     @Test func cpuStateMatchesFlatLongModeExceptTheEntry() throws {
         var b = ELFBuilder.sample()
         b.entry = 0x10_0002  // the hlt, inside the executable segment
