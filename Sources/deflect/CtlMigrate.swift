@@ -16,7 +16,7 @@ extension CtlCommand {
             discussion: """
             Exit status: 0 when the receiver runs the guest (the source's run ends with "migrated to DEST"); \
             66 when the VM refuses (the guest has not agreed, a migration runs already); 70 when the migration \
-            fails (the VM keeps running here), is in doubt (go sent, no running-ack: the VM stays paused \
+            fails (the VM stays here, running or paused as before), is in doubt (go sent, no running-ack: the VM stays paused \
             here and may run on DEST) or the API cannot be reached.
             """)
         @OptionGroup var connection: CtlConnection
@@ -71,7 +71,7 @@ extension CtlCommand {
                            status: ExitStatus.hostError)
             }
             guard status.phase == .completed else {
-                throw fail("migration to \(destination) failed: \(status.lastError ?? "no reason given"); the VM keeps running on this host",
+                throw fail("migration to \(destination) failed: \(status.lastError ?? "no reason given")",
                            status: ExitStatus.hostError)
             }
             let overBudget = status.pausedBeforeConvergence == true

@@ -360,7 +360,16 @@ struct MachineMigrationTests {
         let progress = source.machine.migrationProgress
         #expect(progress.phase == .failed)
         #expect(progress.lastError?.contains("connect") == true, "\(progress.lastError ?? "")")
+        #expect(progress.lastError?.hasSuffix("; the VM keeps running on this host") == true, "\(progress.lastError ?? "")")
         #expect(source.machine.state == .running)
+        // Paused before the migration, the VM stays paused, and the error says so.
+        try source.machine.pause()
+        try source.machine.beginMigration(options)
+        #expect(throws: MachineError.self) { try source.machine.migrate(options) }
+        #expect(source.machine.migrationProgress.lastError?.hasSuffix("; the VM stays paused on this host") == true,
+                "\(source.machine.migrationProgress.lastError ?? "")")
+        #expect(source.machine.state == .paused)
+        try source.machine.resume()
         #expect(source.waitForOutput("TICK 10\n"), "the guest stopped after the failed migration")
         source.machine.requestStop()
         #expect(source.finish()?.outcome == .interruptedByUser)

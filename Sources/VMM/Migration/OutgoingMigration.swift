@@ -120,6 +120,15 @@ extension Machine {
         }
     }
 
+    /// What a failed migration left on this host, for its error line.
+    static func whereTheVMIs(_ state: VMRunState, resumed: Bool) -> String {
+        switch state {
+        case .running: resumed ? "the VM keeps running on this host (resumed after the stop-and-copy)" : "the VM keeps running on this host"
+        case .paused: "the VM stays paused on this host"
+        default: "the VM is \(state.rawValue) on this host"
+        }
+    }
+
     /// Runs the migration `beginMigration` claimed, blocking until the
     /// receiver runs the guest (then this run ends with `.migrated`) or it
     /// fails (then the source goes on as before: resumed if this migration
@@ -150,12 +159,13 @@ extension Machine {
             }
             pci?.resumeWorkers()
             lifecycle.endMigration(.failed)
+            let line = "\(message); \(Self.whereTheVMIs(lifecycle.current, resumed: pausedHere))"
             migration.update { progress in
                 progress.phase = .failed
-                progress.lastError = message
+                progress.lastError = line
                 progress.elapsedSeconds = Self.seconds(since: begin)
             }
-            throw .migration("to \(options.destination): \(message)\(pausedHere ? "; the VM resumed on this host" : "; the VM keeps running on this host")")
+            throw .migration("to \(options.destination): \(line)")
         }
     }
 
