@@ -39,6 +39,12 @@ final class BackgroundMachine: @unchecked Sendable {
 }
 
 /// A comma-separated list of numbers, each in `range`; `usage` otherwise.
+/// One option's number, within `range`, or `usage` as the error.
+func number(_ value: String, in range: ClosedRange<Int>, _ usage: String) throws -> Int {
+    guard let number = Int(value), range.contains(number) else { throw BenchError(description: usage) }
+    return number
+}
+
 func numberList(_ value: String, in range: ClosedRange<Int>, _ usage: String) throws -> [Int] {
     let numbers = value.split(separator: ",").map { Int($0) }
     guard !numbers.isEmpty, numbers.allSatisfy({ $0.map(range.contains) ?? false }) else { throw BenchError(description: usage) }
@@ -170,8 +176,7 @@ func main() throws {
         case "--rounds": rounds = max(1, Int(value) ?? rounds)
         case "--output": output = value
         case "--policy-fuzz":
-            guard let count = Int(value), count > 0 else { throw BenchError(description: "--policy-fuzz needs a positive count") }
-            fuzzInputs = count
+            fuzzInputs = try number(value, in: 1...Int.max, "--policy-fuzz needs a positive count")
         case "--snapshot-timing":
             snapshotTimingSizes = try numberList(value, in: 1...3072, "--snapshot-timing needs RAM sizes in MiB, e.g. 64,1024,3072")
         case "--migration":
@@ -179,32 +184,24 @@ func main() throws {
         case "--dirty-rates":
             dirtyRates = try numberList(value, in: 0...4096, "--dirty-rates needs MiB/s values, e.g. 0,10,100")
         case "--snapshot-fuzz":
-            guard let count = Int(value), count > 0 else { throw BenchError(description: "--snapshot-fuzz needs a positive count") }
-            snapshotFuzzInputs = count
+            snapshotFuzzInputs = try number(value, in: 1...Int.max, "--snapshot-fuzz needs a positive count")
         case "--seed": seed = UInt64(value) ?? seed
         case "--control":
-            guard let count = Int(value), count >= 4 else { throw BenchError(description: "--control needs a request count of at least 4") }
-            control = ControlBenchOptions(requests: count)
+            control = ControlBenchOptions(requests: try number(value, in: 4...Int.max, "--control needs a request count of at least 4"))
         case "--pause-cycles":
-            guard let count = Int(value), count > 0 else { throw BenchError(description: "--pause-cycles needs a positive count") }
-            pauseCycles = count
+            pauseCycles = try number(value, in: 1...Int.max, "--pause-cycles needs a positive count")
         case "--startup":
-            guard let count = Int(value), (1...1000).contains(count) else { throw BenchError(description: "--startup needs a run count (1–1000)") }
-            startupRuns = count
+            startupRuns = try number(value, in: 1...1000, "--startup needs a run count (1–1000)")
         case "--startup-baseline": startupBaseline = value
         case "--linux-boot":
-            guard let count = Int(value), (1...20).contains(count) else { throw BenchError(description: "--linux-boot needs a round count (1–20)") }
-            linuxBootRounds = count
+            linuxBootRounds = try number(value, in: 1...20, "--linux-boot needs a round count (1–20)")
         case "--virtio":
-            guard let count = Int(value), (1...20).contains(count) else { throw BenchError(description: "--virtio needs a round count (1–20)") }
-            virtio = VirtioBenchOptions(rounds: count, output: "", noise: NoiseOptions())
+            virtio = VirtioBenchOptions(rounds: try number(value, in: 1...20, "--virtio needs a round count (1–20)"), output: "", noise: NoiseOptions())
         case "--virtio-dir": virtioDirectory = value
         case "--virtio-ops":
-            guard let count = Int(value), (16...100_000).contains(count) else { throw BenchError(description: "--virtio-ops needs a read count (16–100000)") }
-            virtioOps = count
+            virtioOps = try number(value, in: 16...100_000, "--virtio-ops needs a read count (16–100000)")
         case "--virtio-frames":
-            guard let count = Int(value), (16...1_000_000).contains(count) else { throw BenchError(description: "--virtio-frames needs a frame count (16–1000000)") }
-            virtioFrames = count
+            virtioFrames = try number(value, in: 16...1_000_000, "--virtio-frames needs a frame count (16–1000000)")
         default: throw BenchError(description: "unknown option \(flag)")
         }
     }

@@ -12,6 +12,14 @@ let deflectBinary: String = {
     return GuestImages.repositoryRoot.appendingPathComponent(".build/debug/deflect").path
 }()
 
+/// A new directory in the temporary directory for one test's sockets and
+/// files, named PREFIX-XXXXXXXX; the test removes it.
+func scratchDirectory(_ prefix: String) throws -> String {
+    let directory = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory
+}
+
 struct CommandResult {
     var status: Int32
     var stdout: String

@@ -11,8 +11,7 @@ import Testing
 struct DiskCLITests {
     @Test func badDisksAreRefusedBeforeTheGuestStarts() throws {
         let kernel = try GuestImages.path("multiboot/platform.elf")
-        let directory = NSTemporaryDirectory() + "deflect-disk-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-disk")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let cases: [([String], Int32, String)] = [
             ([kernel, "--disk", "readonly=on"], 64, "--disk readonly=on: path=FILE is required"),

@@ -125,8 +125,7 @@ struct LinuxBootCLITests {
     @Test func thePVHKernelBootsTheSameTracedReplayedAndRestored() throws {
         guard let linux = try guest() else { return }
         let vmlinux = try #require(linux.vmlinux, "scripts/debian-linux-guest extracts a vmlinux for PVH")
-        let directory = NSTemporaryDirectory() + "deflect-linux-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-linux")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/linux.snap"
         let machine = Self.pvhMachine(vmlinux: vmlinux, initramfs: linux.initramfs)
@@ -244,8 +243,7 @@ struct LinuxBootCLITests {
         guard let linux = try guest() else { return }
         let vmlinux = try #require(linux.vmlinux, "scripts/debian-linux-guest extracts a vmlinux for PVH")
         let reference = try Self.tracedBoot.get().result
-        let directory = NSTemporaryDirectory() + "deflect-linux-mig-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-linux-mig")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", address = "unix:\(directory)/mig.sock"
         let receiver = try LiveDeflect(["receive", "--listen", address, "--timeout", "600", "--quiet"])

@@ -9,13 +9,6 @@ import Migration
 import Testing
 import VMM
 
-/// A temporary directory for one test's sockets and files.
-private func scratchDirectory() throws -> String {
-    let directory = NSTemporaryDirectory() + "deflect-mig-\(UUID().uuidString.prefix(8))"
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    return directory
-}
-
 /// `deflect receive` on `listen`; returns it and the address it reports
 /// (the port chosen for `tcp:...:0`).
 private func startReceiver(_ listen: String, _ extra: [String] = []) throws -> (LiveDeflect, String) {
@@ -72,7 +65,7 @@ struct MigrationCLITests {
     /// gap and no repeat, its memory check passes there, the source ends
     /// with "migrated to ..." and status 0.
     @Test func aWritingGuestMovesOverAUnixSocket() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
         #expect(address == "unix:\(directory)/mig.sock")
         let source = try startSource(socket: directory + "/vm.sock")
@@ -83,7 +76,7 @@ struct MigrationCLITests {
     /// Over loopback TCP (port chosen by the receiver), with a pre-shared key:
     /// every frame authenticated, the same continuity.
     @Test func aWritingGuestMovesOverLoopbackTCPWithAKey() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let key = directory + "/psk"
         try Data("a pre-shared key for this test only\n".utf8).write(to: URL(fileURLWithPath: key))
         let (receiver, address) = try startReceiver("tcp:127.0.0.1:0", ["--psk-file", key])
@@ -98,7 +91,7 @@ struct MigrationCLITests {
     /// sets KVM_MIGRATION_READY: refused, saying so, the guest runs on;
     /// with --force it moves, and the source logs that it was forced.
     @Test func theGuestsWordGatesTheMigration() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock")
         let source = try startSource(socket: directory + "/vm.sock", ["--migration-control"])
         #expect(source.waitFor("TICK 10\n"))
@@ -116,7 +109,7 @@ struct MigrationCLITests {
     /// A proxy slows the stream so that the copy shows several updates.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "no /usr/bin/script (util-linux): test skipped"))
     func theProgressLineUpdatesInPlaceOnATerminal() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
         let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", bytesPerSecond: 4 << 20)
         defer { proxy.stop() }
@@ -148,7 +141,7 @@ struct MigrationCLITests {
     /// the reason, the guest keeps running on the source and finishes there
     /// with its memory intact.
     @Test func killingTheReceiverMidStreamLeavesTheSourceRunning() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
         let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", bytesPerSecond: 1 << 20)
         defer { proxy.stop() }
@@ -196,7 +189,7 @@ struct MigrationCLITests {
     /// it stays paused, in doubt, saying so; never both running: the ticks
     /// of both ends together have no gap and no repeat.
     @Test func aLostRunningAckLeavesTheSourcePausedInDoubt() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
         let proxy = try StreamProxy(listen: directory + "/proxy.sock", to: directory + "/mig.sock", cutAtReply: .runningAck)
         defer { proxy.stop() }
@@ -221,7 +214,7 @@ struct MigrationCLITests {
     /// Returns the receiver's result.
     private func migrateThroughBrokenProxy(_ makeProxy: (String, String) throws -> StreamProxy,
                                            sourceLocation: SourceLocation = #_sourceLocation) throws -> CommandResult {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let (receiver, _) = try startReceiver("unix:\(directory)/mig.sock")
         let proxy = try makeProxy(directory + "/proxy.sock", directory + "/mig.sock")
         defer { proxy.stop() }
@@ -242,7 +235,7 @@ struct MigrationCLITests {
     /// Sender and receiver with different keys: the handshake fails on the
     /// HMAC, the receiver says so and exits, the sender reports the reason.
     @Test func aWrongKeyIsRefusedAtTheHandshake() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         try Data("the receiver's key, long enough".utf8).write(to: URL(fileURLWithPath: directory + "/right"))
         try Data("another key entirely, also long".utf8).write(to: URL(fileURLWithPath: directory + "/wrong"))
         let (receiver, address) = try startReceiver("unix:\(directory)/mig.sock", ["--psk-file", directory + "/right"])
@@ -266,7 +259,7 @@ struct MigrationCLITests {
     /// line "migration to DEST failed: the receiver refused the VM: ...; the
     /// VM keeps running on this host"), and the guest does run on.
     @Test func aKeyOnOneSideOnlyIsRefusedWithTheDocumentedLine() throws {
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let key = directory + "/key"
         try Data("a key only one side has, 32 bytes\n".utf8).write(to: URL(fileURLWithPath: key))
         let cases: [(receiver: [String], sender: [String], reason: String)] = [
@@ -365,7 +358,7 @@ struct NamespaceMigrationTests {
     @Test func aGuestMovesAcrossAVethPair() throws {
         let namespaces = try NetworkNamespacePair()
         defer { namespaces.remove() }
-        let directory = try scratchDirectory()
+        let directory = try scratchDirectory("deflect-mig")
         let key = directory + "/psk"
         try Data("a key for the veth test, 32 bytes".utf8).write(to: URL(fileURLWithPath: key))
         let receiver = try LiveDeflect(["receive", "--listen", "tcp:\(namespaces.receiverAddress):0", "--allow-remote",

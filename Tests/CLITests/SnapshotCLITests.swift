@@ -11,8 +11,7 @@ import VMM
 @Suite("deflect snapshot and restore", .enabled(if: KVMAvailability.usable, Comment(rawValue: KVMAvailability.skipComment)))
 struct SnapshotCLITests {
     @Test func aGuestContinuesInANewProcess() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-snap")
         let socket = directory + "/vm.sock", state = directory + "/seq.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long",
                                   "--api-socket", socket, "--timeout", "60", "--quiet"])
@@ -42,8 +41,7 @@ struct SnapshotCLITests {
     /// command line: `snapshot inspect` lists where RAM is, the memory file
     /// ends at 5 GiB, and the guest's checks of it pass in the new process.
     @Test func ramAbove4GiBContinuesInANewProcess() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-high-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-high")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/high.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("long/high_ram.bin"), "--mode", "long", "--memory", "4096",
@@ -96,8 +94,7 @@ struct SnapshotCLITests {
     /// Runs platform.elf with hold=2000, snapshots it (then stops it) when
     /// "INFO hold" appears and restores the snapshot in a new process.
     private func multibootRunAcrossASnapshot() throws -> (first: CommandResult, second: CommandResult) {
-        let directory = NSTemporaryDirectory() + "deflect-cli-mb-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-mb")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/mb.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/platform.elf"), "--platform", "pc",
@@ -117,8 +114,7 @@ struct SnapshotCLITests {
     /// `deflect ctl snapshot` (PUT /snapshot) answers one line naming the
     /// path and the reason, status 66, and the VM keeps running.
     @Test func anUnwritableSnapshotPathIsOneLineAndTheVMRunsOn() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-snap-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-snap")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/ok.snap", plainFile = directory + "/plain"
         _ = FileManager.default.createFile(atPath: plainFile, contents: Data([1]))
@@ -203,8 +199,7 @@ struct DiffSnapshotCLITests {
     /// file holds only the written pages; merged into the full one it
     /// restores in a new process and the guest continues from the diff.
     @Test func diffMergeAndRestore() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-diff-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-diff")
         let socket = directory + "/vm.sock", full = directory + "/full.snap", diff = directory + "/diff.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("long/sequence.bin"), "--mode", "long", "--memory", "64",
                                   "--api-socket", socket, "--timeout", "60", "--quiet"])
@@ -328,8 +323,7 @@ struct SnapshotPathCLITests {
     /// before anything is written: the node stays what it was and nothing
     /// else appears beside it (no `.mem`, no lock). The VM runs on.
     @Test func aPathThatIsNotARegularFileIsRefused() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-nodes-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-nodes")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let nodes = directory + "/nodes"
         try FileManager.default.createDirectory(atPath: nodes, withIntermediateDirectories: true)
@@ -369,8 +363,7 @@ struct SnapshotPathCLITests {
     /// writes to it) or a directory: status 66 at once, one line, nothing
     /// printed by Foundation.
     @Test(.timeLimit(.minutes(2))) func restoreAndInspectOfAFIFOOrDirectoryAre66AtOnce() throws {
-        let directory = NSTemporaryDirectory() + "deflect-cli-fifo-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-cli-fifo")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let fifo = directory + "/state.fifo"
         #expect(mkfifo(fifo, 0o600) == 0)

@@ -217,8 +217,7 @@ struct VirtioDeviceTests {
     @Test func aGuestWithDevicesContinuesInANewProcess() throws {
         let disk = try scratchDisk()
         defer { try? FileManager.default.removeItem(atPath: disk) }
-        let directory = NSTemporaryDirectory() + "deflect-virtio-snap-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-virtio-snap")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", state = directory + "/vm.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",
@@ -249,12 +248,42 @@ struct VirtioDeviceTests {
         expectOneLineError(refused, "--disk path=\(disk) is \((Self.sectors + 1) * 512) bytes; the snapshot's disk was \(Self.sectors * 512) bytes")
     }
 
-    /// The guest's `churn` rounds (write a sector, read back the one before)
-    /// seen in one process's output: each round's progress line, in order.
-    private static func churnRounds(_ output: String) -> [Int] {
-        output.split(separator: "\n").compactMap { line in
-            line.hasPrefix("INFO churn round ") ? Int(line.dropFirst("INFO churn round ".count)) : nil
+    /// The churning guest's run split across two processes (`first` up to
+    /// a snapshot or a migration, `second` from there): `second` ends it,
+    /// passing, with every sector and page as written, and the progress
+    /// lines of the two together name each round once, in order.
+    private func expectChurnCompleted(first: CommandResult, then second: CommandResult, rounds: Int,
+                                      sourceLocation: SourceLocation = #_sourceLocation) {
+        func progress(_ output: String) -> [Int] {
+            output.split(separator: "\n").compactMap { line in
+                line.hasPrefix("INFO churn round ") ? Int(line.dropFirst("INFO churn round ".count)) : nil
+            }
         }
+        #expect(!first.stdout.contains("FAIL "), "\(first.stdout)", sourceLocation: sourceLocation)
+        #expect(second.status == 3, "\(second.stdout)\n\(second.stderr)", sourceLocation: sourceLocation)
+        #expect(second.stdout.contains("PASS blk-churn rounds \(rounds), pages and region checked"), "\(second.stdout)",
+                sourceLocation: sourceLocation)
+        #expect(second.stdout.contains("RESULT pass") && !second.stdout.contains("FAIL "), "\(first.stdout)\n---\n\(second.stdout)",
+                sourceLocation: sourceLocation)
+        let seen = progress(first.stdout) + progress(second.stdout)
+        #expect(seen == Array(stride(from: 100, through: rounds, by: 100)), "rounds lost or repeated: \(seen)", sourceLocation: sourceLocation)
+    }
+
+    /// `deflect receive` on `address`, listening.
+    private func startReceiver(_ address: String) throws -> LiveDeflect {
+        let receiver = try LiveDeflect(["receive", "--listen", address, "--timeout", "240", "--quiet"])
+        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true), "\(receiver.stderrSoFar)")
+        return receiver
+    }
+
+    /// `deflect ctl migrate` of the VM behind `api` to `address`: the
+    /// migration completes and the source's run ends saying so.
+    private func migrate(_ vm: LiveDeflect, api: String, to address: String) throws -> CommandResult {
+        let ctl = try deflect(["ctl", "--socket", api, "migrate", address], limit: 120)
+        #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)")
+        let source = vm.finish()
+        #expect(source.stderr.contains("deflect: migrated to \(address)"), "\(source.stderr)")
+        return source
     }
 
     /// The guest rewrites its disk while a full snapshot is taken, then a diff
@@ -266,8 +295,7 @@ struct VirtioDeviceTests {
     @Test func aDiskWritingGuestContinuesFromADiffSnapshot() throws {
         let disk = try scratchDisk()
         defer { try? FileManager.default.removeItem(atPath: disk) }
-        let directory = NSTemporaryDirectory() + "deflect-virtio-churn-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-virtio-churn")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", base = directory + "/base.snap", diff = directory + "/diff.snap"
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",
@@ -280,16 +308,11 @@ struct VirtioDeviceTests {
         let second = try deflect(["ctl", "--socket", socket, "snapshot", diff, "--diff", "--then", "stop"])
         #expect(second.status == 0, "\(second.stderr)")
         let first = vm.finish()
-        #expect(!first.stdout.contains("FAIL "), "\(first.stdout)")
         let merged = try deflect(["snapshot", "merge", base, diff])
         #expect(merged.status == 0, "\(merged.stderr)")
 
         let restored = try deflect(["restore", diff, "--timeout", "180", "--quiet"], limit: 200)
-        #expect(restored.status == 3, "\(restored.stdout)\n\(restored.stderr)")
-        #expect(restored.stdout.contains("PASS blk-churn rounds 600, pages and region checked"), "\(restored.stdout)")
-        #expect(restored.stdout.contains("RESULT pass") && !restored.stdout.contains("FAIL "), "\(first.stdout)\n---\n\(restored.stdout)")
-        let rounds = Self.churnRounds(first.stdout) + Self.churnRounds(restored.stdout)
-        #expect(rounds == Array(stride(from: 100, through: 600, by: 100)), "rounds lost or repeated: \(rounds)")
+        expectChurnCompleted(first: first, then: restored, rounds: 600)
     }
 
     /// The same disk-rewriting guest moved by live migration to a second
@@ -299,26 +322,16 @@ struct VirtioDeviceTests {
     @Test func aDiskWritingGuestMigratesToANewProcess() throws {
         let disk = try scratchDisk()
         defer { try? FileManager.default.removeItem(atPath: disk) }
-        let directory = NSTemporaryDirectory() + "deflect-virtio-mig-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("deflect-virtio-mig")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/vm.sock", address = "unix:" + directory + "/mig.sock"
-        let receiver = try LiveDeflect(["receive", "--listen", address, "--timeout", "240", "--quiet"])
-        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true))
+        let receiver = try startReceiver(address)
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",
                                   "--disk", "path=\(disk)", "--api-socket", socket, "--timeout", "240", "--quiet",
                                   "--append", "blk churn=500 sectors=\(Self.sectors)"])
         #expect(vm.waitFor("INFO churn round 100", limit: 120))
-        let ctl = try deflect(["ctl", "--socket", socket, "migrate", address], limit: 120)
-        #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)")
-        let source = vm.finish()
-        #expect(source.stderr.contains("deflect: migrated to \(address)"), "\(source.stderr)")
-        let after = receiver.finish()
-        #expect(after.status == 3, "\(after.stdout)\n\(after.stderr)")
-        #expect(after.stdout.contains("PASS blk-churn rounds 500, pages and region checked"), "\(after.stdout)")
-        #expect(after.stdout.contains("RESULT pass") && !after.stdout.contains("FAIL "), "\(source.stdout)\n---\n\(after.stdout)")
-        let rounds = Self.churnRounds(source.stdout) + Self.churnRounds(after.stdout)
-        #expect(rounds == Array(stride(from: 100, through: 500, by: 100)), "rounds lost or repeated: \(rounds)")
+        let source = try migrate(vm, api: socket, to: address)
+        expectChurnCompleted(first: source, then: receiver.finish(), rounds: 500)
     }
 
     /// A migration between two processes on this host hands the vsock
@@ -330,30 +343,25 @@ struct VirtioDeviceTests {
         let root = GuestImages.repositoryRoot.path
         let disk = try scratchDisk()
         defer { try? FileManager.default.removeItem(atPath: disk) }
-        let directory = NSTemporaryDirectory() + "dfl-vsm-\(UInt32.random(in: 1000...9999))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory("dfl-vsm")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let vsock = directory + "/v.sock", api = directory + "/vm.sock", address = "unix:" + directory + "/mig.sock"
         let echo = try startVsockEcho(socket: vsock, port: 1234)
         defer { echo.terminate() }
-        let receiver = try LiveDeflect(["receive", "--listen", address, "--timeout", "240", "--quiet"])
-        #expect(receiver.waitFor("waiting for a VM on ", onStderr: true))
+        let receiver = try startReceiver(address)
         let vm = try LiveDeflect(["run", try GuestImages.path("multiboot/virtio.elf"), "--memory", "128",
                                   "--disk", "path=\(disk)", "--vsock", "cid=3,socket=\(vsock)", "--api-socket", api,
                                   "--timeout", "240", "--quiet",
                                   "--append", "blk churn=300 sectors=\(Self.sectors) vsock cid=3 vsock-connect=1234 vsock-listen=5678"])
         #expect(vm.waitFor("INFO churn round 100", limit: 120))
-        let ctl = try deflect(["ctl", "--socket", api, "migrate", address], limit: 120)
-        #expect(ctl.status == 0, "\(ctl.stdout)\n\(ctl.stderr)")
+        let source = try migrate(vm, api: api, to: address)
         #expect(receiver.waitFor("INFO vsock listening 5678", limit: 120))
         let host = try runProgram(root + "/scripts/vsock-host-connect", ["--expect", "HELLO GUEST", vsock, "5678", "hello guest"],
                                   limit: 60, directory: root)
         #expect(host.status == 0, "\(host.stdout)\(host.stderr)")
-        let source = vm.finish()
-        #expect(source.stderr.contains("deflect: migrated to \(address)"), "\(source.stderr)")
         let after = receiver.finish()
-        #expect(after.status == 3, "\(after.stdout)\n\(after.stderr)")
-        for line in ["PASS blk-churn rounds 300", "PASS vsock-connect", "PASS vsock-echo", "PASS vsock-accept", "PASS vsock-host-echo",
+        expectChurnCompleted(first: source, then: after, rounds: 300)
+        for line in ["PASS vsock-connect", "PASS vsock-echo", "PASS vsock-accept", "PASS vsock-host-echo",
                      "RESULT pass"] {
             #expect(after.stdout.contains(line), "\(line):\n\(after.stdout)")
         }
